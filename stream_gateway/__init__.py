@@ -1,0 +1,56 @@
+"""stream-gateway: serve LLM flows from ASGI apps with durable, resumable streams."""
+
+from ._errors import (
+    AlreadyExistsError,
+    CancelledError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    GatewayError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    StreamAbandonedError,
+    StreamClosedError,
+    StreamExistsError,
+    StreamNotFoundError,
+    UnauthenticatedError,
+    UnavailableError,
+    UnsupportedMediaTypeError,
+)
+from .asgi import FlowHandler, Gateway
+from .flow import ContextProvider, Flow, FlowContext, RequestContext, flow
+from .streams import InMemoryStreamManager, StreamManager, StreamWriter
+
+__all__ = [
+    "AlreadyExistsError",
+    "CancelledError",
+    "ContextProvider",
+    "DeadlineExceededError",
+    "FailedPreconditionError",
+    "Flow",
+    "FlowContext",
+    "FlowHandler",
+    "Gateway",
+    "GatewayError",
+    "InMemoryStreamManager",
+    "InternalError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "RequestContext",
+    "ResourceExhaustedError",
+    "StreamAbandonedError",
+    "StreamClosedError",
+    "StreamExistsError",
+    "StreamManager",
+    "StreamNotFoundError",
+    "StreamWriter",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "UnsupportedMediaTypeError",
+    "flow",
+]

@@ -1,0 +1,135 @@
+"""Request parsing and responses shared by the endpoints."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+import anyio
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Message, Receive, Scope, Send
+
+from .._errors import (
+    GatewayError,
+    InvalidArgumentError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+)
+from .._json import JsonValue, loads
+
+__all__ = ["FrameResponse", "Producer", "Write", "error_response", "read_json_body"]
+
+logger = logging.getLogger("stream_gateway.http")
+
+
+def error_response(exc: GatewayError, headers: Mapping[str, str] | None = None) -> Response:
+    """``{"error": {status, message, details?}}`` with the error's HTTP status."""
+    return JSONResponse({"error": exc.to_json()}, status_code=exc.http_status, headers=headers)
+
+
+async def read_json_body(request: Request, max_bytes: int) -> JsonValue:
+    """The request's JSON body (``None`` when empty), within ``max_bytes``.
+
+    Raises `PayloadTooLargeError` (413), `UnsupportedMediaTypeError` (415) or
+    `InvalidArgumentError` (400) for malformed JSON.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(max_bytes)
+    body = bytearray()
+    try:
+        async for part in request.stream():
+            body += part
+            if len(body) > max_bytes:
+                raise _too_large(max_bytes)
+    except ClientDisconnect:
+        raise InvalidArgumentError("request body was cut off") from None
+    if not body.strip():
+        return None
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaTypeError(
+            "request body must be JSON (Content-Type: application/json)"
+        )
+    return loads(bytes(body))
+
+
+def _too_large(limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"request body exceeds the limit of {limit} bytes", details={"limit": limit}
+    )
+
+
+Write = Callable[[bytes], Awaitable[None]]
+Producer = Callable[[Write], Awaitable[None]]
+
+
+class FrameResponse(Response):
+    """A streaming response fed by a producer that is handed a ``write`` function.
+
+    Each ``write`` is one ASGI body message. The producer is cancelled as soon as the
+    client disconnects. With ``keep_alive`` set, that payload is written after each
+    ``keep_alive_interval`` seconds of silence.
+    """
+
+    def __init__(
+        self,
+        producer: Producer,
+        *,
+        media_type: str,
+        headers: Mapping[str, str] | None = None,
+        keep_alive: bytes | None = None,
+        keep_alive_interval: float = 15.0,
+    ) -> None:
+        # Like StreamingResponse: no body attribute, so no Content-Length header.
+        self.status_code = 200
+        self.media_type = media_type
+        self.background = None
+        self.init_headers(headers)
+        self._producer = producer
+        self._keep_alive = keep_alive
+        self._keep_alive_interval = keep_alive_interval
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        lock = anyio.Lock()
+        last_write = anyio.current_time()
+
+        async def write(body: bytes, more: bool = True) -> None:
+            nonlocal last_write
+            async with lock:
+                await send({"type": "http.response.body", "body": body, "more_body": more})
+                last_write = anyio.current_time()
+
+        async def produce() -> None:
+            await self._producer(write)
+            await write(b"", more=False)
+            tg.cancel_scope.cancel()
+
+        async def keep_alive(payload: bytes, interval: float) -> None:
+            while True:
+                await anyio.sleep(max(0.0, last_write + interval - anyio.current_time()))
+                if anyio.current_time() - last_write >= interval:
+                    await write(payload)
+
+        async def watch_disconnect() -> None:
+            while True:
+                message: Message = await receive()
+                if message["type"] == "http.disconnect":
+                    tg.cancel_scope.cancel()
+                    return
+
+        start: Message = {
+            "type": "http.response.start",
+            "status": self.status_code,
+            "headers": self.raw_headers,
+        }
+        try:
+            await send(start)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch_disconnect)
+                if self._keep_alive is not None:
+                    tg.start_soon(keep_alive, self._keep_alive, self._keep_alive_interval)
+                tg.start_soon(produce)
+        except OSError:
+            logger.debug("client went away while streaming")

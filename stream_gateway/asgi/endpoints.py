@@ -1,0 +1,257 @@
+"""The HTTP endpoints of one flow: Genkit protocol, SSE resume, cancel, describe."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .._errors import (
+    GatewayError,
+    InternalError,
+    InvalidArgumentError,
+    StreamNotFoundError,
+)
+from .._ids import owner_key, validate_stream_id
+from .._limits import check_chunk
+from ..flow import ContextProvider, Flow, FlowContext, RequestContext
+from ..streams.base import ErrorEvent, StreamEvent, StreamRecord
+from ..streams.manager import StreamManager
+from ._http import FrameResponse, Write, error_response, read_json_body
+from .frames import KEEP_ALIVE, genkit_frames, sse_frames
+from .runner import FlowRunner
+
+__all__ = ["FlowEndpoints", "GatewaySettings"]
+
+logger = logging.getLogger("stream_gateway.http")
+
+STREAM_ID_HEADER = "x-genkit-stream-id"
+OFFSET_HEADER = "x-genkit-stream-offset"
+_GENKIT_MEDIA_TYPE = "text/plain; charset=utf-8"
+_SSE_MEDIA_TYPE = "text/event-stream; charset=utf-8"
+_STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+async def _anonymous(request: Request) -> RequestContext:
+    return RequestContext()
+
+
+@dataclass
+class GatewaySettings:
+    """What every flow endpoint of a gateway shares."""
+
+    stream_manager: StreamManager | None
+    context_provider: ContextProvider | None
+    runner: FlowRunner
+    max_body_bytes: int
+    max_chunk_bytes: int
+    max_stream_chunks: int
+    keep_alive_interval: float
+
+
+class FlowEndpoints:
+    """Serves one flow. Every handler answers with a JSON error, never a traceback."""
+
+    def __init__(self, flow: Flow[Any, Any, Any], settings: GatewaySettings) -> None:
+        self.flow = flow
+        self.settings = settings
+        self._authenticate = settings.context_provider or _anonymous
+
+    # -- POST <flow url>: the Genkit protocol -------------------------------------------
+
+    async def post(self, request: Request) -> Response:
+        """Run the flow (streaming or not), or reconnect to one of its streams."""
+        return await self._guarded(self._post, request)
+
+    async def _post(self, request: Request) -> Response:
+        context = await self._authenticate(request)
+        stream_id = request.headers.get(STREAM_ID_HEADER)
+        if stream_id is not None:
+            return await self._reconnect(request, context, stream_id)
+        body = await read_json_body(request, self.settings.max_body_bytes)
+        if body is not None and not isinstance(body, dict):
+            raise InvalidArgumentError('request body must be a JSON object: {"data": <input>}')
+        data = body.get("data") if body else None
+        input = self.flow.parse_input(data)
+        if _wants_stream(request):
+            if self.settings.stream_manager is None:
+                return self._stream_attached(input, context)
+            return await self._stream_detached(input, context)
+        return await self._run_once(input, context)
+
+    async def _reconnect(self, request: Request, context: RequestContext, raw_id: str) -> Response:
+        stream_id = validate_stream_id(raw_id)
+        offset = _offset(request.headers.get(OFFSET_HEADER, "0"), OFFSET_HEADER)
+        try:
+            await self._owned_record(stream_id, context)
+        except StreamNotFoundError:
+            return Response(status_code=204)  # what Genkit's client reads as NOT_FOUND
+        return self._genkit_response(stream_id, offset)
+
+    async def _stream_detached(self, input: Any, context: RequestContext) -> Response:
+        manager = self.settings.stream_manager
+        assert manager is not None
+        self.settings.runner.check_accepting()
+        writer = await manager.open(flow=self.flow.name, owner=owner_key(context.principal))
+        try:
+            self.settings.runner.start(self.flow, input, writer, context)
+        except GatewayError as exc:
+            await writer.error(exc)
+            raise
+        return self._genkit_response(writer.stream_id, 0)
+
+    def _genkit_response(self, stream_id: str, offset: int) -> Response:
+        async def produce(write: Write) -> None:
+            await self._relay(stream_id, offset, write, genkit_frames)
+
+        return FrameResponse(
+            produce,
+            media_type=_GENKIT_MEDIA_TYPE,
+            headers={**_STREAM_HEADERS, STREAM_ID_HEADER: stream_id},
+        )
+
+    def _stream_attached(self, input: Any, context: RequestContext) -> Response:
+        """No stream manager: the flow runs inside the response and ends with it."""
+        settings, flow = self.settings, self.flow
+
+        async def produce(write: Write) -> None:
+            count = 0
+
+            async def sink(raw: bytes) -> None:
+                nonlocal count
+                check_chunk(raw, count, settings.max_chunk_bytes, settings.max_stream_chunks)
+                count += 1
+                await write(b'data: {"message":' + raw + b"}\n\n")
+
+            try:
+                result = await flow.fn(input, FlowContext(flow, sink=sink, request=context))
+                await write(b'data: {"result":' + flow.encode_output(result) + b"}\n\n")
+            except Exception as exc:
+                error = self._public(exc)
+                await write(genkit_frames([ErrorEvent(error.status, error.message, error.details)]))
+
+        return FrameResponse(produce, media_type=_GENKIT_MEDIA_TYPE, headers=_STREAM_HEADERS)
+
+    async def _run_once(self, input: Any, context: RequestContext) -> Response:
+        result = await self.flow.fn(input, FlowContext(self.flow, request=context))
+        body = b'{"result":' + self.flow.encode_output(result) + b"}"
+        return Response(body, media_type="application/json")
+
+    # -- GET / DELETE <flow url>/streams/<id>: standard SSE -------------------------------
+
+    async def sse(self, request: Request) -> Response:
+        """Follow a stream as Server-Sent Events, resuming after ``Last-Event-ID``."""
+        return await self._guarded(self._sse, request)
+
+    async def _sse(self, request: Request) -> Response:
+        context = await self._authenticate(request)
+        stream_id = validate_stream_id(request.path_params["stream_id"])
+        last_id = request.headers.get("last-event-id")
+        if last_id is not None:
+            offset = _offset(last_id, "Last-Event-ID") + 1
+        else:
+            offset = _offset(request.query_params.get("offset", "0"), "offset")
+        await self._owned_record(stream_id, context)
+
+        async def produce(write: Write) -> None:
+            await self._relay(stream_id, offset, write, sse_frames)
+
+        return FrameResponse(
+            produce,
+            media_type=_SSE_MEDIA_TYPE,
+            headers=_STREAM_HEADERS,
+            keep_alive=KEEP_ALIVE,
+            keep_alive_interval=self.settings.keep_alive_interval,
+        )
+
+    async def cancel(self, request: Request) -> Response:
+        """Ask the stream's flow to stop; subscribers then see ``CANCELLED``."""
+        return await self._guarded(self._cancel, request)
+
+    async def _cancel(self, request: Request) -> Response:
+        context = await self._authenticate(request)
+        stream_id = validate_stream_id(request.path_params["stream_id"])
+        await self._owned_record(stream_id, context)
+        assert self.settings.stream_manager is not None
+        cancelled = await self.settings.stream_manager.cancel(stream_id)
+        return JSONResponse({"streamId": stream_id, "cancelled": cancelled})
+
+    async def describe(self, request: Request) -> Response:
+        """The flow's name, description and JSON Schemas."""
+        return await self._guarded(self._describe, request)
+
+    async def _describe(self, request: Request) -> Response:
+        await self._authenticate(request)
+        return JSONResponse(self.description())
+
+    def description(self) -> dict[str, Any]:
+        """What `describe` answers."""
+        return {
+            "name": self.flow.name,
+            "description": self.flow.description,
+            "schemas": self.flow.schemas(),
+            "durableStreams": self.settings.stream_manager is not None,
+        }
+
+    # -- shared ------------------------------------------------------------------------
+
+    async def _owned_record(self, stream_id: str, context: RequestContext) -> StreamRecord:
+        """The stream's record if it belongs to this flow and principal; else not found."""
+        manager = self.settings.stream_manager
+        if manager is None:
+            raise StreamNotFoundError("stream not found")
+        record = await manager.info(stream_id)
+        if record.flow != self.flow.name or record.owner != owner_key(context.principal):
+            raise StreamNotFoundError("stream not found")
+        return record
+
+    async def _relay(
+        self,
+        stream_id: str,
+        offset: int,
+        write: Write,
+        encode: Any,
+    ) -> None:
+        manager = self.settings.stream_manager
+        assert manager is not None
+        events: list[StreamEvent] = []
+        try:
+            async with aclosing(manager.subscribe_batches(stream_id, offset)) as batches:
+                async for events in batches:
+                    await write(encode(events))
+        except Exception as exc:
+            # Never end a stream without a terminal frame: Genkit's client would spin.
+            error = self._public(exc)
+            with anyio.CancelScope(shield=True):
+                await write(encode([ErrorEvent(error.status, error.message, error.details)]))
+
+    def _public(self, exc: BaseException) -> GatewayError:
+        if isinstance(exc, GatewayError):
+            return exc
+        logger.exception("flow %r failed", self.flow.name, exc_info=exc)
+        return InternalError("Internal Error")
+
+    async def _guarded(self, handler: Any, request: Request) -> Response:
+        try:
+            response: Response = await handler(request)
+            return response
+        except GatewayError as exc:
+            return error_response(exc)
+        except Exception as exc:
+            return error_response(self._public(exc))
+
+
+def _wants_stream(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "text/event-stream" in accept or request.query_params.get("stream") == "true"
+
+
+def _offset(value: str, name: str) -> int:
+    if not value.isdigit() or len(value) > 18:
+        raise InvalidArgumentError(f"{name} must be a non-negative integer")
+    return int(value)

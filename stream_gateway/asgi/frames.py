@@ -1,0 +1,64 @@
+"""Exact wire frames of the two stream protocols (golden fixtures pin them).
+
+Genkit protocol (``POST <flow url>``): every frame ends in ``\\n\\n``; Genkit's client
+drops the first six characters of a frame and parses the rest as JSON, so nothing else
+may appear between frames::
+
+    data: {"message":<chunk>}
+    data: {"result":<output>}
+    error: {"error":{"status":...,"message":...,"details":...}}
+
+SSE protocol (``GET <flow url>/streams/<id>``), for ``EventSource``::
+
+    id: <offset>            event: result            event: error
+    event: chunk            data: <output>           data: {"status":...,"message":...}
+    data: <chunk>
+
+plus ``: keep-alive`` comments. The terminal events carry no ``id``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .._json import dumps
+from ..streams.base import ChunkEvent, ErrorEvent, ResultEvent, StreamEvent
+
+__all__ = ["KEEP_ALIVE", "error_body", "genkit_frames", "sse_frames"]
+
+KEEP_ALIVE = b": keep-alive\n\n"
+
+
+def error_body(event: ErrorEvent) -> dict[str, object]:
+    """``{"status", "message"}`` plus ``"details"`` when there are any."""
+    body: dict[str, object] = {"status": event.status, "message": event.message}
+    if event.details is not None:
+        body["details"] = event.details
+    return body
+
+
+def genkit_frames(events: Iterable[StreamEvent]) -> bytes:
+    """Encode events as Genkit-protocol frames, ready to send as one write."""
+    parts: list[bytes] = []
+    for event in events:
+        if isinstance(event, ChunkEvent):
+            parts += (b'data: {"message":', event.raw, b"}\n\n")
+        elif isinstance(event, ResultEvent):
+            parts += (b'data: {"result":', event.raw, b"}\n\n")
+        else:
+            parts += (b'error: {"error":', dumps(error_body(event)), b"}\n\n")
+    return b"".join(parts)
+
+
+def sse_frames(events: Iterable[StreamEvent]) -> bytes:
+    """Encode events as standard Server-Sent Events, ready to send as one write."""
+    parts: list[bytes] = []
+    for event in events:
+        if isinstance(event, ChunkEvent):
+            parts += (b"id: ", str(event.offset).encode(), b"\nevent: chunk\ndata: ", event.raw)
+        elif isinstance(event, ResultEvent):
+            parts += (b"event: result\ndata: ", event.raw)
+        else:
+            parts += (b"event: error\ndata: ", dumps(error_body(event)))
+        parts.append(b"\n\n")
+    return b"".join(parts)

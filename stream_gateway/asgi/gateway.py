@@ -1,0 +1,133 @@
+"""`Gateway` (many flows under one mount) and `FlowHandler` (one flow), as ASGI apps."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+from .._errors import NotFoundError
+from ..flow import ContextProvider, Flow
+from ..streams.manager import StreamManager
+from ._http import error_response
+from .endpoints import FlowEndpoints, GatewaySettings
+from .runner import FlowRunner
+
+__all__ = ["FlowHandler", "Gateway"]
+
+
+class Gateway:
+    """Serves many flows: ``POST /{flow}``, ``GET|DELETE /{flow}/streams/{id}``, ``GET /``.
+
+    Mount it anywhere (Starlette ``Mount``, FastAPI ``app.mount``) and run its
+    `lifespan` in the host app's lifespan; served on its own, it runs it itself. The
+    lifespan starts the stream manager and the runner of detached flows and, on
+    shutdown, drains running flows for ``drain_grace`` seconds.
+
+    With a ``stream_manager``, streaming runs are persisted and detached from their
+    request: a client that disconnects can come back with the stream id. Without one,
+    a streaming run lives and dies with its response.
+    """
+
+    def __init__(
+        self,
+        flows: Iterable[Flow[Any, Any, Any]],
+        *,
+        stream_manager: StreamManager | None = None,
+        context_provider: ContextProvider | None = None,
+        max_body_bytes: int = 1024 * 1024,
+        max_chunk_bytes: int | None = None,
+        max_stream_chunks: int | None = None,
+        keep_alive_interval: float = 15.0,
+        drain_grace: float = 10.0,
+    ) -> None:
+        """``max_chunk_bytes`` / ``max_stream_chunks`` default to the manager's limits
+        (they are the manager's to enforce when there is one)."""
+        manager = stream_manager
+        self.stream_manager = manager
+        self.runner = FlowRunner(grace=drain_grace)
+        self.settings = GatewaySettings(
+            stream_manager=manager,
+            context_provider=context_provider,
+            runner=self.runner,
+            max_body_bytes=max_body_bytes,
+            max_chunk_bytes=max_chunk_bytes or (manager.max_chunk_bytes if manager else 256 * 1024),
+            max_stream_chunks=max_stream_chunks
+            or (manager.max_stream_chunks if manager else 1_000_000),
+            keep_alive_interval=keep_alive_interval,
+        )
+        self.endpoints: dict[str, FlowEndpoints] = {}
+        for flow in flows:
+            if flow.name in self.endpoints:
+                raise ValueError(f"two flows are named {flow.name!r}")
+            self.endpoints[flow.name] = FlowEndpoints(flow, self.settings)
+        self.app = Starlette(routes=self._routes(), lifespan=self._app_lifespan)
+
+    def _routes(self) -> list[BaseRoute]:
+        return [
+            Route("/", self._list, methods=["GET"]),
+            Route("/{flow}", self._dispatch("post"), methods=["POST"]),
+            Route("/{flow}", self._dispatch("describe"), methods=["GET"]),
+            Route("/{flow}/streams/{stream_id}", self._dispatch("sse"), methods=["GET"]),
+            Route("/{flow}/streams/{stream_id}", self._dispatch("cancel"), methods=["DELETE"]),
+        ]
+
+    def _dispatch(self, name: str) -> Any:
+        async def endpoint(request: Request) -> Response:
+            endpoints = self.endpoints.get(request.path_params["flow"])
+            if endpoints is None:
+                return error_response(NotFoundError("no such flow"))
+            response: Response = await getattr(endpoints, name)(request)
+            return response
+
+        return endpoint
+
+    async def _list(self, request: Request) -> Response:
+        return JSONResponse({"flows": [e.description() for e in self.endpoints.values()]})
+
+    @asynccontextmanager
+    async def lifespan(self, app: object = None) -> AsyncIterator[None]:
+        """Start the stream manager and the flow runner; drain and stop them on exit.
+
+        Pass it as (or call it from) the host app's ``lifespan``.
+        """
+        async with AsyncExitStack() as stack:
+            if self.stream_manager is not None:
+                await stack.enter_async_context(self.stream_manager)
+            await stack.enter_async_context(self.runner)
+            yield
+
+    @asynccontextmanager
+    async def _app_lifespan(self, app: object) -> AsyncIterator[None]:
+        async with self.lifespan(app):
+            yield
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+class FlowHandler(Gateway):
+    """Serves one flow at the root of its mount: ``POST /``, ``GET|DELETE /streams/{id}``.
+
+    The analogue of Genkit's ``expressHandler(flow, {streamManager})``; options as in
+    `Gateway`.
+    """
+
+    def __init__(self, flow: Flow[Any, Any, Any], **options: Any) -> None:
+        self.flow = flow
+        super().__init__([flow], **options)
+
+    def _routes(self) -> list[BaseRoute]:
+        endpoints = self.endpoints[self.flow.name]
+        return [
+            Route("/", endpoints.post, methods=["POST"]),
+            Route("/", endpoints.describe, methods=["GET"]),
+            Route("/streams/{stream_id}", endpoints.sse, methods=["GET"]),
+            Route("/streams/{stream_id}", endpoints.cancel, methods=["DELETE"]),
+        ]

@@ -1,0 +1,30 @@
+"""Durable streams: the stream model, the storage contract, the manager and its backends."""
+
+from .base import (
+    ChunkEvent,
+    ErrorEvent,
+    ResultEvent,
+    StreamEvent,
+    StreamRecord,
+    StreamStatus,
+    StreamStorage,
+    Terminal,
+)
+from .manager import StreamManager
+from .memory import InMemoryStreamManager, InMemoryStreamStorage
+from .writer import StreamWriter
+
+__all__ = [
+    "ChunkEvent",
+    "ErrorEvent",
+    "InMemoryStreamManager",
+    "InMemoryStreamStorage",
+    "ResultEvent",
+    "StreamEvent",
+    "StreamManager",
+    "StreamRecord",
+    "StreamStatus",
+    "StreamStorage",
+    "StreamWriter",
+    "Terminal",
+]

@@ -1,0 +1,188 @@
+"""The stream model and the backend contract every storage implements.
+
+A stream is an append-only log of chunks at dense offsets ``0, 1, 2, ...`` followed by
+exactly one terminal entry (done, error or cancelled). Chunks travel and rest as
+compact JSON bytes; they are encoded once, above the backends.
+
+`StreamStorage` is the small contract a backend implements (memory, SQLite, Firestore,
+RTDB). Everything else (buffering, leases, fan-out, limits, abandonment) lives once in
+`stream_gateway.streams.StreamManager`, which is built on a storage.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .._json import loads
+
+__all__ = [
+    "ChunkEvent",
+    "ErrorEvent",
+    "ResultEvent",
+    "StreamEvent",
+    "StreamRecord",
+    "StreamStatus",
+    "StreamStorage",
+    "Terminal",
+]
+
+StreamStatus = Literal["open", "done", "error", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Terminal:
+    """The last entry of a stream.
+
+    ``kind`` is ``"done"`` (``payload`` is the result's JSON) or ``"error"`` /
+    ``"cancelled"`` (``payload`` is ``{"status", "message", "details"?}`` as JSON).
+    """
+
+    kind: Literal["done", "error", "cancelled"]
+    payload: bytes
+
+
+@dataclass(slots=True)
+class StreamRecord:
+    """A stream's metadata: everything but its chunks.
+
+    ``length`` counts the committed chunks. ``lease_until`` is when the writer's lease
+    lapses (``None`` once finished). Times are Unix seconds.
+    """
+
+    stream_id: str
+    flow: str
+    created_at: float
+    updated_at: float
+    expires_at: float
+    owner: str | None = None
+    status: StreamStatus = "open"
+    length: int = 0
+    lease_until: float | None = None
+    cancel_requested: bool = False
+    terminal: Terminal | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkEvent:
+    """A chunk at ``offset``; ``raw`` is its compact JSON."""
+
+    offset: int
+    raw: bytes
+
+    @property
+    def data(self) -> Any:
+        """The chunk decoded from JSON."""
+        return loads(self.raw)
+
+
+@dataclass(frozen=True, slots=True)
+class ResultEvent:
+    """The stream finished with a result; ``raw`` is its compact JSON."""
+
+    raw: bytes
+
+    @property
+    def result(self) -> Any:
+        """The result decoded from JSON."""
+        return loads(self.raw)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent:
+    """The stream ended in an error (``CANCELLED`` when cancelled, ``UNAVAILABLE`` when
+    abandoned)."""
+
+    status: str
+    message: str
+    details: Any = None
+
+
+StreamEvent = ChunkEvent | ResultEvent | ErrorEvent
+
+
+class StreamStorage(abc.ABC):
+    """What a backend stores and how it tells of changes. One writer per stream.
+
+    Implementations must be safe to call concurrently from one event loop; the
+    manager never writes to one stream from two tasks at once. Times passed in are
+    Unix seconds chosen by the manager, so every backend expires alike.
+    """
+
+    #: Default pause between a write and its flush (seconds). Chunks written within
+    #: this window go to the backend as one batch; a crash can lose at most this window.
+    flush_interval: float = 0.0
+    #: Whether another process can see this storage (and so needs `watch`).
+    shared: bool = False
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Open connections; called once before any other method."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; called once at the end."""
+
+    @abc.abstractmethod
+    async def create(self, record: StreamRecord) -> None:
+        """Store a new stream atomically.
+
+        Raises `StreamExistsError` when the id is taken (even by an expired stream
+        not yet purged); an existing stream is never overwritten.
+        """
+
+    @abc.abstractmethod
+    async def append(self, stream_id: str, offset: int, chunks: Sequence[bytes]) -> None:
+        """Commit ``chunks`` at offsets ``offset, offset + 1, ...`` as one batch.
+
+        ``offset`` is always the stream's current length. When this returns, the
+        chunks are durable (as far as the backend is) and visible to `read`; the
+        record's ``length`` may be updated lazily but never ahead of the chunks.
+        """
+
+    @abc.abstractmethod
+    async def finish(
+        self, stream_id: str, length: int, terminal: Terminal, *, now: float, expires_at: float
+    ) -> None:
+        """Record the terminal entry after ``length`` chunks, atomically.
+
+        Sets status, ``length``, ``updated_at = now``, ``expires_at``; clears the
+        lease. Called once, after every append of the stream has returned.
+        """
+
+    @abc.abstractmethod
+    async def load(self, stream_id: str) -> StreamRecord | None:
+        """The stream's record, or ``None`` if unknown. ``length`` is exact: it counts
+        every chunk committed so far (read from the chunk batches if need be)."""
+
+    @abc.abstractmethod
+    async def read(self, stream_id: str, offset: int, limit: int) -> list[bytes]:
+        """Up to ``limit`` committed chunks from ``offset`` on, in order, with no gap.
+
+        Reads only the batches at or after ``offset``. Returns ``[]`` at the end.
+        """
+
+    @abc.abstractmethod
+    async def renew(
+        self, stream_ids: Sequence[str], lease_until: float, expires_at: float
+    ) -> set[str]:
+        """Extend the writer lease of open streams; return the ids whose cancellation
+        was requested (by any process)."""
+
+    @abc.abstractmethod
+    async def request_cancel(self, stream_id: str) -> bool:
+        """Flag an open stream for cancellation. False if unknown or already finished."""
+
+    @abc.abstractmethod
+    async def purge(self, now: float) -> int:
+        """Delete streams whose ``expires_at`` is at or before ``now``; return how many."""
+
+    def watch(self, stream_id: str) -> AsyncIterator[None]:
+        """Yield whenever the stream may have changed in *another* process.
+
+        Only called when `shared` is true; the manager notifies its own subscribers
+        of its own writes. Spurious wake-ups are fine; a missed change is not (the
+        manager re-reads on every yield, and also on the writer's lease deadline).
+        """
+        raise NotImplementedError(f"{type(self).__name__} is shared but has no watch()")

@@ -1,0 +1,413 @@
+"""`StreamManager`: buffering, leases, fan-out and limits, once, over any `StreamStorage`.
+
+Fan-out is pull-based. A subscriber is a cursor (an offset) over the committed log;
+when it has caught up it waits on the stream's `_Listener`, which this process keeps
+once per stream and shares among its subscribers. A slow subscriber costs O(1)
+memory and only falls further behind; the writer never waits for it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from types import TracebackType
+from typing import Self, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .._errors import (
+    GatewayError,
+    InvalidArgumentError,
+    StreamNotFoundError,
+    UnavailableError,
+)
+from .._ids import new_stream_id, validate_stream_id
+from .._json import loads
+from .base import (
+    ChunkEvent,
+    ErrorEvent,
+    ResultEvent,
+    StreamEvent,
+    StreamRecord,
+    StreamStorage,
+    Terminal,
+)
+from .writer import StreamWriter
+
+__all__ = ["StreamManager"]
+
+logger = logging.getLogger("stream_gateway.streams")
+T = TypeVar("T")
+
+
+class _Listener:
+    """This process's one view of a stream: a change counter and a tail of recent chunks.
+
+    Waiters remember `version` before they read; `wait` returns at once if a change
+    came in since, so a write that races a read is never missed.
+    """
+
+    def __init__(self, tail_size: int) -> None:
+        self.version = 0
+        self.users = 0
+        self._event = anyio.Event()
+        self._tail: deque[bytes] = deque(maxlen=tail_size)
+        self._tail_end = 0  # offset just past the last chunk in the tail
+        self.watch_scope: anyio.CancelScope | None = None
+
+    def notify(self) -> None:
+        self.version += 1
+        self._event.set()
+        self._event = anyio.Event()
+
+    async def wait(self, seen: int, patience: float) -> None:
+        if self.version == seen:
+            with anyio.move_on_after(patience):
+                await self._event.wait()
+
+    def remember(self, offset: int, chunks: list[bytes]) -> None:
+        """Keep committed chunks that continue the tail (or restart it)."""
+        if offset != self._tail_end:
+            if offset + len(chunks) <= self._tail_end:
+                return
+            self._tail.clear()
+        self._tail.extend(chunks)
+        self._tail_end = offset + len(chunks)
+
+    def recall(self, offset: int, limit: int) -> list[bytes]:
+        start = self._tail_end - len(self._tail)
+        if not start <= offset < self._tail_end:
+            return []
+        skip = offset - start
+        stop = min(len(self._tail), skip + limit)
+        return [self._tail[i] for i in range(skip, stop)]
+
+
+def terminal_event(terminal: Terminal) -> ResultEvent | ErrorEvent:
+    """The subscriber-facing event for a stored terminal entry."""
+    if terminal.kind == "done":
+        return ResultEvent(terminal.payload)
+    body = loads(terminal.payload)
+    return ErrorEvent(body["status"], body["message"], body.get("details"))
+
+
+class StreamManager:
+    """Opens, writes, follows and expires streams on one `StreamStorage`.
+
+    Use it as an async context manager (a `Gateway` does this in its lifespan): the
+    manager runs its flush timers, lease renewals and listeners in its own task group.
+
+    Guarantees: a subscriber sees offsets ``from_offset, from_offset + 1, ...`` with no
+    gap and no repeat, then exactly one terminal event. A writer that stops renewing
+    its lease (its process died) makes subscribers end with ``UNAVAILABLE`` /
+    "stream abandoned" once the lease lapses. Chunks are committed in batches: a crash
+    loses at most the last ``flush_interval`` seconds of chunks, never a committed one.
+    """
+
+    def __init__(
+        self,
+        storage: StreamStorage,
+        *,
+        ttl: float = 3600.0,
+        lease: float = 10.0,
+        flush_interval: float | None = None,
+        max_batch: int = 512,
+        max_chunk_bytes: int = 256 * 1024,
+        max_stream_chunks: int = 1_000_000,
+        read_batch: int = 1024,
+        tail_size: int = 2048,
+        poll_fallback: float = 2.0,
+        purge_interval: float = 60.0,
+        write_retry_for: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Configure limits and timings; ``flush_interval`` defaults to the storage's.
+
+        ``ttl``: seconds a finished stream stays readable. ``lease``: how long a
+        writer's claim lasts without renewal (renewed every third of it).
+        ``max_chunk_bytes`` / ``max_stream_chunks``: limits on what a writer accepts.
+        ``write_retry_for``: how long a write is retried while the backend reports
+        itself unavailable (default: one lease).
+        """
+        if ttl <= 0 or lease <= 0 or max_batch < 1 or read_batch < 1:
+            raise ValueError("ttl, lease, max_batch and read_batch must be positive")
+        self.storage = storage
+        self.ttl = ttl
+        self.lease = lease
+        self.flush_interval = storage.flush_interval if flush_interval is None else flush_interval
+        self.max_batch = max_batch
+        self.max_chunk_bytes = max_chunk_bytes
+        self.max_stream_chunks = max_stream_chunks
+        self.read_batch = read_batch
+        self.poll_fallback = poll_fallback
+        self.purge_interval = purge_interval
+        self.write_retry_for = lease if write_retry_for is None else write_retry_for
+        self.clock = clock
+        self._tail_size = tail_size
+        self._writers: dict[str, StreamWriter] = {}
+        self._listeners: dict[str, _Listener] = {}
+        self._tg: TaskGroup | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.storage.start()
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._renew_loop)
+        self._tg.start_soon(self._purge_loop)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        tg, self._tg = self._tg, None
+        try:
+            if tg is not None:
+                tg.cancel_scope.cancel()
+                await tg.__aexit__(None, None, None)
+        finally:
+            await self.storage.close()
+
+    @property
+    def task_group(self) -> TaskGroup:
+        """The manager's task group; raises if the manager was not entered."""
+        if self._tg is None:
+            raise RuntimeError(
+                "StreamManager is not started: use `async with manager:` "
+                "(a Gateway's lifespan does this for you)"
+            )
+        return self._tg
+
+    # -- the contract --------------------------------------------------------------
+
+    async def open(
+        self, stream_id: str | None = None, *, flow: str = "", owner: str | None = None
+    ) -> StreamWriter:
+        """Create a stream and return its writer. A taken id raises `StreamExistsError`.
+
+        ``owner`` is stored as given (the gateway passes a hash of the principal).
+        """
+        self.task_group  # noqa: B018 - fail early if not started
+        stream_id = new_stream_id() if stream_id is None else validate_stream_id(stream_id)
+        now = self.clock()
+        record = StreamRecord(
+            stream_id=stream_id,
+            flow=flow,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + self.lease + self.ttl,
+            owner=owner,
+            lease_until=now + self.lease,
+        )
+        await self._retrying(lambda: self.storage.create(record))
+        writer = StreamWriter(self, stream_id)
+        self._writers[stream_id] = writer
+        return writer
+
+    async def info(self, stream_id: str) -> StreamRecord:
+        """The stream's record without its chunks. Unknown or expired: `StreamNotFoundError`."""
+        validate_stream_id(stream_id)
+        record = await self.storage.load(stream_id)
+        if record is None or record.expires_at <= self.clock():
+            raise StreamNotFoundError("stream not found")
+        return record
+
+    async def cancel(self, stream_id: str) -> bool:
+        """Ask the stream's writer, in any process, to stop its flow.
+
+        Returns False when the stream has already finished. Unknown id:
+        `StreamNotFoundError`. The writer in this process hears at once, one in
+        another process at its next lease renewal (within a third of ``lease``).
+        """
+        await self.info(stream_id)
+        requested = await self.storage.request_cancel(stream_id)
+        writer = self._writers.get(stream_id)
+        if writer is not None:
+            writer._cancel_event.set()
+        return requested
+
+    async def purge(self) -> int:
+        """Delete expired streams now (the manager also does this periodically)."""
+        return await self.storage.purge(self.clock())
+
+    def is_abandoned(self, record: StreamRecord) -> bool:
+        """True when the record is open and its writer's lease has lapsed."""
+        return (
+            record.status == "open"
+            and record.lease_until is not None
+            and record.lease_until < self.clock()
+        )
+
+    async def subscribe(
+        self, stream_id: str, from_offset: int = 0
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Every chunk from ``from_offset`` on, then live ones, then the terminal event.
+
+        Unknown or expired id: `StreamNotFoundError` on the first step.
+        """
+        async with aclosing(self.subscribe_batches(stream_id, from_offset)) as batches:
+            async for batch in batches:
+                for event in batch:
+                    yield event
+
+    async def subscribe_batches(
+        self, stream_id: str, from_offset: int = 0
+    ) -> AsyncGenerator[list[StreamEvent], None]:
+        """Like `subscribe`, but yields every event that is ready at once as one list.
+
+        The gateway uses it to send waiting frames in one write.
+        """
+        if from_offset < 0:
+            raise InvalidArgumentError("offset must be >= 0")
+        await self.info(stream_id)
+        listener = self._acquire(stream_id)
+        try:
+            cursor = from_offset
+            while True:
+                seen = listener.version
+                chunks = listener.recall(cursor, self.read_batch)
+                if not chunks:
+                    chunks = await self._retrying(
+                        functools.partial(self.storage.read, stream_id, cursor, self.read_batch)
+                    )
+                    if chunks:
+                        listener.remember(cursor, chunks)
+                if chunks:
+                    yield [ChunkEvent(cursor + i, raw) for i, raw in enumerate(chunks)]
+                    cursor += len(chunks)
+                    continue
+                writer = self._writers.get(stream_id)
+                if writer is not None and not writer.closed:
+                    # Written here and still open: nothing to learn from the store.
+                    await listener.wait(seen, self.poll_fallback)
+                    continue
+                record = await self._retrying(lambda: self.storage.load(stream_id))
+                if record is None or record.expires_at <= self.clock():
+                    yield [ErrorEvent("NOT_FOUND", "stream not found")]
+                    return
+                if record.length > cursor:
+                    continue
+                if record.terminal is not None:
+                    yield [terminal_event(record.terminal)]
+                    return
+                if self.is_abandoned(record):
+                    yield [ErrorEvent("UNAVAILABLE", "stream abandoned")]
+                    return
+                lease_left = (record.lease_until or math.inf) - self.clock()
+                await listener.wait(seen, max(0.01, min(self.poll_fallback, lease_left + 0.01)))
+        finally:
+            self._release(stream_id, listener)
+
+    # -- called by writers -------------------------------------------------------------
+
+    def _committed(self, stream_id: str, offset: int, chunks: list[bytes]) -> None:
+        listener = self._listeners.get(stream_id)
+        if listener is not None:
+            listener.remember(offset, chunks)
+            listener.notify()
+
+    def _finished(self, stream_id: str) -> None:
+        self._writers.pop(stream_id, None)
+        listener = self._listeners.get(stream_id)
+        if listener is not None:
+            listener.notify()
+
+    async def _retrying(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run a backend call, retrying with backoff while it raises `UnavailableError`.
+
+        Only idempotent calls come here (writes are keyed by offset). After
+        ``write_retry_for`` seconds the last error is raised.
+        """
+        deadline = self.clock() + self.write_retry_for
+        delay = 0.05
+        while True:
+            try:
+                return await operation()
+            except UnavailableError as exc:
+                if self.clock() + delay > deadline:
+                    raise
+                logger.warning("backend unavailable, retrying in %.2fs: %s", delay, exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    # -- listeners ----------------------------------------------------------------------
+
+    def _acquire(self, stream_id: str) -> _Listener:
+        listener = self._listeners.get(stream_id)
+        if listener is None:
+            listener = self._listeners[stream_id] = _Listener(self._tail_size)
+            if self.storage.shared:
+                listener.watch_scope = anyio.CancelScope()
+                self.task_group.start_soon(self._watch, stream_id, listener)
+        listener.users += 1
+        return listener
+
+    def _release(self, stream_id: str, listener: _Listener) -> None:
+        listener.users -= 1
+        if listener.users == 0:
+            if self._listeners.get(stream_id) is listener:
+                del self._listeners[stream_id]
+            if listener.watch_scope is not None:
+                listener.watch_scope.cancel()
+
+    async def _watch(self, stream_id: str, listener: _Listener) -> None:
+        """Relay another process's changes to this process's subscribers."""
+        assert listener.watch_scope is not None
+        delay = 0.1
+        with listener.watch_scope:
+            while True:
+                try:
+                    watch: AsyncIterator[None] = self.storage.watch(stream_id)
+                    async for _ in watch:
+                        listener.notify()
+                        delay = 0.1
+                except GatewayError as exc:
+                    logger.warning("listener for %s failed, restarting: %s", stream_id, exc)
+                except Exception:
+                    logger.exception("listener for %s failed, restarting", stream_id)
+                # The watch ended or failed: wake subscribers to re-read, then resume.
+                listener.notify()
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # -- background loops -----------------------------------------------------------------
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.lease / 3)
+            open_ids = [sid for sid, w in self._writers.items() if not w.closed]
+            if not open_ids:
+                continue
+            now = self.clock()
+            try:
+                cancelled = await self.storage.renew(
+                    open_ids, now + self.lease, now + self.lease + self.ttl
+                )
+            except Exception:
+                logger.exception("lease renewal failed for %d streams", len(open_ids))
+                continue
+            for sid in cancelled:
+                writer = self._writers.get(sid)
+                if writer is not None:
+                    writer._cancel_event.set()
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.purge_interval)
+            try:
+                removed = await self.purge()
+            except Exception:
+                logger.exception("purge of expired streams failed")
+                continue
+            if removed:
+                logger.info("purged %d expired streams", removed)

@@ -1,0 +1,164 @@
+"""`StreamWriter`: the producer's end of a stream."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .._errors import (
+    CancelledError,
+    GatewayError,
+    InternalError,
+    StreamClosedError,
+)
+from .._json import dumps
+from .._limits import check_chunk
+from .base import Terminal
+
+if TYPE_CHECKING:
+    from .manager import StreamManager
+
+__all__ = ["StreamWriter"]
+
+logger = logging.getLogger("stream_gateway.streams")
+
+
+class StreamWriter:
+    """Appends chunks to one stream, then ends it with exactly one terminal entry.
+
+    Chunks are buffered and committed in batches: when ``max_batch`` chunks wait, or
+    ``flush_interval`` seconds after the first waiting chunk, whichever comes first.
+    `done`, `error` and `cancelled` commit everything first. Writes after the
+    terminal entry raise `StreamClosedError`. Not safe for use by two tasks at once.
+    """
+
+    def __init__(self, manager: StreamManager, stream_id: str) -> None:
+        self.stream_id = stream_id
+        self._manager = manager
+        self._buffer: list[bytes] = []
+        self._length = 0  # committed chunks
+        self._lock = anyio.Lock()
+        self._closed = False
+        self._flush_pending = False
+        self._cancel_event = anyio.Event()
+        self._failure: GatewayError | None = None  # a background flush that gave up
+
+    @property
+    def closed(self) -> bool:
+        """True once a terminal entry was requested."""
+        return self._closed
+
+    @property
+    def length(self) -> int:
+        """Chunks accepted so far, committed or still buffered."""
+        return self._length + len(self._buffer)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once someone asked (via `StreamManager.cancel`) to stop this stream."""
+        return self._cancel_event.is_set()
+
+    async def wait_cancel_requested(self) -> None:
+        """Return when cancellation of this stream has been requested."""
+        await self._cancel_event.wait()
+
+    async def write(self, chunk: Any) -> None:
+        """Append one JSON-serializable chunk.
+
+        Raises `StreamClosedError` after the terminal entry, `ResourceExhaustedError`
+        when the chunk exceeds ``max_chunk_bytes`` or the stream ``max_stream_chunks``.
+        """
+        await self.write_raw(dumps(chunk))
+
+    async def write_raw(self, raw: bytes) -> None:
+        """Append one chunk given as compact JSON bytes (see `write`)."""
+        manager = self._manager
+        if self._closed:
+            raise StreamClosedError("stream is finished; no more chunks are accepted")
+        if self._failure is not None:
+            raise self._failure
+        check_chunk(raw, self.length, manager.max_chunk_bytes, manager.max_stream_chunks)
+        self._buffer.append(raw)
+        if manager.flush_interval <= 0 or len(self._buffer) >= manager.max_batch:
+            await self.flush()
+        elif not self._flush_pending:
+            self._flush_pending = True
+            manager.task_group.start_soon(self._flush_later)
+
+    async def flush(self) -> None:
+        """Commit the buffered chunks now, as one batch."""
+        async with self._lock:
+            if not self._buffer:
+                return
+            batch, offset = self._buffer, self._length
+            self._buffer = []
+            try:
+                await self._manager._retrying(
+                    lambda: self._manager.storage.append(self.stream_id, offset, batch)
+                )
+            except BaseException:
+                self._buffer[:0] = batch  # keep order; a later flush tries again
+                raise
+            self._length = offset + len(batch)
+        self._manager._committed(self.stream_id, offset, batch)
+
+    async def done(self, result: Any) -> None:
+        """Commit what is buffered, then the result."""
+        await self.done_raw(dumps(result))
+
+    async def done_raw(self, raw: bytes) -> None:
+        """Commit what is buffered, then the result given as compact JSON bytes."""
+        await self._finish(Terminal("done", raw))
+
+    async def error(self, exc: BaseException) -> None:
+        """Commit what is buffered, then an error entry.
+
+        A `GatewayError` is stored as is; anything else as ``INTERNAL`` /
+        "Internal Error" (log it yourself; its text never reaches a client).
+        """
+        err = exc if isinstance(exc, GatewayError) else InternalError("Internal Error")
+        if isinstance(err, CancelledError):
+            await self._finish(Terminal("cancelled", dumps(err.to_json())))
+        else:
+            await self._finish(Terminal("error", dumps(err.to_json())))
+
+    async def cancelled(self, message: str = "flow cancelled") -> None:
+        """Commit what is buffered, then the cancelled entry (status ``CANCELLED``)."""
+        await self.error(CancelledError(message))
+
+    async def _finish(self, terminal: Terminal) -> None:
+        if self._closed:
+            raise StreamClosedError("stream is finished; it has a terminal entry already")
+        self._closed = True
+        manager = self._manager
+        try:
+            await self.flush()
+            async with self._lock:
+                now = manager.clock()
+                await manager._retrying(
+                    lambda: manager.storage.finish(
+                        self.stream_id,
+                        self._length,
+                        terminal,
+                        now=now,
+                        expires_at=now + manager.ttl,
+                    )
+                )
+        finally:
+            manager._finished(self.stream_id)
+
+    async def _flush_later(self) -> None:
+        await anyio.sleep(self._manager.flush_interval)
+        self._flush_pending = False
+        if self._closed:
+            return  # _finish flushes
+        try:
+            await self.flush()
+        except GatewayError as exc:
+            # Runs in the manager's task group: report to the producer's next call.
+            self._failure = exc
+        except Exception:
+            logger.exception("background flush of stream %s failed", self.stream_id)
+            self._failure = InternalError("Internal Error")

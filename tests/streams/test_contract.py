@@ -1,0 +1,362 @@
+"""The StreamManager contract, run against every backend in `tests.backends`.
+
+Backend differences are capability flags on the storage (``shared``), never type checks.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+
+from stream_gateway import (
+    InvalidArgumentError,
+    ResourceExhaustedError,
+    StreamClosedError,
+    StreamExistsError,
+    StreamNotFoundError,
+)
+from stream_gateway.streams import (
+    ChunkEvent,
+    ErrorEvent,
+    ResultEvent,
+    StreamEvent,
+    StreamManager,
+)
+from tests.backends import BACKENDS, BackendHarness, selected_backends
+
+pytestmark = pytest.mark.anyio
+
+MakeManager = Callable[..., AbstractAsyncContextManager[StreamManager]]
+
+
+@pytest.fixture(params=selected_backends())
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[BackendHarness]:
+    async with BACKENDS[request.param]() as harness:  # type: ignore[attr-defined]
+        yield harness
+
+
+@pytest.fixture
+def make_manager(backend: BackendHarness) -> MakeManager:
+    @asynccontextmanager
+    async def make(**options: Any) -> AsyncIterator[StreamManager]:
+        async with StreamManager(backend.new_storage(), **options) as manager:
+            yield manager
+
+    return make
+
+
+@pytest.fixture
+async def manager(make_manager: MakeManager) -> AsyncIterator[StreamManager]:
+    async with make_manager(flush_interval=0.01) as m:
+        yield m
+
+
+async def collect(
+    manager: StreamManager, stream_id: str, from_offset: int = 0
+) -> list[StreamEvent]:
+    with anyio.fail_after(20):
+        return [e async for e in manager.subscribe(stream_id, from_offset)]
+
+
+def chunks_of(events: list[StreamEvent]) -> list[tuple[int, Any]]:
+    return [(e.offset, e.data) for e in events if isinstance(e, ChunkEvent)]
+
+
+async def test_replay_after_done(manager: StreamManager) -> None:
+    writer = await manager.open(flow="f")
+    for i in range(25):
+        await writer.write({"i": i})
+    await writer.done("ok")
+
+    events = await collect(manager, writer.stream_id)
+
+    assert chunks_of(events) == [(i, {"i": i}) for i in range(25)]
+    assert events[-1] == ResultEvent(b'"ok"')
+    assert len(events) == 26
+
+
+async def test_resume_from_offset(manager: StreamManager) -> None:
+    writer = await manager.open()
+    for i in range(10):
+        await writer.write(i)
+    await writer.done(None)
+
+    assert chunks_of(await collect(manager, writer.stream_id, 7)) == [(7, 7), (8, 8), (9, 9)]
+    beyond = await collect(manager, writer.stream_id, 50)
+    assert beyond == [ResultEvent(b"null")]
+
+
+async def test_live_subscriber_sees_every_chunk_once(manager: StreamManager) -> None:
+    writer = await manager.open()
+    received: list[StreamEvent] = []
+
+    async def follow() -> None:
+        received.extend(await collect(manager, writer.stream_id))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follow)
+        for i in range(200):
+            await writer.write(i)
+            if i % 17 == 0:
+                await anyio.sleep(0.002)
+        await writer.done({"n": 200})
+
+    assert chunks_of(received) == [(i, i) for i in range(200)]
+    assert received[-1] == ResultEvent(b'{"n":200}')
+
+
+async def test_subscribers_racing_writes_never_skip_or_repeat(manager: StreamManager) -> None:
+    writer = await manager.open()
+    results: list[tuple[int, list[StreamEvent]]] = []
+    rng = random.Random(7)
+
+    async def follow(start: int) -> None:
+        await anyio.sleep(rng.random() * 0.05)
+        results.append((start, await collect(manager, writer.stream_id, start)))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(12):
+            tg.start_soon(follow, rng.randrange(0, 150))
+        for i in range(300):
+            await writer.write(i)
+            if rng.random() < 0.1:
+                await anyio.sleep(0)
+        await writer.done("end")
+
+    for start, events in results:
+        assert chunks_of(events) == [(i, i) for i in range(start, 300)]
+        assert events[-1] == ResultEvent(b'"end"')
+
+
+async def test_second_process_follows_live(make_manager: MakeManager) -> None:
+    async with make_manager(flush_interval=0.01) as a, make_manager(poll_fallback=0.5) as b:
+        writer = await a.open()
+        received: list[StreamEvent] = []
+
+        async def follow() -> None:
+            received.extend(await collect(b, writer.stream_id))
+
+        async with anyio.create_task_group() as tg:
+            await writer.write("first")
+            await writer.flush()
+            tg.start_soon(follow)
+            for i in range(50):
+                await writer.write(i)
+                await anyio.sleep(0.002)
+            await writer.done("r")
+
+    assert chunks_of(received) == [(0, "first"), *[(i + 1, i) for i in range(50)]]
+    assert received[-1] == ResultEvent(b'"r"')
+
+
+async def test_open_existing_id_is_an_error(manager: StreamManager) -> None:
+    writer = await manager.open("existing-stream-id-0001")
+    with pytest.raises(StreamExistsError):
+        await manager.open("existing-stream-id-0001")
+    await writer.write("kept")
+    await writer.done(1)
+    assert chunks_of(await collect(manager, writer.stream_id)) == [(0, "kept")]
+
+
+async def test_nothing_after_terminal(manager: StreamManager) -> None:
+    writer = await manager.open()
+    await writer.done(1)
+    with pytest.raises(StreamClosedError):
+        await writer.write("late")
+    with pytest.raises(StreamClosedError):
+        await writer.done(2)
+    with pytest.raises(StreamClosedError):
+        await writer.error(ValueError("x"))
+    assert await collect(manager, writer.stream_id) == [ResultEvent(b"1")]
+
+
+async def test_error_terminal(manager: StreamManager) -> None:
+    writer = await manager.open()
+    await writer.write("a")
+    await writer.error(ResourceExhaustedError("quota", details={"limit": 3}))
+    events = await collect(manager, writer.stream_id)
+    assert events == [ChunkEvent(0, b'"a"'), ErrorEvent("RESOURCE_EXHAUSTED", "quota", {"limit": 3})]
+    assert (await manager.info(writer.stream_id)).status == "error"
+
+
+async def test_foreign_exception_is_stored_as_internal(manager: StreamManager) -> None:
+    writer = await manager.open()
+    await writer.error(KeyError("secret detail"))
+    assert await collect(manager, writer.stream_id) == [ErrorEvent("INTERNAL", "Internal Error")]
+
+
+async def test_unknown_and_malformed_ids(manager: StreamManager) -> None:
+    with pytest.raises(StreamNotFoundError):
+        await collect(manager, "unknown-stream-id-00001")
+    with pytest.raises(StreamNotFoundError):
+        await manager.info("unknown-stream-id-00001")
+    with pytest.raises(StreamNotFoundError):
+        await manager.cancel("unknown-stream-id-00001")
+    for bad in ["", "short", "has/slash/in-it-0000", "dots.are.bad.in.keys", "x" * 129, "é" * 20]:
+        with pytest.raises(InvalidArgumentError):
+            await manager.info(bad)
+        with pytest.raises(InvalidArgumentError):
+            await manager.open(bad)
+
+
+async def test_info_reports_status_and_length(manager: StreamManager) -> None:
+    writer = await manager.open(flow="chat", owner="owner-hash")
+    for i in range(5):
+        await writer.write(i)
+    await writer.flush()
+    info = await manager.info(writer.stream_id)
+    assert (info.status, info.length, info.flow, info.owner) == ("open", 5, "chat", "owner-hash")
+    assert info.lease_until is not None and info.lease_until > info.created_at
+    await writer.done(None)
+    info = await manager.info(writer.stream_id)
+    assert (info.status, info.length, info.lease_until) == ("done", 5, None)
+    assert info.expires_at > info.updated_at
+
+
+async def test_cancel_reaches_writer_and_subscribers(manager: StreamManager) -> None:
+    writer = await manager.open()
+    await writer.write("before")
+    assert not writer.cancel_requested
+    assert await manager.cancel(writer.stream_id) is True
+    with anyio.fail_after(5):
+        await writer.wait_cancel_requested()
+    await writer.cancelled()
+    events = await collect(manager, writer.stream_id)
+    assert events == [ChunkEvent(0, b'"before"'), ErrorEvent("CANCELLED", "flow cancelled")]
+    assert (await manager.info(writer.stream_id)).status == "cancelled"
+    assert await manager.cancel(writer.stream_id) is False
+
+
+async def test_cancel_from_another_process(make_manager: MakeManager) -> None:
+    async with make_manager(lease=0.6) as a, make_manager() as b:
+        writer = await a.open()
+        assert await b.cancel(writer.stream_id) is True
+        with anyio.fail_after(5):
+            await writer.wait_cancel_requested()
+        await writer.cancelled("stopped")
+        assert (await collect(b, writer.stream_id))[-1] == ErrorEvent("CANCELLED", "stopped")
+
+
+async def test_finished_streams_expire_and_purge(make_manager: MakeManager) -> None:
+    async with make_manager(ttl=0.3) as manager:
+        writer = await manager.open()
+        await writer.write("x")
+        await writer.done(1)
+        assert (await manager.info(writer.stream_id)).status == "done"
+        await anyio.sleep(0.5)
+        with pytest.raises(StreamNotFoundError):
+            await manager.info(writer.stream_id)
+        with pytest.raises(StreamNotFoundError):
+            await collect(manager, writer.stream_id)
+        assert await manager.purge() >= 1
+        assert await manager.storage.load(writer.stream_id) is None
+
+
+async def test_open_streams_do_not_expire_while_leased(make_manager: MakeManager) -> None:
+    async with make_manager(ttl=0.2, lease=0.3) as manager:
+        writer = await manager.open()
+        await anyio.sleep(0.8)
+        await manager.purge()
+        assert (await manager.info(writer.stream_id)).status == "open"
+        await writer.done(None)
+
+
+async def test_abandoned_stream_ends_with_unavailable(make_manager: MakeManager) -> None:
+    async with make_manager(lease=0.5, flush_interval=0) as dying:
+        writer = await dying.open()
+        for i in range(3):
+            await writer.write(i)
+    # The writer's manager is gone: nobody renews the lease any more.
+    async with make_manager() as survivor:
+        with anyio.fail_after(5):
+            events = await collect(survivor, writer.stream_id)
+    assert chunks_of(events) == [(0, 0), (1, 1), (2, 2)]
+    assert events[-1] == ErrorEvent("UNAVAILABLE", "stream abandoned")
+
+
+async def test_chunk_and_length_limits(make_manager: MakeManager) -> None:
+    async with make_manager(max_chunk_bytes=64, max_stream_chunks=3) as manager:
+        writer = await manager.open()
+        with pytest.raises(ResourceExhaustedError):
+            await writer.write("x" * 100)
+        for i in range(3):
+            await writer.write(i)
+        with pytest.raises(ResourceExhaustedError):
+            await writer.write(3)
+        await writer.done("fine")
+        assert chunks_of(await collect(manager, writer.stream_id)) == [(0, 0), (1, 1), (2, 2)]
+
+
+async def test_slow_subscriber_never_blocks_the_writer(manager: StreamManager) -> None:
+    writer = await manager.open()
+    await writer.write(0)
+    await writer.flush()
+    events = manager.subscribe(writer.stream_id)
+    # A subscriber that reads one chunk, then stops reading while the writer goes on.
+    assert await events.__anext__() == ChunkEvent(0, b"0")
+    with anyio.fail_after(20):
+        for i in range(1, 5000):
+            await writer.write(i)
+        await writer.done("fast")
+    rest = [e async for e in events]
+    assert [e.offset for e in rest if isinstance(e, ChunkEvent)] == list(range(1, 5000))
+
+
+async def test_flushes_are_batched(make_manager: MakeManager) -> None:
+    async with make_manager(flush_interval=0.05) as manager:
+        calls: list[int] = []
+        storage = manager.storage
+        original = storage.append
+
+        async def counting(stream_id: str, offset: int, chunks: Any) -> None:
+            calls.append(len(chunks))
+            await original(stream_id, offset, chunks)
+
+        storage.append = counting  # type: ignore[method-assign]
+        try:
+            writer = await manager.open()
+            for i in range(100):
+                await writer.write(i)
+                await anyio.sleep(0.001)
+            await writer.done(None)
+        finally:
+            del storage.append
+        assert sum(calls) == 100
+        assert len(calls) < 20  # ~0.1 s+ of writes at one flush per 50 ms
+        assert chunks_of(await collect(manager, writer.stream_id)) == [(i, i) for i in range(100)]
+
+
+async def test_one_backend_listener_per_stream(manager: StreamManager) -> None:
+    writer = await manager.open()
+    opened: list[str] = []
+    storage = manager.storage
+    if storage.shared:
+        original = storage.watch
+
+        def counting(stream_id: str) -> AsyncIterator[None]:
+            opened.append(stream_id)
+            return original(stream_id)
+
+        storage.watch = counting  # type: ignore[method-assign]
+    results: list[list[StreamEvent]] = []
+
+    async def follow() -> None:
+        results.append(await collect(manager, writer.stream_id))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(follow)
+        await anyio.sleep(0.1)
+        await writer.write("x")
+        await writer.done("y")
+    if storage.shared:
+        del storage.watch
+    assert len(results) == 20
+    assert all(chunks_of(r) == [(0, "x")] for r in results)
+    assert opened == ([writer.stream_id] if storage.shared else [])
+    assert manager._listeners == {}
