@@ -8,6 +8,7 @@ from ._errors import (
     GatewayError,
     InternalError,
     InvalidArgumentError,
+    MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
@@ -19,10 +20,17 @@ from ._errors import (
     UnauthenticatedError,
     UnavailableError,
     UnsupportedMediaTypeError,
+    error_from_status,
 )
 from .asgi import FlowHandler, Gateway
 from .flow import ContextProvider, Flow, FlowContext, RequestContext, flow
-from .streams import InMemoryStreamManager, StreamManager, StreamWriter
+from .streams import (
+    InMemoryStreamManager,
+    SqliteStreamManager,
+    SqliteStreamStorage,
+    StreamManager,
+    StreamWriter,
+)
 
 __all__ = [
     "AlreadyExistsError",
@@ -38,11 +46,14 @@ __all__ = [
     "InMemoryStreamManager",
     "InternalError",
     "InvalidArgumentError",
+    "MethodNotAllowedError",
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "RequestContext",
     "ResourceExhaustedError",
+    "SqliteStreamManager",
+    "SqliteStreamStorage",
     "StreamAbandonedError",
     "StreamClosedError",
     "StreamExistsError",
@@ -52,5 +63,6 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "UnsupportedMediaTypeError",
+    "error_from_status",
     "flow",
 ]

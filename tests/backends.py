@@ -40,9 +40,45 @@ async def sqlite_backend() -> AsyncIterator[BackendHarness]:
         yield BackendHarness("sqlite", lambda: SqliteStreamStorage(path))
 
 
+@asynccontextmanager
+async def firestore_backend() -> AsyncIterator[BackendHarness]:
+    """The Firestore emulator: the one at ``FIRESTORE_EMULATOR_HOST``, else one started
+    once per test process (a missing emulator fails loudly). Wiped around each test."""
+    from stream_gateway_firestore import FirestoreStreamStorage
+    from stream_gateway_firestore.testing import shared_emulator
+
+    emulator = shared_emulator()
+    await emulator.awipe()
+    try:
+        yield BackendHarness("firestore", lambda: FirestoreStreamStorage(project=emulator.project))
+    finally:
+        await emulator.awipe()
+
+
+@asynccontextmanager
+async def rtdb_backend() -> AsyncIterator[BackendHarness]:
+    """The RTDB stand-in: the one at ``RTDB_STANDIN_URL``, else one started once per test
+    process. Each test gets a namespace of its own, deleted around the test."""
+    import secrets
+
+    from stream_gateway_rtdb import RtdbStreamStorage
+    from stream_gateway_rtdb.testing import shared_standin
+
+    standin = shared_standin()
+    namespace = f"sg-test-{os.getpid()}-{secrets.token_hex(4)}"
+    await standin.wipe(namespace)
+    try:
+        url = standin.database_url(namespace)
+        yield BackendHarness("rtdb", lambda: RtdbStreamStorage(url))
+    finally:
+        await standin.wipe(namespace)
+
+
 BACKENDS: dict[str, Callable[[], object]] = {
     "memory": memory_backend,
     "sqlite": sqlite_backend,
+    "firestore": firestore_backend,
+    "rtdb": rtdb_backend,
 }
 
 

@@ -12,6 +12,7 @@ from .base import (
 )
 from .manager import StreamManager
 from .memory import InMemoryStreamManager, InMemoryStreamStorage
+from .sqlite import SqliteStreamManager, SqliteStreamStorage
 from .writer import StreamWriter
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "InMemoryStreamManager",
     "InMemoryStreamStorage",
     "ResultEvent",
+    "SqliteStreamManager",
+    "SqliteStreamStorage",
     "StreamEvent",
     "StreamManager",
     "StreamRecord",

@@ -136,9 +136,13 @@ class StreamStorage(abc.ABC):
     async def append(self, stream_id: str, offset: int, chunks: Sequence[bytes]) -> None:
         """Commit ``chunks`` at offsets ``offset, offset + 1, ...`` as one batch.
 
-        ``offset`` is always the stream's current length. When this returns, the
-        chunks are durable (as far as the backend is) and visible to `read`; the
-        record's ``length`` may be updated lazily but never ahead of the chunks.
+        ``offset`` is the stream's length as the writer knows it. A call that failed
+        (or seemed to) may be retried at the same offset with the same chunks,
+        possibly followed by newer ones: replace what is there, so that the length
+        becomes ``offset + len(chunks)``; never duplicate or reject it. Each chunk is
+        compact JSON without a raw newline. When this returns, the chunks are durable
+        (as far as the backend is) and visible to `read`; the record's ``length`` may
+        be updated lazily but never ahead of the chunks.
         """
 
     @abc.abstractmethod
@@ -160,7 +164,8 @@ class StreamStorage(abc.ABC):
     async def read(self, stream_id: str, offset: int, limit: int) -> list[bytes]:
         """Up to ``limit`` committed chunks from ``offset`` on, in order, with no gap.
 
-        Reads only the batches at or after ``offset``. Returns ``[]`` at the end.
+        Reads only the batches overlapping ``[offset, offset + limit)``. Returns
+        ``[]`` at the end.
         """
 
     @abc.abstractmethod
@@ -182,7 +187,9 @@ class StreamStorage(abc.ABC):
         """Yield whenever the stream may have changed in *another* process.
 
         Only called when `shared` is true; the manager notifies its own subscribers
-        of its own writes. Spurious wake-ups are fine; a missed change is not (the
-        manager re-reads on every yield, and also on the writer's lease deadline).
+        of its own writes. Must yield once as soon as the watch is in place (a change
+        made while it was being set up would otherwise go unannounced). Spurious
+        wake-ups are fine; a missed change is not (the manager re-reads on every
+        yield, and also on the writer's lease deadline).
         """
         raise NotImplementedError(f"{type(self).__name__} is shared but has no watch()")

@@ -56,6 +56,7 @@ class _Listener:
     def __init__(self, tail_size: int) -> None:
         self.version = 0
         self.users = 0
+        self._waiting = 0
         self._event = anyio.Event()
         self._tail: deque[bytes] = deque(maxlen=tail_size)
         self._tail_end = 0  # offset just past the last chunk in the tail
@@ -63,13 +64,18 @@ class _Listener:
 
     def notify(self) -> None:
         self.version += 1
-        self._event.set()
-        self._event = anyio.Event()
+        if self._waiting:  # a fresh event only when someone waits on the old one
+            self._event.set()
+            self._event = anyio.Event()
 
     async def wait(self, seen: int, patience: float) -> None:
         if self.version == seen:
-            with anyio.move_on_after(patience):
-                await self._event.wait()
+            self._waiting += 1
+            try:
+                with anyio.move_on_after(patience):
+                    await self._event.wait()
+            finally:
+                self._waiting -= 1
 
     def remember(self, offset: int, chunks: list[bytes]) -> None:
         """Keep committed chunks that continue the tail (or restart it)."""
@@ -87,6 +93,21 @@ class _Listener:
         skip = offset - start
         stop = min(len(self._tail), skip + limit)
         return [self._tail[i] for i in range(skip, stop)]
+
+
+def check_offset(record: StreamRecord, offset: int) -> None:
+    """Raise `InvalidArgumentError` for an offset no reader of ``record`` can ask for.
+
+    Past the end of a finished stream means the client miscounted: telling it beats
+    handing it a bare terminal event and letting it lose chunks unseen.
+    """
+    if offset < 0:
+        raise InvalidArgumentError("offset must be >= 0")
+    if record.terminal is not None and offset > record.length:
+        raise InvalidArgumentError(
+            f"offset {offset} is past the end of the stream ({record.length} chunks)",
+            details={"length": record.length},
+        )
 
 
 def terminal_event(terminal: Terminal) -> ResultEvent | ErrorEvent:
@@ -170,6 +191,13 @@ class StreamManager:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        # Commit what open writers still buffer: a graceful stop loses nothing.
+        for writer in list(self._writers.values()):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self.write_retry_for):
+                try:
+                    await writer.flush()
+                except Exception:
+                    logger.exception("could not flush stream %s on exit", writer.stream_id)
         tg, self._tg = self._tg, None
         try:
             if tg is not None:
@@ -265,11 +293,11 @@ class StreamManager:
     ) -> AsyncGenerator[list[StreamEvent], None]:
         """Like `subscribe`, but yields every event that is ready at once as one list.
 
+        An offset past the end of a finished stream raises `InvalidArgumentError`.
+
         The gateway uses it to send waiting frames in one write.
         """
-        if from_offset < 0:
-            raise InvalidArgumentError("offset must be >= 0")
-        await self.info(stream_id)
+        check_offset(await self.info(stream_id), from_offset)
         listener = self._acquire(stream_id)
         try:
             cursor = from_offset
@@ -291,6 +319,9 @@ class StreamManager:
                     # Written here and still open: nothing to learn from the store.
                     await listener.wait(seen, self.poll_fallback)
                     continue
+                # The watch yields once when in place, so a change that lands while
+                # it starts wakes us; the re-read below then sees it.
+                self._watch_remote(stream_id, listener)
                 record = await self._retrying(lambda: self.storage.load(stream_id))
                 if record is None or record.expires_at <= self.clock():
                     yield [ErrorEvent("NOT_FOUND", "stream not found")]
@@ -325,8 +356,9 @@ class StreamManager:
     async def _retrying(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run a backend call, retrying with backoff while it raises `UnavailableError`.
 
-        Only idempotent calls come here (writes are keyed by offset). After
-        ``write_retry_for`` seconds the last error is raised.
+        Only idempotent calls come here (writes are keyed by offset). Once
+        ``write_retry_for`` seconds have passed since the first attempt, the last
+        error is raised.
         """
         deadline = self.clock() + self.write_retry_for
         delay = 0.05
@@ -337,8 +369,8 @@ class StreamManager:
                 if self.clock() + delay > deadline:
                     raise
                 logger.warning("backend unavailable, retrying in %.2fs: %s", delay, exc)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     # -- listeners ----------------------------------------------------------------------
 
@@ -346,11 +378,18 @@ class StreamManager:
         listener = self._listeners.get(stream_id)
         if listener is None:
             listener = self._listeners[stream_id] = _Listener(self._tail_size)
-            if self.storage.shared:
-                listener.watch_scope = anyio.CancelScope()
-                self.task_group.start_soon(self._watch, stream_id, listener)
         listener.users += 1
         return listener
+
+    def _watch_remote(self, stream_id: str, listener: _Listener) -> None:
+        """Start the stream's one backend watch, unless running or not needed.
+
+        Only for shared backends, and only once a subscriber waits on a stream this
+        process does not write: our own writes notify without the backend.
+        """
+        if self.storage.shared and listener.watch_scope is None:
+            listener.watch_scope = anyio.CancelScope()
+            self.task_group.start_soon(self._watch, stream_id, listener)
 
     def _release(self, stream_id: str, listener: _Listener) -> None:
         listener.users -= 1

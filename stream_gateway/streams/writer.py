@@ -29,7 +29,8 @@ class StreamWriter:
     """Appends chunks to one stream, then ends it with exactly one terminal entry.
 
     Chunks are buffered and committed in batches: when ``max_batch`` chunks wait, or
-    ``flush_interval`` seconds after the first waiting chunk, whichever comes first.
+    ``flush_interval`` seconds after the first waiting chunk (0: at the next turn of
+    the event loop), whichever comes first.
     `done`, `error` and `cancelled` commit everything first. Writes after the
     terminal entry raise `StreamClosedError`. Not safe for use by two tasks at once.
     """
@@ -39,7 +40,8 @@ class StreamWriter:
         self._manager = manager
         self._buffer: list[bytes] = []
         self._length = 0  # committed chunks
-        self._lock = anyio.Lock()
+        # fast_acquire: no event-loop round trip per chunk when nobody else holds it.
+        self._lock = anyio.Lock(fast_acquire=True)
         self._closed = False
         self._flush_pending = False
         self._cancel_event = anyio.Event()
@@ -81,9 +83,11 @@ class StreamWriter:
             raise self._failure
         check_chunk(raw, self.length, manager.max_chunk_bytes, manager.max_stream_chunks)
         self._buffer.append(raw)
-        if manager.flush_interval <= 0 or len(self._buffer) >= manager.max_batch:
+        if len(self._buffer) >= manager.max_batch:
             await self.flush()
         elif not self._flush_pending:
+            # flush_interval 0 still coalesces: the timer fires at the next turn of
+            # the event loop, so chunks written in one turn go out as one batch.
             self._flush_pending = True
             manager.task_group.start_soon(self._flush_later)
 

@@ -87,8 +87,9 @@ async def test_resume_from_offset(manager: StreamManager) -> None:
     await writer.done(None)
 
     assert chunks_of(await collect(manager, writer.stream_id, 7)) == [(7, 7), (8, 8), (9, 9)]
-    beyond = await collect(manager, writer.stream_id, 50)
-    assert beyond == [ResultEvent(b"null")]
+    assert await collect(manager, writer.stream_id, 10) == [ResultEvent(b"null")]
+    with pytest.raises(InvalidArgumentError, match="past the end"):
+        await collect(manager, writer.stream_id, 11)
 
 
 async def test_live_subscriber_sees_every_chunk_once(manager: StreamManager) -> None:
@@ -180,7 +181,10 @@ async def test_error_terminal(manager: StreamManager) -> None:
     await writer.write("a")
     await writer.error(ResourceExhaustedError("quota", details={"limit": 3}))
     events = await collect(manager, writer.stream_id)
-    assert events == [ChunkEvent(0, b'"a"'), ErrorEvent("RESOURCE_EXHAUSTED", "quota", {"limit": 3})]
+    assert events == [
+        ChunkEvent(0, b'"a"'),
+        ErrorEvent("RESOURCE_EXHAUSTED", "quota", {"limit": 3}),
+    ]
     assert (await manager.info(writer.stream_id)).status == "error"
 
 
@@ -331,32 +335,53 @@ async def test_flushes_are_batched(make_manager: MakeManager) -> None:
         assert chunks_of(await collect(manager, writer.stream_id)) == [(i, i) for i in range(100)]
 
 
-async def test_one_backend_listener_per_stream(manager: StreamManager) -> None:
+async def test_one_backend_listener_per_stream(make_manager: MakeManager) -> None:
+    async with make_manager() as writing, make_manager(poll_fallback=0.5) as reading:
+        writer = await writing.open()
+        opened: list[str] = []
+        storage = reading.storage
+        if storage.shared:
+            original = storage.watch
+
+            def counting(stream_id: str) -> AsyncIterator[None]:
+                opened.append(stream_id)
+                return original(stream_id)
+
+            storage.watch = counting  # type: ignore[method-assign]
+        results: list[list[StreamEvent]] = []
+
+        async def follow() -> None:
+            results.append(await collect(reading, writer.stream_id))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(follow)
+            await anyio.sleep(0.1)
+            await writer.write("x")
+            await writer.done("y")
+        if storage.shared:
+            del storage.watch
+        assert len(results) == 20
+        assert all(chunks_of(r) == [(0, "x")] for r in results)
+        assert opened == ([writer.stream_id] if storage.shared else [])
+        assert reading._listeners == {}
+
+
+async def test_retried_append_replaces_the_batch(manager: StreamManager) -> None:
     writer = await manager.open()
-    opened: list[str] = []
-    storage = manager.storage
-    if storage.shared:
-        original = storage.watch
+    storage, sid = manager.storage, writer.stream_id
+    await storage.append(sid, 0, [b"0", b"1"])
+    await storage.append(sid, 0, [b"0", b"1", b"2"])  # a retry carrying newer chunks too
+    await storage.append(sid, 3, [b"3"])
+    assert await storage.read(sid, 0, 10) == [b"0", b"1", b"2", b"3"]
+    record = await storage.load(sid)
+    assert record is not None and record.length == 4
 
-        def counting(stream_id: str) -> AsyncIterator[None]:
-            opened.append(stream_id)
-            return original(stream_id)
 
-        storage.watch = counting  # type: ignore[method-assign]
-    results: list[list[StreamEvent]] = []
-
-    async def follow() -> None:
-        results.append(await collect(manager, writer.stream_id))
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(20):
-            tg.start_soon(follow)
-        await anyio.sleep(0.1)
-        await writer.write("x")
-        await writer.done("y")
-    if storage.shared:
-        del storage.watch
-    assert len(results) == 20
-    assert all(chunks_of(r) == [(0, "x")] for r in results)
-    assert opened == ([writer.stream_id] if storage.shared else [])
-    assert manager._listeners == {}
+async def test_raw_newline_is_refused_before_the_store(manager: StreamManager) -> None:
+    writer = await manager.open()
+    with pytest.raises(InvalidArgumentError, match="newline"):
+        await writer.write_raw(b'"a\nb"')  # a raw newline byte inside
+    await writer.write("a\nb")  # an escaped newline in a string is fine
+    await writer.done(None)
+    assert chunks_of(await collect(manager, writer.stream_id)) == [(0, "a\nb")]

@@ -1,0 +1,170 @@
+"""The SQLite file behind `SqliteStreamStorage`: schema, connections, errors, rows.
+
+Layout (schema version 1, kept in ``PRAGMA user_version`` so a later version can
+migrate)::
+
+    streams(id PK, flow, status, length, created_at, updated_at, expires_at, owner,
+            lease_until, cancel_requested, terminal_kind, terminal_payload, extra)
+    batches(stream_id, first_offset, count, data)    PK (stream_id, first_offset)
+
+Everything here is blocking; the storage runs it in worker threads.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, TypeVar, cast
+
+from .._errors import InternalError, UnavailableError
+from .._json import dumps, loads
+from .base import StreamRecord, StreamStatus, Terminal
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS streams (
+        id TEXT PRIMARY KEY, flow TEXT NOT NULL, status TEXT NOT NULL,
+        length INTEGER NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+        expires_at REAL NOT NULL, owner TEXT, lease_until REAL,
+        cancel_requested INTEGER NOT NULL DEFAULT 0, terminal_kind TEXT,
+        terminal_payload BLOB, extra TEXT NOT NULL DEFAULT '{}')""",
+    "CREATE INDEX IF NOT EXISTS streams_by_expiry ON streams (expires_at)",
+    """CREATE TABLE IF NOT EXISTS batches (
+        stream_id TEXT NOT NULL, first_offset INTEGER NOT NULL, count INTEGER NOT NULL,
+        data BLOB NOT NULL, PRIMARY KEY (stream_id, first_offset))""",
+)
+COLUMNS = (
+    "id, flow, created_at, updated_at, expires_at, owner, status, length,"
+    " lease_until, cancel_requested, terminal_kind, terminal_payload, extra"
+)
+SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_MAX_PARAMS = 500  # ids per IN (...) list, well under SQLite's variable limit
+_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_PROTOCOL", "SQLITE_IOERR", "SQLITE_FULL")
+
+
+def translate_error(exc: sqlite3.Error) -> Exception:
+    """Busy, locked, I/O and full-disk errors become `UnavailableError` (the manager
+    retries); a corrupt file a clear `InternalError`; anything else stays as is."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name.startswith(_TRANSIENT):
+        return UnavailableError(f"stream database unavailable: {exc}")
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return InternalError("stream database is corrupt or not a SQLite database")
+    return exc
+
+
+def connect(path: str, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
+    """A connection in autocommit mode, usable from any thread (one at a time)."""
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def prepare(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """Switch the file to WAL and create the schema if it is new (idempotent)."""
+    # Switching a new file to WAL needs an exclusive lock, and SQLite does not always
+    # call the busy handler for it: processes starting together retry here.
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            break
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY")
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+    if mode != "wal":
+        raise InternalError(f"SQLite refused WAL mode (got {mode!r})")
+    version = transaction(conn, _create_schema)
+    if version > SCHEMA_VERSION:
+        raise InternalError(
+            f"stream schema v{version} is newer than this stream-gateway's v{SCHEMA_VERSION}"
+        )
+
+
+def _create_schema(conn: sqlite3.Connection) -> int:
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version == 0:
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return int(version)
+
+
+def transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``body`` in one write transaction; roll back if it raises."""
+    # IMMEDIATE takes the write lock up front, waiting under busy_timeout; a deferred
+    # transaction that upgrades later fails at once when another process wrote.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = body(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def placeholders(values: Sequence[Any]) -> str:
+    """``(?,?,...)``: one parameter per value."""
+    return f"({','.join('?' * len(values))})"
+
+
+def parts(ids: Collection[str]) -> list[list[str]]:
+    """``ids`` in lists short enough for one ``IN (...)`` each."""
+    ordered = list(ids)
+    return [ordered[i : i + _MAX_PARAMS] for i in range(0, len(ordered), _MAX_PARAMS)]
+
+
+def record_row(record: StreamRecord) -> tuple[Any, ...]:
+    """The ``streams`` row of a record, in `COLUMNS` order."""
+    terminal = record.terminal
+    return (
+        record.stream_id, record.flow, record.created_at, record.updated_at,
+        record.expires_at, record.owner, record.status, record.length,
+        record.lease_until, int(record.cancel_requested),
+        None if terminal is None else terminal.kind,
+        None if terminal is None else terminal.payload,
+        dumps(record.extra).decode(),
+    )  # fmt: skip
+
+
+def row_record(row: Any) -> StreamRecord:
+    """The record of a ``streams`` row selected in `COLUMNS` order."""
+    sid, flow, created, updated, expires, owner, status, length, lease, cancel, kind = row[:11]
+    return StreamRecord(
+        stream_id=sid,
+        flow=flow,
+        created_at=created,
+        updated_at=updated,
+        expires_at=expires,
+        owner=owner,
+        status=cast(StreamStatus, status),
+        length=length,
+        lease_until=lease,
+        cancel_requested=bool(cancel),
+        terminal=None if kind is None else Terminal(kind, row[11]),
+        extra=loads(row[12]),
+    )
+
+
+def read_states(conn: sqlite3.Connection, ids: Collection[str]) -> dict[str, Any]:
+    """(length, status) of each stream, ``None`` for a stream that is gone."""
+    states: dict[str, Any] = dict.fromkeys(ids)
+    for part in parts(ids):
+        sql = f"SELECT id, length, status FROM streams WHERE id IN {placeholders(part)}"
+        for sid, length, status in conn.execute(sql, part):
+            states[sid] = (length, status)
+    return states
