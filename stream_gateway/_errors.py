@@ -3,7 +3,8 @@
 ```
 GatewayError                      status (a canonical code), message, details
 ├── InvalidArgumentError          INVALID_ARGUMENT   400
-│   └── UnsupportedMediaTypeError INVALID_ARGUMENT   415
+│   ├── UnsupportedMediaTypeError INVALID_ARGUMENT   415
+│   └── MethodNotAllowedError     INVALID_ARGUMENT   405
 ├── UnauthenticatedError          UNAUTHENTICATED    401
 ├── PermissionDeniedError         PERMISSION_DENIED  403
 ├── NotFoundError                 NOT_FOUND          404
@@ -44,6 +45,7 @@ __all__ = [
     "GatewayError",
     "InternalError",
     "InvalidArgumentError",
+    "MethodNotAllowedError",
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
@@ -131,6 +133,12 @@ class UnsupportedMediaTypeError(InvalidArgumentError):
     """The request body is not of a content type the endpoint accepts."""
 
     http_override = 415
+
+
+class MethodNotAllowedError(InvalidArgumentError):
+    """The endpoint exists but not for this HTTP method."""
+
+    http_override = 405
 
 
 class UnauthenticatedError(GatewayError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, Protocol, TypeVar, overload
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -44,11 +44,14 @@ class RequestContext:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
-ContextProvider = Callable[[Any], Awaitable[RequestContext]]
-"""Called with the Starlette ``Request`` on every request, reconnects included.
+class ContextProvider(Protocol):
+    """Decides who is calling; run on every request, reconnects included.
 
-Raise `UnauthenticatedError` (401) or `PermissionDeniedError` (403) to reject.
-"""
+    Called with the Starlette ``Request``. Raise `UnauthenticatedError` (401) or
+    `PermissionDeniedError` (403) to reject; return a `RequestContext` to admit.
+    """
+
+    async def __call__(self, request: Any, /) -> RequestContext: ...
 
 
 class FlowContext(Generic[ChunkT]):

@@ -92,7 +92,7 @@ class FrameResponse(Response):
         self._keep_alive_interval = keep_alive_interval
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        lock = anyio.Lock()
+        lock = anyio.Lock(fast_acquire=True)
         last_write = anyio.current_time()
 
         async def write(body: bytes, more: bool = True) -> None:

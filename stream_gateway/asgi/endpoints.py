@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -20,8 +21,8 @@ from .._errors import (
 from .._ids import owner_key, validate_stream_id
 from .._limits import check_chunk
 from ..flow import ContextProvider, Flow, FlowContext, RequestContext
-from ..streams.base import ErrorEvent, StreamEvent, StreamRecord
-from ..streams.manager import StreamManager
+from ..streams.base import ErrorEvent, StreamRecord
+from ..streams.manager import StreamManager, check_offset
 from ._http import FrameResponse, Write, error_response, read_json_body
 from .frames import KEEP_ALIVE, genkit_frames, sse_frames
 from .runner import FlowRunner
@@ -88,9 +89,10 @@ class FlowEndpoints:
         stream_id = validate_stream_id(raw_id)
         offset = _offset(request.headers.get(OFFSET_HEADER, "0"), OFFSET_HEADER)
         try:
-            await self._owned_record(stream_id, context)
+            record = await self._owned_record(stream_id, context)
         except StreamNotFoundError:
             return Response(status_code=204)  # what Genkit's client reads as NOT_FOUND
+        check_offset(record, offset)
         return self._genkit_response(stream_id, offset)
 
     async def _stream_detached(self, input: Any, context: RequestContext) -> Response:
@@ -156,7 +158,7 @@ class FlowEndpoints:
             offset = _offset(last_id, "Last-Event-ID") + 1
         else:
             offset = _offset(request.query_params.get("offset", "0"), "offset")
-        await self._owned_record(stream_id, context)
+        check_offset(await self._owned_record(stream_id, context), offset)
 
         async def produce(write: Write) -> None:
             await self._relay(stream_id, offset, write, sse_frames)
@@ -219,12 +221,22 @@ class FlowEndpoints:
     ) -> None:
         manager = self.settings.stream_manager
         assert manager is not None
-        events: list[StreamEvent] = []
+        writing = False
         try:
             async with aclosing(manager.subscribe_batches(stream_id, offset)) as batches:
                 async for events in batches:
+                    writing = True
+                    if len(events) > 1 and isinstance(events[-1], ErrorEvent):
+                        # Genkit's client drops chunks that arrive in the same read
+                        # as an error frame: give the error a write of its own.
+                        await write(encode(events[:-1]))
+                        await anyio.lowlevel.checkpoint()
+                        events = events[-1:]
                     await write(encode(events))
+                    writing = False
         except Exception as exc:
+            if writing:
+                raise  # the client is gone; nobody to tell
             # Never end a stream without a terminal frame: Genkit's client would spin.
             error = self._public(exc)
             with anyio.CancelScope(shield=True):

@@ -7,12 +7,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from .._errors import NotFoundError
+from .._errors import GatewayError, MethodNotAllowedError, NotFoundError
 from ..flow import ContextProvider, Flow
 from ..streams.manager import StreamManager
 from ._http import error_response
@@ -67,7 +68,13 @@ class Gateway:
             if flow.name in self.endpoints:
                 raise ValueError(f"two flows are named {flow.name!r}")
             self.endpoints[flow.name] = FlowEndpoints(flow, self.settings)
-        self.app = Starlette(routes=self._routes(), lifespan=self._app_lifespan)
+        self.app = Starlette(
+            routes=self._routes(),
+            lifespan=self._app_lifespan,
+            exception_handlers={HTTPException: _routing_error},
+        )
+        # An API answers a stray trailing slash with its own 404, not a redirect.
+        self.app.router.redirect_slashes = False
 
     def _routes(self) -> list[BaseRoute]:
         return [
@@ -110,6 +117,17 @@ class Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)
+
+
+async def _routing_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and wrong methods answer in the gateway's error format too."""
+    assert isinstance(exc, HTTPException)
+    error: GatewayError
+    if exc.status_code == 405:
+        error = MethodNotAllowedError(f"method {request.method} not allowed here")
+    else:
+        error = NotFoundError("no such endpoint")
+    return error_response(error, headers=exc.headers)
 
 
 class FlowHandler(Gateway):

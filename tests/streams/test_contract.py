@@ -11,6 +11,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from stream_gateway import (
@@ -126,7 +127,7 @@ async def test_subscribers_racing_writes_never_skip_or_repeat(manager: StreamMan
         for i in range(300):
             await writer.write(i)
             if rng.random() < 0.1:
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
         await writer.done("end")
 
     for start, events in results:

@@ -1,0 +1,229 @@
+"""A Python client for flow endpoints (httpx): start, follow, resume by itself, cancel.
+
+>>> async with httpx.AsyncClient() as http:                    # doctest: +SKIP
+...     stream = stream_flow("http://127.0.0.1:8000/flows/chat", {"prompt": "hi"}, http=http)
+...     async for token in stream:
+...         print(token, end="")
+...     answer = await stream.result()
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx
+
+from ._errors import (
+    GatewayError,
+    InternalError,
+    StreamNotFoundError,
+    UnavailableError,
+    error_from_status,
+)
+from ._ids import validate_stream_id
+from ._json import dumps, loads
+
+__all__ = ["FlowStream", "Reconnect", "run_flow", "stream_flow"]
+
+logger = logging.getLogger("stream_gateway.client")
+
+_RESUMABLE = (httpx.TransportError, httpx.StreamError)
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    """How a `FlowStream` retries after a dropped connection: exponential backoff
+    from ``base`` to ``cap`` seconds with full jitter, at most ``attempts`` times in a
+    row (the count resets whenever a chunk arrives)."""
+
+    attempts: int = 8
+    base: float = 0.1
+    cap: float = 5.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before reconnect number ``attempt`` (from 1)."""
+        return random.uniform(0, min(self.cap, self.base * 2 ** (attempt - 1)))
+
+
+class FlowStream:
+    """The chunks of one streaming run, then its result; resumes after drops.
+
+    Iterate it for chunks (each exactly once, in order); `result` returns the output
+    (or raises the flow's error as a `GatewayError`). After a dropped connection it
+    reconnects with the stream id and the next offset it needs. ``stream_id`` is
+    known once the first response has arrived.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        input: Any = None,
+        *,
+        http: httpx.AsyncClient,
+        headers: Mapping[str, str] | None = None,
+        stream_id: str | None = None,
+        offset: int = 0,
+        reconnect: Reconnect | None = None,
+    ) -> None:
+        self.url = url
+        self.stream_id = None if stream_id is None else validate_stream_id(stream_id)
+        self.offset = offset
+        self._input = input
+        self._http = http
+        self._headers = dict(headers or {})
+        self._reconnect = reconnect or Reconnect()
+        self._outcome: tuple[Any, GatewayError | None] | None = None
+        self._chunks = self._follow()
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._chunks
+
+    async def result(self) -> Any:
+        """Read to the end (chunks not yet consumed are dropped) and return the output."""
+        async for _ in self._chunks:
+            pass
+        assert self._outcome is not None
+        value, error = self._outcome
+        if error is not None:
+            raise error
+        return value
+
+    async def cancel(self) -> bool:
+        """Ask the server to stop the flow (``DELETE <url>/streams/<id>``)."""
+        if self.stream_id is None:
+            raise UnavailableError("no stream id yet: nothing to cancel")
+        response = await self._http.delete(
+            f"{self.url.rstrip('/')}/streams/{self.stream_id}", headers=self._headers
+        )
+        _raise_for_error(response.status_code, response.content)
+        return bool(response.json().get("cancelled"))
+
+    async def aclose(self) -> None:
+        """Stop reading (the flow goes on on the server)."""
+        await self._chunks.aclose()
+
+    async def _follow(self) -> AsyncGenerator[Any, None]:
+        failures = 0
+        while self._outcome is None:
+            try:
+                async for chunk in self._one_response():
+                    failures = 0
+                    yield chunk
+                if self._outcome is None:
+                    raise httpx.RemoteProtocolError("stream ended without a terminal frame")
+            except _RESUMABLE as exc:
+                failures += 1
+                if self.stream_id is None or failures > self._reconnect.attempts:
+                    raise UnavailableError(f"connection lost and not resumable: {exc}") from exc
+                delay = self._reconnect.delay(failures)
+                logger.info(
+                    "stream %s dropped at offset %d (%s); resuming in %.2fs",
+                    self.stream_id,
+                    self.offset,
+                    exc,
+                    delay,
+                )
+                await anyio.sleep(delay)
+        if self._outcome[1] is not None:
+            raise self._outcome[1]
+
+    async def _one_response(self) -> AsyncIterator[Any]:
+        headers = {"accept": "text/event-stream", "content-type": "application/json"}
+        headers.update(self._headers)
+        if self.stream_id is not None:
+            headers["x-genkit-stream-id"] = self.stream_id
+            headers["x-genkit-stream-offset"] = str(self.offset)
+        body = dumps({"data": self._input})
+        async with self._http.stream("POST", self.url, content=body, headers=headers) as response:
+            if response.status_code == 204:
+                raise StreamNotFoundError("stream not found")
+            if response.status_code != 200:
+                _raise_for_error(response.status_code, await response.aread())
+            self.stream_id = self.stream_id or response.headers.get("x-genkit-stream-id")
+            buffer = b""
+            async for data in response.aiter_bytes():
+                buffer += data
+                *frames, buffer = buffer.split(b"\n\n")
+                for frame in frames:
+                    kind, value = _parse_frame(frame)
+                    if kind == "message":
+                        self.offset += 1
+                        yield value
+                    else:
+                        self._outcome = (value, None) if kind == "result" else (None, value)
+                        return
+
+
+def _parse_frame(frame: bytes) -> tuple[str, Any]:
+    if frame.startswith(b"data: "):
+        body = loads(frame[6:])
+        if isinstance(body, dict) and "message" in body:
+            return "message", body["message"]
+        if isinstance(body, dict) and "result" in body:
+            return "result", body["result"]
+    elif frame.startswith(b"error: "):
+        error = loads(frame[7:]).get("error", {})
+        return "error", error_from_status(
+            str(error.get("status")), str(error.get("message")), error.get("details")
+        )
+    raise InternalError("unexpected frame from server", details={"frame": frame[:200].decode()})
+
+
+def _raise_for_error(status_code: int, content: bytes) -> None:
+    if status_code < 400:
+        return
+    try:
+        error = loads(content)["error"]
+    except (GatewayError, KeyError, TypeError):
+        raise error_from_status(
+            "UNAVAILABLE" if status_code >= 500 else "INTERNAL",
+            f"HTTP {status_code}: {content[:200]!r}",
+        ) from None
+    raise error_from_status(
+        str(error.get("status")), str(error.get("message")), error.get("details")
+    )
+
+
+def stream_flow(
+    url: str,
+    input: Any = None,
+    *,
+    http: httpx.AsyncClient,
+    headers: Mapping[str, str] | None = None,
+    stream_id: str | None = None,
+    offset: int = 0,
+    reconnect: Reconnect | None = None,
+) -> FlowStream:
+    """Start a streaming run (or, with ``stream_id``, follow an existing stream from
+    ``offset``). Nothing is sent until the stream is iterated."""
+    return FlowStream(
+        url,
+        input,
+        http=http,
+        headers=headers,
+        stream_id=stream_id,
+        offset=offset,
+        reconnect=reconnect,
+    )
+
+
+async def run_flow(
+    url: str,
+    input: Any = None,
+    *,
+    http: httpx.AsyncClient,
+    headers: Mapping[str, str] | None = None,
+) -> Any:
+    """Run a flow without streaming and return its output; errors raise `GatewayError`."""
+    response = await http.post(
+        url,
+        content=dumps({"data": input}),
+        headers={"content-type": "application/json", **(headers or {})},
+    )
+    _raise_for_error(response.status_code, response.content)
+    return loads(response.content)["result"]

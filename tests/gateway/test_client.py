@@ -1,0 +1,74 @@
+"""The Python client: results, errors, and resuming by itself after dropped connections."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from stream_gateway import InvalidArgumentError, NotFoundError, StreamNotFoundError
+from stream_gateway.client import Reconnect, run_flow, stream_flow
+from tests.gateway.conftest import Live
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_stream_and_result(live: Live) -> None:
+    stream = stream_flow(live.flow("count"), {"n": 5}, http=live.http)
+    chunks = [c async for c in stream]
+    assert chunks == [{"i": i} for i in range(5)]
+    assert await stream.result() == {"total": 5}
+    assert stream.stream_id is not None and stream.offset == 5
+
+
+async def test_errors_raise_gateway_errors(live: Live) -> None:
+    failing = stream_flow(
+        live.flow("fail"), {"after": 2, "status": "NOT_FOUND", "message": "x"}, http=live.http
+    )
+    got: list[object] = []
+    with pytest.raises(NotFoundError, match="x"):
+        async for chunk in failing:
+            got.append(chunk)
+    assert got == [0, 1]
+    with pytest.raises(InvalidArgumentError):
+        await run_flow(live.flow("typed"), {"name": 1}, http=live.http)
+    assert await run_flow(live.flow("echo"), [1, 2], http=live.http) == [1, 2]
+    with pytest.raises(StreamNotFoundError):
+        await stream_flow(live.flow("count"), stream_id="E" * 22, http=live.http).result()
+
+
+async def test_follows_existing_stream_from_offset(live: Live) -> None:
+    first = stream_flow(live.flow("count"), {"n": 6}, http=live.http)
+    await first.result()
+    assert first.stream_id is not None
+    tail = stream_flow(live.flow("count"), stream_id=first.stream_id, offset=4, http=live.http)
+    assert [c async for c in tail] == [{"i": 4}, {"i": 5}]
+
+
+async def test_resumes_by_itself_after_100_server_side_drops(live: Live) -> None:
+    drops = await live.http.post(
+        live.url + "/_test/drops", json={"count": 100, "seed": 5, "max_bytes": 400}
+    )
+    assert drops.json() == {"left": 100}
+    stream = stream_flow(
+        live.flow("count"),
+        {"n": 1500, "delay": 0.0005},
+        http=live.http,
+        reconnect=Reconnect(attempts=5, base=0.001, cap=0.01),
+    )
+    with anyio.fail_after(60):
+        chunks = [c async for c in stream]
+        assert await stream.result() == {"total": 1500}
+    assert chunks == [{"i": i} for i in range(1500)]
+    left = await live.http.get(live.url + "/_test/drops")
+    assert left.json() == {"left": 0}
+
+
+async def test_cancel_from_client(live: Live) -> None:
+    stream = stream_flow(live.flow("count"), {"n": 10_000, "delay": 0.01}, http=live.http)
+    iterator = aiter(stream)
+    assert await anext(iterator) == {"i": 0}
+    assert await stream.cancel() is True
+    with anyio.fail_after(10), pytest.raises(Exception, match="cancelled") as caught:
+        async for _ in iterator:
+            pass
+    assert getattr(caught.value, "status", None) == "CANCELLED"

@@ -1,0 +1,261 @@
+"""A gateway with flows made for tests, shared by the Python, Node and browser suites.
+
+Run: ``python -m tests.servers.flows_app --port PORT [--manager memory|sqlite]
+[--db PATH] [--lease SECONDS]``; it prints ``flows-app listening on http://...`` when
+ready. Flows (all under ``/flows``):
+
+- ``echo``: returns its input; no chunks.
+- ``count``: ``{"n", "delay"?, "start"?}`` -> chunks ``{"i": k}``, result ``{"total": n}``.
+- ``text``: a string -> one chunk per character (any Unicode), result the string.
+- ``fail``: ``{"after", "status", "message"}`` -> ``after`` chunks, then that error.
+- ``crash``: chunks, then an unexpected exception (must surface as INTERNAL).
+- ``typed``: input ``{"name": str, "age": int >= 0}``, returns a greeting.
+- ``big``: ``{"size"}`` -> one chunk of that many characters (limit tests).
+
+Auth: ``Authorization: Bearer <user>`` makes ``<user>`` the principal; ``Bearer
+denied`` is 403, ``Bearer invalid`` 401; no header is the anonymous principal.
+
+Test control (not part of the product): ``POST /_test/drops`` with ``{"count", "seed",
+"max_bytes"?}`` makes the next ``count`` streaming responses break off after a random
+number of body bytes, as a dropped connection would; ``GET /_test/drops`` tells how
+many are left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+from pydantic import BaseModel, Field
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from stream_gateway import (
+    FlowContext,
+    Gateway,
+    InMemoryStreamManager,
+    PermissionDeniedError,
+    RequestContext,
+    StreamManager,
+    UnauthenticatedError,
+    error_from_status,
+    flow,
+)
+
+
+class CountInput(BaseModel):
+    n: int = Field(ge=0, le=1_000_000)
+    delay: float = Field(default=0.0, ge=0, le=10)
+    start: int = 0
+
+
+class FailInput(BaseModel):
+    after: int = Field(default=0, ge=0)
+    status: str = "FAILED_PRECONDITION"
+    message: str = "failed on purpose"
+    delay: float = 0.0
+
+
+class Person(BaseModel):
+    name: str
+    age: int = Field(ge=0)
+
+
+@flow
+async def echo(data: Any, ctx: FlowContext[Any]) -> Any:
+    """Return the input unchanged."""
+    return data
+
+
+@flow(input=CountInput, chunk=dict)
+async def count(req: CountInput, ctx: FlowContext[dict[str, int]]) -> dict[str, int]:
+    """Stream ``{"i": k}`` for k in start..start+n-1."""
+    for k in range(req.start, req.start + req.n):
+        if req.delay:
+            await anyio.sleep(req.delay)
+        await ctx.send_chunk({"i": k})
+    return {"total": req.n}
+
+
+@flow(input=str, output=str, chunk=str)
+async def text(data: str, ctx: FlowContext[str]) -> str:
+    """Stream the string one character at a time."""
+    for char in data:
+        await ctx.send_chunk(char)
+    return data
+
+
+@flow(input=FailInput)
+async def fail(req: FailInput, ctx: FlowContext[Any]) -> None:
+    """Send ``after`` chunks, then raise the named error."""
+    for k in range(req.after):
+        if req.delay:
+            await anyio.sleep(req.delay)
+        await ctx.send_chunk(k)
+    raise error_from_status(req.status, req.message, {"after": req.after})
+
+
+@flow
+async def crash(data: Any, ctx: FlowContext[Any]) -> None:
+    """Send two chunks, then fail unexpectedly."""
+    await ctx.send_chunk("a")
+    await ctx.send_chunk("b")
+    raise RuntimeError("secret internal detail")
+
+
+@flow(input=Person, output=str)
+async def typed(person: Person, ctx: FlowContext[Any]) -> str:
+    """Greet a validated person."""
+    return f"Hello {person.name}, {person.age}"
+
+
+@flow(input=int)
+async def big(size: int, ctx: FlowContext[str]) -> int:
+    """Send one chunk of ``size`` characters."""
+    await ctx.send_chunk("x" * size)
+    return size
+
+
+FLOWS = [echo, count, text, fail, crash, typed, big]
+
+
+async def bearer_auth(request: Request) -> RequestContext:
+    """The test auth scheme described in the module docstring."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return RequestContext()
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token or token == "invalid":
+        raise UnauthenticatedError("invalid credentials")
+    if token == "denied":
+        raise PermissionDeniedError("this user may not run flows")
+    return RequestContext(principal=token, data={"user": token})
+
+
+class DropConnections:
+    """Middleware that breaks off streaming responses, on request of the tests."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.left = 0
+        self.max_bytes = 2000
+        self.rng = random.Random(0)
+
+    def configure(self, count: int, seed: int, max_bytes: int) -> None:
+        self.left, self.rng, self.max_bytes = count, random.Random(seed), max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.left <= 0 or scope["path"].startswith("/_test"):
+            await self.app(scope, receive, send)
+            return
+        budget: int | None = None
+
+        async def cutting_send(message: Message) -> None:
+            nonlocal budget
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers", []))
+                streaming = b"content-length" not in headers and message["status"] == 200
+                if streaming and self.left > 0:
+                    self.left -= 1
+                    budget = self.rng.randrange(1, self.max_bytes)
+            elif message["type"] == "http.response.body" and budget is not None:
+                body: bytes = message.get("body", b"")
+                if len(body) >= budget:
+                    await send({**message, "body": body[:budget], "more_body": True})
+                    # An exception after the headers makes the server drop the
+                    # connection without the final chunk: a network failure.
+                    raise ConnectionAbortedError("connection dropped by the test server")
+                budget -= len(body)
+            await send(message)
+
+        await self.app(scope, receive, cutting_send)
+
+
+def build_app(manager: StreamManager | None, *, keep_alive: float = 15.0) -> Starlette:
+    """The test app: the gateway at ``/flows``, test controls at ``/_test``."""
+    gateway = Gateway(
+        FLOWS,
+        stream_manager=manager,
+        context_provider=bearer_auth,
+        max_body_bytes=64 * 1024,
+        keep_alive_interval=keep_alive,
+        drain_grace=2.0,
+    )
+    drops: DropConnections | None = None
+
+    async def set_drops(request: Request) -> JSONResponse:
+        body = await request.json()
+        assert drops is not None
+        seed, max_bytes = int(body.get("seed", 0)), int(body.get("max_bytes", 2000))
+        drops.configure(int(body["count"]), seed, max_bytes)
+        return JSONResponse({"left": drops.left})
+
+    async def get_drops(request: Request) -> JSONResponse:
+        assert drops is not None
+        return JSONResponse({"left": drops.left})
+
+    app = Starlette(
+        routes=[
+            Mount("/flows", app=gateway),
+            Route("/_test/drops", set_drops, methods=["POST"]),
+            Route("/_test/drops", get_drops, methods=["GET"]),
+        ],
+        lifespan=gateway.lifespan,
+    )
+    drops = DropConnections(app.build_middleware_stack())
+    app.middleware_stack = drops
+    return app
+
+
+def make_manager(kind: str, db: str | None, lease: float) -> StreamManager | None:
+    """A manager by name: ``memory``, ``sqlite`` (at ``db``) or ``none``."""
+    if kind == "none":
+        return None
+    if kind == "memory":
+        return InMemoryStreamManager(lease=lease)
+    if kind == "sqlite":
+        from stream_gateway.streams import SqliteStreamManager
+
+        return SqliteStreamManager(Path(db or "streams.db"), lease=lease)
+    raise SystemExit(f"unknown manager {kind!r}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--manager", default="memory", choices=["memory", "sqlite", "none"])
+    parser.add_argument("--db")
+    parser.add_argument("--lease", type=float, default=10.0)
+    parser.add_argument("--keep-alive", type=float, default=15.0)
+    args = parser.parse_args(argv)
+    app = build_app(make_manager(args.manager, args.db, args.lease), keep_alive=args.keep_alive)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+    server = uvicorn.Server(config)
+
+    async def serve() -> None:
+        sockets = [config.bind_socket()]
+        port = sockets[0].getsockname()[1]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, sockets)
+            while not server.started:  # noqa: ASYNC110 - uvicorn offers no event
+                await anyio.sleep(0.01)
+            print(f"flows-app listening on http://{args.host}:{port}", flush=True)
+
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    anyio.run(serve)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
