@@ -1,7 +1,13 @@
 """The chat sample: a flow that streams an answer, resumable by stream id.
 
-Run: ``make demo`` (or ``uvicorn samples.chat.app:app``), then open http://127.0.0.1:8000.
-``STREAM_DB`` picks the SQLite file (default ``.data/streams.db``).
+Run: ``make demo`` (or ``uvicorn --factory samples.chat.app:build_app``), then open
+http://127.0.0.1:8000.
+
+``STREAM_BACKEND`` picks the stream manager: ``sqlite`` (default; ``STREAM_DB`` names
+the file, default ``.data/streams.db``), ``memory``, ``firestore`` (needs
+``FIRESTORE_EMULATOR_HOST`` or Google credentials, and ``GOOGLE_CLOUD_PROJECT``) or
+``rtdb`` (``RTDB_URL``, or the emulator/stand-in named by
+``FIREBASE_DATABASE_EMULATOR_HOST``).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from stream_gateway import Gateway
+from stream_gateway import Gateway, InMemoryStreamManager, StreamManager
 from stream_gateway.streams import SqliteStreamManager
 
 from .flows import chat
@@ -22,11 +28,37 @@ from .flows import chat
 HERE = Path(__file__).parent
 
 
-def build_app(db_path: str | os.PathLike[str] | None = None) -> Starlette:
-    """The sample app with its gateway at ``/flows`` on a SQLite stream manager."""
-    path = Path(db_path or os.environ.get("STREAM_DB", ".data/streams.db"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    gateway = Gateway([chat], stream_manager=SqliteStreamManager(path))
+def make_manager(backend: str, db_path: str | os.PathLike[str] | None = None) -> StreamManager:
+    """The stream manager named by ``backend`` (see the module docstring)."""
+    if backend == "sqlite":
+        path = Path(db_path or os.environ.get("STREAM_DB", ".data/streams.db"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return SqliteStreamManager(path)
+    if backend == "memory":
+        return InMemoryStreamManager()
+    if backend == "firestore":
+        from stream_gateway_firestore import FirestoreStreamManager
+
+        project = os.environ.get("GOOGLE_CLOUD_PROJECT", "stream-gateway-demo")
+        return FirestoreStreamManager(project=project)
+    if backend == "rtdb":
+        from stream_gateway_rtdb import RtdbStreamManager
+
+        emulator = os.environ.get("FIREBASE_DATABASE_EMULATOR_HOST")
+        default = f"http://{emulator}?ns=stream-gateway-demo" if emulator else None
+        url = os.environ.get("RTDB_URL", default)
+        if url is None:
+            raise SystemExit("STREAM_BACKEND=rtdb needs RTDB_URL (or an emulator host)")
+        return RtdbStreamManager(url)
+    raise SystemExit(f"unknown STREAM_BACKEND {backend!r}: use sqlite, memory, firestore or rtdb")
+
+
+def build_app(
+    db_path: str | os.PathLike[str] | None = None, backend: str | None = None
+) -> Starlette:
+    """The sample app with its gateway at ``/flows``."""
+    manager = make_manager(backend or os.environ.get("STREAM_BACKEND", "sqlite"), db_path)
+    gateway = Gateway([chat], stream_manager=manager)
 
     async def index(request: object) -> FileResponse:
         return FileResponse(HERE / "static" / "index.html")
@@ -36,9 +68,8 @@ def build_app(db_path: str | os.PathLike[str] | None = None) -> Starlette:
             Route("/", index),
             Mount("/flows", app=gateway),
             Mount("/static", app=StaticFiles(directory=HERE / "static")),
+            # The browser client (@stream-gateway/client), served from its source.
+            Mount("/client", app=StaticFiles(directory=HERE.parents[1] / "client_js" / "src")),
         ],
         lifespan=gateway.lifespan,
     )
-
-
-app = build_app()
