@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from .._errors import GatewayError, MethodNotAllowedError, NotFoundError
@@ -19,6 +19,9 @@ from ..streams.manager import StreamManager
 from ._http import error_response
 from .endpoints import FlowEndpoints, GatewaySettings
 from .runner import FlowRunner
+
+if TYPE_CHECKING:
+    from ..durable import DurableEngine
 
 __all__ = ["FlowHandler", "Gateway"]
 
@@ -47,9 +50,15 @@ class Gateway:
         max_stream_chunks: int | None = None,
         keep_alive_interval: float = 15.0,
         drain_grace: float = 10.0,
+        durable: DurableEngine | None = None,
     ) -> None:
         """``max_chunk_bytes`` / ``max_stream_chunks`` default to the manager's limits
-        (they are the manager's to enforce when there is one)."""
+        (they are the manager's to enforce when there is one).
+
+        ``durable``: also serve that engine's operations under ``/durable`` (same
+        context provider and error format) and run a worker in the lifespan.
+        """
+        self.durable = durable
         manager = stream_manager
         self.stream_manager = manager
         self.runner = FlowRunner(grace=drain_grace)
@@ -65,6 +74,8 @@ class Gateway:
         )
         self.endpoints: dict[str, FlowEndpoints] = {}
         for flow in flows:
+            if durable is not None and flow.name == "durable":
+                raise ValueError("a flow named 'durable' would be hidden by the durable routes")
             if flow.name in self.endpoints:
                 raise ValueError(f"two flows are named {flow.name!r}")
             self.endpoints[flow.name] = FlowEndpoints(flow, self.settings)
@@ -78,12 +89,25 @@ class Gateway:
 
     def _routes(self) -> list[BaseRoute]:
         return [
+            *self._durable_routes(),
             Route("/", self._list, methods=["GET"]),
             Route("/{flow}", self._dispatch("post"), methods=["POST"]),
             Route("/{flow}", self._dispatch("describe"), methods=["GET"]),
             Route("/{flow}/streams/{stream_id}", self._dispatch("sse"), methods=["GET"]),
             Route("/{flow}/streams/{stream_id}", self._dispatch("cancel"), methods=["DELETE"]),
         ]
+
+    def _durable_routes(self) -> list[BaseRoute]:
+        if self.durable is None:
+            return []
+        from ..durable import durable_routes
+
+        router = durable_routes(
+            self.durable,
+            context_provider=self.settings.context_provider,
+            max_body_bytes=self.settings.max_body_bytes,
+        )
+        return [Mount("/durable", app=router)]
 
     def _dispatch(self, name: str) -> Any:
         async def endpoint(request: Request) -> Response:
@@ -107,6 +131,9 @@ class Gateway:
         async with AsyncExitStack() as stack:
             if self.stream_manager is not None:
                 await stack.enter_async_context(self.stream_manager)
+            if self.durable is not None:
+                await stack.enter_async_context(self.durable)
+                await stack.enter_async_context(self.durable.worker())
             await stack.enter_async_context(self.runner)
             yield
 

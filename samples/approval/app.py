@@ -1,0 +1,54 @@
+"""The durable approval sample: HTTP routes plus a worker in the app's lifespan.
+
+Run: ``uvicorn samples.approval.app:app`` and follow ``samples/approval/README.md``.
+
+State lives in SQLite at ``.data/approval.sqlite3`` (``APPROVAL_DB`` to change it),
+so scheduled flows survive restarts of the server. Callers name themselves with an
+``X-User`` header (a stand-in for real auth): each user sees only their own flows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Mount
+
+from stream_gateway import RequestContext, UnauthenticatedError
+from stream_gateway.durable import DurableEngine, SqliteDurableStore, durable_routes
+
+from .flows import expense_approval
+
+
+def make_engine(db_path: str | None = None) -> DurableEngine:
+    """The engine on the sample's SQLite file."""
+    path = db_path or os.environ.get("APPROVAL_DB", ".data/approval.sqlite3")
+    return DurableEngine([expense_approval], store=SqliteDurableStore(path))
+
+
+async def user_from_header(request: Request) -> RequestContext:
+    """Demo auth: the ``X-User`` header is the principal. Use real auth in an app."""
+    user = request.headers.get("x-user")
+    if not user:
+        raise UnauthenticatedError("send an X-User header")
+    return RequestContext(principal=user)
+
+
+def make_app(engine: DurableEngine | None = None) -> Starlette:
+    """The app: ``/durable/...`` routes, and a worker while the app is up."""
+    engine = engine or make_engine()
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        async with engine, engine.worker(poll_interval=0.2):
+            yield
+
+    routes = [Mount("/durable", durable_routes(engine, context_provider=user_from_header))]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+app = make_app()

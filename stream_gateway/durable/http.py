@@ -1,0 +1,191 @@
+"""HTTP routes for durable flows, with the stream endpoints' auth model and errors.
+
+```
+GET    /                      the durable flows with their JSON Schemas
+POST   /{flow}                schedule: {"data", "delay"?, "at"?, "idempotencyKey"?}
+GET    /ops                   list the caller's: ?status=&flow=&cursor=&limit=
+GET    /ops/{id}              the operation
+POST   /ops/{id}/resume       {"step", "payload"}: answer an interrupt
+DELETE /ops/{id}              cancel (also POST /ops/{id}/cancel)
+POST   /ops/{id}/cleanup      delete a finished execution's state
+```
+
+The context provider runs on every request. An execution is owned by the hash of the
+principal that scheduled it; to anyone else it does not exist (NOT_FOUND). Flow ids
+are validated (length, alphabet) before they reach the store. Errors are
+``{"error": {status, message, details?}}`` with the status's HTTP code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, Router
+from starlette.types import Receive, Scope, Send
+
+from .._errors import GatewayError, InternalError, InvalidArgumentError, NotFoundError
+from .._ids import owner_key
+from ..asgi._http import error_response, read_json_body
+from ..flow import ContextProvider, RequestContext
+from ._ids import validate_flow_id
+from .engine import DurableEngine
+from .errors import ExecutionNotFoundError
+from .records import ExecutionRecord
+
+__all__ = ["durable_routes"]
+
+logger = logging.getLogger("stream_gateway.http")
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+async def _anonymous(request: Request) -> RequestContext:
+    return RequestContext()
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise InvalidArgumentError("request body must be a JSON object")
+    return body
+
+
+def _when(body: dict[str, Any]) -> dict[str, Any]:
+    delay, at = body.get("delay"), body.get("at")
+    if delay is not None:
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
+            raise InvalidArgumentError("delay must be a non-negative number of seconds")
+        return {"delay": float(delay)}
+    if at is not None:
+        if isinstance(at, int | float) and not isinstance(at, bool):
+            return {"at": float(at)}
+        try:
+            when = datetime.fromisoformat(str(at).replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidArgumentError("at must be an ISO 8601 time or POSIX seconds") from None
+        if when.tzinfo is None:
+            raise InvalidArgumentError("at must carry a timezone (e.g. 'Z')")
+        return {"at": when}
+    return {}
+
+
+class _DurableEndpoints:
+    def __init__(
+        self, engine: DurableEngine, context_provider: ContextProvider | None, max_body_bytes: int
+    ) -> None:
+        self.engine = engine
+        self.authenticate = context_provider or _anonymous
+        self.max_body_bytes = max_body_bytes
+
+    def guarded(self, handler: Callable[[Request, str | None], Awaitable[Response]]) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            try:
+                context = await self.authenticate(request)
+                return await handler(request, owner_key(context.principal))
+            except GatewayError as exc:
+                return error_response(exc)
+            except Exception:
+                logger.exception("durable endpoint %s failed", request.url.path)
+                return error_response(InternalError("Internal Error"))
+
+        return endpoint
+
+    async def owned(self, request: Request, owner: str | None) -> ExecutionRecord:
+        record = await self.engine.store.get(validate_flow_id(request.path_params["id"]))
+        if record.owner != owner:
+            raise ExecutionNotFoundError("flow not found")
+        return record
+
+    async def describe(self, request: Request, owner: str | None) -> Response:
+        flows = [
+            {"name": f.name, "description": f.description, "schemas": f.schemas()}
+            for f in self.engine.flows.values()
+        ]
+        return JSONResponse({"flows": flows})
+
+    async def schedule(self, request: Request, owner: str | None) -> Response:
+        flow = self.engine.flow(request.path_params["flow"])
+        body = _object(await read_json_body(request, self.max_body_bytes))
+        key = body.get("idempotencyKey", request.headers.get("idempotency-key"))
+        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 256):
+            raise InvalidArgumentError("idempotencyKey must be a string of 1-256 characters")
+        op = await self.engine.schedule(
+            flow, body.get("data"), idempotency_key=key, owner=owner, **_when(body)
+        )
+        return JSONResponse(op.to_json())
+
+    async def list(self, request: Request, owner: str | None) -> Response:
+        query = request.query_params
+        raw_limit = query.get("limit", "50")
+        if not raw_limit.isdigit() or len(raw_limit) > 6:
+            raise InvalidArgumentError("limit must be a positive integer")
+        page = await self.engine.list(
+            status=query.get("status") or None,
+            flow=query.get("flow") or None,
+            owner=owner,
+            any_owner=False,
+            cursor=query.get("cursor") or None,
+            limit=int(raw_limit),
+        )
+        return JSONResponse(
+            {"operations": [op.to_json() for op in page.items], "nextCursor": page.cursor}
+        )
+
+    async def get(self, request: Request, owner: str | None) -> Response:
+        record = await self.owned(request, owner)
+        return JSONResponse((await self.engine.get_state(record.id)).to_json())
+
+    async def resume(self, request: Request, owner: str | None) -> Response:
+        record = await self.owned(request, owner)
+        body = _object(await read_json_body(request, self.max_body_bytes))
+        step = body.get("step")
+        if not isinstance(step, str) or not step:
+            raise InvalidArgumentError('body must name the step: {"step", "payload"}')
+        op = await self.engine.resume(record.id, step, body.get("payload"))
+        return JSONResponse(op.to_json())
+
+    async def cancel(self, request: Request, owner: str | None) -> Response:
+        record = await self.owned(request, owner)
+        return JSONResponse((await self.engine.cancel(record.id)).to_json())
+
+    async def cleanup(self, request: Request, owner: str | None) -> Response:
+        record = await self.owned(request, owner)
+        await self.engine.cleanup(record.id)
+        return JSONResponse({"name": record.id, "deleted": True})
+
+
+def durable_routes(
+    engine: DurableEngine,
+    *,
+    context_provider: ContextProvider | None = None,
+    max_body_bytes: int = 1024 * 1024,
+) -> Router:
+    """A Starlette `Router` serving ``engine``'s flows; mount it anywhere.
+
+    It does not run a worker: run ``engine.worker()`` in the host app's lifespan (or
+    a ``stream-gateway-worker`` process on the same store).
+    """
+    e = _DurableEndpoints(engine, context_provider, max_body_bytes)
+
+    async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+        await error_response(NotFoundError("no such route"))(scope, receive, send)
+
+    return Router(
+        default=not_found,
+        routes=[
+            Route("/", e.guarded(e.describe), methods=["GET"]),
+            Route("/ops", e.guarded(e.list), methods=["GET"]),
+            Route("/ops/{id}", e.guarded(e.get), methods=["GET"]),
+            Route("/ops/{id}", e.guarded(e.cancel), methods=["DELETE"]),
+            Route("/ops/{id}/cancel", e.guarded(e.cancel), methods=["POST"]),
+            Route("/ops/{id}/resume", e.guarded(e.resume), methods=["POST"]),
+            Route("/ops/{id}/cleanup", e.guarded(e.cleanup), methods=["POST"]),
+            Route("/{flow}", e.guarded(e.schedule), methods=["POST"]),
+        ],
+    )

@@ -1,0 +1,238 @@
+"""`InMemoryDurableStore`: the durable contract in one process's memory (tests, dev).
+
+Nothing survives the process; several engines and workers in one process may share
+one instance (that is how the tests simulate restarts). Each method runs without an
+``await`` between its check and its write, which makes it atomic on the event loop.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Collection
+from typing import Any
+
+from .errors import ExecutionNotFoundError, LeaseLostError
+from .records import FINISHED, ExecutionRecord, ExecutionStatus, History, JournalEntry, Lease
+from .store import DurableStore
+
+__all__ = ["InMemoryDurableStore"]
+
+_DUE_STATUSES = frozenset({"pending", "sleeping", "waiting", "running"})
+
+
+class InMemoryDurableStore(DurableStore):
+    """A `DurableStore` in memory; records handed out are copies."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, ExecutionRecord] = {}
+        self._journals: dict[str, dict[int, JournalEntry]] = {}
+        self._signals: dict[str, dict[str, str]] = {}
+        self._waiters: dict[str, set[str]] = {}  # target id -> waiting execution ids
+        self._seq = 0
+        self._token = 0
+
+    def _get(self, execution_id: str) -> ExecutionRecord:
+        record = self._records.get(execution_id)
+        if record is None:
+            raise ExecutionNotFoundError("flow not found")
+        return record
+
+    def _fenced(self, lease: Lease) -> ExecutionRecord:
+        record = self._records.get(lease.execution_id)
+        if (
+            record is None
+            or record.status != "running"
+            or record.lease_owner != lease.worker
+            or record.lease_token != lease.token
+        ):
+            raise LeaseLostError(f"lease on flow {lease.execution_id} was lost")
+        return record
+
+    async def create(self, record: ExecutionRecord) -> tuple[ExecutionRecord, bool]:
+        existing = self._records.get(record.id)
+        if existing is not None:
+            return copy.copy(existing), False
+        self._seq += 1
+        stored = copy.copy(record)
+        stored.seq = self._seq
+        self._records[record.id] = stored
+        self._journals[record.id] = {}
+        self._signals[record.id] = {}
+        return copy.copy(stored), True
+
+    async def get(self, execution_id: str) -> ExecutionRecord:
+        return copy.copy(self._get(execution_id))
+
+    async def get_many(self, execution_ids: Collection[str]) -> dict[str, ExecutionRecord]:
+        return {i: copy.copy(self._records[i]) for i in execution_ids if i in self._records}
+
+    async def list_executions(
+        self,
+        *,
+        status: ExecutionStatus | None = None,
+        flow: str | None = None,
+        owner: str | None = None,
+        any_owner: bool = True,
+        after: int | None = None,
+        limit: int = 50,
+    ) -> list[ExecutionRecord]:
+        found: list[ExecutionRecord] = []
+        for record in sorted(self._records.values(), key=lambda r: r.seq, reverse=True):
+            if (
+                (after is not None and record.seq >= after)
+                or (status is not None and record.status != status)
+                or (flow is not None and record.flow != flow)
+                or (not any_owner and record.owner != owner)
+            ):
+                continue
+            found.append(copy.copy(record))
+            if len(found) >= limit:
+                break
+        return found
+
+    async def history(self, execution_id: str) -> History:
+        self._get(execution_id)
+        journal = self._journals[execution_id]
+        return History(
+            entries=[copy.copy(journal[seq]) for seq in sorted(journal)],
+            signals=dict(self._signals[execution_id]),
+        )
+
+    async def claim(
+        self,
+        worker: str,
+        *,
+        now: float,
+        lease_until: float,
+        limit: int,
+        flows: Collection[str],
+        reclaim_own: bool = False,
+    ) -> list[ExecutionRecord]:
+        names = set(flows)
+        due = [
+            r
+            for r in self._records.values()
+            if r.status in _DUE_STATUSES
+            and r.flow in names
+            and (
+                (r.due_at is not None and r.due_at <= now)
+                or (reclaim_own and r.status == "running" and r.lease_owner == worker)
+            )
+        ]
+        due.sort(key=lambda r: (r.due_at or 0.0, r.seq))
+        claimed = []
+        for record in due[:limit]:
+            self._token += 1
+            record.status = "running"
+            record.lease_owner = worker
+            record.lease_token = self._token
+            record.due_at = lease_until
+            record.blocked_on = None
+            record.updated_at = now
+            claimed.append(copy.copy(record))
+        return claimed
+
+    async def renew(self, worker: str, leases: Collection[Lease], lease_until: float) -> set[str]:
+        held = set()
+        for lease in leases:
+            record = self._records.get(lease.execution_id)
+            if (
+                record is not None
+                and record.status == "running"
+                and record.lease_owner == worker
+                and record.lease_token == lease.token
+            ):
+                record.due_at = lease_until
+                held.add(lease.execution_id)
+        return held
+
+    async def append(self, lease: Lease, entry: JournalEntry, now: float) -> None:
+        record = self._fenced(lease)
+        journal = self._journals[lease.execution_id]
+        existing = journal.get(entry.seq)
+        if existing is not None and (existing.final or existing.key != entry.key):
+            raise ValueError(f"journal position {entry.seq} is taken by {existing.key!r}")
+        journal[entry.seq] = copy.copy(entry)
+        record.updated_at = now
+
+    async def suspend(
+        self,
+        lease: Lease,
+        *,
+        status: ExecutionStatus,
+        blocked_on: str | None,
+        wake_at: float | None,
+        now: float,
+        wait_for: Collection[str] = (),
+    ) -> None:
+        record = self._fenced(lease)
+        for target in wait_for:
+            other = self._records.get(target)
+            if other is None or other.done:
+                wake_at = now
+            self._waiters.setdefault(target, set()).add(record.id)
+        record.status = status
+        record.blocked_on = blocked_on
+        record.due_at = wake_at
+        record.lease_owner = None
+        record.updated_at = now
+
+    def _end(
+        self,
+        record: ExecutionRecord,
+        status: ExecutionStatus,
+        result: str | None,
+        error: dict[str, Any] | None,
+        now: float,
+    ) -> None:
+        record.status = status
+        record.result = result
+        record.error = error
+        record.due_at = None
+        record.lease_owner = None
+        record.blocked_on = None
+        record.updated_at = now
+        for waiter_id in self._waiters.pop(record.id, ()):
+            waiter = self._records.get(waiter_id)
+            if waiter is not None and waiter.status == "waiting":
+                waiter.due_at = now
+
+    async def finish(
+        self,
+        lease: Lease,
+        *,
+        status: ExecutionStatus,
+        result: str | None,
+        error: dict[str, Any] | None,
+        now: float,
+    ) -> None:
+        self._end(self._fenced(lease), status, result, error, now)
+
+    async def deliver(self, execution_id: str, key: str, payload: str, now: float) -> bool:
+        record = self._get(execution_id)
+        signals = self._signals[execution_id]
+        if record.status != "waiting" or record.blocked_on != key or key in signals:
+            return False
+        signals[key] = payload
+        record.status = "pending"
+        record.blocked_on = None
+        record.due_at = now
+        record.updated_at = now
+        return True
+
+    async def cancel(self, execution_id: str, error: dict[str, Any], now: float) -> bool:
+        record = self._get(execution_id)
+        if record.status in FINISHED:
+            return False
+        self._end(record, "cancelled", None, error, now)
+        return True
+
+    async def delete(self, execution_id: str) -> bool:
+        record = self._get(execution_id)
+        if record.status not in FINISHED:
+            return False
+        del self._records[execution_id]
+        del self._journals[execution_id]
+        del self._signals[execution_id]
+        self._waiters.pop(execution_id, None)
+        return True

@@ -1,0 +1,198 @@
+"""What the durable stores keep: executions, journal entries, leases, and the
+`Operation` view callers get."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args
+
+from .._errors import GatewayError
+from .._json import JsonValue, loads
+from .errors import rebuild_error
+
+__all__ = [
+    "FINISHED",
+    "ExecutionRecord",
+    "ExecutionStatus",
+    "JournalEntry",
+    "Lease",
+    "Operation",
+    "Page",
+]
+
+ExecutionStatus = Literal[
+    "pending", "running", "sleeping", "waiting", "completed", "failed", "cancelled"
+]
+STATUSES: frozenset[str] = frozenset(get_args(ExecutionStatus))
+FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+EntryStatus = Literal["completed", "failed", "retrying", "pending"]
+"""``completed``/``failed`` entries are final; ``retrying`` (a step between attempts)
+and ``pending`` (a poll between checks) may be replaced by their next state."""
+
+
+@dataclass(slots=True)
+class ExecutionRecord:
+    """One execution of a durable flow, as stored.
+
+    ``due_at`` is when a worker should next act on it: the wake-up time of a pending,
+    sleeping or waiting execution (``None``: only a resume or another flow's end
+    wakes it), the lease expiry of a running one, ``None`` once finished. Claiming
+    is "take what is due". ``seq`` orders executions by creation (pagination).
+    """
+
+    id: str
+    flow: str
+    input: str
+    status: ExecutionStatus = "pending"
+    owner: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    due_at: float | None = None
+    lease_owner: str | None = None
+    lease_token: int = 0
+    blocked_on: str | None = None
+    result: str | None = None
+    error: dict[str, Any] | None = None
+    seq: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINISHED
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A worker's claim on one execution; every write under it is fenced by ``token``."""
+
+    execution_id: str
+    worker: str
+    token: int
+
+
+@dataclass(slots=True)
+class JournalEntry:
+    """One step of an execution at position ``seq``: what ran, and how it ended.
+
+    ``result`` is JSON text; ``error`` a stored error (`error_to_record`).
+    ``wake_at`` is the next attempt (``retrying``) or check (``pending``).
+    """
+
+    seq: int
+    kind: str
+    key: str
+    status: EntryStatus
+    result: str | None = None
+    error: dict[str, Any] | None = None
+    attempts: int = 1
+    started_at: float = 0.0
+    finished_at: float | None = None
+    wake_at: float | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.status in ("completed", "failed")
+
+
+@dataclass(slots=True)
+class History:
+    """An execution's journal (by position) and the resume payloads delivered to it."""
+
+    entries: list[JournalEntry] = field(default_factory=list)
+    signals: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing; ``cursor`` fetches the next (``None``: no more)."""
+
+    items: list[Operation]
+    cursor: str | None
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """The state of an execution as callers see it (Genkit's operation).
+
+    ``done`` is true once it completed, failed or was cancelled; ``response`` is the
+    flow's output (JSON) when it completed, ``error`` what ended it otherwise.
+    ``blocked_on_step`` is the step key a sleeping or waiting execution waits on.
+    """
+
+    name: str
+    flow: str
+    status: ExecutionStatus
+    done: bool
+    response: JsonValue = None
+    error: GatewayError | None = None
+    blocked_on_step: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    wake_at: float | None = None
+
+    @classmethod
+    def from_record(cls, record: ExecutionRecord) -> Operation:
+        waiting = record.status in ("pending", "sleeping", "waiting")
+        return cls(
+            name=record.id,
+            flow=record.flow,
+            status=record.status,
+            done=record.done,
+            response=loads(record.result) if record.result is not None else None,
+            error=rebuild_error(record.error) if record.error is not None else None,
+            blocked_on_step=record.blocked_on,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            wake_at=record.due_at if waiting else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """``{name, flow, status, done, result?: {response} | {error}, blockedOnStep,
+        createdAt, updatedAt, wakeAt?}``."""
+        body: dict[str, Any] = {
+            "name": self.name,
+            "flow": self.flow,
+            "status": self.status,
+            "done": self.done,
+        }
+        if self.status == "completed":
+            body["result"] = {"response": self.response}
+        elif self.error is not None:
+            body["result"] = {"error": self.error.to_json()}
+        body["blockedOnStep"] = self.blocked_on_step
+        body["createdAt"] = _iso(self.created_at)
+        body["updatedAt"] = _iso(self.updated_at)
+        if self.wake_at is not None:
+            body["wakeAt"] = _iso(self.wake_at)
+        return body
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Operation:
+        """Rebuild from `to_json` (the journal stores `wait_for` results this way)."""
+        result = body.get("result") or {}
+        error = result.get("error")
+
+        def ts(value: Any) -> float:
+            if not value:
+                return 0.0
+            return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+        return cls(
+            name=body["name"],
+            flow=body["flow"],
+            status=body["status"],
+            done=body["done"],
+            response=result.get("response"),
+            error=rebuild_error(error) if error else None,
+            blocked_on_step=body.get("blockedOnStep"),
+            created_at=ts(body.get("createdAt")),
+            updated_at=ts(body.get("updatedAt")),
+            wake_at=ts(body["wakeAt"]) if body.get("wakeAt") else None,
+        )

@@ -1,0 +1,446 @@
+"""`SqliteDurableStore`: the embedded default, on one SQLite file (stdlib ``sqlite3``).
+
+WAL mode with ``synchronous=FULL`` by default: every committed write (a journal entry,
+a claim) is fsynced before the call returns, so it survives a process crash and a
+power loss. Several processes may share the file: each write runs in a ``BEGIN
+IMMEDIATE`` transaction, so claims and fenced writes are atomic conditional updates
+across processes. Calls run on a thread (`anyio.to_thread`) on one connection per
+store instance; concurrent writes share one commit (see `_sqlite_conn`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+from ._sqlite_conn import SqliteConnection
+from .errors import ExecutionNotFoundError, LeaseLostError
+from .records import ExecutionRecord, ExecutionStatus, History, JournalEntry, Lease
+from .store import DurableStore
+
+__all__ = ["SqliteDurableStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS executions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    flow TEXT NOT NULL,
+    status TEXT NOT NULL,
+    input TEXT NOT NULL,
+    owner TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    due_at REAL,
+    lease_owner TEXT,
+    lease_token INTEGER NOT NULL DEFAULT 0,
+    blocked_on TEXT,
+    result TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS executions_due ON executions (due_at) WHERE due_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS journal (
+    execution_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    attempts INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    wake_at REAL,
+    PRIMARY KEY (execution_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS signals (
+    execution_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (execution_id, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS waits (
+    target TEXT NOT NULL,
+    waiter TEXT NOT NULL,
+    PRIMARY KEY (target, waiter)
+) WITHOUT ROWID;
+"""
+
+_COLUMNS = (
+    "id, flow, status, input, owner, created_at, updated_at, due_at, lease_owner, "
+    "lease_token, blocked_on, result, error, seq"
+)
+_LIVE = "('pending', 'sleeping', 'waiting', 'running')"
+_FENCE = "id = ? AND status = 'running' AND lease_owner = ? AND lease_token = ?"
+
+
+def _record(row: tuple[Any, ...]) -> ExecutionRecord:
+    return ExecutionRecord(
+        id=row[0],
+        flow=row[1],
+        status=row[2],
+        input=row[3],
+        owner=row[4],
+        created_at=row[5],
+        updated_at=row[6],
+        due_at=row[7],
+        lease_owner=row[8],
+        lease_token=row[9],
+        blocked_on=row[10],
+        result=row[11],
+        error=json.loads(row[12]) if row[12] is not None else None,
+        seq=row[13],
+    )
+
+
+def _fence(lease: Lease) -> tuple[str, str, int]:
+    return (lease.execution_id, lease.worker, lease.token)
+
+
+class SqliteDurableStore(DurableStore):
+    """A `DurableStore` in the SQLite file at ``path`` (created with its folder).
+
+    ``synchronous`` is SQLite's setting: ``"FULL"`` (default) fsyncs every commit;
+    ``"NORMAL"`` survives process crashes but may lose the last commits on power loss.
+    """
+
+    def __init__(
+        self, path: str | Path, *, synchronous: str = "FULL", busy_timeout: float = 30.0
+    ) -> None:
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError("synchronous must be FULL, NORMAL or EXTRA")
+        self.path = Path(path)
+        self.synchronous = synchronous.upper()
+        self._db = SqliteConnection(
+            self.path, synchronous=self.synchronous, busy_timeout=busy_timeout, schema=_SCHEMA
+        )
+
+    @property
+    def connection(self) -> sqlite3.Connection | None:
+        """The underlying connection once started (diagnostics: ``PRAGMA`` checks)."""
+        return self._db.raw
+
+    async def start(self) -> None:
+        await self._db.open()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def _read(self, sql: str, params: Collection[Any]) -> list[tuple[Any, ...]]:
+        return await self._db.read(lambda conn: conn.execute(sql, tuple(params)).fetchall())
+
+    # -- reads ---------------------------------------------------------------------
+
+    async def get(self, execution_id: str) -> ExecutionRecord:
+        rows = await self._read(f"SELECT {_COLUMNS} FROM executions WHERE id = ?", (execution_id,))
+        if not rows:
+            raise ExecutionNotFoundError("flow not found")
+        return _record(rows[0])
+
+    async def get_many(self, execution_ids: Collection[str]) -> dict[str, ExecutionRecord]:
+        ids = list(execution_ids)
+        found: dict[str, ExecutionRecord] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            marks = ",".join("?" * len(part))
+            rows = await self._read(
+                f"SELECT {_COLUMNS} FROM executions WHERE id IN ({marks})", part
+            )
+            found.update((row[0], _record(row)) for row in rows)
+        return found
+
+    async def list_executions(
+        self,
+        *,
+        status: ExecutionStatus | None = None,
+        flow: str | None = None,
+        owner: str | None = None,
+        any_owner: bool = True,
+        after: int | None = None,
+        limit: int = 50,
+    ) -> list[ExecutionRecord]:
+        where: list[str] = ["1"]
+        params: list[Any] = []
+        for column, value in (("status", status), ("flow", flow)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if not any_owner:
+            where.append("owner IS ?")
+            params.append(owner)
+        if after is not None:
+            where.append("seq < ?")
+            params.append(after)
+        sql = (
+            f"SELECT {_COLUMNS} FROM executions WHERE {' AND '.join(where)} "
+            "ORDER BY seq DESC LIMIT ?"
+        )
+        rows = await self._read(sql, [*params, limit])
+        return [_record(row) for row in rows]
+
+    async def history(self, execution_id: str) -> History:
+        def read(conn: sqlite3.Connection) -> History:
+            if not conn.execute(
+                "SELECT 1 FROM executions WHERE id = ?", (execution_id,)
+            ).fetchone():
+                raise ExecutionNotFoundError("flow not found")
+            entries = [
+                JournalEntry(
+                    seq=r[0],
+                    kind=r[1],
+                    key=r[2],
+                    status=r[3],
+                    result=r[4],
+                    error=json.loads(r[5]) if r[5] is not None else None,
+                    attempts=r[6],
+                    started_at=r[7],
+                    finished_at=r[8],
+                    wake_at=r[9],
+                )
+                for r in conn.execute(
+                    "SELECT seq, kind, key, status, result, error, attempts, started_at, "
+                    "finished_at, wake_at FROM journal WHERE execution_id = ? ORDER BY seq",
+                    (execution_id,),
+                )
+            ]
+            signals = dict(
+                conn.execute(
+                    "SELECT key, payload FROM signals WHERE execution_id = ?", (execution_id,)
+                ).fetchall()
+            )
+            return History(entries, signals)
+
+        return await self._db.read(read)
+
+    # -- writes --------------------------------------------------------------------
+
+    async def create(self, record: ExecutionRecord) -> tuple[ExecutionRecord, bool]:
+        def body(conn: sqlite3.Connection) -> tuple[ExecutionRecord, bool]:
+            cursor = conn.execute(
+                "INSERT INTO executions (id, flow, status, input, owner, created_at, "
+                "updated_at, due_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO NOTHING",
+                (
+                    record.id,
+                    record.flow,
+                    record.status,
+                    record.input,
+                    record.owner,
+                    record.created_at,
+                    record.updated_at,
+                    record.due_at,
+                ),
+            )
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM executions WHERE id = ?", (record.id,)
+            ).fetchone()
+            return _record(row), cursor.rowcount == 1
+
+        return await self._db.write(body)
+
+    async def claim(
+        self,
+        worker: str,
+        *,
+        now: float,
+        lease_until: float,
+        limit: int,
+        flows: Collection[str],
+        reclaim_own: bool = False,
+    ) -> list[ExecutionRecord]:
+        names = sorted(flows)
+
+        def body(conn: sqlite3.Connection) -> list[ExecutionRecord]:
+            own = "OR (status = 'running' AND lease_owner = ?)" if reclaim_own else ""
+            marks = ",".join("?" * len(names))
+            params: list[Any] = [worker, lease_until, now, now]
+            if reclaim_own:
+                params.append(worker)
+            rows = conn.execute(
+                "UPDATE executions SET status = 'running', lease_owner = ?, "
+                "lease_token = lease_token + 1, due_at = ?, blocked_on = NULL, updated_at = ? "
+                "WHERE seq IN (SELECT seq FROM executions WHERE "
+                f"((due_at <= ? AND status IN {_LIVE}) {own}) AND flow IN ({marks}) "
+                "ORDER BY due_at LIMIT ?) "
+                f"RETURNING {_COLUMNS}",
+                [*params, *names, limit],
+            ).fetchall()
+            return sorted((_record(r) for r in rows), key=lambda r: r.seq)
+
+        return await self._db.write(body)
+
+    async def renew(self, worker: str, leases: Collection[Lease], lease_until: float) -> set[str]:
+        def body(conn: sqlite3.Connection) -> set[str]:
+            held = set()
+            for lease in leases:
+                cursor = conn.execute(
+                    f"UPDATE executions SET due_at = ? WHERE {_FENCE}",
+                    (lease_until, *_fence(lease)),
+                )
+                if cursor.rowcount:
+                    held.add(lease.execution_id)
+            return held
+
+        if not leases:
+            return set()
+        return await self._db.write(body)
+
+    @staticmethod
+    def _check(conn: sqlite3.Connection, lease: Lease) -> None:
+        if not conn.execute(f"SELECT 1 FROM executions WHERE {_FENCE}", _fence(lease)).fetchone():
+            raise LeaseLostError(f"lease on flow {lease.execution_id} was lost")
+
+    async def append(self, lease: Lease, entry: JournalEntry, now: float) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            self._check(conn, lease)
+            cursor = conn.execute(
+                "INSERT INTO journal (execution_id, seq, kind, key, status, result, error, "
+                "attempts, started_at, finished_at, wake_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (execution_id, seq) DO UPDATE SET status = excluded.status, "
+                "result = excluded.result, error = excluded.error, "
+                "attempts = excluded.attempts, finished_at = excluded.finished_at, "
+                "wake_at = excluded.wake_at "
+                "WHERE journal.status NOT IN ('completed', 'failed') "
+                "AND journal.key = excluded.key",
+                (
+                    lease.execution_id,
+                    entry.seq,
+                    entry.kind,
+                    entry.key,
+                    entry.status,
+                    entry.result,
+                    json.dumps(entry.error) if entry.error is not None else None,
+                    entry.attempts,
+                    entry.started_at,
+                    entry.finished_at,
+                    entry.wake_at,
+                ),
+            )
+            if cursor.rowcount != 1:
+                raise ValueError(f"journal position {entry.seq} is taken")
+
+        await self._db.write(body)
+
+    async def suspend(
+        self,
+        lease: Lease,
+        *,
+        status: ExecutionStatus,
+        blocked_on: str | None,
+        wake_at: float | None,
+        now: float,
+        wait_for: Collection[str] = (),
+    ) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            self._check(conn, lease)
+            due = wake_at
+            for target in wait_for:
+                conn.execute(
+                    "INSERT OR IGNORE INTO waits (target, waiter) VALUES (?, ?)",
+                    (target, lease.execution_id),
+                )
+                row = conn.execute(
+                    "SELECT status FROM executions WHERE id = ?", (target,)
+                ).fetchone()
+                if row is None or row[0] in ("completed", "failed", "cancelled"):
+                    due = now
+            conn.execute(
+                "UPDATE executions SET status = ?, blocked_on = ?, due_at = ?, "
+                "lease_owner = NULL, updated_at = ? WHERE id = ?",
+                (status, blocked_on, due, now, lease.execution_id),
+            )
+
+        await self._db.write(body)
+
+    @staticmethod
+    def _end(
+        conn: sqlite3.Connection,
+        execution_id: str,
+        status: str,
+        result: str | None,
+        error: dict[str, Any] | None,
+        now: float,
+    ) -> None:
+        conn.execute(
+            "UPDATE executions SET status = ?, result = ?, error = ?, due_at = NULL, "
+            "lease_owner = NULL, blocked_on = NULL, updated_at = ? WHERE id = ?",
+            (status, result, json.dumps(error) if error is not None else None, now, execution_id),
+        )
+        conn.execute(
+            "UPDATE executions SET due_at = ? WHERE status = 'waiting' AND id IN "
+            "(SELECT waiter FROM waits WHERE target = ?)",
+            (now, execution_id),
+        )
+        conn.execute("DELETE FROM waits WHERE target = ?", (execution_id,))
+
+    async def finish(
+        self,
+        lease: Lease,
+        *,
+        status: ExecutionStatus,
+        result: str | None,
+        error: dict[str, Any] | None,
+        now: float,
+    ) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            self._check(conn, lease)
+            self._end(conn, lease.execution_id, status, result, error, now)
+
+        await self._db.write(body)
+
+    def _status(self, conn: sqlite3.Connection, execution_id: str) -> tuple[str, str | None]:
+        row = conn.execute(
+            "SELECT status, blocked_on FROM executions WHERE id = ?", (execution_id,)
+        ).fetchone()
+        if row is None:
+            raise ExecutionNotFoundError("flow not found")
+        return row[0], row[1]
+
+    async def deliver(self, execution_id: str, key: str, payload: str, now: float) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            status, blocked_on = self._status(conn, execution_id)
+            if status != "waiting" or blocked_on != key:
+                return False
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO signals (execution_id, key, payload) VALUES (?, ?, ?)",
+                (execution_id, key, payload),
+            )
+            if cursor.rowcount != 1:
+                return False
+            conn.execute(
+                "UPDATE executions SET status = 'pending', blocked_on = NULL, due_at = ?, "
+                "updated_at = ? WHERE id = ?",
+                (now, now, execution_id),
+            )
+            return True
+
+        return await self._db.write(body)
+
+    async def cancel(self, execution_id: str, error: dict[str, Any], now: float) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            status, _ = self._status(conn, execution_id)
+            if status in ("completed", "failed", "cancelled"):
+                return False
+            self._end(conn, execution_id, "cancelled", None, error, now)
+            return True
+
+        return await self._db.write(body)
+
+    async def delete(self, execution_id: str) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            status, _ = self._status(conn, execution_id)
+            if status not in ("completed", "failed", "cancelled"):
+                return False
+            for table, column in (
+                ("executions", "id"),
+                ("journal", "execution_id"),
+                ("signals", "execution_id"),
+                ("waits", "waiter"),
+            ):
+                conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (execution_id,))
+            return True
+
+        return await self._db.write(body)

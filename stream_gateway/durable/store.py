@@ -1,0 +1,169 @@
+"""`DurableStore`: the contract every durable state backend honours.
+
+A store keeps executions, their append-only journals, delivered resume payloads and
+"who waits for whom". It knows nothing of flows or steps: the engine above decides
+what to write; the store makes each write atomic and fenced.
+
+Fencing: a worker acts on an execution only under a `Lease` got from `claim`. Every
+write made under a lease (`append`, `suspend`, `finish`) succeeds only while that
+exact lease is current (same worker, same token, status ``running``); otherwise it
+raises `LeaseLostError` and changes nothing. So a worker whose lease lapsed (it
+stalled, or was presumed dead) can never overwrite what its successor did.
+
+Times are POSIX seconds given by the caller, so tests and callers agree on "now".
+Missing ids raise `ExecutionNotFoundError` unless a method says otherwise.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection
+from types import TracebackType
+from typing import Any, Self
+
+from .records import ExecutionRecord, ExecutionStatus, History, JournalEntry, Lease
+
+__all__ = ["DurableStore"]
+
+
+class DurableStore(ABC):
+    """Executions, journals, timers and resume payloads; see the module docstring."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Open connections, create tables. Idempotent."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections. The data stays (for a persistent store)."""
+
+    @abstractmethod
+    async def create(self, record: ExecutionRecord) -> tuple[ExecutionRecord, bool]:
+        """Insert ``record`` unless its id exists; atomically.
+
+        Returns the stored record and whether it was created now. An existing id is
+        returned unchanged (that is how idempotency keys work: derived ids). The store
+        assigns ``seq`` (strictly increasing creation order).
+        """
+
+    @abstractmethod
+    async def get(self, execution_id: str) -> ExecutionRecord:
+        """The execution's record."""
+
+    @abstractmethod
+    async def get_many(self, execution_ids: Collection[str]) -> dict[str, ExecutionRecord]:
+        """Records of the ids that exist (missing ids are simply absent)."""
+
+    @abstractmethod
+    async def list_executions(
+        self,
+        *,
+        status: ExecutionStatus | None = None,
+        flow: str | None = None,
+        owner: str | None = None,
+        any_owner: bool = True,
+        after: int | None = None,
+        limit: int = 50,
+    ) -> list[ExecutionRecord]:
+        """Executions newest first (by ``seq``), filtered; ``after`` is the ``seq`` of the
+        last item of the previous page. ``any_owner=False`` keeps only ``owner``'s
+        (``owner=None`` then meaning "no owner")."""
+
+    @abstractmethod
+    async def history(self, execution_id: str) -> History:
+        """The journal in position order, and the resume payloads delivered (by key)."""
+
+    @abstractmethod
+    async def claim(
+        self,
+        worker: str,
+        *,
+        now: float,
+        lease_until: float,
+        limit: int,
+        flows: Collection[str],
+        reclaim_own: bool = False,
+    ) -> list[ExecutionRecord]:
+        """Atomically take up to ``limit`` due executions of ``flows``, earliest due first.
+
+        Due: pending/sleeping/waiting with ``due_at <= now``, or running with a lapsed
+        lease (``due_at <= now``); with ``reclaim_own`` also running ones leased to
+        ``worker`` (a restarted worker taking back its own). Each claimed record comes
+        back ``running`` with ``lease_owner=worker``, a fresh ``lease_token`` and
+        ``due_at=lease_until``. Two concurrent claims never return the same execution.
+        """
+
+    @abstractmethod
+    async def renew(self, worker: str, leases: Collection[Lease], lease_until: float) -> set[str]:
+        """Extend these leases; returns the ids whose lease is still held."""
+
+    @abstractmethod
+    async def append(self, lease: Lease, entry: JournalEntry, now: float) -> None:
+        """Write ``entry`` at its position ``seq`` (fenced).
+
+        A new position is appended; a non-final entry (``retrying``, ``pending``) at the
+        same position and key is replaced by its successor; a final entry is never
+        changed (that raises `ValueError`: a bug in the caller).
+        """
+
+    @abstractmethod
+    async def suspend(
+        self,
+        lease: Lease,
+        *,
+        status: ExecutionStatus,
+        blocked_on: str | None,
+        wake_at: float | None,
+        now: float,
+        wait_for: Collection[str] = (),
+    ) -> None:
+        """Release the lease and park the execution (fenced) as ``status`` until
+        ``wake_at`` (``None``: until resumed or woken).
+
+        With ``wait_for``, the execution is woken when any of those executions
+        finishes; if one already has (or does not exist), it is due at once.
+        """
+
+    @abstractmethod
+    async def finish(
+        self,
+        lease: Lease,
+        *,
+        status: ExecutionStatus,
+        result: str | None,
+        error: dict[str, Any] | None,
+        now: float,
+    ) -> None:
+        """End the execution (fenced) as completed/failed, and wake every execution
+        waiting for it."""
+
+    @abstractmethod
+    async def deliver(self, execution_id: str, key: str, payload: str, now: float) -> bool:
+        """Store a resume payload for step ``key`` and make the execution due now, only
+        if it is ``waiting`` on ``key``; atomically. False (and nothing stored)
+        otherwise. A payload is delivered at most once per key."""
+
+    @abstractmethod
+    async def cancel(self, execution_id: str, error: dict[str, Any], now: float) -> bool:
+        """End an unfinished execution as ``cancelled`` with ``error``; atomically.
+
+        Its timers are dropped (``due_at=None``), its lease revoked (the worker's next
+        fenced write fails), its waiters woken. False if it was already finished.
+        """
+
+    @abstractmethod
+    async def delete(self, execution_id: str) -> bool:
+        """Remove a *finished* execution with its journal and payloads.
+
+        False if it is not finished (nothing removed).
+        """

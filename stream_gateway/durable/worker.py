@@ -1,0 +1,273 @@
+"""`Worker`: claims due executions from the store and runs them, replaying journals.
+
+Run one inside an app's lifespan (``async with engine.worker(): ...``) or as its own
+process (`stream_gateway.durable.cli`). Any number of workers, in any number of
+processes, may share a store: an execution is only run under a lease got by an
+atomic claim and renewed while it runs, and every write is fenced by that lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .._errors import GatewayError, InternalError
+from .._json import loads
+from ._ids import new_flow_id
+from ._steps import Abandon, Suspend
+from .context import DurableContext
+from .engine import DurableEngine
+from .errors import LeaseLostError, error_to_record
+from .records import ExecutionRecord, Lease
+
+__all__ = ["Worker"]
+
+logger = logging.getLogger("stream_gateway.durable")
+
+
+class _Run:
+    __slots__ = ("lease", "scope")
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self.scope = anyio.CancelScope()
+
+
+class Worker:
+    """Runs durable executions of ``engine``'s flows.
+
+    - claims up to ``concurrency`` due executions at a time (only flows it knows),
+      with a lease of ``lease`` seconds renewed every ``lease / 3``;
+    - fires timers within ``poll_interval`` seconds (at once for its own timers and
+      for executions scheduled through the same engine);
+    - on entry runs `recover`: executions whose lease lapsed, and those still leased
+      to this ``worker_id`` (a restarted worker with a stable id takes its own back
+      at once; never give two live workers the same id);
+    - on exit stops claiming, lets running executions go on for ``grace`` seconds,
+      then interrupts them and releases them for another worker. A step interrupted
+      so runs again (at-least-once).
+    """
+
+    def __init__(
+        self,
+        engine: DurableEngine,
+        *,
+        worker_id: str | None = None,
+        concurrency: int = 16,
+        poll_interval: float = 0.5,
+        lease: float = 30.0,
+        grace: float = 10.0,
+    ) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{new_flow_id()[:8]}"
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.lease = lease
+        self.grace = grace
+        self._runs: dict[str, _Run] = {}
+        self._wake = anyio.Event()
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._closing = False
+        self._tg: TaskGroup | None = None
+        self._next_local: float | None = None
+
+    @property
+    def running(self) -> int:
+        """How many executions this worker is running now."""
+        return len(self._runs)
+
+    def wake(self) -> None:
+        """Look for due executions now rather than at the next poll."""
+        self._wake.set()
+
+    def cancel_local(self, execution_id: str) -> None:
+        """Interrupt the execution if it runs here (it was cancelled)."""
+        run = self._runs.get(execution_id)
+        if run is not None:
+            run.scope.cancel()
+
+    async def __aenter__(self) -> Self:
+        self._closing = False
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self.engine._workers.append(self)
+        try:
+            await self.recover()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        self._tg.start_soon(self._claim_loop)
+        self._tg.start_soon(self._renew_loop)
+        logger.info("durable worker %s started", self.worker_id)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._runs:
+            logger.info("draining %d durable executions (grace %.1fs)", len(self._runs), self.grace)
+            with anyio.move_on_after(self.grace, shield=True):
+                await self._idle.wait()
+        for run in self._runs.values():
+            run.scope.cancel()
+        tg, self._tg = self._tg, None
+        assert tg is not None
+        tg.cancel_scope.cancel()
+        await tg.__aexit__(exc_type, exc, tb)
+        if self in self.engine._workers:
+            self.engine._workers.remove(self)
+        logger.info("durable worker %s stopped", self.worker_id)
+
+    async def recover(self) -> int:
+        """Claim lapsed executions and those leased to this worker id; returns how many."""
+        return await self._claim(reclaim_own=True)
+
+    async def _claim(self, reclaim_own: bool = False) -> int:
+        free = self.concurrency - len(self._runs)
+        if free <= 0 or self._closing or not self.engine.flows or self._tg is None:
+            return 0
+        now = time.time()
+        claimed = await self.store.claim(
+            self.worker_id,
+            now=now,
+            lease_until=now + self.lease,
+            limit=free,
+            reclaim_own=reclaim_own,
+            flows=list(self.engine.flows),
+        )
+        for record in claimed:
+            lease = Lease(record.id, self.worker_id, record.lease_token)
+            run = self._runs[record.id] = _Run(lease)
+            self._idle = anyio.Event()
+            self._tg.start_soon(self._run, record, run)
+        if claimed:
+            logger.debug("worker %s claimed %d executions", self.worker_id, len(claimed))
+        return len(claimed)
+
+    async def _claim_loop(self) -> None:
+        while not self._closing:
+            self._wake = anyio.Event()
+            try:
+                claimed = await self._claim()
+            except GatewayError:
+                logger.exception("durable worker %s could not claim", self.worker_id)
+                claimed = 0
+            if claimed and len(self._runs) < self.concurrency:
+                continue  # more may be due
+            timeout = self.poll_interval
+            if self._next_local is not None:
+                timeout = max(0.0, min(timeout, self._next_local - time.time()))
+                self._next_local = None
+            with anyio.move_on_after(timeout):
+                await self._wake.wait()
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.lease / 3)
+            leases = [run.lease for run in self._runs.values()]
+            if not leases:
+                continue
+            try:
+                held = await self.store.renew(self.worker_id, leases, time.time() + self.lease)
+            except GatewayError:
+                logger.exception("durable worker %s could not renew its leases", self.worker_id)
+                continue
+            for lease in leases:
+                run = self._runs.get(lease.execution_id)
+                if lease.execution_id not in held and run is not None and run.lease == lease:
+                    logger.warning("lost the lease on flow %s; stopping it", lease.execution_id)
+                    run.scope.cancel()
+
+    async def _run(self, record: ExecutionRecord, run: _Run) -> None:
+        try:
+            with run.scope:
+                wake_at = await execute(self.engine, record, run.lease)
+                if wake_at is not None and (self._next_local is None or wake_at < self._next_local):
+                    self._next_local = wake_at
+        except Exception:
+            logger.exception("durable worker %s failed running flow %s", self.worker_id, record.id)
+        finally:
+            # Cancelled by `cancel` or a lost lease, the store already says who owns it;
+            # interrupted by shutdown, it is handed back.
+            if run.scope.cancel_called and self._closing:
+                with anyio.CancelScope(shield=True):
+                    await _release(self.engine, run.lease)
+            del self._runs[record.id]
+            if not self._runs:
+                self._idle.set()
+            self.engine.notify(record.id)
+            self._wake.set()
+
+
+async def _release(engine: DurableEngine, lease: Lease) -> None:
+    """Hand an interrupted execution back (due now) for any worker to take."""
+    try:
+        await engine.store.suspend(
+            lease, status="pending", blocked_on=None, wake_at=time.time(), now=time.time()
+        )
+    except (LeaseLostError, GatewayError):
+        pass
+
+
+async def execute(engine: DurableEngine, record: ExecutionRecord, lease: Lease) -> float | None:
+    """Replay one claimed execution until it finishes or must wait.
+
+    Returns when it is due again (a timer), if it was parked on one.
+    """
+    flow = engine.flow(record.flow)
+    store = engine.store
+    history = await store.history(record.id)
+    ctx = DurableContext(engine, record, lease, history)
+    try:
+        try:
+            output = await flow.fn(flow.parse_input(loads(record.input)), ctx)
+            ctx.check_consumed()
+            raw = flow.encode_output(output)
+            ctx.check_size("<output>", raw)
+        except Suspend as suspend:
+            if ctx.diverged is not None:
+                raise ctx.diverged from None
+            await store.suspend(
+                lease,
+                status=suspend.status,
+                blocked_on=suspend.blocked_on,
+                wake_at=suspend.wake_at,
+                now=time.time(),
+                wait_for=suspend.wait_for,
+            )
+            logger.debug("flow %s %s on %r", record.id, suspend.status, suspend.blocked_on)
+            return suspend.wake_at
+        await store.finish(lease, status="completed", result=raw, error=None, now=time.time())
+        logger.info("flow %s (%s) completed", record.id, record.flow)
+    except Abandon:
+        logger.warning("flow %s: lease lost mid-run; another worker owns it", record.id)
+    except LeaseLostError:
+        logger.warning("flow %s: lease lost before its end was recorded", record.id)
+    except Exception as exc:
+        error: Any = ctx.diverged or exc
+        if not isinstance(error, GatewayError):
+            logger.exception("flow %s (%s) failed", record.id, record.flow)
+            error = InternalError("Internal Error")
+        else:
+            logger.warning("flow %s (%s) failed: %s", record.id, record.flow, error.message)
+        try:
+            await store.finish(
+                lease, status="failed", result=None, error=error_to_record(error), now=time.time()
+            )
+        except LeaseLostError:
+            logger.warning("flow %s: lease lost before its failure was recorded", record.id)
+    return None

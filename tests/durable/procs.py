@@ -1,0 +1,135 @@
+"""Flows run by worker *processes* in the crash and concurrency tests, and the
+helpers that start those processes (``stream-gateway-worker`` via ``python -m``)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+from anyio.abc import Process
+from pydantic import BaseModel
+
+from stream_gateway.durable import DurableContext, durable_flow
+
+
+class Job(BaseModel):
+    log: str
+    steps: int
+    delay: float
+    nap: float = 0.0
+
+
+def _append(path: str, line: str) -> None:
+    with open(path, "a") as f:
+        f.write(line + "\n")
+
+
+@durable_flow(input=Job, output=int)
+async def counted(job: Job, ctx: DurableContext) -> int:
+    """Step ``i`` appends ``i`` to the log halfway through its work, and returns ``i``."""
+    total = 0
+    for i in range(job.steps):
+
+        async def step(i: int = i) -> int:
+            await anyio.sleep(job.delay / 2)
+            _append(job.log, f"{i} {os.getpid()}")
+            await anyio.sleep(job.delay / 2)
+            return i
+
+        total += await ctx.run(f"s{i}", step)
+        if job.nap:
+            await ctx.sleep(f"z{i}", job.nap)  # hands the execution back to any worker
+    return total
+
+
+@durable_flow(input=Job, output=int)
+async def guarded(job: Job, ctx: DurableContext) -> int:
+    """Each step logs ``enter``/``exit`` with this execution's id, pid and time."""
+    for i in range(job.steps):
+
+        async def step() -> None:
+            _append(job.log, f"enter {ctx.flow_id} {os.getpid()} {time.time():.6f}")
+            await anyio.sleep(job.delay)
+            _append(job.log, f"exit {ctx.flow_id} {os.getpid()} {time.time():.6f}")
+
+        await ctx.run(f"s{i}", step)
+        await ctx.sleep(f"z{i}", job.nap)
+    return job.steps
+
+
+FLOWS = [counted, guarded]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class WorkerProcess:
+    """A ``stream-gateway-worker`` process on ``db`` (its `main`, run by this module).
+
+    `spawn` starts the interpreter and imports everything, then the process waits;
+    `go` lets it run the worker and returns once it is serving. Spawning the next
+    worker while the current one runs keeps restarts quick on a loaded machine.
+    """
+
+    def __init__(self, proc: Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def spawn(cls, db: Path, *args: str) -> WorkerProcess:
+        command = [
+            sys.executable,
+            "-m",
+            "tests.durable.procs",
+            "--db",
+            str(db),
+            "--flows",
+            "tests.durable.procs:FLOWS",
+            "--ready",
+            "--log-level",
+            "WARNING",
+            "--poll-interval",
+            "0.02",
+            *args,
+        ]
+        log = db.with_suffix(".workers.log").open("ab")
+        try:
+            return cls(await anyio.open_process(command, cwd=ROOT, stderr=log))
+        finally:
+            log.close()
+
+    async def go(self) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        await self.proc.stdin.send(b"go\n")
+        seen = b""
+        with anyio.fail_after(60):
+            while b"ready" not in seen:
+                seen += await self.proc.stdout.receive()
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+        with anyio.CancelScope(shield=True):
+            await self.proc.wait()
+        await self.proc.aclose()
+
+
+@asynccontextmanager
+async def worker_process(db: Path, *args: str) -> AsyncIterator[Process]:
+    """A running worker process, killed on exit."""
+    worker = await WorkerProcess.spawn(db, *args)
+    try:
+        await worker.go()
+        yield worker.proc
+    finally:
+        await worker.kill()
+
+
+if __name__ == "__main__":
+    from stream_gateway.durable.cli import main
+
+    sys.stdin.readline()  # "go"
+    main(sys.argv[1:])

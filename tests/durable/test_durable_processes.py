@@ -1,0 +1,99 @@
+"""Worker processes: SIGKILLed mid-flow over and over, and two sharing one file."""
+
+from __future__ import annotations
+
+import random
+import signal
+from collections import Counter
+from pathlib import Path
+
+import anyio
+import pytest
+
+from stream_gateway.durable import DurableEngine, SqliteDurableStore
+
+from .procs import FLOWS, Job, WorkerProcess, worker_process
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+STEPS = 20
+KILLS = 50
+DELAY = 0.1  # seconds of work per step; the side effect lands halfway through
+
+
+async def test_sigkilled_worker_loses_no_completed_step(tmp_path: Path) -> None:
+    db, log = tmp_path / "durable.sqlite3", tmp_path / "effects.log"
+    engine = DurableEngine(FLOWS, store=SqliteDurableStore(db))
+    rng = random.Random(1234)
+    # How often each step was the first unfinished one when a worker was killed: the
+    # only step whose side effect may have happened without its journal entry.
+    in_flight_at_kill: Counter[int] = Counter()
+    async with engine:
+        op = await engine.schedule("counted", Job(log=str(log), steps=STEPS, delay=DELAY))
+        with anyio.fail_after(120):
+            unfinished = list(range(STEPS))
+            # A stable worker id: the restarted worker takes its lease back at once.
+            spare = await WorkerProcess.spawn(db, "--worker-id", "w", "--lease", "2")
+            for kill in range(KILLS):
+                # Pace the kills over the whole flow: while it is ahead of schedule, kill
+                # within the first step's work (no progress); else anywhere in 2.5 steps.
+                ahead = len(unfinished) / (KILLS - kill) < STEPS / KILLS
+                delay = rng.uniform(0, (1.0 if ahead else 2.5) * DELAY)
+                worker = spare
+                await worker.go()
+                spare = await WorkerProcess.spawn(db, "--worker-id", "w", "--lease", "2")
+                await anyio.sleep(delay)
+                await worker.kill()  # SIGKILL
+                done = {e.key for e in await engine.history(op.name) if e.status == "completed"}
+                unfinished = [i for i in range(STEPS) if f"s{i}" not in done]
+                if unfinished:
+                    in_flight_at_kill[unfinished[0]] += 1
+            await spare.go()
+            final = await engine.wait(op.name)
+            spare.proc.send_signal(signal.SIGTERM)
+            await spare.proc.wait()
+            await spare.kill()
+
+    assert final.status == "completed", final.to_json()
+    assert final.response == sum(range(STEPS))
+    counts = Counter(int(line.split()[0]) for line in log.read_text().splitlines())
+    for i in range(STEPS):
+        assert counts[i] >= 1, f"step {i} never ran"
+        assert counts[i] - 1 <= in_flight_at_kill[i], (
+            f"step {i} ran {counts[i]} times but was in flight at only "
+            f"{in_flight_at_kill[i]} kills: a completed step ran again"
+        )
+    # The kills really landed during the flow, not after it.
+    print(f"in flight at kills: {dict(in_flight_at_kill)}; lines: {dict(counts)}")
+    assert sum(in_flight_at_kill.values()) >= KILLS * 3 // 4
+
+
+async def test_two_worker_processes_never_run_one_execution_at_once(tmp_path: Path) -> None:
+    db, log = tmp_path / "durable.sqlite3", tmp_path / "intervals.log"
+    engine = DurableEngine(FLOWS, store=SqliteDurableStore(db))
+    job = Job(log=str(log), steps=4, delay=0.03, nap=0.01)
+    async with engine:
+        with anyio.fail_after(60):
+            async with (
+                worker_process(db, "--lease", "1", "--concurrency", "3") as a,
+                worker_process(db, "--lease", "1", "--concurrency", "3") as b,
+            ):
+                ids = [(await engine.schedule("guarded", job)).name for _ in range(16)]
+                for flow_id in ids:
+                    assert (await engine.wait(flow_id)).status == "completed"
+                for proc in (a, b):
+                    proc.send_signal(signal.SIGTERM)
+
+    events: dict[str, list[tuple[float, str, str]]] = {}
+    for line in log.read_text().splitlines():
+        kind, flow_id, pid, at = line.split()
+        events.setdefault(flow_id, []).append((float(at), kind, pid))
+    pids = {pid for evs in events.values() for _, _, pid in evs}
+    assert len(pids) == 2, "both workers should have taken part"
+    for flow_id, evs in events.items():
+        evs.sort()
+        assert len(evs) == 2 * job.steps
+        inside = 0
+        for _, kind, _ in evs:
+            inside += 1 if kind == "enter" else -1
+            assert inside in (0, 1), f"two workers ran flow {flow_id} at once: {evs}"

@@ -1,0 +1,250 @@
+"""The `DurableStore` contract, run against every store (memory, SQLite).
+
+Stores made by one ``new_store`` share their data, as processes sharing a file do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+
+from stream_gateway.durable import (
+    DurableStore,
+    ExecutionNotFoundError,
+    ExecutionRecord,
+    JournalEntry,
+    Lease,
+    LeaseLostError,
+)
+
+from .conftest import NewStore
+
+pytestmark = pytest.mark.anyio
+
+T0 = 1_000_000.0
+FLOWS = ["f", "g"]
+
+
+@pytest.fixture
+async def store(new_store: NewStore) -> AsyncIterator[DurableStore]:
+    async with new_store() as s:
+        yield s
+
+
+def record(
+    i: int, *, flow: str = "f", due: float | None = T0, owner: str | None = None
+) -> ExecutionRecord:
+    return ExecutionRecord(
+        id=f"exec-{i:012d}",
+        flow=flow,
+        input="null",
+        owner=owner,
+        created_at=T0,
+        updated_at=T0,
+        due_at=due,
+    )
+
+
+async def claim_one(store: DurableStore, worker: str = "w1", now: float = T0) -> Lease:
+    [claimed] = await store.claim(worker, now=now, lease_until=now + 10, limit=1, flows=FLOWS)
+    return Lease(claimed.id, worker, claimed.lease_token)
+
+
+def entry(seq: int, key: str, status: str = "completed") -> JournalEntry:
+    return JournalEntry(seq, "step", key, status, "1", started_at=T0)  # type: ignore[arg-type]
+
+
+async def test_create_is_insert_or_get(store: DurableStore) -> None:
+    first, created = await store.create(record(1))
+    again, created_again = await store.create(record(1, flow="g"))
+    second, _ = await store.create(record(2))
+    assert created and not created_again
+    assert again.flow == "f" and again.seq == first.seq < second.seq
+    assert (await store.get(record(1).id)).status == "pending"
+    with pytest.raises(ExecutionNotFoundError):
+        await store.get("nope-nope-nope-nope")
+    assert set(await store.get_many([record(1).id, "missing-missing-1"])) == {record(1).id}
+
+
+async def test_claim_takes_due_executions_of_known_flows_only(store: DurableStore) -> None:
+    await store.create(record(1, due=T0 - 1))
+    await store.create(record(2, due=T0 + 60))  # a timer not yet due
+    await store.create(record(3, due=None))  # waits for an event
+    await store.create(record(4, flow="other", due=T0))
+    claimed = await store.claim("w1", now=T0, lease_until=T0 + 10, limit=10, flows=FLOWS)
+    assert [r.id for r in claimed] == [record(1).id]
+    assert claimed[0].status == "running" and claimed[0].lease_owner == "w1"
+    assert claimed[0].due_at == T0 + 10
+    assert await store.claim("w2", now=T0, lease_until=T0 + 10, limit=10, flows=FLOWS) == []
+
+
+async def test_concurrent_claims_never_overlap(new_store: NewStore) -> None:
+    for i in range(40):
+        await (s := new_store()).create(record(i))
+        await s.close()
+    got: dict[str, list[str]] = {}
+
+    async def claimer(name: str) -> None:
+        async with new_store() as s:
+            while True:
+                batch = await s.claim(name, now=T0, lease_until=T0 + 10, limit=3, flows=FLOWS)
+                if not batch:
+                    return
+                got.setdefault(name, []).extend(r.id for r in batch)
+
+    async with anyio.create_task_group() as tg:
+        for name in ("a", "b", "c"):
+            tg.start_soon(claimer, name)
+    every = [i for ids in got.values() for i in ids]
+    assert sorted(every) == sorted(record(i).id for i in range(40))  # each exactly once
+
+
+async def test_writes_are_fenced_by_the_lease(store: DurableStore) -> None:
+    await store.create(record(1))
+    old = await claim_one(store, "w1")
+    await store.append(old, entry(0, "a"), T0)
+    # The lease lapses (w1 stalled) and w2 takes over.
+    new = await claim_one(store, "w2", now=T0 + 11)
+    assert new.token != old.token
+    for write in (
+        store.append(old, entry(1, "b"), T0),
+        store.suspend(old, status="sleeping", blocked_on="b", wake_at=T0, now=T0),
+        store.finish(old, status="completed", result="1", error=None, now=T0),
+    ):
+        with pytest.raises(LeaseLostError):
+            await write
+    assert await store.renew("w1", [old], T0 + 100) == set()
+    assert await store.renew("w2", [new], T0 + 100) == {new.execution_id}
+    assert (await store.get(new.execution_id)).due_at == T0 + 100
+    await store.append(new, entry(1, "b"), T0)
+    assert [e.key for e in (await store.history(new.execution_id)).entries] == ["a", "b"]
+
+
+async def test_a_restarted_worker_reclaims_its_own_leases(store: DurableStore) -> None:
+    await store.create(record(1))
+    await claim_one(store, "stable-id")
+    assert await store.claim("stable-id", now=T0, lease_until=T0 + 10, limit=5, flows=FLOWS) == []
+    again = await store.claim(
+        "stable-id", now=T0, lease_until=T0 + 10, limit=5, flows=FLOWS, reclaim_own=True
+    )
+    assert [r.id for r in again] == [record(1).id]
+    assert (
+        await store.claim(
+            "someone", now=T0, lease_until=T0 + 10, limit=5, flows=FLOWS, reclaim_own=True
+        )
+        == []
+    )
+
+
+async def test_append_replaces_only_non_final_entries(store: DurableStore) -> None:
+    await store.create(record(1))
+    lease = await claim_one(store)
+    await store.append(lease, entry(0, "a", "retrying"), T0)
+    await store.append(lease, entry(0, "a", "completed"), T0)
+    with pytest.raises(ValueError):
+        await store.append(lease, entry(0, "a", "failed"), T0)
+    with pytest.raises(ValueError):
+        await store.append(lease, entry(0, "other", "completed"), T0)
+    [stored] = (await store.history(lease.execution_id)).entries
+    assert (stored.key, stored.status, stored.result) == ("a", "completed", "1")
+
+
+async def test_timers_make_executions_due(store: DurableStore) -> None:
+    await store.create(record(1))
+    lease = await claim_one(store)
+    await store.suspend(lease, status="sleeping", blocked_on="nap", wake_at=T0 + 5, now=T0)
+    slept = await store.get(lease.execution_id)
+    assert (slept.status, slept.blocked_on, slept.due_at) == ("sleeping", "nap", T0 + 5)
+    assert await store.claim("w", now=T0 + 4, lease_until=T0 + 9, limit=1, flows=FLOWS) == []
+    [woken] = await store.claim("w", now=T0 + 5, lease_until=T0 + 9, limit=1, flows=FLOWS)
+    assert woken.blocked_on is None
+
+
+async def test_waiters_wake_when_their_target_ends(store: DurableStore) -> None:
+    for i in (1, 2):
+        await store.create(record(i))
+    w1 = await claim_one(store)  # 1 waits for 2
+    await store.suspend(
+        w1, status="waiting", blocked_on="w", wake_at=None, now=T0, wait_for=[record(2).id]
+    )
+    target = await claim_one(store)
+    assert target.execution_id == record(2).id
+    assert (await store.get(record(1).id)).due_at is None
+    await store.finish(target, status="completed", result='"ok"', error=None, now=T0 + 1)
+    assert (await store.get(record(1).id)).due_at == T0 + 1
+    # Waiting for something already finished (or missing) is due at once.
+    w3 = await claim_one(store, now=T0 + 1)
+    assert w3.execution_id == record(1).id
+    await store.suspend(
+        w3,
+        status="waiting",
+        blocked_on="w",
+        wake_at=None,
+        now=T0 + 2,
+        wait_for=[record(2).id, "missing-missing-1"],
+    )
+    assert (await store.get(record(1).id)).due_at == T0 + 2
+
+
+async def test_deliver_only_to_the_step_waited_on_and_once(store: DurableStore) -> None:
+    await store.create(record(1))
+    flow_id = record(1).id
+    assert not await store.deliver(flow_id, "approve", "1", T0)  # pending, not waiting
+    lease = await claim_one(store)
+    await store.suspend(lease, status="waiting", blocked_on="approve", wake_at=None, now=T0)
+    assert not await store.deliver(flow_id, "other", "1", T0)
+    assert await store.deliver(flow_id, "approve", '{"ok":true}', T0 + 1)
+    assert not await store.deliver(flow_id, "approve", "2", T0 + 1)
+    woken = await store.get(flow_id)
+    assert (woken.status, woken.due_at) == ("pending", T0 + 1)
+    assert (await store.history(flow_id)).signals == {"approve": '{"ok":true}'}
+    with pytest.raises(ExecutionNotFoundError):
+        await store.deliver("missing-missing-1", "approve", "1", T0)
+
+
+async def test_cancel_drops_timers_and_revokes_the_lease(store: DurableStore) -> None:
+    for i in (1, 2):
+        await store.create(record(i))
+    sleeping = await claim_one(store)
+    await store.suspend(sleeping, status="sleeping", blocked_on="nap", wake_at=T0 + 1, now=T0)
+    running = await claim_one(store)
+    error = {"status": "CANCELLED", "message": "flow cancelled"}
+    assert await store.cancel(sleeping.execution_id, error, T0)
+    assert await store.cancel(running.execution_id, error, T0)
+    assert not await store.cancel(running.execution_id, error, T0)
+    for flow_id in (sleeping.execution_id, running.execution_id):
+        ended = await store.get(flow_id)
+        assert (ended.status, ended.due_at, ended.error) == ("cancelled", None, error)
+    assert await store.claim("w", now=T0 + 99, lease_until=T0 + 200, limit=9, flows=FLOWS) == []
+    with pytest.raises(LeaseLostError):
+        await store.finish(running, status="completed", result="1", error=None, now=T0)
+
+
+async def test_delete_only_finished_executions(store: DurableStore) -> None:
+    await store.create(record(1))
+    flow_id = record(1).id
+    assert not await store.delete(flow_id)
+    lease = await claim_one(store)
+    await store.append(lease, entry(0, "a"), T0)
+    await store.finish(lease, status="completed", result="1", error=None, now=T0)
+    assert await store.delete(flow_id)
+    with pytest.raises(ExecutionNotFoundError):
+        await store.history(flow_id)
+    with pytest.raises(ExecutionNotFoundError):
+        await store.delete(flow_id)
+
+
+async def test_list_filters_and_pages_newest_first(store: DurableStore) -> None:
+    for i in range(7):
+        await store.create(record(i, flow="f" if i % 2 else "g", owner="me" if i < 5 else None))
+    everything = await store.list_executions(limit=100)
+    assert [r.id for r in everything] == [record(i).id for i in reversed(range(7))]
+    page1 = await store.list_executions(owner="me", any_owner=False, limit=2)
+    page2 = await store.list_executions(owner="me", any_owner=False, after=page1[-1].seq, limit=2)
+    assert [r.id for r in page1 + page2] == [record(i).id for i in (4, 3, 2, 1)]
+    assert [r.id for r in await store.list_executions(flow="f", owner=None, any_owner=False)] == [
+        record(5).id
+    ]
+    assert len(await store.list_executions(status="running")) == 0
