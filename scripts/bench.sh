@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Run every benchmark; each prints its figures as ratios against a same-run baseline.
+# Expects the servers of scripts/with_servers.sh (make bench starts them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+echo "== streaming: burst, replay, fan-out"
+$PY -m bench.bench_streaming
+echo "== SQLite writes"
+$PY bench/bench_sqlite_writes.py
+for plugin in bench/bench_firestore.py bench/bench_rtdb.py; do
+  if [ -f "$plugin" ]; then echo "== ${plugin#bench/bench_}"; $PY "$plugin"; fi
+done
+echo "== durable flows vs DBOS (installs dbos into the venv for the comparison)"
+.venv/bin/pip install --quiet dbos
+$PY bench/bench_durable.py

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Serve samples/chat on HOST:PORT. STREAM_BACKEND picks the stream manager:
+#   sqlite (default, embedded, file .data/streams.db), memory,
+#   firestore or rtdb (the emulator / stand-in are started for you).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+host=${1:-127.0.0.1}
+port=${2:-8000}
+backend=${STREAM_BACKEND:-sqlite}
+serve=(.venv/bin/uvicorn --factory samples.chat.app:build_app --host "$host" --port "$port")
+echo "samples/chat on http://$host:$port with the $backend stream manager"
+case "$backend" in
+  sqlite|memory) STREAM_BACKEND=$backend exec "${serve[@]}" ;;
+  firestore|rtdb) STREAM_BACKEND=$backend exec scripts/with_servers.sh "${serve[@]}" ;;
+  *) echo "error: STREAM_BACKEND must be sqlite, memory, firestore or rtdb" >&2; exit 2 ;;
+esac
