@@ -1,5 +1,6 @@
 """Durable streams: the stream model, the storage contract, the manager and its backends."""
 
+from .._ids import new_stream_id, validate_stream_id
 from .base import (
     ChunkEvent,
     ErrorEvent,
@@ -30,4 +31,6 @@ __all__ = [
     "StreamStorage",
     "StreamWriter",
     "Terminal",
+    "new_stream_id",
+    "validate_stream_id",
 ]

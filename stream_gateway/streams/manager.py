@@ -301,6 +301,7 @@ class StreamManager:
         listener = self._acquire(stream_id)
         try:
             cursor = from_offset
+            missing = 0
             while True:
                 seen = listener.version
                 chunks = listener.recall(cursor, self.read_batch)
@@ -327,7 +328,16 @@ class StreamManager:
                     yield [ErrorEvent("NOT_FOUND", "stream not found")]
                     return
                 if record.length > cursor:
+                    # The record promises chunks the read did not return: a backend
+                    # catching up, or data lost under a live record. Never spin.
+                    missing += 1
+                    if missing > 3:
+                        logger.error("stream %s: chunks from %d are missing", stream_id, cursor)
+                        yield [ErrorEvent("INTERNAL", "stream data is missing")]
+                        return
+                    await anyio.sleep(0.05 * missing)
                     continue
+                missing = 0
                 if record.terminal is not None:
                     yield [terminal_event(record.terminal)]
                     return

@@ -202,7 +202,9 @@ async def test_unknown_and_malformed_ids(manager: StreamManager) -> None:
         await manager.info("unknown-stream-id-00001")
     with pytest.raises(StreamNotFoundError):
         await manager.cancel("unknown-stream-id-00001")
-    for bad in ["", "short", "has/slash/in-it-0000", "dots.are.bad.in.keys", "x" * 129, "é" * 20]:
+    bad_ids = ["", "short", "has/slash/in-it-0000", "dots.are.bad.in.keys", "x" * 129, "é" * 20]
+    bad_ids.append("__firestore_reserves_this__")
+    for bad in bad_ids:
         with pytest.raises(InvalidArgumentError):
             await manager.info(bad)
         with pytest.raises(InvalidArgumentError):
