@@ -43,6 +43,8 @@ lint: $(PY_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy managers/firestore/tests
+	$(BIN)/mypy managers/rtdb/tests
 
 test: $(PY_STAMP) $(NODE_STAMP) $(GENKIT_STAMP) /usr/bin/chromium lint
 	scripts/with_servers.sh $(MAKE) --no-print-directory test-python test-node test-browser

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -49,16 +50,21 @@ def run_ours(db: Path, steps: int, flows: int) -> dict[str, Any]:
     from stream_gateway.durable import DurableContext, DurableEngine, SqliteDurableStore
     from stream_gateway.durable import durable_flow as define
 
+    def const(i: int) -> Callable[[], int]:
+        return lambda: i
+
     @define(input=int, output=int)
     async def many(n: int, ctx: DurableContext) -> int:
         total = 0
         for i in range(n):
-            total += await ctx.run("step", lambda i=i: i)
+            value: int = await ctx.run("step", const(i))
+            total += value
         return total
 
     @define(input=int, output=int)
     async def one(n: int, ctx: DurableContext) -> int:
-        return await ctx.run("step", lambda: n)
+        value: int = await ctx.run("step", const(n))
+        return value
 
     store = SqliteDurableStore(db)
     out: dict[str, Any] = {}
@@ -130,9 +136,8 @@ def run_dbos(db: Path, steps: int, flows: int, wal: bool = False) -> dict[str, A
         from dbos._dbos import _get_dbos_instance
 
         engine = _get_dbos_instance()._sys_db.engine
-        with engine.connect() as conn:
-            raw = conn.connection.dbapi_connection
-            out["sqlite"] = _pragmas(raw)
+        with engine.connect() as sa_conn:
+            out["sqlite"] = _pragmas(sa_conn.connection.dbapi_connection)
     finally:
         DBOS.destroy()
     return out

@@ -34,7 +34,8 @@ async def approve(amount: int, ctx: DurableContext) -> str:
 
 @durable_flow(output=int)
 async def quick(_: None, ctx: DurableContext) -> int:
-    return await ctx.run("one", lambda: 1)
+    one: int = await ctx.run("one", lambda: 1)
+    return one
 
 
 async def auth(request: Request) -> RequestContext:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+from uuid import UUID
+
 import pytest
 from pydantic import BaseModel
 
@@ -27,9 +31,18 @@ async def test_completed_steps_never_run_again_across_a_restart(start: StartEngi
 
     @durable_flow(input=int, output=int)
     async def f(n: int, ctx: DurableContext) -> int:
-        a = await ctx.run("a", lambda: calls.append("a") or n + 1)
+        def step_a() -> int:
+            calls.append("a")
+            return n + 1
+
+        a: int = await ctx.run("a", step_a)
         await ctx.interrupt("go")
-        b = await ctx.run("b", lambda: calls.append("b") or a * 10)
+
+        def step_b() -> int:
+            calls.append("b")
+            return a * 10
+
+        b: int = await ctx.run("b", step_b)
         return b
 
     async with start([f]) as (engine, _):
@@ -45,7 +58,10 @@ async def test_completed_steps_never_run_again_across_a_restart(start: StartEngi
 async def test_repeated_names_get_suffixes(start: StartEngine) -> None:
     @durable_flow
     async def f(_: None, ctx: DurableContext) -> list[int]:
-        return [await ctx.run("x", lambda i=i: i) for i in range(3)]
+        def const(i: int) -> Callable[[], int]:
+            return lambda: i
+
+        return [await ctx.run("x", const(i)) for i in range(3)]
 
     async with start([f]) as (engine, _):
         op = await finished(engine, (await engine.schedule(f)).name)
@@ -63,7 +79,7 @@ async def test_results_come_back_as_json_and_typed_with_output(start: StartEngin
     @durable_flow
     async def f(_: None, ctx: DurableContext) -> int:
         p = await ctx.run("p", lambda: Point(x=3), output=Point)
-        raw = await ctx.run("raw", lambda: Point(x=4))
+        raw: dict[str, int] = await ctx.run("raw", lambda: Point(x=4))  # JSON, not a Point
         seen.extend([p, raw])
         await ctx.sleep("nap", 0.01)  # forces a replay
         return p.x + raw["x"]
@@ -86,7 +102,10 @@ async def test_retries_with_durable_backoff_then_success(start: StartEngine) -> 
                 raise RuntimeError("not yet")
             return "ok"
 
-        return await ctx.run("flaky", flaky, retry=RetryPolicy(max_attempts=3, backoff_base=0.3))
+        result: str = await ctx.run(
+            "flaky", flaky, retry=RetryPolicy(max_attempts=3, backoff_base=0.3)
+        )
+        return result
 
     async with start([f]) as (engine, _):
         op = await engine.schedule(f)
@@ -208,7 +227,7 @@ async def test_run_action_of_a_durable_flow_is_a_child_execution(start: StartEng
 
 
 async def test_now_random_uuid_are_recorded(start: StartEngine) -> None:
-    seen: list[object] = []
+    seen: list[tuple[datetime, float, UUID]] = []
 
     @durable_flow
     async def f(_: None, ctx: DurableContext) -> None:
@@ -222,7 +241,7 @@ async def test_now_random_uuid_are_recorded(start: StartEngine) -> None:
         await engine.resume(op.name, "go", 1)
         await finished(engine, op.name)
     assert len(seen) >= 2 and all(s == seen[0] for s in seen)
-    now, rnd, uid = seen[0]  # type: ignore[misc]
+    now, rnd, uid = seen[0]
     assert now.tzinfo is not None and 0 <= rnd < 1 and uid.version == 4
 
 

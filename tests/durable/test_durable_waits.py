@@ -111,7 +111,8 @@ async def test_poll_until_true_across_a_restart(start: StartEngine) -> None:
             checks.append(time.time())
             return "ready" if time.time() >= ready_at else None
 
-        return await ctx.poll("ready", ready, period=0.05, timeout=10)
+        result: str = await ctx.poll("ready", ready, period=0.05, timeout=10)
+        return result
 
     async with start([f]) as (engine, _):
         op = await engine.schedule(f)
@@ -270,7 +271,7 @@ async def test_list_filters_and_pages(start: StartEngine) -> None:
         assert len((await engine.list()).items) == 7
         for bad in ({"status": "bogus"}, {"cursor": "x1"}, {"limit": 0}):
             with pytest.raises(InvalidArgumentError):
-                await engine.list(**bad)  # type: ignore[arg-type]
+                await engine.list(**bad)
 
 
 async def test_cleanup_deletes_finished_state_only(start: StartEngine) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
 import pytest
 
@@ -228,7 +230,7 @@ async def test_bad_requests_get_clear_4xx(live: Live) -> None:
 
 
 async def test_streamed_body_over_limit_without_content_length(live: Live) -> None:
-    async def body() -> object:
+    async def body() -> AsyncIterator[bytes]:
         for _ in range(100):
             yield b"x" * 1000
 
