@@ -2,11 +2,14 @@
 
 KIND: ``gateway-memory`` / ``gateway-sqlite`` (our Gateway with the ``burst`` and
 ``ticker`` flows) or ``baseline`` (a bare Starlette StreamingResponse yielding the same
-pre-built Genkit frames one by one). Prints ``listening PORT`` when ready.
+pre-built Genkit frames one by one). ``BENCH_STACK`` picks uvicorn's event loop and
+HTTP parser: ``asyncio+h11`` (plain ``pip install uvicorn``) or ``uvloop+httptools``
+(``uvicorn[standard]``). Prints ``listening PORT`` when ready.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -74,7 +77,10 @@ def main() -> None:
         app = gateway_app(SqliteStreamManager(db, max_stream_chunks=10_000_000))
     else:
         raise SystemExit(f"unknown server kind {kind}")
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+    loop, http = os.environ.get("BENCH_STACK", "asyncio+h11").split("+")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="warning", loop=loop, http=http
+    )
     server = uvicorn.Server(config)
     sock = config.bind_socket()
 
@@ -85,7 +91,7 @@ def main() -> None:
                 await anyio.sleep(0.01)
             print(f"listening {sock.getsockname()[1]}", flush=True)
 
-    anyio.run(serve)
+    anyio.run(serve, backend_options={"use_uvloop": loop == "uvloop"})
 
 
 if __name__ == "__main__":

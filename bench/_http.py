@@ -15,12 +15,13 @@ __all__ = ["post_stream", "read_rss", "server", "sse_get"]
 
 
 @contextmanager
-def server(kind: str) -> Iterator[tuple[int, int]]:
-    """Run ``bench._apps KIND`` in a subprocess; yields (port, pid)."""
+def server(kind: str, stack: str = "asyncio+h11") -> Iterator[tuple[int, int]]:
+    """Run ``bench._apps KIND`` on ``stack`` in a subprocess; yields (port, pid)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench._apps", kind],
         stdout=subprocess.PIPE,
         text=True,
+        env={**os.environ, "BENCH_STACK": stack},
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     )
     try:

@@ -101,13 +101,16 @@ async def fan_out(port: int, pid: int, subscribers: int, seconds: float) -> dict
     }
 
 
-async def main(n: int, subscribers: int, fan_seconds: float) -> None:
-    print(f"# streaming benchmarks: {n:,} chunks, {subscribers:,} subscribers, loopback")
-    with server("baseline") as (port, _):
+STACKS = ("asyncio+h11", "uvloop+httptools")
+
+
+async def run_stack(stack: str, n: int, subscribers: int, fan_seconds: float) -> None:
+    print(f"\n## uvicorn on {stack}")
+    with server("baseline", stack) as (port, _):
         baseline, _ = await burst(port, n)
     print(f"baseline  StreamingResponse, one frame per write: {baseline:12,.0f} chunks/s")
 
-    with server("gateway-memory") as (port, pid):
+    with server("gateway-memory", stack) as (port, pid):
         ours, stream_id = await burst(port, n)
         assert stream_id is not None
         memory_replay = await replay(port, stream_id, n)
@@ -121,7 +124,7 @@ async def main(n: int, subscribers: int, fan_seconds: float) -> None:
         f"  = {memory_replay / baseline:5.2f}x baseline (target >= 3x)"
     )
 
-    with server("gateway-sqlite") as (port, _):
+    with server("gateway-sqlite", stack) as (port, _):
         _, stream_id = await burst(port, n)
         assert stream_id is not None
         sqlite_replay = await replay(port, stream_id, n)
@@ -142,10 +145,17 @@ async def main(n: int, subscribers: int, fan_seconds: float) -> None:
     print(f"          server memory per subscriber: {fan['bytes_per_subscriber'] / 1024:.1f} KiB")
 
 
+async def main(n: int, subscribers: int, fan_seconds: float, stacks: list[str]) -> None:
+    print(f"# streaming benchmarks: {n:,} chunks, {subscribers:,} subscribers, loopback")
+    for stack in stacks:
+        await run_stack(stack, n, subscribers, fan_seconds)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--fan-seconds", type=float, default=12.0)
+    parser.add_argument("--stack", action="append", choices=STACKS, help="default: both")
     args = parser.parse_args()
-    asyncio.run(main(args.chunks, args.subscribers, args.fan_seconds))
+    asyncio.run(main(args.chunks, args.subscribers, args.fan_seconds, args.stack or list(STACKS)))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import json.encoder
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._errors import InvalidArgumentError
@@ -12,7 +14,32 @@ __all__ = ["JsonValue", "dumps", "loads"]
 JsonValue = Any
 """A value that `json.dumps` accepts (dicts, lists, str, int, float, bool, None)."""
 
-_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+def _unsupported(value: object) -> object:
+    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
+
+
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
+# The stdlib builds a C encoder on every call; we build it once. Without its circular
+# check (markers=None), a cycle ends in RecursionError, which dumps() reports.
+_c_make_encoder: Callable[..., Callable[[Any, int], Iterable[str]]] | None = getattr(
+    json.encoder, "c_make_encoder", None
+)
+_iterencode: Callable[[Any, int], Iterable[str]]
+if _c_make_encoder is not None:
+    _iterencode = _c_make_encoder(
+        None, _unsupported, _encode_string, None, ":", ",", False, False, False
+    )
+else:  # a Python without the C accelerator
+    _fallback = json.JSONEncoder(
+        separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_unsupported
+    )
+
+    def _iterencode(value: Any, level: int) -> Iterable[str]:
+        return _fallback.iterencode(value)
+
+
+_CONSTANTS = {True: b"true", False: b"false"}
 
 
 def dumps(value: JsonValue) -> bytes:
@@ -20,11 +47,21 @@ def dumps(value: JsonValue) -> bytes:
 
     The output never contains a raw newline (JSON escapes control characters in
     strings), which the stores rely on to pack a batch of chunks into one record.
-    Raises `InvalidArgumentError` for values JSON cannot carry (NaN, sets, objects).
+    Raises `InvalidArgumentError` for values JSON cannot carry (NaN, sets, objects,
+    cycles).
     """
+    kind = type(value)
+    if kind is str:  # the common chunk: a token
+        return _encode_string(value).encode()
+    if kind is int:
+        return int.__repr__(value).encode()
+    if kind is bool:
+        return _CONSTANTS[value]
+    if value is None:
+        return b"null"
     try:
-        return _encoder.encode(value).encode()
-    except (TypeError, ValueError) as exc:
+        return "".join(_iterencode(value, 0)).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidArgumentError(f"value is not JSON-serializable: {exc}") from None
 
 

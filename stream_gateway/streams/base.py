@@ -66,7 +66,9 @@ class StreamRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made per chunk per reader, and a frozen dataclass costs twice as
+# much to build. Treat it as immutable all the same.
+@dataclass(slots=True)
 class ChunkEvent:
     """A chunk at ``offset``; ``raw`` is its compact JSON."""
 

@@ -68,12 +68,17 @@ class _Listener:
             self._event.set()
             self._event = anyio.Event()
 
-    async def wait(self, seen: int, patience: float) -> None:
+    async def wait(self, seen: int, patience: float | None) -> None:
+        """Return once `version` moved past ``seen``, or after ``patience`` seconds
+        (``None``: no time limit, for streams whose writer notifies us itself)."""
         if self.version == seen:
             self._waiting += 1
             try:
-                with anyio.move_on_after(patience):
+                if patience is None:
                     await self._event.wait()
+                else:
+                    with anyio.move_on_after(patience):
+                        await self._event.wait()
             finally:
                 self._waiting -= 1
 
@@ -199,6 +204,8 @@ class StreamManager:
                 except Exception:
                     logger.exception("could not flush stream %s on exit", writer.stream_id)
         tg, self._tg = self._tg, None
+        for listener in self._listeners.values():
+            listener.notify()  # subscribers see the manager stopped and end
         try:
             if tg is not None:
                 tg.cancel_scope.cancel()
@@ -315,10 +322,14 @@ class StreamManager:
                     yield [ChunkEvent(cursor + i, raw) for i, raw in enumerate(chunks)]
                     cursor += len(chunks)
                     continue
+                if self._tg is None:
+                    yield [ErrorEvent("UNAVAILABLE", "stream manager stopped")]
+                    return
                 writer = self._writers.get(stream_id)
                 if writer is not None and not writer.closed:
-                    # Written here and still open: nothing to learn from the store.
-                    await listener.wait(seen, self.poll_fallback)
+                    # Written here and still open: nothing to learn from the store, and
+                    # the writer notifies on every commit and when it ends, so no timer.
+                    await listener.wait(seen, None)
                     continue
                 # The watch yields once when in place, so a change that lands while
                 # it starts wakes us; the re-read below then sees it.

@@ -388,3 +388,19 @@ async def test_raw_newline_is_refused_before_the_store(manager: StreamManager) -
     await writer.write("a\nb")  # an escaped newline in a string is fine
     await writer.done(None)
     assert chunks_of(await collect(manager, writer.stream_id)) == [(0, "a\nb")]
+
+
+async def test_subscribers_end_when_their_manager_stops(make_manager: MakeManager) -> None:
+    received: list[StreamEvent] = []
+    async with anyio.create_task_group() as tg:
+        async with make_manager() as manager:
+            writer = await manager.open()
+            await writer.write("x")
+            await writer.flush()
+
+            async def follow() -> None:
+                received.extend(await collect(manager, writer.stream_id))
+
+            tg.start_soon(follow)
+            await anyio.sleep(0.2)
+    assert received == [ChunkEvent(0, b'"x"'), ErrorEvent("UNAVAILABLE", "stream manager stopped")]
