@@ -178,6 +178,7 @@ class StreamManager:
         self._tail_size = tail_size
         self._writers: dict[str, StreamWriter] = {}
         self._listeners: dict[str, _Listener] = {}
+        self._unsubscribed: anyio.Event | None = None  # set on exit once all have left
         self._tg: TaskGroup | None = None
 
     # -- lifecycle ---------------------------------------------------------------
@@ -206,6 +207,11 @@ class StreamManager:
         tg, self._tg = self._tg, None
         for listener in self._listeners.values():
             listener.notify()  # subscribers see the manager stopped and end
+        if self._listeners:
+            # Let them finish the storage call they may be in before it closes.
+            self._unsubscribed = anyio.Event()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+                await self._unsubscribed.wait()
         try:
             if tg is not None:
                 tg.cancel_scope.cancel()
@@ -310,6 +316,9 @@ class StreamManager:
             cursor = from_offset
             missing = 0
             while True:
+                if self._tg is None:
+                    yield [ErrorEvent("UNAVAILABLE", "stream manager stopped")]
+                    return
                 seen = listener.version
                 chunks = listener.recall(cursor, self.read_batch)
                 if not chunks:
@@ -319,12 +328,10 @@ class StreamManager:
                     if chunks:
                         listener.remember(cursor, chunks)
                 if chunks:
+                    missing = 0
                     yield [ChunkEvent(cursor + i, raw) for i, raw in enumerate(chunks)]
                     cursor += len(chunks)
                     continue
-                if self._tg is None:
-                    yield [ErrorEvent("UNAVAILABLE", "stream manager stopped")]
-                    return
                 writer = self._writers.get(stream_id)
                 if writer is not None and not writer.closed:
                     # Written here and still open: nothing to learn from the store, and
@@ -339,14 +346,16 @@ class StreamManager:
                     yield [ErrorEvent("NOT_FOUND", "stream not found")]
                     return
                 if record.length > cursor:
-                    # The record promises chunks the read did not return: a backend
-                    # catching up, or data lost under a live record. Never spin.
+                    # The record promises chunks the read did not return. Usually a
+                    # commit landed between our read and our load: read again at once.
+                    # If reads keep coming back empty, data was lost under a live
+                    # record: back off, then say so rather than spin or end short.
                     missing += 1
-                    if missing > 3:
+                    if missing > 4:
                         logger.error("stream %s: chunks from %d are missing", stream_id, cursor)
                         yield [ErrorEvent("INTERNAL", "stream data is missing")]
                         return
-                    await anyio.sleep(0.05 * missing)
+                    await anyio.sleep(0.05 * (missing - 1))
                     continue
                 missing = 0
                 if record.terminal is not None:
@@ -419,6 +428,8 @@ class StreamManager:
                 del self._listeners[stream_id]
             if listener.watch_scope is not None:
                 listener.watch_scope.cancel()
+            if not self._listeners and self._unsubscribed is not None:
+                self._unsubscribed.set()
 
     async def _watch(self, stream_id: str, listener: _Listener) -> None:
         """Relay another process's changes to this process's subscribers."""

@@ -1,0 +1,94 @@
+"""StreamManager behaviour that needs a storage with network-like delays."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+import anyio
+import pytest
+
+from stream_gateway.streams import (
+    ChunkEvent,
+    InMemoryStreamStorage,
+    ResultEvent,
+    StreamManager,
+    StreamRecord,
+    StreamStorage,
+    Terminal,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+class RemoteLike(StreamStorage):
+    """Another process's view of a shared storage, each call a slow round trip."""
+
+    shared = True
+
+    def __init__(self, inner: StreamStorage, delay: float) -> None:
+        self.inner, self.delay = inner, delay
+
+    async def create(self, record: StreamRecord) -> None:
+        await self.inner.create(record)
+
+    async def append(self, stream_id: str, offset: int, chunks: Sequence[bytes]) -> None:
+        await self.inner.append(stream_id, offset, chunks)
+
+    async def finish(
+        self, stream_id: str, length: int, terminal: Terminal, *, now: float, expires_at: float
+    ) -> None:
+        await self.inner.finish(stream_id, length, terminal, now=now, expires_at=expires_at)
+
+    # A round trip: the request travels, the server takes its snapshot, the answer
+    # travels back. Commits made while the answer is on its way are not in it.
+    async def load(self, stream_id: str) -> StreamRecord | None:
+        await anyio.sleep(self.delay / 2)
+        record = await self.inner.load(stream_id)
+        await anyio.sleep(self.delay / 2)
+        return record
+
+    async def read(self, stream_id: str, offset: int, limit: int) -> list[bytes]:
+        await anyio.sleep(self.delay / 2)
+        chunks = await self.inner.read(stream_id, offset, limit)
+        await anyio.sleep(self.delay / 2)
+        return chunks
+
+    async def renew(
+        self, stream_ids: Sequence[str], lease_until: float, expires_at: float
+    ) -> set[str]:
+        return await self.inner.renew(stream_ids, lease_until, expires_at)
+
+    async def request_cancel(self, stream_id: str) -> bool:
+        return await self.inner.request_cancel(stream_id)
+
+    async def purge(self, now: float) -> int:
+        return await self.inner.purge(now)
+
+    async def watch(self, stream_id: str) -> AsyncIterator[None]:
+        while True:  # a listener that reports "something changed" every few ms
+            yield
+            await anyio.sleep(0.005)
+
+
+async def test_commits_racing_slow_reads_are_not_mistaken_for_lost_data() -> None:
+    shared = InMemoryStreamStorage()
+    async with (
+        StreamManager(shared, flush_interval=0.1) as writing,  # a batch every 100 ms
+        StreamManager(RemoteLike(shared, delay=0.06), poll_fallback=0.05) as reading,
+    ):
+        writer = await writing.open()
+        received: list[object] = []
+
+        async def follow() -> None:
+            async for event in reading.subscribe(writer.stream_id):
+                received.append(event)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow)
+                for i in range(300):  # ~200 chunks/s; the reader catches up between batches
+                    await writer.write(i)
+                    await anyio.sleep(0.005)
+                await writer.done("end")
+    assert [e.offset for e in received if isinstance(e, ChunkEvent)] == list(range(300))
+    assert received[-1] == ResultEvent(b'"end"')
