@@ -9,7 +9,7 @@ from typing import Any
 
 from ._errors import InvalidArgumentError
 
-__all__ = ["JsonValue", "dumps", "loads"]
+__all__ = ["JsonValue", "dumps", "error_json", "loads"]
 
 JsonValue = Any
 """A value that `json.dumps` accepts (dicts, lists, str, int, float, bool, None)."""
@@ -51,16 +51,22 @@ def dumps(value: JsonValue) -> bytes:
     cycles).
     """
     kind = type(value)
-    if kind is str:  # the common chunk: a token
-        return _encode_string(value).encode()
-    if kind is int:
-        return int.__repr__(value).encode()
-    if kind is bool:
-        return _CONSTANTS[value]
-    if value is None:
-        return b"null"
     try:
+        if kind is str:  # the common chunk: a token
+            return _encode_string(value).encode()
+        if kind is int:
+            return int.__repr__(value).encode()
+        if kind is bool:
+            return _CONSTANTS[value]
+        if value is None:
+            return b"null"
         return "".join(_iterencode(value, 0)).encode()
+    except UnicodeEncodeError:
+        pass  # a lone surrogate: below, escaped as JSON.stringify does (\ud800)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidArgumentError(f"value is not JSON-serializable: {exc}") from None
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidArgumentError(f"value is not JSON-serializable: {exc}") from None
 
@@ -69,5 +75,21 @@ def loads(data: bytes | str) -> JsonValue:
     """Decode JSON; raises `InvalidArgumentError` on malformed input."""
     try:
         return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidArgumentError(f"malformed JSON: {exc}") from None
+
+
+def error_json(status: str, message: str, details: Any = None) -> bytes:
+    """``{"status", "message", "details"?}`` as JSON; never fails.
+
+    Details that JSON cannot carry are dropped: an error must always reach its
+    client, with or without them.
+    """
+    body: dict[str, Any] = {"status": status, "message": message}
+    if details is not None:
+        body["details"] = details
+        try:
+            return dumps(body)
+        except InvalidArgumentError:
+            del body["details"]
+    return dumps(body)

@@ -32,7 +32,14 @@ __all__ = ["FlowStream", "Reconnect", "run_flow", "stream_flow"]
 
 logger = logging.getLogger("stream_gateway.client")
 
-_RESUMABLE = (httpx.TransportError, httpx.StreamError)
+
+class _ServerBusy(Exception):
+    """A 502/503/504 while reconnecting: the server is restarting or overloaded."""
+
+
+_RESUMABLE = (httpx.TransportError, httpx.StreamError, _ServerBusy)
+# Flows may be silent for minutes and the Genkit protocol has no pings: no read timeout.
+_STREAM_TIMEOUT = httpx.Timeout(10.0, read=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +125,13 @@ class FlowStream:
                     raise httpx.RemoteProtocolError("stream ended without a terminal frame")
             except _RESUMABLE as exc:
                 failures += 1
-                if self.stream_id is None or failures > self._reconnect.attempts:
-                    raise UnavailableError(f"connection lost and not resumable: {exc}") from exc
+                if self.stream_id is None:
+                    raise UnavailableError(f"connection lost before a stream id: {exc!r}") from exc
+                if failures > self._reconnect.attempts:
+                    raise UnavailableError(
+                        f"gave up resuming stream {self.stream_id} after {failures - 1}"
+                        f" attempts: {exc!r}"
+                    ) from exc
                 delay = self._reconnect.delay(failures)
                 logger.info(
                     "stream %s dropped at offset %d (%s); resuming in %.2fs",
@@ -139,14 +151,21 @@ class FlowStream:
             headers["x-genkit-stream-id"] = self.stream_id
             headers["x-genkit-stream-offset"] = str(self.offset)
         body = dumps({"data": self._input})
-        async with self._http.stream("POST", self.url, content=body, headers=headers) as response:
+        async with self._http.stream(
+            "POST", self.url, content=body, headers=headers, timeout=_STREAM_TIMEOUT
+        ) as response:
             if response.status_code == 204:
                 raise StreamNotFoundError("stream not found")
+            if response.status_code in (502, 503, 504) and self.stream_id is not None:
+                raise _ServerBusy(f"HTTP {response.status_code}")
             if response.status_code != 200:
                 _raise_for_error(response.status_code, await response.aread())
             self.stream_id = self.stream_id or response.headers.get("x-genkit-stream-id")
             buffer = b""
             async for data in response.aiter_bytes():
+                if b"\n\n" not in data and not (buffer.endswith(b"\n") and data[:1] == b"\n"):
+                    buffer += data  # no frame ends here: no need to split the whole buffer
+                    continue
                 buffer += data
                 *frames, buffer = buffer.split(b"\n\n")
                 for frame in frames:

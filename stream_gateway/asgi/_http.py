@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import anyio
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from .._errors import (
@@ -16,16 +16,18 @@ from .._errors import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
-from .._json import JsonValue, loads
+from .._json import JsonValue, error_json, loads
 
 __all__ = ["FrameResponse", "Producer", "Write", "error_response", "read_json_body"]
 
 logger = logging.getLogger("stream_gateway.http")
+_JSON = "application/json"
 
 
 def error_response(exc: GatewayError, headers: Mapping[str, str] | None = None) -> Response:
     """``{"error": {status, message, details?}}`` with the error's HTTP status."""
-    return JSONResponse({"error": exc.to_json()}, status_code=exc.http_status, headers=headers)
+    body = b'{"error":' + error_json(exc.status, exc.message, exc.details) + b"}"
+    return Response(body, status_code=exc.http_status, headers=headers, media_type=_JSON)
 
 
 async def read_json_body(request: Request, max_bytes: int) -> JsonValue:
@@ -34,8 +36,8 @@ async def read_json_body(request: Request, max_bytes: int) -> JsonValue:
     Raises `PayloadTooLargeError` (413), `UnsupportedMediaTypeError` (415) or
     `InvalidArgumentError` (400) for malformed JSON.
     """
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)
     body = bytearray()
     try:
@@ -45,13 +47,15 @@ async def read_json_body(request: Request, max_bytes: int) -> JsonValue:
                 raise _too_large(max_bytes)
     except ClientDisconnect:
         raise InvalidArgumentError("request body was cut off") from None
-    if not body.strip():
-        return None
+    # Checked even for an empty body: a JSON content type cannot come from a plain
+    # cross-site form, so no other page can start a flow with the user's cookies.
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise UnsupportedMediaTypeError(
             "request body must be JSON (Content-Type: application/json)"
         )
+    if not body.strip():
+        return None
     return loads(bytes(body))
 
 
@@ -70,7 +74,8 @@ class FrameResponse(Response):
 
     Each ``write`` is one ASGI body message. The producer is cancelled as soon as the
     client disconnects. With ``keep_alive`` set, that payload is written after each
-    ``keep_alive_interval`` seconds of silence.
+    ``keep_alive_interval`` seconds of silence. ``last_words`` is sent if the response
+    is cancelled from outside (server shutdown) before the producer finished.
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class FrameResponse(Response):
         headers: Mapping[str, str] | None = None,
         keep_alive: bytes | None = None,
         keep_alive_interval: float = 15.0,
+        last_words: bytes | None = None,
     ) -> None:
         # Like StreamingResponse: no body attribute, so no Content-Length header.
         self.status_code = 200
@@ -90,10 +96,12 @@ class FrameResponse(Response):
         self._producer = producer
         self._keep_alive = keep_alive
         self._keep_alive_interval = keep_alive_interval
+        self._last_words = last_words
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         lock = anyio.Lock(fast_acquire=True)
         last_write = anyio.current_time()
+        finished = disconnected = False
 
         async def write(body: bytes, more: bool = True) -> None:
             nonlocal last_write
@@ -102,8 +110,10 @@ class FrameResponse(Response):
                 last_write = anyio.current_time()
 
         async def produce() -> None:
+            nonlocal finished
             await self._producer(write)
             await write(b"", more=False)
+            finished = True
             tg.cancel_scope.cancel()
 
         async def keep_alive(payload: bytes, interval: float) -> None:
@@ -113,9 +123,11 @@ class FrameResponse(Response):
                     await write(payload)
 
         async def watch_disconnect() -> None:
+            nonlocal disconnected
             while True:
                 message: Message = await receive()
                 if message["type"] == "http.disconnect":
+                    disconnected = True
                     tg.cancel_scope.cancel()
                     return
 
@@ -131,5 +143,18 @@ class FrameResponse(Response):
                 if self._keep_alive is not None:
                     tg.start_soon(keep_alive, self._keep_alive, self._keep_alive_interval)
                 tg.start_soon(produce)
-        except OSError:
+        except* OSError:
+            disconnected = True
             logger.debug("client went away while streaming")
+        finally:
+            if not (finished or disconnected) and self._last_words is not None:
+                # Cancelled from outside (the server is shutting down): a client still
+                # listening gets a terminal frame, never a body that just stops.
+                with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+                    try:
+                        await send(
+                            {"type": "http.response.body", "body": self._last_words,
+                             "more_body": False}
+                        )  # fmt: skip
+                    except Exception:
+                        logger.debug("could not send the last frame", exc_info=True)

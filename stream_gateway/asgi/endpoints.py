@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ OFFSET_HEADER = "x-genkit-stream-offset"
 _GENKIT_MEDIA_TYPE = "text/plain; charset=utf-8"
 _SSE_MEDIA_TYPE = "text/event-stream; charset=utf-8"
 _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+_SHUTTING_DOWN = ErrorEvent("UNAVAILABLE", "server shutting down")
 
 
 async def _anonymous(request: Request) -> RequestContext:
@@ -101,7 +103,14 @@ class FlowEndpoints:
         self.settings.runner.check_accepting()
         writer = await manager.open(flow=self.flow.name, owner=owner_key(context.principal))
         try:
-            self.settings.runner.start(self.flow, input, writer, context)
+            self.settings.runner.start(
+                self.flow,
+                input,
+                writer,
+                context,
+                max_chunk_bytes=self.settings.max_chunk_bytes,
+                max_stream_chunks=self.settings.max_stream_chunks,
+            )
         except GatewayError as exc:
             await writer.error(exc)
             raise
@@ -115,6 +124,7 @@ class FlowEndpoints:
             produce,
             media_type=_GENKIT_MEDIA_TYPE,
             headers={**_STREAM_HEADERS, STREAM_ID_HEADER: stream_id},
+            last_words=genkit_frames([_SHUTTING_DOWN]),
         )
 
     def _stream_attached(self, input: Any, context: RequestContext) -> Response:
@@ -137,7 +147,12 @@ class FlowEndpoints:
                 error = self._public(exc)
                 await write(genkit_frames([ErrorEvent(error.status, error.message, error.details)]))
 
-        return FrameResponse(produce, media_type=_GENKIT_MEDIA_TYPE, headers=_STREAM_HEADERS)
+        return FrameResponse(
+            produce,
+            media_type=_GENKIT_MEDIA_TYPE,
+            headers=_STREAM_HEADERS,
+            last_words=genkit_frames([_SHUTTING_DOWN]),
+        )
 
     async def _run_once(self, input: Any, context: RequestContext) -> Response:
         result = await self.flow.fn(input, FlowContext(self.flow, request=context))
@@ -169,6 +184,7 @@ class FlowEndpoints:
             headers=_STREAM_HEADERS,
             keep_alive=KEEP_ALIVE,
             keep_alive_interval=self.settings.keep_alive_interval,
+            last_words=sse_frames([_SHUTTING_DOWN]),
         )
 
     async def cancel(self, request: Request) -> Response:
@@ -239,8 +255,7 @@ class FlowEndpoints:
                 raise  # the client is gone; nobody to tell
             # Never end a stream without a terminal frame: Genkit's client would spin.
             error = self._public(exc)
-            with anyio.CancelScope(shield=True):
-                await write(encode([ErrorEvent(error.status, error.message, error.details)]))
+            await write(encode([ErrorEvent(error.status, error.message, error.details)]))
 
     def _public(self, exc: BaseException) -> GatewayError:
         if isinstance(exc, GatewayError):
@@ -263,7 +278,10 @@ def _wants_stream(request: Request) -> bool:
     return "text/event-stream" in accept or request.query_params.get("stream") == "true"
 
 
+_DIGITS = re.compile(r"[0-9]{1,18}")
+
+
 def _offset(value: str, name: str) -> int:
-    if not value.isdigit() or len(value) > 18:
+    if not _DIGITS.fullmatch(value):
         raise InvalidArgumentError(f"{name} must be a non-negative integer")
     return int(value)

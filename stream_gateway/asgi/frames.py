@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .._json import dumps
+from .._json import error_json
 from ..streams.base import ChunkEvent, ErrorEvent, ResultEvent, StreamEvent
 
 __all__ = ["KEEP_ALIVE", "error_body", "genkit_frames", "sse_frames"]
@@ -29,12 +29,9 @@ __all__ = ["KEEP_ALIVE", "error_body", "genkit_frames", "sse_frames"]
 KEEP_ALIVE = b": keep-alive\n\n"
 
 
-def error_body(event: ErrorEvent) -> dict[str, object]:
-    """``{"status", "message"}`` plus ``"details"`` when there are any."""
-    body: dict[str, object] = {"status": event.status, "message": event.message}
-    if event.details is not None:
-        body["details"] = event.details
-    return body
+def error_body(event: ErrorEvent) -> bytes:
+    """``{"status", "message"}`` plus ``"details"`` when there are any, as JSON."""
+    return error_json(event.status, event.message, event.details)
 
 
 def genkit_frames(events: Iterable[StreamEvent]) -> bytes:
@@ -46,7 +43,7 @@ def genkit_frames(events: Iterable[StreamEvent]) -> bytes:
         elif isinstance(event, ResultEvent):
             parts += (b'data: {"result":', event.raw, b"}\n\n")
         else:
-            parts += (b'error: {"error":', dumps(error_body(event)), b"}\n\n")
+            parts += (b'error: {"error":', error_body(event), b"}\n\n")
     return b"".join(parts)
 
 
@@ -59,6 +56,6 @@ def sse_frames(events: Iterable[StreamEvent]) -> bytes:
         elif isinstance(event, ResultEvent):
             parts += (b"event: result\ndata: ", event.raw)
         else:
-            parts += (b"event: error\ndata: ", dumps(error_body(event)))
+            parts += (b"event: error\ndata: ", error_body(event))
         parts.append(b"\n\n")
     return b"".join(parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -13,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from .._errors import GatewayError, MethodNotAllowedError, NotFoundError
+from .._errors import GatewayError, InternalError, MethodNotAllowedError, NotFoundError
 from ..flow import ContextProvider, Flow
 from ..streams.manager import StreamManager
 from ._http import error_response
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from ..durable import DurableEngine
 
 __all__ = ["FlowHandler", "Gateway"]
+
+logger = logging.getLogger("stream_gateway.http")
 
 
 class Gateway:
@@ -50,10 +53,12 @@ class Gateway:
         max_stream_chunks: int | None = None,
         keep_alive_interval: float = 15.0,
         drain_grace: float = 10.0,
+        max_running_flows: int = 1000,
         durable: DurableEngine | None = None,
     ) -> None:
-        """``max_chunk_bytes`` / ``max_stream_chunks`` default to the manager's limits
-        (they are the manager's to enforce when there is one).
+        """``max_chunk_bytes`` / ``max_stream_chunks`` apply to every run of these
+        flows; they default to the manager's limits. ``max_running_flows`` caps the
+        detached runs at once (more get ``RESOURCE_EXHAUSTED``).
 
         ``durable``: also serve that engine's operations under ``/durable`` (same
         context provider and error format) and run a worker in the lifespan.
@@ -61,7 +66,7 @@ class Gateway:
         self.durable = durable
         manager = stream_manager
         self.stream_manager = manager
-        self.runner = FlowRunner(grace=drain_grace)
+        self.runner = FlowRunner(grace=drain_grace, max_running=max_running_flows)
         self.settings = GatewaySettings(
             stream_manager=manager,
             context_provider=context_provider,
@@ -113,14 +118,34 @@ class Gateway:
         async def endpoint(request: Request) -> Response:
             endpoints = self.endpoints.get(request.path_params["flow"])
             if endpoints is None:
-                return error_response(NotFoundError("no such flow"))
+                # Authenticate first, so an unknown flow tells no more than a known one.
+                return await self._guarded_auth(request) or error_response(
+                    NotFoundError("no such flow")
+                )
             response: Response = await getattr(endpoints, name)(request)
             return response
 
         return endpoint
 
     async def _list(self, request: Request) -> Response:
+        rejected = await self._guarded_auth(request)
+        if rejected is not None:
+            return rejected
         return JSONResponse({"flows": [e.description() for e in self.endpoints.values()]})
+
+    async def _guarded_auth(self, request: Request) -> Response | None:
+        """Run the context provider; its rejection as a response, or None to go on."""
+        provider = self.settings.context_provider
+        if provider is None:
+            return None
+        try:
+            await provider(request)
+        except GatewayError as exc:
+            return error_response(exc)
+        except Exception:
+            logger.exception("context provider failed")
+            return error_response(InternalError("Internal Error"))
+        return None
 
     @asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
@@ -171,6 +196,7 @@ class FlowHandler(Gateway):
     def _routes(self) -> list[BaseRoute]:
         endpoints = self.endpoints[self.flow.name]
         return [
+            *self._durable_routes(),
             Route("/", endpoints.post, methods=["POST"]),
             Route("/", endpoints.describe, methods=["GET"]),
             Route("/streams/{stream_id}", endpoints.sse, methods=["GET"]),

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import logging
+import math
 from types import TracebackType
 from typing import Any, Self
 
 import anyio
 from anyio.abc import TaskGroup
 
-from .._errors import GatewayError, UnavailableError
+from .._errors import GatewayError, ResourceExhaustedError, UnavailableError
+from .._limits import check_chunk
 from ..flow import Flow, FlowContext, RequestContext
 from ..streams.writer import StreamWriter
 
 __all__ = ["FlowRunner"]
 
 logger = logging.getLogger("stream_gateway.runner")
+
+_Outcome = tuple[bytes | None, BaseException | None]
 
 
 class _Run:
@@ -32,11 +36,15 @@ class FlowRunner:
     A run ends only when its flow returns or raises, when cancellation of its stream
     is requested (from any process), or at shutdown: on exit the runner stops taking
     new runs, waits up to ``grace`` seconds for running flows, then cancels the rest
-    and ends their streams with ``UNAVAILABLE`` / "server shutting down".
+    and ends their streams with ``UNAVAILABLE`` / "server shutting down". Whatever a
+    flow does, its stream gets a terminal entry and no other run is disturbed.
+    At most ``max_running`` flows run at once; more are refused with
+    ``RESOURCE_EXHAUSTED``.
     """
 
-    def __init__(self, *, grace: float = 10.0) -> None:
+    def __init__(self, *, grace: float = 10.0, max_running: int = 1000) -> None:
         self.grace = grace
+        self.max_running = max_running
         self._tg: TaskGroup | None = None
         self._runs: dict[str, _Run] = {}
         self._idle = anyio.Event()
@@ -61,19 +69,23 @@ class FlowRunner:
         tb: TracebackType | None,
     ) -> None:
         self._closing = True
-        if self._runs:
-            logger.info("draining %d running flows (grace %.1fs)", len(self._runs), self.grace)
-            with anyio.move_on_after(self.grace):
-                await self._idle.wait()
-        for run in self._runs.values():
-            run.shutdown = True
-            run.scope.cancel()
+        # Shielded and bounded: even when the host is being cancelled, running flows
+        # get their grace and every stream its terminal entry.
+        with anyio.CancelScope(shield=True):
+            if self._runs:
+                logger.info("draining %d running flows (grace %.1fs)", len(self._runs), self.grace)
+                with anyio.move_on_after(self.grace):
+                    await self._idle.wait()
+            for run in self._runs.values():
+                run.shutdown = True
+                run.scope.cancel()
         tg, self._tg = self._tg, None
         if tg is not None:
             await tg.__aexit__(exc_type, exc, tb)
 
     def check_accepting(self) -> None:
-        """Raise `UnavailableError` unless new runs are accepted now."""
+        """Raise `UnavailableError` unless new runs are accepted now, and
+        `ResourceExhaustedError` when ``max_running`` flows run already."""
         if self._tg is None:
             raise UnavailableError(
                 "gateway is not started: serve it with its lifespan "
@@ -81,6 +93,11 @@ class FlowRunner:
             )
         if self._closing:
             raise UnavailableError("server is shutting down")
+        if len(self._runs) >= self.max_running:
+            raise ResourceExhaustedError(
+                "too many flows are running; try again later",
+                details={"limit": self.max_running},
+            )
 
     def start(
         self,
@@ -88,41 +105,62 @@ class FlowRunner:
         input: Any,
         writer: StreamWriter,
         request: RequestContext,
+        *,
+        max_chunk_bytes: int,
+        max_stream_chunks: int,
     ) -> None:
-        """Start ``flow`` writing to ``writer``; returns at once."""
+        """Start ``flow`` writing to ``writer``, within the given limits; returns at once."""
         self.check_accepting()
         assert self._tg is not None
         run = self._runs[writer.stream_id] = _Run()
         self._idle = anyio.Event()
-        self._tg.start_soon(self._run, flow, input, writer, request, run)
+
+        async def sink(raw: bytes) -> None:
+            check_chunk(raw, writer.length, max_chunk_bytes, max_stream_chunks)
+            await writer.write_raw(raw)
+
+        ctx = FlowContext(flow, sink=sink, request=request, stream_id=writer.stream_id)
+        self._tg.start_soon(self._run, flow, input, ctx, writer, run)
 
     async def _run(
         self,
         flow: Flow[Any, Any, Any],
         input: Any,
+        ctx: FlowContext[Any],
         writer: StreamWriter,
-        request: RequestContext,
         run: _Run,
     ) -> None:
-        ctx = FlowContext(flow, sink=writer.write_raw, request=request, stream_id=writer.stream_id)
-        outcome: tuple[bytes | None, BaseException | None] | None = None
+        writer.on_cancel_requested(run.scope.cancel)
+        outcome: _Outcome | None = None  # None: cancelled by request or shutdown
         try:
-            async with anyio.create_task_group() as watcher:
-                watcher.start_soon(self._cancel_on_request, writer, run.scope)
-                with run.scope:
-                    outcome = await self._call(flow, input, ctx)
-                watcher.cancel_scope.cancel()
-            with anyio.CancelScope(shield=True):
-                await self._finish(writer, run, outcome)
+            with run.scope:
+                outcome = await self._call(flow, input, ctx)
+        except anyio.get_cancelled_exc_class():
+            if anyio.current_effective_deadline() == -math.inf:
+                # The runner itself is being cancelled: end the stream, let it through.
+                run.shutdown = True
+                with anyio.CancelScope(shield=True):
+                    await self._finish(writer, run, None)
+                raise
+            # A cancellation that is not ours escaped the flow (it awaited a task
+            # someone else cancelled): the flow failed, the runner carries on.
+            logger.error(
+                "flow %r (stream %s) raised a stray cancellation", flow.name, ctx.stream_id
+            )
+            outcome = (None, UnavailableError("flow was cancelled unexpectedly"))
+        except BaseException:  # KeyboardInterrupt, SystemExit: end the stream, pass it on
+            outcome = (None, UnavailableError("flow ended abnormally"))
+            raise
         finally:
+            if outcome is not None or not writer.closed:
+                with anyio.CancelScope(shield=True):
+                    await self._finish(writer, run, outcome)
             del self._runs[writer.stream_id]
             if not self._runs:
                 self._idle.set()
 
     @staticmethod
-    async def _call(
-        flow: Flow[Any, Any, Any], input: Any, ctx: FlowContext[Any]
-    ) -> tuple[bytes | None, BaseException | None]:
+    async def _call(flow: Flow[Any, Any, Any], input: Any, ctx: FlowContext[Any]) -> _Outcome:
         try:
             return flow.encode_output(await flow.fn(input, ctx)), None
         except GatewayError as exc:
@@ -132,27 +170,19 @@ class FlowRunner:
             return None, exc
 
     @staticmethod
-    async def _cancel_on_request(writer: StreamWriter, scope: anyio.CancelScope) -> None:
-        await writer.wait_cancel_requested()
-        scope.cancel()
-
-    @staticmethod
-    async def _finish(
-        writer: StreamWriter,
-        run: _Run,
-        outcome: tuple[bytes | None, BaseException | None] | None,
-    ) -> None:
+    async def _finish(writer: StreamWriter, run: _Run, outcome: _Outcome | None) -> None:
+        if writer.closed:
+            return
         try:
             if outcome is None:  # the flow was cancelled
                 if run.shutdown:
                     await writer.error(UnavailableError("server shutting down"))
                 else:
                     await writer.cancelled()
-            elif outcome[1] is not None:
-                await writer.error(outcome[1])
-            else:
-                assert outcome[0] is not None
+            elif outcome[0] is not None:
                 await writer.done_raw(outcome[0])
+            else:
+                await writer.error(outcome[1] or UnavailableError("flow ended abnormally"))
         except Exception:
             # The backend refused the terminal entry; subscribers will see the
             # stream abandoned once its lease lapses, never a silent end.

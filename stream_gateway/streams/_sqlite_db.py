@@ -12,6 +12,7 @@ Everything here is blocking; the storage runs it in worker threads.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -22,6 +23,7 @@ from .._json import dumps, loads
 from .base import StreamRecord, StreamStatus, Terminal
 
 T = TypeVar("T")
+logger = logging.getLogger("stream_gateway.streams")
 
 SCHEMA_VERSION = 1
 _SCHEMA = (
@@ -49,10 +51,13 @@ def translate_error(exc: sqlite3.Error) -> Exception:
     """Busy, locked, I/O and full-disk errors become `UnavailableError` (the manager
     retries); a corrupt file a clear `InternalError`; anything else stays as is."""
     name = getattr(exc, "sqlite_errorname", "")
+    # The messages may reach clients; the cause (paths, driver text) goes to the log.
     if name.startswith(_TRANSIENT):
-        return UnavailableError(f"stream database unavailable: {exc}")
+        logger.warning("stream database unavailable: %s (%s)", exc, name)
+        return UnavailableError("stream database unavailable")
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
-        return InternalError("stream database is corrupt or not a SQLite database")
+        logger.error("stream database is corrupt or not a SQLite database: %s", exc)
+        return InternalError("Internal Error")
     return exc
 
 

@@ -180,10 +180,16 @@ class StreamManager:
         self._listeners: dict[str, _Listener] = {}
         self._unsubscribed: anyio.Event | None = None  # set on exit once all have left
         self._tg: TaskGroup | None = None
+        self._users = 0
 
     # -- lifecycle ---------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        # Entered once per user (several handlers may share one manager, as Genkit's
+        # expressHandler(flow, {streamManager}) pattern does); the last exit stops it.
+        self._users += 1
+        if self._users > 1:
+            return self
         await self.storage.start()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
@@ -197,6 +203,9 @@ class StreamManager:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._users -= 1
+        if self._users > 0:
+            return
         # Commit what open writers still buffer: a graceful stop loses nothing.
         for writer in list(self._writers.values()):
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.write_retry_for):
@@ -274,7 +283,7 @@ class StreamManager:
         requested = await self.storage.request_cancel(stream_id)
         writer = self._writers.get(stream_id)
         if writer is not None:
-            writer._cancel_event.set()
+            writer._request_cancel()
         return requested
 
     async def purge(self) -> int:
@@ -470,7 +479,7 @@ class StreamManager:
             for sid in cancelled:
                 writer = self._writers.get(sid)
                 if writer is not None:
-                    writer._cancel_event.set()
+                    writer._request_cancel()
 
     async def _purge_loop(self) -> None:
         while True:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
@@ -13,7 +14,7 @@ from .._errors import (
     InternalError,
     StreamClosedError,
 )
-from .._json import dumps
+from .._json import dumps, error_json
 from .._limits import check_chunk
 from .base import Terminal
 
@@ -45,6 +46,7 @@ class StreamWriter:
         self._closed = False
         self._flush_pending = False
         self._cancel_event = anyio.Event()
+        self._cancel_callbacks: list[Callable[[], object]] = []
         self._failure: GatewayError | None = None  # a background flush that gave up
 
     @property
@@ -65,6 +67,20 @@ class StreamWriter:
     async def wait_cancel_requested(self) -> None:
         """Return when cancellation of this stream has been requested."""
         await self._cancel_event.wait()
+
+    def on_cancel_requested(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` (synchronously) when cancellation is requested; at once if
+        it already was."""
+        if self._cancel_event.is_set():
+            callback()
+        else:
+            self._cancel_callbacks.append(callback)
+
+    def _request_cancel(self) -> None:
+        if not self._cancel_event.is_set():
+            self._cancel_event.set()
+            for callback in self._cancel_callbacks:
+                callback()
 
     async def write(self, chunk: Any) -> None:
         """Append one JSON-serializable chunk.
@@ -122,11 +138,7 @@ class StreamWriter:
         A `GatewayError` is stored as is; anything else as ``INTERNAL`` /
         "Internal Error" (log it yourself; its text never reaches a client).
         """
-        err = exc if isinstance(exc, GatewayError) else InternalError("Internal Error")
-        if isinstance(err, CancelledError):
-            await self._finish(Terminal("cancelled", dumps(err.to_json())))
-        else:
-            await self._finish(Terminal("error", dumps(err.to_json())))
+        await self._finish(error_terminal(exc))
 
     async def cancelled(self, message: str = "flow cancelled") -> None:
         """Commit what is buffered, then the cancelled entry (status ``CANCELLED``)."""
@@ -138,7 +150,20 @@ class StreamWriter:
         self._closed = True
         manager = self._manager
         try:
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception as exc:
+                # The buffered chunks cannot be committed (a full store, a backend
+                # down past the retries). The stream still gets its terminal entry, at
+                # the committed length; a result would now be a silently short stream,
+                # so it becomes the error instead.
+                logger.error(
+                    "stream %s: %d buffered chunks could not be committed: %r",
+                    self.stream_id, len(self._buffer), exc,
+                )  # fmt: skip
+                self._buffer.clear()
+                if terminal.kind == "done":
+                    terminal = error_terminal(exc)
             async with self._lock:
                 now = manager.clock()
                 await manager._retrying(
@@ -166,3 +191,17 @@ class StreamWriter:
         except Exception:
             logger.exception("background flush of stream %s failed", self.stream_id)
             self._failure = InternalError("Internal Error")
+
+
+def error_terminal(exc: BaseException) -> Terminal:
+    """The terminal entry for an error; never fails.
+
+    A `GatewayError` is kept; anything else becomes ``INTERNAL`` / "Internal Error".
+    Details that JSON cannot carry are dropped rather than leave the stream without
+    its end.
+    """
+    err = exc if isinstance(exc, GatewayError) else InternalError("Internal Error")
+    kind: Literal["error", "cancelled"] = (
+        "cancelled" if isinstance(err, CancelledError) else "error"
+    )
+    return Terminal(kind, error_json(err.status, err.message, err.details))

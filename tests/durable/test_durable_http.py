@@ -97,7 +97,10 @@ async def test_schedule_options_and_errors(client: tuple[httpx.AsyncClient, Dura
     at = (await c.post("/durable/quick", json={"at": "2100-01-01T00:00:00Z"}, headers=ANN)).json()
     assert at["wakeAt"].startswith("2100-01-01")
     a = await c.post("/durable/quick", json={"idempotencyKey": "k1"}, headers=ANN)
-    b = await c.post("/durable/quick", headers={**ANN, "idempotency-key": "k1"})
+    b = await c.post(
+        "/durable/quick",
+        headers={**ANN, "idempotency-key": "k1", "content-type": "application/json"},
+    )
     assert a.json()["name"] == b.json()["name"]
     cases = [
         ("/durable/nope", {"data": 1}, 404, "NOT_FOUND"),

@@ -106,8 +106,10 @@ async def test_non_streaming_result_and_errors(live: Live) -> None:
     assert (ok.status_code, ok.content) == (200, b'{"result":{"a":[1,"x"]}}')
     absent = await live.http.post(live.flow("echo"), json={})
     assert absent.json() == {"result": None}
-    empty = await live.http.post(live.flow("echo"))
+    empty = await live.http.post(live.flow("echo"), headers=JSON)
     assert empty.json() == {"result": None}
+    # No JSON content type, even with no body: no plain cross-site form starts a flow.
+    assert (await live.http.post(live.flow("echo"))).status_code == 415
     failed = await live.http.post(
         live.flow("fail"), json={"data": {"status": "NOT_FOUND", "message": "gone"}}
     )

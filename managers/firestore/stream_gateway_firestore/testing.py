@@ -187,7 +187,7 @@ def shared_emulator() -> FirestoreEmulator:
     """
     global _shared
     if _shared is None:
-        address = os.environ.get(HOST_ENV)
+        address = os.environ.get(HOST_ENV) or None  # empty means unset
         emulator = FirestoreEmulator(address=address)
         emulator.start()
         if not emulator.external:

@@ -37,6 +37,7 @@ class Spy:
 
         async def spy_commit(*args: Any, **kwargs: Any) -> Any:
             request = kwargs.get("request", args[0] if args else None)
+            assert request is not None, "Commit called without a request"
             now = time.monotonic()
             for write in request["writes"]:
                 self.writes.append(self._describe(now, getattr(write, "_pb", write)))

@@ -29,7 +29,8 @@ async def write_stream(manager: StreamManager, chunks: int, per_batch: int = 10)
 
 async def stored_expiries(
     storage: FirestoreStreamStorage, stream_id: str
-) -> tuple[datetime, list[datetime]]:
+) -> tuple[datetime | None, list[datetime]]:
+    """The record's ``expires_at`` (None once the record is gone) and its batches'."""
     record = storage.client.collection("streams").document(stream_id)
     snap = await record.get()
     batches = [b.get("expires_at") async for b in record.collection("batches").stream()]
@@ -88,8 +89,9 @@ async def test_batches_are_restamped_when_a_stream_outlives_their_expiry(
                 await writer.flush()
         await anyio.sleep(0.5)  # renewals (every 0.1 s) move the record's expiry on
         record_expiry, batch_expiries = await stored_expiries(storage, writer.stream_id)
-        assert len(batch_expiries) == 4
+        assert isinstance(record_expiry, datetime) and len(batch_expiries) == 4
         assert all(expiry >= record_expiry for expiry in batch_expiries)
         await writer.done(None)
         record_expiry, batch_expiries = await stored_expiries(storage, writer.stream_id)
+        assert isinstance(record_expiry, datetime)
         assert all(expiry >= record_expiry for expiry in batch_expiries)

@@ -38,8 +38,19 @@ def emulator(
     return private_emulator
 
 
-def manager(emulator: FirestoreEmulator, **options: float) -> StreamManager:
-    return StreamManager(FirestoreStreamStorage(project=emulator.project, rpc_timeout=2), **options)
+def manager(
+    emulator: FirestoreEmulator,
+    *,
+    write_retry_for: float,
+    lease: float = 10.0,
+    poll_fallback: float = 2.0,
+) -> StreamManager:
+    return StreamManager(
+        FirestoreStreamStorage(project=emulator.project, rpc_timeout=2),
+        write_retry_for=write_retry_for,
+        lease=lease,
+        poll_fallback=poll_fallback,
+    )
 
 
 class Follower:

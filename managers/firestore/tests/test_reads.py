@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import pytest
@@ -120,7 +120,7 @@ async def test_ids_are_checked_before_they_reach_firestore(
     await storage.start()
     spy = Spy(storage.client)
     now = time.time()
-    calls = [
+    calls: list[Callable[[], Awaitable[object]]] = [
         lambda: storage.create(StreamRecord(bad, "", now, now, now + 60)),
         lambda: storage.append(bad, 0, [b"1"]),
         lambda: storage.finish(bad, 0, Terminal("done", b"1"), now=now, expires_at=now),

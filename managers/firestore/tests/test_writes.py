@@ -19,6 +19,11 @@ pytestmark = pytest.mark.anyio
 MakeStorage = Callable[..., FirestoreStreamStorage]
 
 
+def google_error(cls: type[Exception], message: str) -> Exception:
+    """``cls(message)``: the google.api_core exception classes are untyped to mypy."""
+    return cls(message)
+
+
 async def test_chunks_are_coalesced_and_the_record_is_written_rarely(project: str) -> None:
     async with FirestoreStreamManager(project=project, lease=1.5) as manager:
         spy = Spy(manager.storage.client)
@@ -53,13 +58,14 @@ async def test_chunks_are_coalesced_and_the_record_is_written_rarely(project: st
 
 
 async def test_renewal_refreshes_the_stored_length(make_storage: MakeStorage) -> None:
-    async with StreamManager(make_storage(), lease=0.6) as manager:
+    storage = make_storage()
+    async with StreamManager(storage, lease=0.6) as manager:
         writer = await manager.open()
         for i in range(7):
             await writer.write(i)
         await writer.flush()
         await anyio.sleep(0.5)  # at least one renewal (every 0.2 s)
-        snap = await manager.storage.client.document(f"streams/{writer.stream_id}").get()
+        snap = await storage.client.document(f"streams/{writer.stream_id}").get()
         assert snap.get("length") == 7
         await writer.done(None)
 
@@ -87,8 +93,9 @@ async def test_open_stream_length_comes_from_the_last_batch(make_storage: MakeSt
 
 async def test_large_batches_split_below_the_document_limit(make_storage: MakeStorage) -> None:
     big = [("x" * 200_000) + str(i) for i in range(12)]  # ~2.4 MB in one flush
-    async with StreamManager(make_storage(), flush_interval=10, max_batch=100) as manager:
-        spy = Spy(manager.storage.client)
+    storage = make_storage()
+    async with StreamManager(storage, flush_interval=10, max_batch=100) as manager:
+        spy = Spy(storage.client)
         writer = await manager.open()
         for chunk in big:
             await writer.write(chunk)
@@ -107,13 +114,13 @@ async def test_a_create_that_landed_but_failed_is_not_an_existing_stream(
     async with StreamManager(storage) as manager:
         api: Any = storage.client._firestore_api
         commit = api.commit
-        failures = []
+        failures: list[int] = []
 
         async def land_then_fail(*args: Any, **kwargs: Any) -> Any:
             result = await commit(*args, **kwargs)
             if not failures:
                 failures.append(1)
-                raise gexc.DeadlineExceeded("the answer was lost")
+                raise google_error(gexc.DeadlineExceeded, "the answer was lost")
             return result
 
         api.commit = land_then_fail
