@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
+# The streaming bench compares both uvicorn stacks: plain (h11) and uvicorn[standard].
+.venv/bin/pip install --quiet 'uvicorn[standard]'
 echo "== streaming: burst, replay, fan-out"
 $PY -m bench.bench_streaming
 echo "== SQLite writes"

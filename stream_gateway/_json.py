@@ -71,10 +71,18 @@ def dumps(value: JsonValue) -> bytes:
         raise InvalidArgumentError(f"value is not JSON-serializable: {exc}") from None
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def loads(data: bytes | str) -> JsonValue:
-    """Decode JSON; raises `InvalidArgumentError` on malformed input."""
+    """Decode standard JSON; raises `InvalidArgumentError` on malformed input.
+
+    Python's extensions ``NaN``, ``Infinity`` and ``-Infinity`` are refused: no
+    JSON client can send or read them back.
+    """
     try:
-        return json.loads(data)
+        return json.loads(data, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidArgumentError(f"malformed JSON: {exc}") from None
 

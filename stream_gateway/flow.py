@@ -96,6 +96,23 @@ class FlowContext(Generic[ChunkT]):
         await self._sink(self.flow.encode_chunk(chunk))
 
 
+def validate_input(adapter: TypeAdapter[Any] | None, data: JsonValue, flow_name: str) -> Any:
+    """``data`` validated by ``adapter`` (as is when there is none).
+
+    Raises `InvalidArgumentError` carrying pydantic's errors (without the input and
+    the exception objects, so the details are JSON and echo nothing back).
+    """
+    if adapter is None:
+        return data
+    try:
+        return adapter.validate_python(data)
+    except ValidationError as exc:
+        raise InvalidArgumentError(
+            f"invalid input for flow {flow_name!r}",
+            details=exc.errors(include_url=False, include_context=False, include_input=False),
+        ) from None
+
+
 class Flow(Generic[InT, OutT, ChunkT]):
     """A named async function ``fn(input, ctx) -> output`` with typed input, output, chunks.
 
@@ -124,15 +141,7 @@ class Flow(Generic[InT, OutT, ChunkT]):
 
     def parse_input(self, data: JsonValue) -> InT:
         """Validate wire input; raises `InvalidArgumentError` with pydantic's errors."""
-        if self._input is None:
-            return data  # type: ignore[no-any-return]
-        try:
-            return self._input.validate_python(data)  # type: ignore[no-any-return]
-        except ValidationError as exc:
-            raise InvalidArgumentError(
-                f"invalid input for flow {self.name!r}",
-                details=exc.errors(include_url=False, include_context=False, include_input=False),
-            ) from None
+        return validate_input(self._input, data, self.name)  # type: ignore[no-any-return]
 
     def encode_output(self, result: OutT) -> bytes:
         """The result as compact JSON, validated against the output type.

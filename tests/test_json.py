@@ -40,5 +40,6 @@ def test_values_json_cannot_carry_are_invalid_arguments() -> None:
     for bad in [float("nan"), float("inf"), {1, 2}, object(), {"a": object()}, cycle]:
         with pytest.raises(InvalidArgumentError):
             dumps(bad)
-    with pytest.raises(InvalidArgumentError):
-        loads(b"{nope")
+    for malformed in [b"{nope", b"[NaN]", b'{"a": Infinity}', b"-Infinity"]:
+        with pytest.raises(InvalidArgumentError):
+            loads(malformed)

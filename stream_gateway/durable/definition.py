@@ -12,6 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from .._errors import InternalError, InvalidArgumentError
 from .._json import JsonValue, dumps, loads
+from ..flow import validate_input
 
 if TYPE_CHECKING:
     from .context import DurableContext
@@ -85,15 +86,7 @@ class DurableFlow(Generic[InT, OutT]):
 
     def parse_input(self, data: JsonValue) -> InT:
         """Validate input; raises `InvalidArgumentError` with pydantic's errors."""
-        if self._input is None:
-            return data  # type: ignore[no-any-return]
-        try:
-            return self._input.validate_python(data)  # type: ignore[no-any-return]
-        except ValidationError as exc:
-            raise InvalidArgumentError(
-                f"invalid input for flow {self.name!r}",
-                details=exc.errors(include_url=False, include_context=False, include_input=False),
-            ) from None
+        return validate_input(self._input, data, self.name)  # type: ignore[no-any-return]
 
     def dump_input(self, value: Any) -> str:
         """Validated input as JSON text (what is stored)."""

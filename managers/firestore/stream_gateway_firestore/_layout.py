@@ -7,14 +7,13 @@ Batch documents are immutable once written: a retry rewrites the same content.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, get_args
 
-from stream_gateway import InvalidArgumentError, ResourceExhaustedError
-from stream_gateway.streams import StreamRecord, StreamStatus, Terminal
+from stream_gateway import ResourceExhaustedError
+from stream_gateway.streams import StreamRecord, StreamStatus, Terminal, validate_stream_id
 
 from ._google import from_timestamp, to_timestamp
 
@@ -41,9 +40,6 @@ MAX_CHUNK_BYTES = 1_000_000
 COMMIT_BYTES = 8 * 1024 * 1024
 WRITES_PER_COMMIT = 500
 
-# The core's alphabet, and Firestore's own reservation of ids shaped like ``__x__``.
-_ID = re.compile(r"[A-Za-z0-9_-]{16,128}")
-_RESERVED = re.compile(r"__.*__")
 _STATUSES: tuple[str, ...] = get_args(StreamStatus)
 
 
@@ -53,16 +49,7 @@ def check_stream_id(stream_id: object) -> str:
     Checked here too, not only by the manager, so that no path can put ``/`` (a
     sub-path) or a reserved ``__x__`` id into a document path.
     """
-    if (
-        not isinstance(stream_id, str)
-        or not _ID.fullmatch(stream_id)
-        or _RESERVED.fullmatch(stream_id)
-    ):
-        raise InvalidArgumentError(
-            "malformed stream id: expected 16-128 characters of A-Z, a-z, 0-9, '_' or '-'"
-            " (and not of the form __x__)"
-        )
-    return stream_id
+    return validate_stream_id(stream_id)
 
 
 def batch_id(offset: int) -> str:
