@@ -19,10 +19,15 @@ from stream_gateway.streams import InMemoryStreamStorage, StreamStorage
 
 @dataclass
 class BackendHarness:
-    """``new_storage()`` returns a storage on the same data as every other one made here."""
+    """``new_storage()`` returns a storage on the same data as every other one made here.
+
+    ``location`` tells another process where that data is (``--db`` of the test flows
+    app): a SQLite path, a Firestore project, an RTDB URL; empty for memory.
+    """
 
     name: str
     new_storage: Callable[[], StreamStorage]
+    location: str = ""
 
 
 @asynccontextmanager
@@ -37,7 +42,7 @@ async def sqlite_backend() -> AsyncIterator[BackendHarness]:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "streams.db"
-        yield BackendHarness("sqlite", lambda: SqliteStreamStorage(path))
+        yield BackendHarness("sqlite", lambda: SqliteStreamStorage(path), str(path))
 
 
 @asynccontextmanager
@@ -50,7 +55,9 @@ async def firestore_backend() -> AsyncIterator[BackendHarness]:
     emulator = shared_emulator()
     await emulator.awipe()
     try:
-        yield BackendHarness("firestore", lambda: FirestoreStreamStorage(project=emulator.project))
+        yield BackendHarness(
+            "firestore", lambda: FirestoreStreamStorage(project=emulator.project), emulator.project
+        )
     finally:
         await emulator.awipe()
 
@@ -69,7 +76,7 @@ async def rtdb_backend() -> AsyncIterator[BackendHarness]:
     await standin.wipe(namespace)
     try:
         url = standin.database_url(namespace)
-        yield BackendHarness("rtdb", lambda: RtdbStreamStorage(url))
+        yield BackendHarness("rtdb", lambda: RtdbStreamStorage(url), url)
     finally:
         await standin.wipe(namespace)
 

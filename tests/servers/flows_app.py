@@ -216,7 +216,9 @@ def build_app(manager: StreamManager | None, *, keep_alive: float = 15.0) -> Sta
 
 
 def make_manager(kind: str, db: str | None, lease: float) -> StreamManager | None:
-    """A manager by name: ``memory``, ``sqlite`` (at ``db``) or ``none``."""
+    """A manager by name: ``memory``, ``sqlite`` (file ``db``), ``firestore`` (project
+    ``db``, on the emulator named by ``FIRESTORE_EMULATOR_HOST``), ``rtdb`` (database
+    URL ``db``) or ``none``."""
     if kind == "none":
         return None
     if kind == "memory":
@@ -225,6 +227,15 @@ def make_manager(kind: str, db: str | None, lease: float) -> StreamManager | Non
         from stream_gateway.streams import SqliteStreamManager
 
         return SqliteStreamManager(Path(db or "streams.db"), lease=lease)
+    if kind == "firestore":
+        from stream_gateway_firestore import FirestoreStreamManager
+
+        return FirestoreStreamManager(project=db, lease=lease)
+    if kind == "rtdb":
+        from stream_gateway_rtdb import RtdbStreamManager
+
+        assert db is not None, "--db names the database URL"
+        return RtdbStreamManager(db, lease=lease)
     raise SystemExit(f"unknown manager {kind!r}")
 
 
@@ -234,7 +245,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--manager", default="memory", choices=["memory", "sqlite", "none"])
+    parser.add_argument(
+        "--manager", default="memory", choices=["memory", "sqlite", "firestore", "rtdb", "none"]
+    )
     parser.add_argument("--db")
     parser.add_argument("--lease", type=float, default=10.0)
     parser.add_argument("--keep-alive", type=float, default=15.0)
