@@ -30,16 +30,37 @@ if [ ! -f "$FIRESTORE_JAR" ]; then
   echo "error: Firestore emulator jar not found at $FIRESTORE_JAR; the Firestore tests cannot run." >&2
   exit 1
 fi
-fs_port=$(free_port)
-java -cp "$FIRESTORE_JAR" com.google.cloud.datastore.emulator.firestore.CloudFirestore \
-  start --host=127.0.0.1 --port="$fs_port" >"$LOGS/firestore.log" 2>&1 &
+# The stand-in binds port 0 itself and prints the port it got: no race.
+$PY -m tests.servers.rtdb_standin --host 127.0.0.1 --port 0 --keepalive 5 >"$LOGS/rtdb.log" 2>&1 &
 pids+=($!)
 
-rtdb_port=$(free_port)
-$PY -m tests.servers.rtdb_standin --host 127.0.0.1 --port "$rtdb_port" --keepalive 5 >"$LOGS/rtdb.log" 2>&1 &
-pids+=($!)
+# The emulator needs a port named up front; another socket may take it before Java
+# binds it, so a start that dies of BindException tries a fresh port (three times).
+for attempt in 1 2 3; do
+  fs_port=$(free_port)
+  java -cp "$FIRESTORE_JAR" com.google.cloud.datastore.emulator.firestore.CloudFirestore \
+    start --host=127.0.0.1 --port="$fs_port" >"$LOGS/firestore.log" 2>&1 &
+  fs_pid=$!
+  for _ in $(seq 1 300); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$fs_port/" 2>/dev/null && break
+    kill -0 "$fs_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if curl -fsS -o /dev/null "http://127.0.0.1:$fs_port/" 2>/dev/null; then
+    pids+=("$fs_pid"); break
+  fi
+  kill "$fs_pid" 2>/dev/null || true; wait "$fs_pid" 2>/dev/null || true
+  if ! grep -q BindException "$LOGS/firestore.log" || [ "$attempt" = 3 ]; then
+    echo "error: Firestore emulator did not start; its log:" >&2; cat "$LOGS/firestore.log" >&2; exit 1
+  fi
+done
 
-wait_http "http://127.0.0.1:$fs_port/" "Firestore emulator" "$LOGS/firestore.log"
+for _ in $(seq 1 300); do
+  rtdb_port=$(sed -n 's|^rtdb-standin listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$LOGS/rtdb.log")
+  [ -n "$rtdb_port" ] && break
+  sleep 0.1
+done
+[ -n "$rtdb_port" ] || { echo "error: RTDB stand-in did not start; its log:" >&2; cat "$LOGS/rtdb.log" >&2; exit 1; }
 wait_http "http://127.0.0.1:$rtdb_port/.json" "RTDB stand-in" "$LOGS/rtdb.log"
 
 export FIRESTORE_EMULATOR_HOST="127.0.0.1:$fs_port"

@@ -71,6 +71,9 @@ class FirestoreEmulator:
         jar: Path | None = None,
     ) -> None:
         self.external = address is not None
+        # A port we picked may be taken by the time Java binds it (another socket's
+        # ephemeral port): until the first start succeeds, a clash means a new port.
+        self._may_move = address is None and port is None
         self.address = address or f"127.0.0.1:{port or _free_port()}"
         self.project = project or new_project_id()
         self.jar = jar or Path(os.environ.get(JAR_ENV) or DEFAULT_JAR)
@@ -96,6 +99,18 @@ class FirestoreEmulator:
                 "`apt-get install google-cloud-cli-firestore-emulator` or set "
                 f"{JAR_ENV} to its path"
             )
+        for attempt in range(3):
+            try:
+                self._launch(java, timeout)
+            except EmulatorError as exc:
+                if not (self._may_move and "BindException" in str(exc)) or attempt == 2:
+                    raise
+                self.address = f"127.0.0.1:{_free_port()}"
+                continue
+            self._may_move = False
+            return
+
+    def _launch(self, java: str, timeout: float) -> None:
         host, port = self.address.rsplit(":", 1)
         fd, log = tempfile.mkstemp(prefix="firestore-emulator-", suffix=".log")
         self._log = Path(log)

@@ -151,3 +151,22 @@ async def test_a_long_outage_ends_writer_and_subscribers_with_unavailable(
     assert isinstance(follower.error, UnavailableError) or follower.events[-1] == ErrorEvent(
         "UNAVAILABLE", "stream abandoned"
     )
+
+
+def test_an_emulator_whose_port_was_taken_starts_on_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    from stream_gateway_firestore import testing
+
+    with socket.socket() as squatter:  # holds the first port the emulator is given
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        real_free_port = testing._free_port
+        offered = iter([taken])
+        monkeypatch.setattr(testing, "_free_port", lambda: next(offered, None) or real_free_port())
+        with FirestoreEmulator() as emulator:
+            assert emulator.address != f"127.0.0.1:{taken}"
+            assert emulator.is_up()
