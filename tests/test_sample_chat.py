@@ -133,3 +133,16 @@ async def test_the_demo_default_rate_leaves_time_to_reload(monkeypatch: pytest.M
     monkeypatch.setattr(anyio, "sleep", record)
     assert [t async for t in tokens("why?")] == [t async for t in fake_tokens("why?", 0)]
     assert pauses == [1 / DEFAULT_TOKENS_PER_SECOND] * count
+
+
+async def test_the_rate_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHAT_OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("CHAT_TOKENS_PER_SECOND", "40")
+    pauses: list[float] = []
+
+    async def record(delay: float) -> None:
+        pauses.append(delay)
+
+    monkeypatch.setattr(anyio, "sleep", record)
+    count = len([t async for t in tokens("why?")])
+    assert pauses == [1 / 40] * count
