@@ -2,6 +2,7 @@
 #   make demo   virtualenv + install + serve samples/chat on http://127.0.0.1:8000
 #   make test   install what tests need, start their servers, run every suite, stop them
 #   make bench  the benchmarks (figures as ratios against a baseline from the same run)
+#   make docs   the API reference from the docstrings, in build/api (fails on warnings)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -13,7 +14,7 @@ PY_STAMP   := $(VENV)/.installed
 NODE_STAMP := client_js/node_modules/.installed
 GENKIT_STAMP := tests/node/node_modules/.installed
 
-.PHONY: demo install test lint test-python test-node test-browser bench clean
+.PHONY: demo install test lint docs test-python test-node test-browser bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +47,16 @@ lint: $(PY_STAMP)
 	$(BIN)/mypy managers/firestore/tests
 	$(BIN)/mypy managers/rtdb/tests
 
-test: $(PY_STAMP) $(NODE_STAMP) $(GENKIT_STAMP) /usr/bin/chromium lint
+# Every public module; pdoc's warnings (a module that does not import, an annotation it
+# cannot resolve) are errors.
+API_MODULES := stream_gateway stream_gateway.streams stream_gateway.asgi \
+	stream_gateway.client stream_gateway.durable stream_gateway_firestore stream_gateway_rtdb
+
+docs: $(PY_STAMP)
+	rm -rf build/api
+	$(BIN)/python -W error -m pdoc --docformat restructuredtext -o build/api $(API_MODULES)
+
+test: $(PY_STAMP) $(NODE_STAMP) $(GENKIT_STAMP) /usr/bin/chromium lint docs
 	scripts/with_servers.sh $(MAKE) --no-print-directory test-python test-node test-browser
 
 # The plugins' test folders import their own helpers as top-level modules: one run each.
@@ -66,4 +76,4 @@ bench: $(PY_STAMP)
 	scripts/with_servers.sh scripts/bench.sh
 
 clean:
-	rm -rf $(VENV) client_js/node_modules tests/node/node_modules .data
+	rm -rf $(VENV) client_js/node_modules tests/node/node_modules .data build/api

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 
+import anyio
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
-from starlette.routing import Route
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from samples.chat.flows import ChatInput, chat
+from samples.chat.llm import DEFAULT_TOKENS_PER_SECOND, fake_tokens, tokens
+from stream_gateway import UnavailableError
 from tests.gateway.conftest import serve
 
 pytestmark = pytest.mark.anyio
@@ -69,3 +73,76 @@ async def test_streams_from_an_openai_compatible_endpoint(monkeypatch: pytest.Mo
             "auth": "Bearer sk-test",
         }
     ]
+
+
+def completions_that_break_off(pieces: list[str]) -> ASGIApp:
+    """An OpenAI-compatible endpoint that streams ``pieces``, then drops the connection
+    (the response is never completed, so uvicorn closes it mid-body)."""
+
+    async def completions(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for piece in pieces:
+            delta = {"choices": [{"delta": {"content": piece}}]}
+            body = f"data: {json.dumps(delta)}\n\n".encode()
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+
+    return Starlette(routes=[Mount("/v1", app=completions)])
+
+
+async def test_an_endpoint_that_breaks_off_is_a_readable_unavailable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with serve(completions_that_break_off(["Hel", "lo "])) as url:
+        monkeypatch.setenv("CHAT_OPENAI_BASE_URL", url + "/v1")
+        chunks: list[str] = []
+
+        async def collect(chunk: object) -> None:
+            chunks.append(str(chunk))
+
+        with pytest.raises(UnavailableError, match="the language model stopped answering"):
+            await chat(ChatInput(prompt="hi"), on_chunk=collect)
+    assert chunks == ["Hel", "lo "]
+
+
+async def test_an_endpoint_error_status_is_a_readable_unavailable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def refuse(request: Request) -> JSONResponse:
+        return JSONResponse({"error": {"message": "rate limited"}}, status_code=429)
+
+    api = Starlette(routes=[Route("/chat/completions", refuse, methods=["POST"])])
+    async with serve(api) as url:
+        monkeypatch.setenv("CHAT_OPENAI_BASE_URL", url)
+        with pytest.raises(UnavailableError, match="answered HTTP 429") as caught:
+            await chat(ChatInput(prompt="hi"))
+    assert caught.value.details == {"httpStatus": 429}
+
+
+async def test_the_demo_default_rate_leaves_time_to_reload(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The page invites a reload mid-answer: the default pace must leave several seconds.
+    monkeypatch.delenv("CHAT_TOKENS_PER_SECOND", raising=False)
+    monkeypatch.delenv("CHAT_OPENAI_BASE_URL", raising=False)
+    count = len([t async for t in fake_tokens("why?", 0)])
+    assert count / DEFAULT_TOKENS_PER_SECOND >= 5
+    pauses: list[float] = []
+
+    async def record(delay: float) -> None:
+        pauses.append(delay)
+
+    monkeypatch.setattr(anyio, "sleep", record)
+    assert [t async for t in tokens("why?")] == [t async for t in fake_tokens("why?", 0)]
+    assert pauses == [1 / DEFAULT_TOKENS_PER_SECOND] * count
+
+
+async def test_the_rate_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHAT_OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("CHAT_TOKENS_PER_SECOND", "40")
+    pauses: list[float] = []
+
+    async def record(delay: float) -> None:
+        pauses.append(delay)
+
+    monkeypatch.setattr(anyio, "sleep", record)
+    count = len([t async for t in tokens("why?")])
+    assert pauses == [1 / 40] * count

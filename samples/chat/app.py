@@ -7,7 +7,8 @@ http://127.0.0.1:8000.
 the file, default ``.data/streams.db``), ``memory``, ``firestore`` (needs
 ``FIRESTORE_EMULATOR_HOST`` or Google credentials, and ``GOOGLE_CLOUD_PROJECT``) or
 ``rtdb`` (``RTDB_URL``, or the emulator/stand-in named by
-``FIREBASE_DATABASE_EMULATOR_HOST``).
+``FIREBASE_DATABASE_EMULATOR_HOST``). ``CHAT_TOKENS_PER_SECOND`` paces the fake LLM
+(default 8) and ``CHAT_OPENAI_BASE_URL`` replaces it with a real one (see `llm`).
 """
 
 from __future__ import annotations
@@ -31,9 +32,7 @@ HERE = Path(__file__).parent
 def make_manager(backend: str, db_path: str | os.PathLike[str] | None = None) -> StreamManager:
     """The stream manager named by ``backend`` (see the module docstring)."""
     if backend == "sqlite":
-        path = Path(db_path or os.environ.get("STREAM_DB", ".data/streams.db"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return SqliteStreamManager(path)
+        return SqliteStreamManager(db_path or os.environ.get("STREAM_DB", ".data/streams.db"))
     if backend == "memory":
         return InMemoryStreamManager()
     if backend == "firestore":

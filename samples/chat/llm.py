@@ -10,7 +10,12 @@ from collections.abc import AsyncIterator
 import anyio
 import httpx
 
-__all__ = ["fake_tokens", "openai_tokens", "tokens"]
+from stream_gateway import UnavailableError
+
+__all__ = ["DEFAULT_TOKENS_PER_SECOND", "fake_tokens", "openai_tokens", "tokens"]
+
+# Slow enough to reload the page, or drop the connection, in the middle of an answer.
+DEFAULT_TOKENS_PER_SECOND = 8.0
 
 _ANSWER = (
     "Durable streaming means a reply like this one survives a page reload, a dropped "
@@ -32,26 +37,39 @@ async def fake_tokens(prompt: str, tokens_per_second: float) -> AsyncIterator[st
 
 
 async def openai_tokens(prompt: str, base_url: str, model: str, api_key: str) -> AsyncIterator[str]:
-    """Stream a chat completion from an OpenAI-compatible ``/chat/completions`` endpoint."""
+    """Stream a chat completion from an OpenAI-compatible ``/chat/completions`` endpoint.
+
+    An endpoint that fails, answers an HTTP error or breaks off mid-answer raises
+    `UnavailableError` with a message fit for the user (the cause is logged by the
+    gateway as the exception's ``__cause__``).
+    """
     body = {"model": model, "stream": True, "messages": [{"role": "user", "content": prompt}]}
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-    async with (
-        httpx.AsyncClient(base_url=base_url, timeout=60) as client,
-        client.stream("POST", "/chat/completions", json=body, headers=headers) as response,
-    ):
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if not line.startswith("data:") or line.strip() == "data: [DONE]":
-                continue
-            delta = json.loads(line[5:])["choices"][0].get("delta", {})
-            if delta.get("content"):
-                yield delta["content"]
+    try:
+        async with (
+            httpx.AsyncClient(base_url=base_url, timeout=60) as client,
+            client.stream("POST", "/chat/completions", json=body, headers=headers) as response,
+        ):
+            if not response.is_success:
+                raise UnavailableError(
+                    f"the language model answered HTTP {response.status_code}",
+                    details={"httpStatus": response.status_code},
+                )
+            async for line in response.aiter_lines():
+                if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                    continue
+                delta = json.loads(line[5:])["choices"][0].get("delta", {})
+                if delta.get("content"):
+                    yield delta["content"]
+    except httpx.TransportError as exc:
+        raise UnavailableError("the language model stopped answering") from exc
 
 
 def tokens(prompt: str) -> AsyncIterator[str]:
     """The configured source: ``CHAT_OPENAI_BASE_URL`` set -> that API, else the fake.
 
-    ``CHAT_TOKENS_PER_SECOND`` paces the fake (default 30); ``CHAT_OPENAI_MODEL`` and
+    ``CHAT_TOKENS_PER_SECOND`` paces the fake (default 8, `DEFAULT_TOKENS_PER_SECOND`;
+    0 for no pauses); ``CHAT_OPENAI_MODEL`` and
     ``CHAT_OPENAI_API_KEY`` configure the API.
     """
     base_url = os.environ.get("CHAT_OPENAI_BASE_URL")
@@ -62,4 +80,5 @@ def tokens(prompt: str) -> AsyncIterator[str]:
             os.environ.get("CHAT_OPENAI_MODEL", "gpt-4o-mini"),
             os.environ.get("CHAT_OPENAI_API_KEY", ""),
         )
-    return fake_tokens(prompt, float(os.environ.get("CHAT_TOKENS_PER_SECOND", "30")))
+    rate = os.environ.get("CHAT_TOKENS_PER_SECOND", "")
+    return fake_tokens(prompt, float(rate) if rate else DEFAULT_TOKENS_PER_SECOND)

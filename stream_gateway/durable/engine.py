@@ -64,7 +64,7 @@ class DurableEngine:
         self.flows: dict[str, DurableFlow[Any, Any]] = {}
         for flow in flows:
             self.register(flow)
-        self._workers: list[Worker] = []
+        self._workers: builtins.list[Worker] = []  # `list` is also a method here
         self._changed: dict[str, anyio.Event] = {}
 
     def register(self, flow: DurableFlow[Any, Any]) -> DurableFlow[Any, Any]:

@@ -95,7 +95,8 @@ class SqliteStreamStorage(StreamStorage):
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the file (creating it and its schema if need be) in WAL mode."""
+        """Open the file in WAL mode, creating it, its schema and its missing parent
+        directories if need be."""
         if self._writer is not None or self._closed:
             raise RuntimeError("SqliteStreamStorage.start() may be called once")
         self._writer, self._reader = await anyio.to_thread.run_sync(self._open)
@@ -111,6 +112,7 @@ class SqliteStreamStorage(StreamStorage):
         self._writer = self._reader = None
 
     def _open(self) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+        self._make_parent_dirs()
         conns: list[sqlite3.Connection] = []
         try:
             conns.append(self._connect())
@@ -127,6 +129,18 @@ class SqliteStreamStorage(StreamStorage):
             if isinstance(db.translate_error(exc), UnavailableError):
                 raise UnavailableError(f"{self.path}: {exc}") from exc
             raise InternalError(f"cannot open stream database {self.path}: {exc}") from exc
+
+    def _make_parent_dirs(self) -> None:
+        """Create the file's missing parent directories (``.data/`` in ``.data/streams.db``)."""
+        if self.path in ("", ":memory:"):
+            return
+        parent = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise InternalError(
+                f"cannot create the directory of stream database {self.path}: {exc}"
+            ) from exc
 
     def _connection(self, write: bool) -> sqlite3.Connection:
         conn = self._writer if write else self._reader

@@ -417,6 +417,34 @@ async def test_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
         await storage.start()
 
 
+async def test_missing_parent_directories_are_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The README's quick start, pasted into an empty directory: a relative path whose
+    # directory does not exist yet.
+    monkeypatch.chdir(tmp_path)
+    async with SqliteStreamManager(".data/streams.db") as manager:
+        writer = await manager.open()
+        await writer.write("hello")
+        await writer.done("bye")
+        events = [e async for e in manager.subscribe(writer.stream_id)]
+    assert events == [ChunkEvent(0, b'"hello"'), ResultEvent(b'"bye"')]
+    assert (tmp_path / ".data" / "streams.db").is_file()
+
+    nested = tmp_path / "a" / "b" / "c" / "streams.db"
+    storage = SqliteStreamStorage(nested)
+    await storage.start()
+    await storage.close()
+    assert nested.is_file()
+
+
+async def test_a_parent_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "plain-file").write_text("not a directory")
+    storage = SqliteStreamStorage(tmp_path / "plain-file" / "streams.db")
+    with pytest.raises(InternalError, match=r"cannot create the directory .*plain-file"):
+        await storage.start()
+
+
 async def test_calls_before_start_and_after_close_are_clear_errors(tmp_path: Path) -> None:
     storage = SqliteStreamStorage(tmp_path / "streams.db")
     with pytest.raises(RuntimeError, match="not started"):
