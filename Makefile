@@ -36,7 +36,13 @@ $(GENKIT_STAMP): tests/node/package.json tests/node/package-lock.json
 /usr/bin/chromium:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
-demo: $(PY_STAMP)
+# Debian's Redis, for the Redis plugin's tests, benchmarks and `STREAM_BACKEND=redis make demo`
+# (scripts/with_servers.sh starts it with a config of its own; the package's service is
+# not used).
+/usr/bin/redis-server:
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+
+demo: $(PY_STAMP) $(if $(filter redis,$(STREAM_BACKEND)),/usr/bin/redis-server)
 	scripts/demo.sh $(HOST) $(PORT)
 
 lint: $(PY_STAMP)
@@ -45,8 +51,9 @@ lint: $(PY_STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy managers/firestore/tests
 	$(BIN)/mypy managers/rtdb/tests
+	$(BIN)/mypy managers/redis/tests managers/redis/bench
 
-test: $(PY_STAMP) $(NODE_STAMP) $(GENKIT_STAMP) /usr/bin/chromium lint
+test: $(PY_STAMP) $(NODE_STAMP) $(GENKIT_STAMP) /usr/bin/chromium /usr/bin/redis-server lint
 	scripts/with_servers.sh $(MAKE) --no-print-directory test-python test-node test-browser
 
 # The plugins' test folders import their own helpers as top-level modules: one run each.
@@ -54,6 +61,7 @@ test-python:
 	$(BIN)/python -m pytest -p no:cacheprovider
 	$(BIN)/python -m pytest -p no:cacheprovider managers/firestore/tests
 	$(BIN)/python -m pytest -p no:cacheprovider managers/rtdb/tests
+	$(BIN)/python -m pytest -p no:cacheprovider managers/redis/tests
 
 test-node:
 	cd tests/node && npm test --silent
@@ -62,7 +70,7 @@ test-node:
 test-browser:
 	cd client_js && npm run test:browser --silent
 
-bench: $(PY_STAMP)
+bench: $(PY_STAMP) /usr/bin/redis-server
 	scripts/with_servers.sh scripts/bench.sh
 
 clean:
