@@ -53,11 +53,16 @@ return first + count
 
 # KEYS: meta, log. ARGV: kind, payload, length, now, expires_at, expire at (ms).
 # The terminal entry <length>-1 wakes blocking readers. A retry of a finish that
-# already happened returns 0.
+# already happened returns 0. A length other than the log's is refused: the log lost
+# acknowledged batches (a crash without fsync), and a terminal would hide the hole.
 FINISH = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return redis.error_reply('SG_NOT_FOUND stream not found') end
 if status ~= 'open' then return 0 end
+local stored = redis.call('HGET', KEYS[1], 'length')
+if tonumber(stored) ~= tonumber(ARGV[3]) then
+  return redis.error_reply('SG_GAP finish after ' .. ARGV[3] .. ' chunks, the log holds ' .. stored)
+end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'tkind', ARGV[1], 'tpayload', ARGV[2],
   'length', ARGV[3], 'updated_at', ARGV[4], 'expires_at', ARGV[5])
 redis.call('HDEL', KEYS[1], 'lease_until')

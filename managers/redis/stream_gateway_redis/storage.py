@@ -81,16 +81,23 @@ def _translated() -> Iterator[None]:
     (which the manager retries); the scripts' own codes their errors."""
     try:
         yield
+    except (rex.AuthenticationError, rex.AuthorizationError, rex.NoPermissionError) as exc:
+        raise InternalError(
+            f"Redis refused the credentials or the ACL forbids a command: {exc} "
+            "(check the password and user in the Redis URL)"
+        ) from exc
+    except rex.OutOfMemoryError as exc:
+        raise ResourceExhaustedError(
+            f"Redis is out of memory ({exc}): raise maxmemory or shorten the stream TTL"
+        ) from exc
     except _PASSING as exc:
         raise UnavailableError(f"Redis unavailable: {exc}") from exc
     except rex.ResponseError as exc:
         message = str(exc)
-        code = message.split(" ", 1)[0]
+        code, _, rest = message.partition(" ")
         if code in _SCRIPT_ERRORS:
-            raise _SCRIPT_ERRORS[code](message.split(" ", 1)[-1]) from None
-        if code == "OOM":
-            raise ResourceExhaustedError(f"Redis is out of memory: {message}") from exc
-        if code in ("MISCONF", "LOADING", "MASTERDOWN"):
+            raise _SCRIPT_ERRORS[code](rest.split(" script: ")[0]) from None
+        if code == "MISCONF":  # persistence is failing (a full disk): writes refused
             raise UnavailableError(f"Redis unavailable: {message}") from exc
         raise InternalError(f"Redis refused a command: {message}") from exc
 

@@ -112,10 +112,10 @@ class RedisServer:
         if self.external or self.running:
             return
         binary = os.environ.get(BINARY_ENV) or shutil.which("redis-server")
-        if binary is None:
+        if binary is None or not os.access(binary, os.X_OK):
             raise RedisServerError(
-                "redis-server not found on PATH: install Debian's redis-server package "
-                "(`make test` does), or set REDIS_URL to a running server"
+                f"redis-server not found ({binary or 'not on PATH'}): install Debian's "
+                "redis-server package (`make test` does), or set REDIS_URL to a running server"
             )
         # A port taken between the probe and the bind: try a fresh one (a restart keeps
         # its port, since the data's clients expect it there).
