@@ -16,22 +16,31 @@ __all__ = ["BatchCache"]
 class BatchCache:
     """Contiguous batches ``(first offset, chunks)``, the oldest dropped past ``max_chunks``."""
 
-    def __init__(self, max_chunks: int = 4096) -> None:
+    def __init__(self, max_chunks: int = 4096, end: int | None = None) -> None:
         self.max_chunks = max_chunks
         self._firsts: deque[int] = deque()
         self._batches: deque[list[bytes]] = deque()
         self._held = 0
+        self._end = end
+        #: The longest length a `load` has reported: more than `end` means the blocking
+        #: read has not yet brought everything committed.
+        self.loaded_length = 0
 
     @property
     def end(self) -> int | None:
-        """The offset just past the last batch held (``None`` when empty)."""
+        """The offset just past the last batch received, or where the watch began."""
         if not self._firsts:
-            return None
+            return self._end
         return self._firsts[-1] + len(self._batches[-1])
+
+    def is_current_at(self, offset: int) -> bool:
+        """True when ``offset`` is the end of what the watch received and no `load` has
+        seen more: a read there would come back empty."""
+        return offset == self.end and self.loaded_length <= offset
 
     def add(self, first: int, chunks: list[bytes]) -> None:
         """Hold a batch; one that does not follow the last one restarts the window."""
-        if self.end != first:
+        if self._firsts and self.end != first:
             self.clear()
         self._firsts.append(first)
         self._batches.append(chunks)
@@ -48,7 +57,7 @@ class BatchCache:
     def read(self, offset: int, limit: int) -> list[bytes]:
         """Up to ``limit`` chunks from ``offset`` if the window holds it, else ``[]``."""
         end = self.end
-        if end is None or not self._firsts[0] <= offset < end:
+        if not self._firsts or end is None or not self._firsts[0] <= offset < end:
             return []
         index = bisect.bisect_right(self._firsts, offset) - 1
         out: list[bytes] = []

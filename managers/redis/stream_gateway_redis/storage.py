@@ -44,6 +44,7 @@ from stream_gateway import (
 from stream_gateway.streams import StreamRecord, StreamStorage, Terminal
 
 from . import _scripts
+from ._coalesce import Coalescer
 from ._layout import (
     check_prefix,
     decode_record,
@@ -142,6 +143,8 @@ class RedisStreamStorage(StreamStorage):
         self._given = client
         self._client: Redis | None = None
         self._caches: dict[str, BatchCache] = {}
+        self._loads: Coalescer[StreamRecord | None] = Coalescer()
+        self._reads: Coalescer[list[bytes]] = Coalescer()
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -213,17 +216,33 @@ class RedisStreamStorage(StreamStorage):
             await self.client.zadd(expiry_key(self.prefix), {stream_id: expires_at})
 
     async def load(self, stream_id: str) -> StreamRecord | None:
+        # Subscribers of one stream wake together and all load: one HGETALL serves them.
+        record = await self._loads.run(stream_id, lambda: self._load(stream_id))
+        cache = self._caches.get(stream_id)
+        if cache is not None and record is not None:
+            cache.loaded_length = max(cache.loaded_length, record.length)
+        return record
+
+    async def _load(self, stream_id: str) -> StreamRecord | None:
         key = meta_key(self.prefix, stream_id)
         with _translated():
             fields = await cast("Awaitable[dict[Any, Any]]", self.client.hgetall(key))
         return decode_record(stream_id, fields)
 
     async def read(self, stream_id: str, offset: int, limit: int) -> list[bytes]:
+        """As the contract says, with one shortcut for a stream this process watches: at
+        the end of what the blocking read received, with no `load` having seen more,
+        the answer is ``[]`` without a round trip. (The manager loads after every empty
+        read, and re-reads when the record is longer.)"""
         cache = self._caches.get(stream_id)
         if cache is not None:
             held = cache.read(offset, limit)
-            if held:
+            if held or cache.is_current_at(offset):
                 return held
+        key = f"{stream_id}:{offset}:{limit}"
+        return await self._reads.run(key, lambda: self._read_stored(stream_id, offset, limit))
+
+    async def _read_stored(self, stream_id: str, offset: int, limit: int) -> list[bytes]:
         with _translated():
             reply = await self._read(keys=[log_key(self.prefix, stream_id)], args=[offset, limit])
         chunks: list[bytes] = []
@@ -287,12 +306,17 @@ class RedisStreamStorage(StreamStorage):
         return self._watch(stream_id, log_key(self.prefix, stream_id))
 
     async def _watch(self, stream_id: str, log: str) -> AsyncIterator[None]:
-        cache = self._caches[stream_id] = BatchCache(self.cache_chunks)
         block_ms = _ms(self.block)
+        with _translated():
+            top = await self.client.xrevrange(log, count=1)
+        last: bytes | str = "0-0"
+        end = 0
+        if top:
+            last = top[0][0] or "0-0"
+            first, count = parse_entry_id(last)
+            end = first + count if b"d" in (top[0][1] or {}) else first
+        cache = self._caches[stream_id] = BatchCache(self.cache_chunks, end)
         try:
-            with _translated():
-                top = await self.client.xrevrange(log, count=1)
-            last: bytes | str = (top[0][0] if top else None) or "0-0"
             yield
             while True:
                 with _translated():

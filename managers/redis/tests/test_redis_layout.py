@@ -10,8 +10,9 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 
 from stream_gateway import InternalError, InvalidArgumentError
-from stream_gateway.streams import Terminal
+from stream_gateway.streams import StreamEvent, Terminal
 from stream_gateway_redis._layout import check_prefix, expiry_key, log_key, meta_key
+from stream_gateway_redis.testing import RedisServer
 
 from redis_support import Site, chunks_of, collect, new_stream_id
 
@@ -150,3 +151,42 @@ async def test_purge_leaves_a_stream_whose_lease_was_renewed(site: Site) -> None
         assert await storage.purge(now) == 0
         assert (await manager.info(writer.stream_id)).status == "open"
         await writer.done(None)
+
+
+async def test_many_followers_in_one_process_share_one_blocking_read_and_their_loads(
+    private_server: RedisServer,
+) -> None:
+    site = Site(private_server.url, "shared")
+    client = Redis.from_url(site.url)
+    followers, batches = 50, 20
+    try:
+        async with site.manager() as writing, site.manager() as reading:
+            writer = await writing.open()
+            await writer.write(-1)
+            await writer.flush()
+            await client.config_resetstat()
+            results: list[list[StreamEvent]] = []
+
+            async def follow() -> None:
+                results.append(await collect(reading, writer.stream_id))
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(followers):
+                    tg.start_soon(follow)
+                await anyio.sleep(0.2)
+                for i in range(batches):
+                    await writer.write(i)
+                    await writer.flush()
+                    await anyio.sleep(0.02)
+                await writer.done(None)
+            stats = {
+                k.removeprefix("cmdstat_"): v["calls"]
+                for k, v in (await client.info("commandstats")).items()
+            }
+    finally:
+        await client.aclose()
+    assert all(chunks_of(r) == [(0, -1)] + [(i + 1, i) for i in range(batches)] for r in results)
+    changes = batches + 1  # the batches and the terminal entry
+    # Without sharing: one HGETALL per follower per change (1,050 here).
+    assert stats["hgetall"] <= 4 * changes + followers, stats
+    assert stats["xread"] <= 2 * changes + 4, stats  # one blocking read for them all
