@@ -29,10 +29,10 @@ return 1
 # The chunks the log already holds (a retry of a batch whose reply was lost) are
 # skipped; the rest become one entry <length>-<count>. Returns the new length.
 APPEND = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return redis.error_reply('SG_NOT_FOUND stream not found') end
-if status ~= 'open' then return redis.error_reply('SG_CLOSED stream is finished') end
-local length = tonumber(redis.call('HGET', KEYS[1], 'length'))
+local meta = redis.call('HMGET', KEYS[1], 'status', 'length')
+if not meta[1] then return redis.error_reply('SG_NOT_FOUND stream not found') end
+if meta[1] ~= 'open' then return redis.error_reply('SG_CLOSED stream is finished') end
+local length = tonumber(meta[2])
 local first = tonumber(ARGV[1])
 local count = #ARGV - 1
 if first > length then
@@ -40,11 +40,11 @@ if first > length then
 end
 local skip = length - first
 if skip >= count then return length end
-local new = redis.call('EXISTS', KEYS[2]) == 0
 local data = table.concat(ARGV, '\\n', 2 + skip, 1 + count)
 redis.call('XADD', KEYS[2], length .. '-' .. (count - skip), 'd', data)
 redis.call('HSET', KEYS[1], 'length', first + count)
-if new then
+if length == 0 then
+  -- The first batch made the log: it expires with the record.
   local ttl = redis.call('PTTL', KEYS[1])
   if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 end

@@ -108,7 +108,7 @@ def _ms(seconds: float) -> int:
 
 
 class RedisStreamStorage(StreamStorage):
-    """Streams in Redis (7.0 or later; Redis Stack, Valkey and managed Redis alike).
+    """Streams in Redis (6.2 or later; tested on 7.0).
 
     ``url``: ``redis://[:password@]host:port/db`` or ``rediss://`` (TLS), as redis-py
     takes it; or pass ``client`` (a `redis.asyncio.Redis` made with

@@ -56,6 +56,7 @@ class RedisServer:
     ``directory``: where the AOF and the log go (default: a temporary directory,
     removed by `cleanup`); kept across `restart`, as is the port, so a restarted server
     reloads its data. ``appendfsync``: ``"everysec"`` (Redis's default) or ``"always"``.
+    ``persistence=False``: no AOF and no snapshots, so a restart starts empty.
     """
 
     def __init__(
@@ -64,11 +65,13 @@ class RedisServer:
         url: str | None = None,
         directory: Path | None = None,
         appendfsync: str = "everysec",
+        persistence: bool = True,
     ) -> None:
         self.external = url is not None
         self.url = url or ""
         self.port = 0
         self.appendfsync = appendfsync
+        self.persistence = persistence
         self._own_dir = directory is None
         self.directory = directory or Path(tempfile.mkdtemp(prefix="sg-redis-"))
         self._process: subprocess.Popen[bytes] | None = None
@@ -98,7 +101,7 @@ class RedisServer:
                     f"logfile {self.log}",
                     "daemonize no",
                     'save ""',
-                    "appendonly yes",
+                    f"appendonly {'yes' if self.persistence else 'no'}",
                     f"appendfsync {self.appendfsync}",
                     "maxmemory-policy noeviction",
                     "",

@@ -16,9 +16,9 @@ from stream_gateway import (
     StreamNotFoundError,
     UnavailableError,
 )
-from stream_gateway.streams import StreamRecord
+from stream_gateway.streams import ErrorEvent, StreamRecord
 from stream_gateway_redis import RedisStreamManager, RedisStreamStorage
-from stream_gateway_redis._layout import meta_key
+from stream_gateway_redis._layout import log_key, meta_key
 from stream_gateway_redis.testing import RedisServer, RedisServerError
 
 from redis_support import Site, chunks_of, collect, new_stream_id
@@ -152,3 +152,30 @@ def test_a_server_that_will_not_start_shows_its_log(
     server = RedisServer(directory=tmp_path, appendfsync="sometimes")  # not a valid setting
     with pytest.raises(RedisServerError, match="did not start"):
         server.start(timeout=10)
+
+
+async def test_flushes_lost_by_redis_stop_the_writer_instead_of_leaving_a_hole(
+    site: Site,
+) -> None:
+    client = Redis.from_url(site.url)
+    try:
+        async with site.manager(lease=1.0) as writing, site.manager() as reading:
+            writer = await writing.open()
+            for i in range(3):
+                await writer.write(i)
+                await writer.flush()
+            # What a crash with `appendfsync everysec` can do: the last acknowledged
+            # batch is gone when Redis comes back.
+            sid = writer.stream_id
+            await client.xdel(log_key(site.prefix, sid), "2-1")
+            await client.hset(meta_key(site.prefix, sid), "length", "2")
+            await writer.write(3)
+            with pytest.raises(InternalError, match="append at 3 past the end 2"):
+                await writer.flush()
+            with pytest.raises(InternalError, match="finish after 3 chunks, the log holds 2"):
+                await writer.done("never")
+            events = await collect(reading, sid)
+    finally:
+        await client.aclose()
+    assert chunks_of(events) == [(0, 0), (1, 1)]
+    assert events[-1] == ErrorEvent("UNAVAILABLE", "stream abandoned")

@@ -15,7 +15,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from stream_gateway.streams import ResultEvent, StreamEvent, StreamManager
+from stream_gateway import StreamNotFoundError
+from stream_gateway.streams import ErrorEvent, ResultEvent, StreamEvent, StreamManager
 from stream_gateway_redis.testing import RedisServer
 
 from redis_support import Site, chunks_of, collect, new_prefix
@@ -105,3 +106,31 @@ async def run_through_outage(site: Site, server: RedisServer, how: str) -> None:
     async with site.manager() as later:  # and what is stored is exactly that
         again = await collect(later, writer.stream_id)
     assert chunks_of(again) == expected
+
+
+async def test_a_redis_without_persistence_forgets_its_streams_and_says_so(
+    tmp_path: Path,
+) -> None:
+    server = RedisServer(directory=tmp_path / "redis", persistence=False)
+    server.directory.mkdir()
+    server.start()
+    try:
+        site = Site(server.url, new_prefix())
+        async with site.manager(write_retry_for=30) as writing, site.manager() as reading:
+            writer = await writing.open()
+            await writer.write("kept only in memory")
+            await writer.flush()
+            follower = reading.subscribe(writer.stream_id)
+            assert (await follower.__anext__()).offset == 0  # type: ignore[union-attr]
+            await anyio.to_thread.run_sync(server.restart)
+            # The follower learns the stream is gone; so does the writer's next flush.
+            with anyio.fail_after(30):
+                rest = [event async for event in follower]
+            assert rest == [ErrorEvent("NOT_FOUND", "stream not found")]
+            await writer.write("after")
+            with pytest.raises(StreamNotFoundError):
+                await writer.flush()
+            with pytest.raises(StreamNotFoundError):
+                await reading.info(writer.stream_id)
+    finally:
+        server.cleanup()
