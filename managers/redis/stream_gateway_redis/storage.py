@@ -115,8 +115,9 @@ class RedisStreamStorage(StreamStorage):
     ``decode_responses=False``; it is not closed here). ``prefix``: the start of every
     key. ``flush_interval``: the default batching window (a crash of the writing process
     loses at most this much). ``block``: seconds one blocking read waits before it is
-    issued again. ``cache_chunks``: chunks per watched stream kept from the blocking
-    reads, so that subscribers' reads need no round trip.
+    issued again (keep it below a given client's ``socket_timeout``). ``cache_chunks``:
+    chunks per watched stream kept from the blocking reads, so that subscribers' reads
+    need no round trip.
     """
 
     shared = True
