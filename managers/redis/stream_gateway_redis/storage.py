@@ -31,6 +31,7 @@ from redis import exceptions as rex
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 
 from stream_gateway import (
     InternalError,
@@ -147,6 +148,7 @@ class RedisStreamStorage(StreamStorage):
         self._loads: Coalescer[StreamRecord | None] = Coalescer()
         self._reads: Coalescer[list[bytes]] = Coalescer()
         self._closed = False
+        self._registered: dict[str, AsyncScript] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -163,12 +165,11 @@ class RedisStreamStorage(StreamStorage):
             self._client = Redis.from_url(
                 self.url, decode_responses=False, retry=Retry(NoBackoff(), 0)
             )
-        client = self._client
-        self._create = client.register_script(_scripts.CREATE)
-        self._append = client.register_script(_scripts.APPEND)
-        self._finish = client.register_script(_scripts.FINISH)
-        self._cancel = client.register_script(_scripts.CANCEL)
-        self._read = client.register_script(_scripts.READ)
+        # EVALSHA, loading the script again when a restarted server forgot it.
+        self._registered = {
+            name: self._client.register_script(getattr(_scripts, name))
+            for name in ("CREATE", "APPEND", "FINISH", "CANCEL", "READ")
+        }
 
     async def close(self) -> None:
         """Close the client unless it was given. The storage cannot be restarted."""
@@ -185,6 +186,10 @@ class RedisStreamStorage(StreamStorage):
             raise RuntimeError(f"RedisStreamStorage is {state}")
         return self._client
 
+    def _script(self, name: str) -> AsyncScript:
+        self.client  # noqa: B018 - fail here if not started or closed
+        return self._registered[name]
+
     def _keys(self, stream_id: str) -> list[str]:
         return [meta_key(self.prefix, stream_id), log_key(self.prefix, stream_id)]
 
@@ -196,7 +201,7 @@ class RedisStreamStorage(StreamStorage):
         for name, value in fields.items():
             args += [name, value]
         with _translated():
-            await self._create(keys=self._keys(record.stream_id), args=args)
+            await self._script("CREATE")(keys=self._keys(record.stream_id), args=args)
             await self.client.zadd(expiry_key(self.prefix), {record.stream_id: record.expires_at})
 
     async def append(self, stream_id: str, offset: int, chunks: Sequence[bytes]) -> None:
@@ -206,14 +211,14 @@ class RedisStreamStorage(StreamStorage):
             if b"\n" in chunk:
                 raise InvalidArgumentError("a chunk contains a raw newline: not compact JSON")
         with _translated():
-            await self._append(keys=self._keys(stream_id), args=[offset, *chunks])
+            await self._script("APPEND")(keys=self._keys(stream_id), args=[offset, *chunks])
 
     async def finish(
         self, stream_id: str, length: int, terminal: Terminal, *, now: float, expires_at: float
     ) -> None:
         args = [terminal.kind, terminal.payload, length, repr(now), repr(expires_at)]
         with _translated():
-            await self._finish(keys=self._keys(stream_id), args=[*args, _ms(expires_at)])
+            await self._script("FINISH")(keys=self._keys(stream_id), args=[*args, _ms(expires_at)])
             await self.client.zadd(expiry_key(self.prefix), {stream_id: expires_at})
 
     async def load(self, stream_id: str) -> StreamRecord | None:
@@ -245,7 +250,9 @@ class RedisStreamStorage(StreamStorage):
 
     async def _read_stored(self, stream_id: str, offset: int, limit: int) -> list[bytes]:
         with _translated():
-            reply = await self._read(keys=[log_key(self.prefix, stream_id)], args=[offset, limit])
+            reply = await self._script("READ")(
+                keys=[log_key(self.prefix, stream_id)], args=[offset, limit]
+            )
         chunks: list[bytes] = []
         for entry_id, data in zip(reply[::2], reply[1::2], strict=True):
             first, count = parse_entry_id(entry_id)
@@ -276,7 +283,7 @@ class RedisStreamStorage(StreamStorage):
 
     async def request_cancel(self, stream_id: str) -> bool:
         with _translated():
-            return bool(await self._cancel(keys=[meta_key(self.prefix, stream_id)]))
+            return bool(await self._script("CANCEL")(keys=[meta_key(self.prefix, stream_id)]))
 
     async def purge(self, now: float) -> int:
         index = expiry_key(self.prefix)

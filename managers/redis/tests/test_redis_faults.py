@@ -130,6 +130,8 @@ async def test_misuse_fails_with_a_message_naming_the_fix() -> None:
     storage = RedisStreamStorage("redis://127.0.0.1:1/0")
     with pytest.raises(RuntimeError, match="not started"):
         await storage.load("unknown-stream-id-00001")
+    with pytest.raises(RuntimeError, match="not started"):
+        await storage.append("unknown-stream-id-00001", 0, [b"1"])
     await storage.start()
     with pytest.raises(RuntimeError, match="may be called once"):
         await storage.start()
