@@ -116,7 +116,7 @@ class RedisStreamStorage(StreamStorage):
     ``decode_responses=False``; it is not closed here). ``prefix``: the start of every
     key. ``flush_interval``: the default batching window (a crash of the writing process
     loses at most this much). ``block``: seconds one blocking read waits before it is
-    issued again (keep it below a given client's ``socket_timeout``). ``cache_chunks``:
+    issued again (at most half the client's ``socket_timeout``). ``cache_chunks``:
     chunks per watched stream kept from the blocking reads, so that subscribers' reads
     need no round trip.
     """
@@ -307,6 +307,15 @@ class RedisStreamStorage(StreamStorage):
                 if len(ids) < _PURGE_ROUND:
                     return total
 
+    def _block_for(self, client: Redis) -> float:
+        """How long one blocking read may wait: ``block``, but at most half the
+        client's socket timeout (redis-py's is 5 s by default), which would otherwise
+        cut every quiet wait short with a timeout error."""
+        timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+        if isinstance(timeout, int | float) and timeout > 0:
+            return min(self.block, timeout / 2)
+        return self.block
+
     def watch(self, stream_id: str) -> AsyncIterator[None]:
         """Yield once in place, then whenever the stream's log gets an entry (a batch or
         the terminal), by ``XREAD BLOCK`` from the last entry seen."""
@@ -314,7 +323,7 @@ class RedisStreamStorage(StreamStorage):
         return self._watch(stream_id, log_key(self.prefix, stream_id))
 
     async def _watch(self, stream_id: str, log: str) -> AsyncIterator[None]:
-        block_ms = _ms(self.block)
+        block_ms = _ms(self._block_for(self.client))
         with _translated():
             top = await self.client.xrevrange(log, count=1)
         last: bytes | str = "0-0"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from stream_gateway import (
     StreamNotFoundError,
     UnavailableError,
 )
-from stream_gateway.streams import ErrorEvent, StreamRecord
+from stream_gateway.streams import ErrorEvent, StreamEvent, StreamRecord
 from stream_gateway_redis import RedisStreamManager, RedisStreamStorage
 from stream_gateway_redis._layout import log_key, meta_key
 from stream_gateway_redis.testing import RedisServer, RedisServerError
@@ -181,3 +182,26 @@ async def test_flushes_lost_by_redis_stop_the_writer_instead_of_leaving_a_hole(
         await client.aclose()
     assert chunks_of(events) == [(0, 0), (1, 1)]
     assert events[-1] == ErrorEvent("UNAVAILABLE", "stream abandoned")
+
+
+async def test_a_quiet_stream_keeps_its_blocking_read_within_the_socket_timeout(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="stream_gateway.streams")
+    # A socket timeout shorter than `block`: redis-py's default is 5 s, `block` 10 s.
+    url = f"{site.url}?socket_timeout=0.5"
+    async with site.manager() as writing, RedisStreamManager(url, prefix=site.prefix) as reading:
+        writer = await writing.open()
+        received: list[StreamEvent] = []
+
+        async def follow() -> None:
+            received.extend(await collect(reading, writer.stream_id))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow)
+            await anyio.sleep(2.0)  # quiet for four socket timeouts
+            await writer.write("late")
+            await writer.done(None)
+    assert chunks_of(received) == [(0, "late")]
+    failures = [r.getMessage() for r in caplog.records if "listener" in r.getMessage()]
+    assert failures == []
