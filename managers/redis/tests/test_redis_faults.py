@@ -162,7 +162,7 @@ async def test_flushes_lost_by_redis_stop_the_writer_instead_of_leaving_a_hole(
 ) -> None:
     client = Redis.from_url(site.url)
     try:
-        async with site.manager(lease=1.0) as writing, site.manager() as reading:
+        async with site.manager(lease=2.0) as writing, site.manager() as reading:
             writer = await writing.open()
             for i in range(3):
                 await writer.write(i)
@@ -189,7 +189,7 @@ async def test_a_quiet_stream_keeps_its_blocking_read_within_the_socket_timeout(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="stream_gateway.streams")
     # A socket timeout shorter than `block`: redis-py's default is 5 s, `block` 10 s.
-    url = f"{site.url}?socket_timeout=0.5"
+    url = f"{site.url}?socket_timeout=2"
     async with site.manager() as writing, RedisStreamManager(url, prefix=site.prefix) as reading:
         writer = await writing.open()
         received: list[StreamEvent] = []
@@ -199,7 +199,7 @@ async def test_a_quiet_stream_keeps_its_blocking_read_within_the_socket_timeout(
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(follow)
-            await anyio.sleep(2.0)  # quiet for four socket timeouts
+            await anyio.sleep(4.5)  # quiet for more than two socket timeouts
             await writer.write("late")
             await writer.done(None)
     assert chunks_of(received) == [(0, "late")]

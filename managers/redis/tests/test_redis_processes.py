@@ -56,7 +56,7 @@ async def test_cancel_from_this_process_stops_the_writer_in_another(
     site: Site, tmp_path: Path
 ) -> None:
     sid = new_stream_id()
-    args = ("--chunks=0", "--pause=0.02", "--lease=0.9", "--until-cancelled")
+    args = ("--chunks=0", "--pause=0.02", "--lease=3", "--until-cancelled")
     async with writer_process(tmp_path, site, sid, *args) as child, site.manager() as manager:
         assert await child.line() == "opened", child.stderr()
         received: list[StreamEvent] = []
@@ -83,7 +83,7 @@ async def test_a_killed_writer_leaves_an_abandoned_stream_with_every_flushed_chu
     site: Site, tmp_path: Path
 ) -> None:
     sid = new_stream_id()
-    args = ("--chunks=0", "--pause=0.01", "--lease=1")
+    args = ("--chunks=0", "--pause=0.01", "--lease=2")
     async with writer_process(tmp_path, site, sid, *args) as child, site.manager() as manager:
         assert await child.line() == "opened", child.stderr()
         received: list[StreamEvent] = []
