@@ -23,6 +23,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["RedisServer", "RedisServerError", "shared_server", "wipe"]
@@ -57,6 +58,7 @@ class RedisServer:
     removed by `cleanup`); kept across `restart`, as is the port, so a restarted server
     reloads its data. ``appendfsync``: ``"everysec"`` (Redis's default) or ``"always"``.
     ``persistence=False``: no AOF and no snapshots, so a restart starts empty.
+    ``config``: more lines for its config file (``"cluster-enabled yes"``, ...).
     """
 
     def __init__(
@@ -66,12 +68,14 @@ class RedisServer:
         directory: Path | None = None,
         appendfsync: str = "everysec",
         persistence: bool = True,
+        config: Sequence[str] = (),
     ) -> None:
         self.external = url is not None
         self.url = url or ""
         self.port = 0
         self.appendfsync = appendfsync
         self.persistence = persistence
+        self.extra_config = list(config)
         self._own_dir = directory is None
         self.directory = directory or Path(tempfile.mkdtemp(prefix="sg-redis-"))
         self._process: subprocess.Popen[bytes] | None = None
@@ -104,6 +108,7 @@ class RedisServer:
                     f"appendonly {'yes' if self.persistence else 'no'}",
                     f"appendfsync {self.appendfsync}",
                     "maxmemory-policy noeviction",
+                    *self.extra_config,
                     "",
                 ]
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import anyio
 import pytest
@@ -10,7 +11,7 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 
 from stream_gateway import InternalError, InvalidArgumentError
-from stream_gateway.streams import StreamEvent, Terminal
+from stream_gateway.streams import ErrorEvent, StreamEvent, Terminal
 from stream_gateway_redis._layout import check_prefix, expiry_key, log_key, meta_key
 from stream_gateway_redis.testing import RedisServer
 
@@ -190,3 +191,53 @@ async def test_many_followers_in_one_process_share_one_blocking_read_and_their_l
     # Without sharing: one HGETALL per follower per change (1,050 here).
     assert stats["hgetall"] <= 4 * changes + followers, stats
     assert stats["xread"] <= 2 * changes + 4, stats  # one blocking read for them all
+
+
+async def test_every_command_of_a_stream_s_life_stays_in_one_cluster_slot(
+    tmp_path: Path,
+) -> None:
+    # A one-node Redis Cluster owning every slot: it still refuses any command or
+    # script whose keys span two slots (CROSSSLOT), which is what this checks.
+    directory = tmp_path / "cluster"
+    directory.mkdir()
+    server = RedisServer(
+        directory=directory,
+        config=["cluster-enabled yes", f"cluster-config-file {directory}/nodes.conf"],
+    )
+    server.start()
+    client = Redis.from_url(server.url)
+    try:
+        await client.cluster("ADDSLOTSRANGE", 0, 16383)
+        with anyio.fail_after(30):
+            while True:  # Redis offers no event for its cluster state: poll it
+                info = await client.cluster("INFO")  # parsed by redis-py into a dict
+                if info.get("cluster_state") in ("ok", b"ok"):
+                    break
+                await anyio.sleep(0.05)
+        site = Site(server.url, "sg")
+        async with site.manager(lease=0.6, ttl=0.3) as a, site.manager() as b:
+            writer = await a.open()
+            received: list[StreamEvent] = []
+
+            async def follow() -> None:
+                received.extend(await collect(b, writer.stream_id))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow)
+                for i in range(20):
+                    await writer.write(i)
+                    await writer.flush()
+                await anyio.sleep(0.5)  # lease renewals run meanwhile
+                assert await b.cancel(writer.stream_id) is True
+                with anyio.fail_after(10):
+                    await writer.wait_cancel_requested()
+                await writer.cancelled()
+            assert chunks_of(received) == [(i, i) for i in range(20)]
+            assert received[-1] == ErrorEvent("CANCELLED", "flow cancelled")
+            other = await a.open()
+            await other.done(None)
+            await anyio.sleep(0.5)
+            assert await a.purge() == 2
+    finally:
+        await client.aclose()
+        server.cleanup()
