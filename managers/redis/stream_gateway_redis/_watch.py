@@ -50,6 +50,7 @@ class BatchCache:
             self._held -= len(self._batches.popleft())
 
     def clear(self) -> None:
+        """Drop every batch held."""
         self._firsts.clear()
         self._batches.clear()
         self._held = 0

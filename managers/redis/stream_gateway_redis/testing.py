@@ -87,10 +87,12 @@ class RedisServer:
 
     @property
     def running(self) -> bool:
+        """Whether the server this object started is still running."""
         return self._process is not None and self._process.poll() is None
 
     @property
     def log(self) -> Path:
+        """The server's log file (in its directory)."""
         return self.directory / "redis.log"
 
     def _config(self, port: int) -> Path:
