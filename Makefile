@@ -37,7 +37,13 @@ $(GENKIT_STAMP): tests/node/package.json tests/node/package-lock.json
 /usr/bin/chromium:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
-demo: $(PY_STAMP)
+# Debian's Redis, for the Redis plugin's tests, benchmarks and `STREAM_BACKEND=redis make demo`
+# (scripts/with_servers.sh starts it with a config of its own; the package's service is
+# not used).
+/usr/bin/redis-server:
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+
+demo: $(PY_STAMP) $(if $(filter redis,$(STREAM_BACKEND)),/usr/bin/redis-server)
 	scripts/demo.sh $(HOST) $(PORT)
 
 lint: $(PY_STAMP)
@@ -46,17 +52,19 @@ lint: $(PY_STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy managers/firestore/tests
 	$(BIN)/mypy managers/rtdb/tests
+	$(BIN)/mypy managers/redis/tests managers/redis/bench
 
 # Every public module; pdoc's warnings (a module that does not import, an annotation it
 # cannot resolve) are errors.
 API_MODULES := stream_gateway stream_gateway.streams stream_gateway.asgi \
-	stream_gateway.client stream_gateway.durable stream_gateway_firestore stream_gateway_rtdb
+	stream_gateway.client stream_gateway.durable stream_gateway_firestore stream_gateway_rtdb \
+	stream_gateway_redis
 
 docs: $(PY_STAMP)
 	rm -rf build/api
 	$(BIN)/python -W error -m pdoc --docformat restructuredtext -o build/api $(API_MODULES)
 
-test: $(PY_STAMP) $(NODE_STAMP) $(GENKIT_STAMP) /usr/bin/chromium lint docs
+test: $(PY_STAMP) $(NODE_STAMP) $(GENKIT_STAMP) /usr/bin/chromium /usr/bin/redis-server lint docs
 	scripts/with_servers.sh $(MAKE) --no-print-directory test-python test-node test-browser
 
 # The plugins' test folders import their own helpers as top-level modules: one run each.
@@ -64,6 +72,7 @@ test-python:
 	$(BIN)/python -m pytest -p no:cacheprovider
 	$(BIN)/python -m pytest -p no:cacheprovider managers/firestore/tests
 	$(BIN)/python -m pytest -p no:cacheprovider managers/rtdb/tests
+	$(BIN)/python -m pytest -p no:cacheprovider managers/redis/tests
 
 test-node:
 	cd tests/node && npm test --silent
@@ -72,7 +81,7 @@ test-node:
 test-browser:
 	cd client_js && npm run test:browser --silent
 
-bench: $(PY_STAMP)
+bench: $(PY_STAMP) /usr/bin/redis-server
 	scripts/with_servers.sh scripts/bench.sh
 
 clean:

@@ -22,7 +22,8 @@ class BackendHarness:
     """``new_storage()`` returns a storage on the same data as every other one made here.
 
     ``location`` tells another process where that data is (``--db`` of the test flows
-    app): a SQLite path, a Firestore project, an RTDB URL; empty for memory.
+    app): a SQLite path, a Firestore project, an RTDB URL, a Redis URL with its key
+    prefix after ``#``; empty for memory.
     """
 
     name: str
@@ -81,11 +82,35 @@ async def rtdb_backend() -> AsyncIterator[BackendHarness]:
         await standin.wipe(namespace)
 
 
+@asynccontextmanager
+async def redis_backend() -> AsyncIterator[BackendHarness]:
+    """The redis-server at ``REDIS_URL``, else one started once per test process (a
+    missing redis-server fails loudly). Each test gets a key prefix of its own, wiped
+    around the test; ``location`` is ``<url>#<prefix>``."""
+    import secrets
+
+    from stream_gateway_redis import RedisStreamStorage
+    from stream_gateway_redis.testing import shared_server, wipe
+
+    server = shared_server()
+    prefix = f"sg-test-{os.getpid()}-{secrets.token_hex(4)}"
+    await wipe(server.url, prefix)
+    try:
+        yield BackendHarness(
+            "redis",
+            lambda: RedisStreamStorage(server.url, prefix=prefix),
+            f"{server.url}#{prefix}",
+        )
+    finally:
+        await wipe(server.url, prefix)
+
+
 BACKENDS: dict[str, Callable[[], object]] = {
     "memory": memory_backend,
     "sqlite": sqlite_backend,
     "firestore": firestore_backend,
     "rtdb": rtdb_backend,
+    "redis": redis_backend,
 }
 
 

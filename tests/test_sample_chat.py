@@ -146,3 +146,27 @@ async def test_the_rate_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(anyio, "sleep", record)
     count = len([t async for t in tokens("why?")])
     assert pauses == [1 / 40] * count
+
+
+async def test_the_sample_streams_a_chat_through_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+    from stream_gateway_redis.testing import shared_server
+
+    from samples.chat.app import build_app
+
+    monkeypatch.delenv("CHAT_OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("CHAT_TOKENS_PER_SECOND", "0")
+    monkeypatch.setenv("REDIS_URL", shared_server().url)
+    headers = {"accept": "text/event-stream", "content-type": "application/json"}
+    async with serve(build_app(backend="redis")) as url, httpx.AsyncClient() as http:
+        first = await http.post(
+            url + "/flows/chat", json={"data": {"prompt": "hi"}}, headers=headers
+        )
+        stream_id = first.headers["x-genkit-stream-id"]
+        # A reconnect by stream id replays the same answer from Redis.
+        again = await http.post(
+            url + "/flows/chat", headers={**headers, "x-genkit-stream-id": stream_id}
+        )
+    assert first.status_code == again.status_code == 200
+    assert b'"result":' in first.content and again.content == first.content
+    assert first.content.count(b'{"message":') > 50

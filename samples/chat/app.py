@@ -7,7 +7,8 @@ http://127.0.0.1:8000.
 the file, default ``.data/streams.db``), ``memory``, ``firestore`` (needs
 ``FIRESTORE_EMULATOR_HOST`` or Google credentials, and ``GOOGLE_CLOUD_PROJECT``) or
 ``rtdb`` (``RTDB_URL``, or the emulator/stand-in named by
-``FIREBASE_DATABASE_EMULATOR_HOST``). ``CHAT_TOKENS_PER_SECOND`` paces the fake LLM
+``FIREBASE_DATABASE_EMULATOR_HOST``) or ``redis`` (``REDIS_URL``, default
+``redis://127.0.0.1:6379/0``). ``CHAT_TOKENS_PER_SECOND`` paces the fake LLM
 (default 8) and ``CHAT_OPENAI_BASE_URL`` replaces it with a real one (see `llm`).
 """
 
@@ -49,7 +50,13 @@ def make_manager(backend: str, db_path: str | os.PathLike[str] | None = None) ->
         if url is None:
             raise SystemExit("STREAM_BACKEND=rtdb needs RTDB_URL (or an emulator host)")
         return RtdbStreamManager(url)
-    raise SystemExit(f"unknown STREAM_BACKEND {backend!r}: use sqlite, memory, firestore or rtdb")
+    if backend == "redis":
+        from stream_gateway_redis import RedisStreamManager
+
+        return RedisStreamManager(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    raise SystemExit(
+        f"unknown STREAM_BACKEND {backend!r}: use sqlite, memory, firestore, rtdb or redis"
+    )
 
 
 def build_app(

@@ -218,7 +218,7 @@ def build_app(manager: StreamManager | None, *, keep_alive: float = 15.0) -> Sta
 def make_manager(kind: str, db: str | None, lease: float) -> StreamManager | None:
     """A manager by name: ``memory``, ``sqlite`` (file ``db``), ``firestore`` (project
     ``db``, on the emulator named by ``FIRESTORE_EMULATOR_HOST``), ``rtdb`` (database
-    URL ``db``) or ``none``."""
+    URL ``db``), ``redis`` (``db`` is ``<url>#<key prefix>``) or ``none``."""
     if kind == "none":
         return None
     if kind == "memory":
@@ -236,6 +236,12 @@ def make_manager(kind: str, db: str | None, lease: float) -> StreamManager | Non
 
         assert db is not None, "--db names the database URL"
         return RtdbStreamManager(db, lease=lease)
+    if kind == "redis":
+        from stream_gateway_redis import RedisStreamManager
+
+        assert db is not None, "--db names the Redis URL, then '#' and the key prefix"
+        url, _, prefix = db.partition("#")
+        return RedisStreamManager(url, prefix=prefix or "sg", lease=lease)
     raise SystemExit(f"unknown manager {kind!r}")
 
 
@@ -245,9 +251,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument(
-        "--manager", default="memory", choices=["memory", "sqlite", "firestore", "rtdb", "none"]
-    )
+    managers = ["memory", "sqlite", "firestore", "rtdb", "redis", "none"]
+    parser.add_argument("--manager", default="memory", choices=managers)
     parser.add_argument("--db")
     parser.add_argument("--lease", type=float, default=10.0)
     parser.add_argument("--keep-alive", type=float, default=15.0)

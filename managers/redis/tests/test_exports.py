@@ -1,0 +1,32 @@
+"""The public surface: one sorted export list; the core never imports redis-py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import stream_gateway_redis
+
+
+def test_exports_are_sorted_and_complete() -> None:
+    exported = stream_gateway_redis.__all__
+    assert exported == sorted(exported)
+    assert exported == ["RedisStreamManager", "RedisStreamStorage"]
+    for name in exported:
+        assert getattr(stream_gateway_redis, name).__module__.startswith("stream_gateway_redis.")
+        assert getattr(stream_gateway_redis, name).__doc__
+
+
+def test_importing_the_core_never_imports_redis() -> None:
+    probe = (
+        "import sys, stream_gateway, stream_gateway.streams; "
+        "print(sorted(m for m in sys.modules if m == 'redis' or m.startswith('redis.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_package_root_does_not_load_the_server_helpers() -> None:
+    probe = "import sys, stream_gateway_redis; print('stream_gateway_redis.testing' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
