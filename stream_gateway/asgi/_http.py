@@ -99,6 +99,14 @@ class FrameResponse(Response):
         self._last_words = last_words
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") == "HEAD":
+            # Headers only, at once: a live stream must not hold the connection.
+            await send(
+                {"type": "http.response.start", "status": self.status_code,
+                 "headers": self.raw_headers}
+            )  # fmt: skip
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
         lock = anyio.Lock(fast_acquire=True)
         last_write = anyio.current_time()
         finished = disconnected = False

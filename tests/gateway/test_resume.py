@@ -285,3 +285,18 @@ async def test_offsets_past_the_end_of_a_live_stream_are_400(live: Live) -> None
             assert first.startswith(f'data: {{"message":{{"i":{length}}}}}')
     finally:
         await live.http.delete(url)
+
+
+async def test_head_on_a_live_sse_stream_answers_headers_at_once(live: Live) -> None:
+    stream_id = await start(live, "count", {"n": 100_000, "delay": 0.01})
+    url = live.flow("count") + f"/streams/{stream_id}"
+    try:
+        with anyio.fail_after(10):  # the stream runs for ~1000 s: no waiting for its end
+            head = await live.http.head(url)
+            assert head.status_code == 200
+            assert head.headers["content-type"] == "text/event-stream; charset=utf-8"
+            assert head.content == b""
+            unknown = await live.http.head(live.flow("count") + "/streams/" + "D" * 22)
+            assert unknown.status_code == 404
+    finally:
+        await live.http.delete(url)
