@@ -77,15 +77,31 @@ class FlowEndpoints:
         if stream_id is not None:
             return await self._reconnect(request, context, stream_id)
         body = await read_json_body(request, self.settings.max_body_bytes)
-        if body is not None and not isinstance(body, dict):
-            raise InvalidArgumentError('request body must be a JSON object: {"data": <input>}')
-        data = body.get("data") if body else None
-        input = self.flow.parse_input(data)
+        input = self._input_of(body)
         if _wants_stream(request):
             if self.settings.stream_manager is None:
                 return self._stream_attached(input, context)
             return await self._stream_detached(input, context)
         return await self._run_once(input, context)
+
+    def _input_of(self, body: Any) -> Any:
+        """The flow's validated input from a ``{"data": <input>}`` body."""
+        if body is not None and not isinstance(body, dict):
+            raise InvalidArgumentError('request body must be a JSON object: {"data": <input>}')
+        if body and "data" not in body:
+            # Most likely the input itself, sent without its wrapper.
+            raise InvalidArgumentError(
+                'request body must be {"data": <input>}: it has no "data" field'
+            )
+        try:
+            return self.flow.parse_input(body.get("data") if body else None)
+        except InvalidArgumentError as exc:
+            if body:
+                raise
+            raise InvalidArgumentError(
+                f'{exc.message}: the request carried no input; send {{"data": <input>}}',
+                details=exc.details,
+            ) from None
 
     async def _reconnect(self, request: Request, context: RequestContext, raw_id: str) -> Response:
         stream_id = validate_stream_id(raw_id)
