@@ -114,7 +114,7 @@ def test_an_async_generator_is_refused_with_a_hint() -> None:
     async def tokens(data: Any, ctx: Any) -> AsyncIterator[str]:
         yield "a"
 
-    with pytest.raises(TypeError, match="async generator.*ctx.send_chunk.*return"):
+    with pytest.raises(TypeError, match=r"async generator.*ctx\.send_chunk.*return"):
         flow(tokens)
 
 
