@@ -35,5 +35,3 @@ async def test_numbers_beyond_a_double_are_400(live: Live) -> None:
     response = await live.http.post(live.flow("echo"), content=b'{"data": 1e400}', headers=JSON)
     assert response.status_code == 400
     assert "out of range" in response.json()["error"]["message"]
-
-
