@@ -6,7 +6,6 @@ import random
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 
 from stream_gateway._json import loads
@@ -229,18 +228,6 @@ async def test_shutdown_drains_then_ends_streams_clearly(
         "status": "UNAVAILABLE",
         "message": "server shutting down",
     }
-
-
-async def test_new_flows_are_refused_without_lifespan() -> None:
-    from stream_gateway import Gateway, InMemoryStreamManager
-    from tests.servers.flows_app import count
-
-    gateway = Gateway([count], stream_manager=InMemoryStreamManager())
-    transport = httpx.ASGITransport(app=gateway.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
-        response = await http.post("/count", json={"data": {"n": 1}}, headers=STREAM)
-    assert response.status_code == 503
-    assert "lifespan" in response.json()["error"]["message"]
 
 
 async def test_offsets_past_the_end_of_a_live_stream_are_400(live: Live) -> None:

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
-from tests.gateway.conftest import Live
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from stream_gateway import FlowHandler, Gateway, InMemoryStreamManager
+from tests.gateway.conftest import Live, serve
+from tests.servers.flows_app import count, echo
 
 pytestmark = pytest.mark.anyio
 
 JSON = {"content-type": "application/json"}
+STREAM = {"accept": "text/event-stream", "content-type": "application/json"}
 
 
 async def test_a_body_without_the_data_wrapper_says_so(live: Live) -> None:
@@ -35,3 +45,65 @@ async def test_numbers_beyond_a_double_are_400(live: Live) -> None:
     response = await live.http.post(live.flow("echo"), content=b'{"data": 1e400}', headers=JSON)
     assert response.status_code == 400
     assert "out of range" in response.json()["error"]["message"]
+
+
+async def test_every_request_says_when_the_lifespan_is_missing() -> None:
+    gateway = Gateway([count, echo], stream_manager=InMemoryStreamManager())
+    host = Starlette(routes=[Mount("/flows", app=gateway)])  # lifespan forgotten
+    transport = httpx.ASGITransport(app=host)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+        requests = [
+            http.build_request("POST", "/flows/echo", json={"data": 1}),
+            http.build_request("POST", "/flows/count", json={"data": {"n": 1}}, headers=STREAM),
+            http.build_request("GET", "/flows/count/streams/" + "D" * 22),
+            http.build_request("GET", "/flows/"),
+        ]
+        for request in requests:
+            response = await http.send(request)
+            assert response.status_code == 503, request
+            error = response.json()["error"]
+            assert error["status"] == "UNAVAILABLE"
+            assert "lifespan=gateway.lifespan" in error["message"]
+    # With the lifespan, the same requests are served.
+    host = Starlette(routes=[Mount("/flows", app=gateway)], lifespan=gateway.lifespan)
+    async with serve(host) as url, httpx.AsyncClient(base_url=url) as http:
+        assert (await http.post("/flows/echo", json={"data": 1})).json() == {"result": 1}
+
+
+async def test_a_handler_route_serves_its_bare_path_without_a_redirect() -> None:
+    handler = FlowHandler(count, stream_manager=InMemoryStreamManager())
+    gateway = Gateway([echo])
+    host = Starlette(
+        routes=[
+            handler.route("/chat"),
+            Mount("/api", routes=[gateway.route("/flows")]),
+        ],
+        lifespan=_both(handler, gateway),
+    )
+    async with serve(host) as url, httpx.AsyncClient(base_url=url) as http:
+        for path in ["/chat", "/chat/"]:
+            response = await http.post(path, json={"data": {"n": 2}}, headers=STREAM)
+            assert response.status_code == 200, path
+            assert response.text.endswith('data: {"result":{"total":2}}\n\n')
+            stream_id = response.headers["x-genkit-stream-id"]
+        described = await http.get("/chat")
+        assert described.status_code == 200
+        assert described.json()["name"] == "count"
+        replay = await http.get(f"/chat/streams/{stream_id}")
+        assert replay.text.endswith('event: result\ndata: {"total":2}\n\n')
+        listed = await http.get("/api/flows")
+        assert [f["name"] for f in listed.json()["flows"]] == ["echo"]
+        assert (await http.post("/api/flows/echo", json={"data": 3})).json() == {"result": 3}
+        # Only the mount's own path is served bare: neighbours stay unknown.
+        assert (await http.post("/chatter", json={"data": 1})).status_code == 404
+
+
+def _both(*gateways: Gateway) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: object) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for gateway in gateways:
+                await stack.enter_async_context(gateway.lifespan())
+            yield
+
+    return lifespan
