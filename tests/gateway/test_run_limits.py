@@ -91,6 +91,22 @@ async def test_a_non_streaming_run_is_cancelled_when_its_client_leaves() -> None
         assert (await http.post("/hold", json={})).json() == {"result": "released"}
 
 
+async def test_streaming_runs_without_a_manager_hold_a_slot_while_they_last() -> None:
+    holds = Holds()
+    gateway = Gateway([holds.flow()], max_running_flows=1)
+    async with served(gateway) as http:
+        async with http.stream("POST", "/hold", json={}, headers=STREAM) as running:
+            assert running.status_code == 200
+            await holds.until(lambda: holds.entered == 1)
+            refused = await http.post("/hold", json={}, headers=STREAM)
+            assert refused.status_code == 429
+        # The client left: the run (attached to its response) ends and frees its slot.
+        await holds.until(lambda: holds.cancelled == 1 and gateway.runner.running == 0)
+        holds.release.set()
+        done = await http.post("/hold", json={}, headers=STREAM)
+        assert done.text == 'data: {"result":"released"}\n\n'
+
+
 async def test_per_principal_caps() -> None:
     holds = Holds()
     gateway = Gateway(
