@@ -144,7 +144,7 @@ class FlowRunner:
             and self._by_principal[principal] >= per_principal
         ):
             raise ResourceExhaustedError(
-                f"you have {per_principal} flows running already; "
+                f"too many of your flows are running (limit {per_principal}); "
                 "wait for one to finish or cancel one",
                 details={"limitPerPrincipal": per_principal},
             )

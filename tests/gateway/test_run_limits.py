@@ -127,7 +127,7 @@ async def test_per_principal_caps() -> None:
             error = refused.json()["error"]
             assert error["status"] == "RESOURCE_EXHAUSTED"
             assert error["details"] == {"limitPerPrincipal": 1}
-            assert "you have 1 flows running already" in error["message"]
+            assert error["message"].startswith("too many of your flows are running (limit 1)")
         await holds.until(lambda: holds.entered == 1)
         async with http.stream("POST", "/hold", json={}, headers={**STREAM, **bob}) as other:
             assert other.status_code == 200
