@@ -167,18 +167,19 @@ class Gateway:
 
         Pass it as (or call it from) the host app's ``lifespan``.
         """
-        async with AsyncExitStack() as stack:
-            if self.stream_manager is not None:
-                await stack.enter_async_context(self.stream_manager)
-            if self.durable is not None:
-                await stack.enter_async_context(self.durable)
-                await stack.enter_async_context(self.durable.worker())
-            await stack.enter_async_context(self.runner)
-            self._started = True
-            try:
+        try:
+            async with AsyncExitStack() as stack:
+                if self.stream_manager is not None:
+                    await stack.enter_async_context(self.stream_manager)
+                if self.durable is not None:
+                    await stack.enter_async_context(self.durable)
+                    await stack.enter_async_context(self.durable.worker())
+                await stack.enter_async_context(self.runner)
+                self._started = True
                 yield
-            finally:
-                self._started = False
+        finally:
+            # Only once everything has stopped: reconnects are served during the drain.
+            self._started = False
 
     @asynccontextmanager
     async def _app_lifespan(self, app: object) -> AsyncIterator[None]:

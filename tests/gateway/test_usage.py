@@ -6,12 +6,20 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from stream_gateway import FlowHandler, Gateway, InMemoryStreamManager
+from stream_gateway import (
+    FlowContext,
+    FlowHandler,
+    Gateway,
+    InMemoryStreamManager,
+    RequestContext,
+    flow,
+)
 from tests.gateway.conftest import Live, serve
 from tests.servers.flows_app import count, echo
 
@@ -107,3 +115,49 @@ def _both(*gateways: Gateway) -> Any:
             yield
 
     return lifespan
+
+
+async def test_reconnects_are_served_while_the_lifespan_drains() -> None:
+    release = anyio.Event()
+
+    @flow
+    async def hold(data: Any, ctx: FlowContext[Any]) -> str:
+        await release.wait()
+        return "released"
+
+    manager = InMemoryStreamManager()
+    gateway = Gateway([hold], stream_manager=manager, drain_grace=30)
+    stop = anyio.Event()
+    transport = httpx.ASGITransport(app=gateway)
+    async with (
+        anyio.create_task_group() as tg,
+        httpx.AsyncClient(transport=transport, base_url="http://gw") as http,
+    ):
+
+        async def run_lifespan() -> None:
+            async with gateway.lifespan():
+                await stop.wait()
+
+        tg.start_soon(run_lifespan)
+        with anyio.fail_after(10):
+            while gateway.runner._tg is None:  # noqa: ASYNC110 - no event to wait on
+                await anyio.sleep(0.01)
+            writer = await manager.open(flow="hold")
+            gateway.runner.start(
+                hold, None, writer, RequestContext(), max_chunk_bytes=100, max_stream_chunks=10
+            )
+            stop.set()  # the host shuts down; the runner drains the running flow
+            while not gateway.runner._closing:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+            responses: list[httpx.Response] = []
+
+            async def reconnect() -> None:
+                responses.append(await http.get(f"/hold/streams/{writer.stream_id}"))
+
+            tg.start_soon(reconnect)
+            # Mid-drain: the reconnect is answered, or it follows the stream.
+            while not responses and writer.stream_id not in manager._listeners:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+            release.set()
+    assert responses[0].status_code == 200
+    assert responses[0].text == 'event: result\ndata: "released"\n\n'
