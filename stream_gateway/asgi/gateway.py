@@ -38,10 +38,12 @@ logger = logging.getLogger("stream_gateway.http")
 class Gateway:
     """Serves many flows: ``POST /{flow}``, ``GET|DELETE /{flow}/streams/{id}``, ``GET /``.
 
-    Mount it anywhere (Starlette ``Mount``, FastAPI ``app.mount``) and run its
-    `lifespan` in the host app's lifespan; served on its own, it runs it itself. The
-    lifespan starts the stream manager and the runner of detached flows and, on
-    shutdown, drains running flows for ``drain_grace`` seconds.
+    Put it in a host app with `route` (or a Starlette ``Mount`` / FastAPI
+    ``app.mount``, which redirect the bare mount path) and run its `lifespan` in the
+    host app's lifespan; served on its own, it runs it itself. Without the lifespan
+    every request is answered 503, saying so. The lifespan starts the stream manager
+    and the runner of flows and, on shutdown, drains running flows for
+    ``drain_grace`` seconds.
 
     With a ``stream_manager``, streaming runs are persisted and detached from their
     request: a client that disconnects can come back with the stream id. Without one,
