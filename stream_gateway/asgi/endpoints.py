@@ -39,6 +39,8 @@ _GENKIT_MEDIA_TYPE = "text/plain; charset=utf-8"
 _SSE_MEDIA_TYPE = "text/event-stream; charset=utf-8"
 _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _SHUTTING_DOWN = ErrorEvent("UNAVAILABLE", "server shutting down")
+# Fields a Genkit client may send next to "data" (``init`` when the input is undefined).
+_PROTOCOL_FIELDS = frozenset({"data", "init"})
 
 
 async def _anonymous(request: Request) -> RequestContext:
@@ -89,7 +91,7 @@ class FlowEndpoints:
         """The flow's validated input from a ``{"data": <input>}`` body."""
         if body is not None and not isinstance(body, dict):
             raise InvalidArgumentError('request body must be a JSON object: {"data": <input>}')
-        if body and "data" not in body:
+        if body and "data" not in body and not body.keys() <= _PROTOCOL_FIELDS:
             # Most likely the input itself, sent without its wrapper.
             raise InvalidArgumentError(
                 'request body must be {"data": <input>}: it has no "data" field'
@@ -97,7 +99,7 @@ class FlowEndpoints:
         try:
             return self.flow.parse_input(body.get("data") if body else None)
         except InvalidArgumentError as exc:
-            if body:
+            if body and "data" in body:
                 raise
             raise InvalidArgumentError(
                 f'{exc.message}: the request carried no input; send {{"data": <input>}}',

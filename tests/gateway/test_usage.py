@@ -42,6 +42,10 @@ async def test_a_body_without_the_data_wrapper_says_so(live: Live) -> None:
         message = response.json()["error"]["message"]
         assert message.startswith("invalid input for flow 'typed'")
         assert message.endswith('the request carried no input; send {"data": <input>}')
+    # A client sends {"init": ...} alone when the input is undefined: no input, no wrapper
+    # error; a flow taking any JSON then runs with null.
+    init_only = await live.http.post(live.flow("echo"), json={"init": {"x": 1}})
+    assert init_only.json() == {"result": None}
     # The wrapper with a null input is the flow's own validation error, as before.
     null = await live.http.post(live.flow("typed"), json={"data": None})
     assert null.json()["error"]["message"] == "invalid input for flow 'typed'"
