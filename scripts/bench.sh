@@ -10,6 +10,8 @@ echo "== streaming: burst, replay, fan-out"
 $PY -m bench.bench_streaming
 echo "== SQLite writes"
 $PY bench/bench_sqlite_writes.py
+echo "== SQLite synchronous: FULL (default) against NORMAL"
+$PY bench/bench_sqlite_sync.py
 for plugin in managers/firestore/bench/bench_firestore.py managers/rtdb/bench/bench_rtdb.py managers/redis/bench/bench_redis.py bench/bench_rtdb.py; do
   if [ -f "$plugin" ]; then echo "== $plugin"; $PY "$plugin"; fi
 done

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import json.encoder
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -75,14 +76,22 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
 def loads(data: bytes | str) -> JsonValue:
     """Decode standard JSON; raises `InvalidArgumentError` on malformed input.
 
     Python's extensions ``NaN``, ``Infinity`` and ``-Infinity`` are refused: no
-    JSON client can send or read them back.
+    JSON client can send or read them back. So are numbers too large for a double
+    (``1e400``), which Python would otherwise turn into ``inf``.
     """
     try:
-        return json.loads(data, parse_constant=_no_constant)
+        return json.loads(data, parse_constant=_no_constant, parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidArgumentError(f"malformed JSON: {exc}") from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -10,10 +11,11 @@ from typing import Any, Generic, Protocol, TypeVar, overload
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ._errors import InternalError, InvalidArgumentError
-from ._json import JsonValue, dumps
+from ._json import JsonValue, dumps, loads
 
 __all__ = [
     "ChunkSink",
+    "OnChunk",
     "ContextProvider",
     "Flow",
     "FlowContext",
@@ -29,6 +31,9 @@ ChunkT = TypeVar("ChunkT")
 
 ChunkSink = Callable[[bytes], Awaitable[None]]
 """Where a running flow's chunks go, as compact JSON bytes."""
+
+OnChunk = Callable[[Any], Awaitable[None] | None]
+"""Receives an in-process run's chunks, decoded from JSON; sync or async."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +93,14 @@ class FlowContext(Generic[ChunkT]):
     async def send_chunk(self, chunk: ChunkT) -> None:
         """Validate the chunk against the flow's chunk type and send it.
 
-        A no-op for non-streaming calls. Raises `ResourceExhaustedError` when a limit
-        is exceeded and `StreamClosedError` after the flow's stream has ended.
+        Validated even for non-streaming calls (which drop it then), so a chunk that
+        does not fit fails every call alike: `InternalError`, with the cause logged.
+        Raises `ResourceExhaustedError` when a limit is exceeded and
+        `StreamClosedError` after the flow's stream has ended.
         """
-        if self._sink is None:
-            return
-        await self._sink(self.flow.encode_chunk(chunk))
+        raw = self.flow.encode_chunk(chunk)
+        if self._sink is not None:
+            await self._sink(raw)
 
 
 def validate_input(adapter: TypeAdapter[Any] | None, data: JsonValue, flow_name: str) -> Any:
@@ -132,6 +139,7 @@ class Flow(Generic[InT, OutT, ChunkT]):
     ) -> None:
         if not name or "/" in name:
             raise ValueError(f"flow name must be non-empty and contain no '/': {name!r}")
+        check_flow_function(fn, name)
         self.fn = fn
         self.name = name
         self.description = description if description is not None else (fn.__doc__ or "")
@@ -148,22 +156,26 @@ class Flow(Generic[InT, OutT, ChunkT]):
 
         A result that does not fit is the flow's bug: logged, and `InternalError`.
         """
-        return self._encode(self._output, result, "output")
+        return self._validate(self._output, result, "output")[1]
 
     def encode_chunk(self, chunk: ChunkT) -> bytes:
         """A chunk as compact JSON, validated against the chunk type."""
-        return self._encode(self._chunk, chunk, "chunk")
+        return self._validate(self._chunk, chunk, "chunk")[1]
 
-    def _encode(self, adapter: TypeAdapter[Any] | None, value: Any, what: str) -> bytes:
+    def _validate(
+        self, adapter: TypeAdapter[Any] | None, value: Any, what: str
+    ) -> tuple[Any, bytes]:
+        """``value`` validated by ``adapter`` (as is without one) and its JSON."""
         try:
             if adapter is not None:
-                value = adapter.dump_python(adapter.validate_python(value), mode="json")
-            elif isinstance(value, BaseModel):
-                value = value.model_dump(mode="json")
-            return dumps(value)
-        except (ValidationError, InvalidArgumentError):
+                value = adapter.validate_python(value)
+                return value, dumps(adapter.dump_python(value, mode="json"))
+            if isinstance(value, BaseModel):
+                return value, dumps(value.model_dump(mode="json"))
+            return value, dumps(value)
+        except (ValidationError, InvalidArgumentError) as exc:
             logger.exception("flow %r produced an invalid %s", self.name, what)
-            raise InternalError("Internal Error") from None
+            raise InternalError("Internal Error") from exc
 
     def schemas(self) -> dict[str, Any]:
         """JSON Schemas of input, output and chunk (``None`` where any JSON goes)."""
@@ -179,24 +191,91 @@ class Flow(Generic[InT, OutT, ChunkT]):
 
     async def __call__(
         self,
-        input: InT,
+        input: Any,
         *,
-        on_chunk: Callable[[Any], Awaitable[None]] | None = None,
+        on_chunk: OnChunk | None = None,
         request: RequestContext | None = None,
     ) -> OutT:
-        """Run the flow in-process (handy in tests). Chunks go to ``on_chunk`` decoded."""
+        """Run the flow in-process (handy in tests), validated as a served call is.
+
+        ``input`` is validated against the input type (a model instance or its dict
+        both do) and must be JSON when the type is "any JSON": `InvalidArgumentError`
+        otherwise. Each chunk is validated and encoded as for a client, then handed
+        to ``on_chunk`` decoded from JSON (``on_chunk`` may be sync or async). The
+        output is validated against the output type and returned as validated (a
+        model instance for a model type). A chunk or output that does not fit raises
+        `InternalError`, as a served call answers; other exceptions propagate as the
+        flow raised them (a served call answers ``INTERNAL``).
+        """
+        if self._input is None:
+            self._validate_json_input(input)
+        value = self.parse_input(input)
         sink: ChunkSink | None = None
         if on_chunk is not None:
-            from ._json import loads
+            callback = on_chunk
 
-            async def decode(raw: bytes) -> None:
-                await on_chunk(loads(raw))
+            async def deliver(raw: bytes) -> None:
+                delivered = callback(loads(raw))
+                if inspect.isawaitable(delivered):
+                    await delivered
 
-            sink = decode
-        return await self.fn(input, FlowContext(self, sink=sink, request=request))
+            sink = deliver
+        result = await self.fn(value, FlowContext(self, sink=sink, request=request))
+        return self._validate(self._output, result, "output")[0]  # type: ignore[no-any-return]
+
+    def _validate_json_input(self, input: Any) -> None:
+        try:
+            dumps(input.model_dump(mode="json") if isinstance(input, BaseModel) else input)
+        except InvalidArgumentError as exc:
+            raise InvalidArgumentError(
+                f"invalid input for flow {self.name!r}: {exc.message}"
+            ) from None
 
     def __repr__(self) -> str:
         return f"Flow({self.name!r})"
+
+
+def check_flow_function(fn: Any, name: str) -> None:
+    """Raise `TypeError`, saying what to write, unless ``fn`` is ``async def fn(input, ctx)``.
+
+    Checked when a flow is defined, so a wrong shape fails at import, not as an
+    ``INTERNAL`` error on every call.
+    """
+    expected = f"a flow is `async def {name}(input, ctx)` returning its output"
+    if inspect.isasyncgenfunction(fn):
+        raise TypeError(
+            f"flow {name!r} is an async generator, but {expected}: send each chunk with "
+            "`await ctx.send_chunk(chunk)` and `return` the output (an async generator "
+            "cannot return a value)"
+        )
+    if not _is_async(fn):
+        what = "a generator" if inspect.isgeneratorfunction(fn) else "not an `async def`"
+        raise TypeError(
+            f"flow {name!r} is {what}, but {expected}; run blocking work inside it with "
+            "`await anyio.to_thread.run_sync(...)`"
+        )
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a callable that hides its signature: trust it
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        raise TypeError(
+            f"flow {name!r} takes {signature}, but {expected}: it is called with the "
+            "input and a `FlowContext` (name it `_ctx` if the flow does not use it)"
+        ) from None
+
+
+def _is_async(fn: Any) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    # An object whose __call__ is `async def` (functions and methods were checked).
+    return (
+        callable(fn)
+        and not inspect.isroutine(fn)
+        and inspect.iscoroutinefunction(type(fn).__call__)
+    )
 
 
 @overload

@@ -40,6 +40,19 @@ def test_values_json_cannot_carry_are_invalid_arguments() -> None:
     for bad in [float("nan"), float("inf"), {1, 2}, object(), {"a": object()}, cycle]:
         with pytest.raises(InvalidArgumentError):
             dumps(bad)
-    for malformed in [b"{nope", b"[NaN]", b'{"a": Infinity}', b"-Infinity"]:
+    for malformed in [b"{nope", b"[NaN]", b'{"a": Infinity}', b"-Infinity", b"1e400"]:
         with pytest.raises(InvalidArgumentError):
             loads(malformed)
+
+
+def test_numbers_beyond_a_double_are_refused_not_infinite() -> None:
+    for text in [b"1e400", b"-1e400", b'{"delay": 1.5e309}', b"[1E+999]"]:
+        with pytest.raises(InvalidArgumentError, match="out of range"):
+            loads(text)
+    # Within range, tiny and huge-but-finite values still decode exactly as Python does.
+    assert loads(b"[1e308, -1e-400, 2.5, 10000000000000000000000]") == [
+        1e308,
+        -0.0,
+        2.5,
+        10**22,
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
 
 import anyio
 from starlette.requests import ClientDisconnect, Request
@@ -18,9 +19,18 @@ from .._errors import (
 )
 from .._json import JsonValue, error_json, loads
 
-__all__ = ["FrameResponse", "Producer", "Write", "error_response", "read_json_body"]
+__all__ = [
+    "ClientGone",
+    "FrameResponse",
+    "Producer",
+    "Write",
+    "error_response",
+    "read_json_body",
+    "while_connected",
+]
 
 logger = logging.getLogger("stream_gateway.http")
+T = TypeVar("T")
 _JSON = "application/json"
 
 
@@ -59,6 +69,41 @@ async def read_json_body(request: Request, max_bytes: int) -> JsonValue:
     return loads(bytes(body))
 
 
+class ClientGone(Exception):
+    """The client disconnected before the call it was waiting for finished."""
+
+
+async def while_connected(receive: Receive, call: Callable[[], Awaitable[T]]) -> T:
+    """``await call()``, cancelled if the client disconnects first (`ClientGone`).
+
+    For a request whose body was read already: its next ASGI message is the
+    disconnect. ``call`` runs in the caller's task; its exceptions pass unchanged.
+    """
+    gone = False
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        scope.cancel()
+
+    error: Exception | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch, tg.cancel_scope)
+        try:
+            result = await call()
+        except Exception as exc:  # raised below, outside the task group's ExceptionGroup
+            error = exc
+        finally:
+            tg.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    if gone:
+        raise ClientGone("client disconnected")
+    return result
+
+
 def _too_large(limit: int) -> PayloadTooLargeError:
     return PayloadTooLargeError(
         f"request body exceeds the limit of {limit} bytes", details={"limit": limit}
@@ -87,6 +132,7 @@ class FrameResponse(Response):
         keep_alive: bytes | None = None,
         keep_alive_interval: float = 15.0,
         last_words: bytes | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         # Like StreamingResponse: no body attribute, so no Content-Length header.
         self.status_code = 200
@@ -97,8 +143,24 @@ class FrameResponse(Response):
         self._keep_alive = keep_alive
         self._keep_alive_interval = keep_alive_interval
         self._last_words = last_words
+        self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._respond(scope, receive, send)
+        finally:
+            if self._on_close is not None:
+                self._on_close()
+
+    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") == "HEAD":
+            # Headers only, at once: a live stream must not hold the connection.
+            await send(
+                {"type": "http.response.start", "status": self.status_code,
+                 "headers": self.raw_headers}
+            )  # fmt: skip
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
         lock = anyio.Lock(fast_acquire=True)
         last_write = anyio.current_time()
         finished = disconnected = False

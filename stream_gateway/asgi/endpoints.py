@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .._errors import (
+    CancelledError,
     GatewayError,
     InternalError,
     InvalidArgumentError,
@@ -24,7 +25,7 @@ from .._limits import check_chunk
 from ..flow import ContextProvider, Flow, FlowContext, RequestContext
 from ..streams.base import ErrorEvent, StreamRecord
 from ..streams.manager import StreamManager, check_offset
-from ._http import FrameResponse, Write, error_response, read_json_body
+from ._http import ClientGone, FrameResponse, Write, error_response, read_json_body, while_connected
 from .frames import KEEP_ALIVE, genkit_frames, sse_frames
 from .runner import FlowRunner
 
@@ -38,6 +39,8 @@ _GENKIT_MEDIA_TYPE = "text/plain; charset=utf-8"
 _SSE_MEDIA_TYPE = "text/event-stream; charset=utf-8"
 _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _SHUTTING_DOWN = ErrorEvent("UNAVAILABLE", "server shutting down")
+# Fields a Genkit client may send next to "data" (``init`` when the input is undefined).
+_PROTOCOL_FIELDS = frozenset({"data", "init"})
 
 
 async def _anonymous(request: Request) -> RequestContext:
@@ -77,15 +80,31 @@ class FlowEndpoints:
         if stream_id is not None:
             return await self._reconnect(request, context, stream_id)
         body = await read_json_body(request, self.settings.max_body_bytes)
-        if body is not None and not isinstance(body, dict):
-            raise InvalidArgumentError('request body must be a JSON object: {"data": <input>}')
-        data = body.get("data") if body else None
-        input = self.flow.parse_input(data)
+        input = self._input_of(body)
         if _wants_stream(request):
             if self.settings.stream_manager is None:
                 return self._stream_attached(input, context)
             return await self._stream_detached(input, context)
-        return await self._run_once(input, context)
+        return await self._run_once(request, input, context)
+
+    def _input_of(self, body: Any) -> Any:
+        """The flow's validated input from a ``{"data": <input>}`` body."""
+        if body is not None and not isinstance(body, dict):
+            raise InvalidArgumentError('request body must be a JSON object: {"data": <input>}')
+        if body and "data" not in body and not body.keys() <= _PROTOCOL_FIELDS:
+            # Most likely the input itself, sent without its wrapper.
+            raise InvalidArgumentError(
+                'request body must be {"data": <input>}: it has no "data" field'
+            )
+        try:
+            return self.flow.parse_input(body.get("data") if body else None)
+        except InvalidArgumentError as exc:
+            if body and "data" in body:
+                raise
+            raise InvalidArgumentError(
+                f'{exc.message}: the request carried no input; send {{"data": <input>}}',
+                details=exc.details,
+            ) from None
 
     async def _reconnect(self, request: Request, context: RequestContext, raw_id: str) -> Response:
         stream_id = validate_stream_id(raw_id)
@@ -100,8 +119,13 @@ class FlowEndpoints:
     async def _stream_detached(self, input: Any, context: RequestContext) -> Response:
         manager = self.settings.stream_manager
         assert manager is not None
-        self.settings.runner.check_accepting()
-        writer = await manager.open(flow=self.flow.name, owner=owner_key(context.principal))
+        # Admitted before the stream exists: a refused start writes nothing.
+        admission = self.settings.runner.admit(context.principal)
+        try:
+            writer = await manager.open(flow=self.flow.name, owner=owner_key(context.principal))
+        except BaseException:
+            admission.release()
+            raise
         try:
             self.settings.runner.start(
                 self.flow,
@@ -110,8 +134,10 @@ class FlowEndpoints:
                 context,
                 max_chunk_bytes=self.settings.max_chunk_bytes,
                 max_stream_chunks=self.settings.max_stream_chunks,
+                admission=admission,
             )
         except GatewayError as exc:
+            admission.release()
             await writer.error(exc)
             raise
         return self._genkit_response(writer.stream_id, 0)
@@ -130,6 +156,7 @@ class FlowEndpoints:
     def _stream_attached(self, input: Any, context: RequestContext) -> Response:
         """No stream manager: the flow runs inside the response and ends with it."""
         settings, flow = self.settings, self.flow
+        admission = settings.runner.admit(context.principal)
 
         async def produce(write: Write) -> None:
             count = 0
@@ -152,10 +179,21 @@ class FlowEndpoints:
             media_type=_GENKIT_MEDIA_TYPE,
             headers=_STREAM_HEADERS,
             last_words=genkit_frames([_SHUTTING_DOWN]),
+            on_close=admission.release,
         )
 
-    async def _run_once(self, input: Any, context: RequestContext) -> Response:
-        result = await self.flow.fn(input, FlowContext(self.flow, request=context))
+    async def _run_once(self, request: Request, input: Any, context: RequestContext) -> Response:
+        """Run inside the request, counted against the limits, cancelled if the
+        client leaves (nobody would get the result)."""
+        async with self.settings.runner.attached(context.principal):
+            try:
+                result = await while_connected(
+                    request.receive,
+                    lambda: self.flow.fn(input, FlowContext(self.flow, request=context)),
+                )
+            except ClientGone:
+                logger.debug("client left; flow %r cancelled", self.flow.name)
+                return error_response(CancelledError("client disconnected"))
         body = b'{"result":' + self.flow.encode_output(result) + b"}"
         return Response(body, media_type="application/json")
 

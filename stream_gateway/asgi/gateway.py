@@ -11,10 +11,16 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from .._errors import GatewayError, InternalError, MethodNotAllowedError, NotFoundError
+from .._errors import (
+    GatewayError,
+    InternalError,
+    MethodNotAllowedError,
+    NotFoundError,
+    UnavailableError,
+)
 from ..flow import ContextProvider, Flow
 from ..streams.manager import StreamManager
 from ._http import error_response
@@ -32,10 +38,12 @@ logger = logging.getLogger("stream_gateway.http")
 class Gateway:
     """Serves many flows: ``POST /{flow}``, ``GET|DELETE /{flow}/streams/{id}``, ``GET /``.
 
-    Mount it anywhere (Starlette ``Mount``, FastAPI ``app.mount``) and run its
-    `lifespan` in the host app's lifespan; served on its own, it runs it itself. The
-    lifespan starts the stream manager and the runner of detached flows and, on
-    shutdown, drains running flows for ``drain_grace`` seconds.
+    Put it in a host app with `route` (or a Starlette ``Mount`` / FastAPI
+    ``app.mount``, which redirect the bare mount path) and run its `lifespan` in the
+    host app's lifespan; served on its own, it runs it itself. Without the lifespan
+    every request is answered 503, saying so. The lifespan starts the stream manager
+    and the runner of flows and, on shutdown, drains running flows for
+    ``drain_grace`` seconds.
 
     With a ``stream_manager``, streaming runs are persisted and detached from their
     request: a client that disconnects can come back with the stream id. Without one,
@@ -54,11 +62,13 @@ class Gateway:
         keep_alive_interval: float = 15.0,
         drain_grace: float = 10.0,
         max_running_flows: int = 1000,
+        max_running_flows_per_principal: int | None = None,
         durable: DurableEngine | None = None,
     ) -> None:
         """``max_chunk_bytes`` / ``max_stream_chunks`` apply to every run of these
         flows; they default to the manager's limits. ``max_running_flows`` caps the
-        detached runs at once (more get ``RESOURCE_EXHAUSTED``).
+        runs at once, streaming or not, and ``max_running_flows_per_principal`` (off
+        by default) those of one principal; more get 429 ``RESOURCE_EXHAUSTED``.
 
         ``durable``: also serve that engine's operations under ``/durable`` (same
         context provider and error format) and run a worker in the lifespan.
@@ -66,7 +76,11 @@ class Gateway:
         self.durable = durable
         manager = stream_manager
         self.stream_manager = manager
-        self.runner = FlowRunner(grace=drain_grace, max_running=max_running_flows)
+        self.runner = FlowRunner(
+            grace=drain_grace,
+            max_running=max_running_flows,
+            max_running_per_principal=max_running_flows_per_principal,
+        )
         self.settings = GatewaySettings(
             stream_manager=manager,
             context_provider=context_provider,
@@ -84,6 +98,8 @@ class Gateway:
             if flow.name in self.endpoints:
                 raise ValueError(f"two flows are named {flow.name!r}")
             self.endpoints[flow.name] = FlowEndpoints(flow, self.settings)
+        self._started = False
+        self._warned = False
         self.app = Starlette(
             routes=self._routes(),
             lifespan=self._app_lifespan,
@@ -153,22 +169,74 @@ class Gateway:
 
         Pass it as (or call it from) the host app's ``lifespan``.
         """
-        async with AsyncExitStack() as stack:
-            if self.stream_manager is not None:
-                await stack.enter_async_context(self.stream_manager)
-            if self.durable is not None:
-                await stack.enter_async_context(self.durable)
-                await stack.enter_async_context(self.durable.worker())
-            await stack.enter_async_context(self.runner)
-            yield
+        try:
+            async with AsyncExitStack() as stack:
+                if self.stream_manager is not None:
+                    await stack.enter_async_context(self.stream_manager)
+                if self.durable is not None:
+                    await stack.enter_async_context(self.durable)
+                    await stack.enter_async_context(self.durable.worker())
+                await stack.enter_async_context(self.runner)
+                self._started = True
+                yield
+        finally:
+            # Only once everything has stopped: reconnects are served during the drain.
+            self._started = False
 
     @asynccontextmanager
     async def _app_lifespan(self, app: object) -> AsyncIterator[None]:
         async with self.lifespan(app):
             yield
 
+    def route(self, path: str, *, name: str | None = None) -> Mount:
+        """A route serving this gateway under ``path``, for a host app's ``routes``.
+
+        Unlike a plain ``Mount(path, app=gateway)``, which Starlette answers with a
+        307 redirect for the bare ``path`` (``POST /chat`` to ``/chat/``), it serves
+        ``path`` itself as well as ``path/`` and everything under it. In FastAPI:
+        ``app.router.routes.append(gateway.route("/chat"))``.
+        """
+        return _GatewayMount(path, app=self, name=name)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._started:
+            # Without the lifespan nothing works (no runner, no stream manager): say
+            # so on every request, not only on the ones that happen to need them.
+            if not self._warned:
+                self._warned = True
+                logger.error("%s", _NOT_STARTED)
+            await error_response(UnavailableError(_NOT_STARTED))(scope, receive, send)
+            return
         await self.app(scope, receive, send)
+
+
+_NOT_STARTED = (
+    "gateway is not started: run its lifespan. Serve the gateway as the app, or pass "
+    "lifespan=gateway.lifespan to the host app (Starlette(..., lifespan=gateway.lifespan), "
+    "FastAPI(lifespan=gateway.lifespan)), or enter `async with gateway.lifespan():` "
+    "in the host's own lifespan"
+)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below the app's mount point, as Starlette's routers match it."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+class _GatewayMount(Mount):
+    """A `Mount` that also serves its bare path (``/chat`` as well as ``/chat/``)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is Match.NONE and scope["type"] == "http":
+            if _route_path(scope) == self.path:
+                slashed = scope["path"] + "/"
+                match, child = super().matches({**scope, "path": slashed})
+                if match is not Match.NONE:
+                    child = {**child, "path": slashed}
+        return match, child
 
 
 async def _routing_error(request: Request, exc: Exception) -> Response:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Self
 
@@ -23,11 +26,33 @@ _Outcome = tuple[bytes | None, BaseException | None]
 
 
 class _Run:
-    __slots__ = ("scope", "shutdown")
+    __slots__ = ("admission", "scope", "shutdown")
 
     def __init__(self) -> None:
         self.scope = anyio.CancelScope()
         self.shutdown = False
+        self.admission: Admission | None = None
+
+
+class Admission:
+    """One admitted run: it counts against the runner's limits until released.
+
+    Taken before anything is written (so a refused start costs no storage), released
+    once when the run ends; releasing again is a no-op.
+    """
+
+    __slots__ = ("_principal", "_released", "_runner")
+
+    def __init__(self, runner: FlowRunner, principal: str | None) -> None:
+        self._runner = runner
+        self._principal = principal
+        self._released = False
+
+    def release(self) -> None:
+        """Give the slot back (idempotent)."""
+        if not self._released:
+            self._released = True
+            self._runner._release(self._principal)
 
 
 class FlowRunner:
@@ -38,13 +63,26 @@ class FlowRunner:
     new runs, waits up to ``grace`` seconds for running flows, then cancels the rest
     and ends their streams with ``UNAVAILABLE`` / "server shutting down". Whatever a
     flow does, its stream gets a terminal entry and no other run is disturbed.
-    At most ``max_running`` flows run at once; more are refused with
-    ``RESOURCE_EXHAUSTED``.
+    At most ``max_running`` flows run at once, detached or not (runs inside their
+    request count too, see `attached`), and at most ``max_running_per_principal``
+    (when set) for one principal; more are refused with ``RESOURCE_EXHAUSTED``.
+    Runs whose request names no principal count against ``max_running`` only.
     """
 
-    def __init__(self, *, grace: float = 10.0, max_running: int = 1000) -> None:
+    def __init__(
+        self,
+        *,
+        grace: float = 10.0,
+        max_running: int = 1000,
+        max_running_per_principal: int | None = None,
+    ) -> None:
+        if max_running < 1 or (max_running_per_principal or 1) < 1:
+            raise ValueError("max_running and max_running_per_principal must be >= 1")
         self.grace = grace
         self.max_running = max_running
+        self.max_running_per_principal = max_running_per_principal
+        self._admitted = 0
+        self._by_principal: Counter[str] = Counter()
         self._tg: TaskGroup | None = None
         self._runs: dict[str, _Run] = {}
         self._idle = anyio.Event()
@@ -53,8 +91,8 @@ class FlowRunner:
 
     @property
     def running(self) -> int:
-        """How many flows are running."""
-        return len(self._runs)
+        """How many runs are admitted: detached, inside their request, or starting."""
+        return self._admitted
 
     async def __aenter__(self) -> Self:
         self._closing = False
@@ -83,9 +121,10 @@ class FlowRunner:
         if tg is not None:
             await tg.__aexit__(exc_type, exc, tb)
 
-    def check_accepting(self) -> None:
+    def check_accepting(self, principal: str | None = None) -> None:
         """Raise `UnavailableError` unless new runs are accepted now, and
-        `ResourceExhaustedError` when ``max_running`` flows run already."""
+        `ResourceExhaustedError` when ``max_running`` runs are admitted already, or
+        ``max_running_per_principal`` for ``principal``."""
         if self._tg is None:
             raise UnavailableError(
                 "gateway is not started: serve it with its lifespan "
@@ -93,11 +132,51 @@ class FlowRunner:
             )
         if self._closing:
             raise UnavailableError("server is shutting down")
-        if len(self._runs) >= self.max_running:
+        if self._admitted >= self.max_running:
             raise ResourceExhaustedError(
                 "too many flows are running; try again later",
                 details={"limit": self.max_running},
             )
+        per_principal = self.max_running_per_principal
+        if (
+            per_principal is not None
+            and principal is not None
+            and self._by_principal[principal] >= per_principal
+        ):
+            raise ResourceExhaustedError(
+                f"too many of your flows are running (limit {per_principal}); "
+                "wait for one to finish or cancel one",
+                details={"limitPerPrincipal": per_principal},
+            )
+
+    def admit(self, principal: str | None = None) -> Admission:
+        """Count a new run against the limits, or raise as `check_accepting` does.
+
+        Take it before writing anything for the run; `release` it if the run never
+        starts (`start` releases it when a started run ends).
+        """
+        self.check_accepting(principal)
+        self._admitted += 1
+        if principal is not None:
+            self._by_principal[principal] += 1
+        return Admission(self, principal)
+
+    def _release(self, principal: str | None) -> None:
+        self._admitted -= 1
+        if principal is not None:
+            self._by_principal[principal] -= 1
+            if not self._by_principal[principal]:
+                del self._by_principal[principal]
+
+    @asynccontextmanager
+    async def attached(self, principal: str | None = None) -> AsyncIterator[None]:
+        """Count a run that lives inside its request (non-streaming, or streaming
+        without a stream manager) for as long as the block runs."""
+        admission = self.admit(principal)
+        try:
+            yield
+        finally:
+            admission.release()
 
     def start(
         self,
@@ -108,11 +187,21 @@ class FlowRunner:
         *,
         max_chunk_bytes: int,
         max_stream_chunks: int,
+        admission: Admission | None = None,
     ) -> None:
-        """Start ``flow`` writing to ``writer``, within the given limits; returns at once."""
-        self.check_accepting()
+        """Start ``flow`` writing to ``writer``, within the given limits; returns at once.
+
+        ``admission``: the slot `admit` gave this run before its stream was opened
+        (taken here when not given). Raises as `check_accepting` does; the caller
+        then still owns the admission and the writer.
+        """
+        if admission is None:
+            admission = self.admit(request.principal)
+        elif self._tg is None or self._closing:
+            self.check_accepting()
         assert self._tg is not None
         run = self._runs[writer.stream_id] = _Run()
+        run.admission = admission
         self._idle = anyio.Event()
 
         async def sink(raw: bytes) -> None:
@@ -156,6 +245,8 @@ class FlowRunner:
                 with anyio.CancelScope(shield=True):
                     await self._finish(writer, run, outcome)
             del self._runs[writer.stream_id]
+            if run.admission is not None:
+                run.admission.release()
             if not self._runs:
                 self._idle.set()
 

@@ -103,12 +103,15 @@ class _Listener:
 def check_offset(record: StreamRecord, offset: int) -> None:
     """Raise `InvalidArgumentError` for an offset no reader of ``record`` can ask for.
 
-    Past the end of a finished stream means the client miscounted: telling it beats
-    handing it a bare terminal event and letting it lose chunks unseen.
+    Readers only ever see committed chunks, and `StreamStorage.load` counts every
+    committed chunk, so a client resuming after chunk ``n - 1`` (from any process)
+    asks for at most ``record.length``. Past that, open or finished, the client
+    miscounted: telling it beats handing it a terminal event later and letting it
+    lose chunks unseen.
     """
     if offset < 0:
         raise InvalidArgumentError("offset must be >= 0")
-    if record.terminal is not None and offset > record.length:
+    if offset > record.length:
         raise InvalidArgumentError(
             f"offset {offset} is past the end of the stream ({record.length} chunks)",
             details={"length": record.length},
@@ -315,7 +318,7 @@ class StreamManager:
     ) -> AsyncGenerator[list[StreamEvent], None]:
         """Like `subscribe`, but yields every event that is ready at once as one list.
 
-        An offset past the end of a finished stream raises `InvalidArgumentError`.
+        An offset past the stream's committed length raises `InvalidArgumentError`.
 
         The gateway uses it to send waiting frames in one write.
         """

@@ -6,9 +6,18 @@ by (stream id, first offset); see `_sqlite_db` for the schema. An append writes 
 and the record's ``length`` in one transaction, so `load` is exact; a retried append at
 the same offset replaces its row. A read seeks to the batch holding its offset.
 
-Durability: the WAL journal with ``synchronous="NORMAL"`` (the default) keeps every
-committed batch through a crash of the process, SIGKILL included; a power loss or an
-OS crash may lose the last transactions. ``synchronous="FULL"`` syncs every commit.
+Durability (the WAL journal; ``synchronous`` chooses when SQLite calls fsync):
+
+- A crash of the process (an exception, SIGKILL, OOM kill) loses, in every mode, only
+  what the writer had not flushed yet (at most ``flush_interval`` of chunks) and a
+  terminal entry not yet recorded: a commit reaches the OS before it returns.
+- An OS crash or power loss, with ``"FULL"`` (the default): nothing committed is lost;
+  every commit is synced to disk before it returns.
+- An OS crash or power loss, with ``"NORMAL"``: the WAL is synced only when it is
+  checkpointed (about every 1,000 pages, ~4 MiB), so *every* commit since the last
+  checkpoint may be rolled back: whole streams, finished ones included, not only the
+  last chunks. The file stays consistent. Faster when commits are frequent.
+- ``"OFF"`` may also corrupt the file on an OS crash; ``"EXTRA"`` is ``"FULL"`` here.
 
 Each call runs in a worker thread (`anyio.to_thread`). Writes go through one
 connection and reads through another, each used by one call at a time, so that a
@@ -57,7 +66,10 @@ class SqliteStreamStorage(StreamStorage):
 
     ``flush_interval``: the default batching window (a crash loses at most this much).
     ``poll_interval``: how often `watch` looks for other processes' commits.
-    ``synchronous``: ``"NORMAL"`` survives process crashes; ``"FULL"`` power loss too.
+    ``synchronous``: ``"FULL"`` (default) loses nothing committed, even on an OS
+    crash or power loss; ``"NORMAL"`` survives process crashes only, and an OS
+    fault may roll back every commit since the last WAL checkpoint (see the module
+    docstring).
     ``busy_timeout``: seconds a call waits for another process's write lock before it
     raises `UnavailableError` (which the manager retries).
     """
@@ -70,7 +82,7 @@ class SqliteStreamStorage(StreamStorage):
         *,
         flush_interval: float = 0.02,
         poll_interval: float = 0.02,
-        synchronous: str = "NORMAL",
+        synchronous: str = "FULL",
         busy_timeout: float = 5.0,
     ) -> None:
         if synchronous.upper() not in db.SYNCHRONOUS:
@@ -265,7 +277,7 @@ class SqliteStreamManager(StreamManager):
         path: str | os.PathLike[str],
         *,
         poll_interval: float = 0.02,
-        synchronous: str = "NORMAL",
+        synchronous: str = "FULL",
         busy_timeout: float = 5.0,
         **options: Any,
     ) -> None:

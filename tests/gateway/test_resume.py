@@ -6,7 +6,6 @@ import random
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 
 from stream_gateway._json import loads
@@ -231,13 +230,60 @@ async def test_shutdown_drains_then_ends_streams_clearly(
     }
 
 
-async def test_new_flows_are_refused_without_lifespan() -> None:
-    from stream_gateway import Gateway, InMemoryStreamManager
-    from tests.servers.flows_app import count
+async def test_offsets_past_the_end_of_a_live_stream_are_400(live: Live) -> None:
+    """A client only ever sees committed chunks, so an offset beyond the committed
+    length is a miscount: refused at once, as for a finished stream, on both protocols."""
+    assert live.manager is not None
+    stream_id = await start(live, "count", {"n": 100_000, "delay": 0.01})
+    url = live.flow("count") + f"/streams/{stream_id}"
+    with anyio.fail_after(10):
+        while (await live.manager.info(stream_id)).length < 3:  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+    length = (await live.manager.info(stream_id)).length
+    past = str(length + 1_000_000)
+    reconnect = {**STREAM, "x-genkit-stream-id": stream_id}
+    try:
+        with anyio.fail_after(10):
+            for request in [
+                live.http.build_request(
+                    "POST",
+                    live.flow("count"),
+                    headers={**reconnect, "x-genkit-stream-offset": past},
+                ),
+                live.http.build_request("GET", url + f"?offset={past}"),
+                live.http.build_request("GET", url, headers={"last-event-id": past}),
+            ]:
+                response = await live.http.send(request, stream=True)
+                await response.aread()
+                assert response.status_code == 400, request
+                error = response.json()["error"]
+                assert error["status"] == "INVALID_ARGUMENT"
+                assert "past the end" in error["message"]
+            # Resuming right after the last chunk seen (here: the committed length,
+            # as another worker's client would) is fine, live.
+            resumed = {**reconnect, "x-genkit-stream-offset": str(length)}
+            async with live.http.stream("POST", live.flow("count"), headers=resumed) as r:
+                assert r.status_code == 200
+                first = ""
+                async for text in r.aiter_text():
+                    first += text
+                    if "\n\n" in first:
+                        break
+            assert first.startswith(f'data: {{"message":{{"i":{length}}}}}')
+    finally:
+        await live.http.delete(url)
 
-    gateway = Gateway([count], stream_manager=InMemoryStreamManager())
-    transport = httpx.ASGITransport(app=gateway.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
-        response = await http.post("/count", json={"data": {"n": 1}}, headers=STREAM)
-    assert response.status_code == 503
-    assert "lifespan" in response.json()["error"]["message"]
+
+async def test_head_on_a_live_sse_stream_answers_headers_at_once(live: Live) -> None:
+    stream_id = await start(live, "count", {"n": 100_000, "delay": 0.01})
+    url = live.flow("count") + f"/streams/{stream_id}"
+    try:
+        with anyio.fail_after(10):  # the stream runs for ~1000 s: no waiting for its end
+            head = await live.http.head(url)
+            assert head.status_code == 200
+            assert head.headers["content-type"] == "text/event-stream; charset=utf-8"
+            assert head.content == b""
+            unknown = await live.http.head(live.flow("count") + "/streams/" + "D" * 22)
+            assert unknown.status_code == 404
+    finally:
+        await live.http.delete(url)

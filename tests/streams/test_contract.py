@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -93,6 +93,36 @@ async def test_resume_from_offset(manager: StreamManager) -> None:
         await collect(manager, writer.stream_id, 11)
 
 
+async def test_resume_of_a_live_stream_from_another_process(make_manager: MakeManager) -> None:
+    """What a reader saw anywhere is committed: it may resume right after it in any
+    process; an offset past the committed length is refused, live or finished."""
+    async with make_manager(flush_interval=0.01) as a, make_manager(poll_fallback=0.5) as b:
+        writer = await a.open()
+        seen: list[int] = []
+        with anyio.fail_after(20):
+            async with aclosing(a.subscribe(writer.stream_id)) as events:
+                for i in range(5):
+                    await writer.write(i)
+                async for event in events:
+                    assert isinstance(event, ChunkEvent)
+                    seen.append(event.offset)
+                    if event.offset == 4:
+                        break
+        with pytest.raises(InvalidArgumentError, match="past the end"):
+            await collect(b, writer.stream_id, seen[-1] + 2)
+        received: list[StreamEvent] = []
+
+        async def follow() -> None:
+            received.extend(await collect(b, writer.stream_id, seen[-1] + 1))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow)
+            await writer.write("after")
+            await writer.done("r")
+
+    assert received == [ChunkEvent(5, b'"after"'), ResultEvent(b'"r"')]
+
+
 async def test_live_subscriber_sees_every_chunk_once(manager: StreamManager) -> None:
     writer = await manager.open()
     received: list[StreamEvent] = []
@@ -119,6 +149,10 @@ async def test_subscribers_racing_writes_never_skip_or_repeat(manager: StreamMan
 
     async def follow(start: int) -> None:
         await anyio.sleep(rng.random() * 0.05)
+        # As a reader that saw chunk start - 1 would: only committed offsets are asked for.
+        with anyio.fail_after(20):
+            while (await manager.info(writer.stream_id)).length < start:  # noqa: ASYNC110
+                await anyio.sleep(0.001)
         results.append((start, await collect(manager, writer.stream_id, start)))
 
     async with anyio.create_task_group() as tg:

@@ -457,3 +457,22 @@ async def test_calls_before_start_and_after_close_are_clear_errors(tmp_path: Pat
         await storage.read("never-started-stream-1", 0, 1)
     with pytest.raises(ValueError, match="synchronous"):
         SqliteStreamStorage(tmp_path / "x.db", synchronous="SOMETIMES")
+
+
+async def test_commits_are_synced_by_default_and_normal_is_an_option(tmp_path: Path) -> None:
+    """FULL by default: an OS crash or power loss then loses nothing committed."""
+    levels = {"NORMAL": 1, "FULL": 2}
+    managers = {
+        "FULL": SqliteStreamManager(tmp_path / "default.db"),
+        "NORMAL": SqliteStreamManager(tmp_path / "normal.db", synchronous="normal"),
+    }
+    for expected, manager in managers.items():
+        async with manager:
+            storage = manager.storage
+            assert isinstance(storage, SqliteStreamStorage)
+            assert storage.synchronous == expected
+            for write in (True, False):
+                (level,) = await storage._run(
+                    write, lambda conn: conn.execute("PRAGMA synchronous").fetchone()
+                )
+                assert level == levels[expected]
