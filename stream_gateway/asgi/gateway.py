@@ -18,6 +18,7 @@ from .._errors import GatewayError, InternalError, MethodNotAllowedError, NotFou
 from ..flow import ContextProvider, Flow
 from ..streams.manager import StreamManager
 from ._http import error_response
+from ._signals import on_shutdown_signal
 from .endpoints import FlowEndpoints, GatewaySettings
 from .runner import FlowRunner
 
@@ -35,7 +36,10 @@ class Gateway:
     Mount it anywhere (Starlette ``Mount``, FastAPI ``app.mount``) and run its
     `lifespan` in the host app's lifespan; served on its own, it runs it itself. The
     lifespan starts the stream manager and the runner of detached flows and, on
-    shutdown, drains running flows for ``drain_grace`` seconds.
+    shutdown, drains running flows for ``drain_grace`` seconds. With
+    ``drain_on_signal`` (the default) the drain starts as soon as the process gets
+    SIGTERM or SIGINT, not when the server runs the lifespan shutdown (uvicorn does
+    that only after every connection closed); see docs/shutdown.md.
 
     With a ``stream_manager``, streaming runs are persisted and detached from their
     request: a client that disconnects can come back with the stream id. Without one,
@@ -55,6 +59,7 @@ class Gateway:
         drain_grace: float = 10.0,
         max_running_flows: int = 1000,
         durable: DurableEngine | None = None,
+        drain_on_signal: bool = True,
     ) -> None:
         """``max_chunk_bytes`` / ``max_stream_chunks`` apply to every run of these
         flows; they default to the manager's limits. ``max_running_flows`` caps the
@@ -64,6 +69,7 @@ class Gateway:
         context provider and error format) and run a worker in the lifespan.
         """
         self.durable = durable
+        self.drain_on_signal = drain_on_signal
         manager = stream_manager
         self.stream_manager = manager
         self.runner = FlowRunner(grace=drain_grace, max_running=max_running_flows)
@@ -160,7 +166,19 @@ class Gateway:
                 await stack.enter_async_context(self.durable)
                 await stack.enter_async_context(self.durable.worker())
             await stack.enter_async_context(self.runner)
+            stack.callback(self.begin_shutdown)  # exits run in reverse: before the runner's
+            if self.drain_on_signal:
+                stack.enter_context(on_shutdown_signal(self.begin_shutdown))
             yield
+
+    def begin_shutdown(self) -> None:
+        """Start the drain now: refuse new runs, give running flows ``drain_grace``
+        seconds, and end the responses that follow streams this process does not
+        write (their clients resume elsewhere). Idempotent; the lifespan calls it on
+        SIGTERM/SIGINT (with ``drain_on_signal``) and at the latest on exit."""
+        if self.stream_manager is not None:
+            self.stream_manager.interrupt_followers()
+        self.runner.begin_drain()
 
     @asynccontextmanager
     async def _app_lifespan(self, app: object) -> AsyncIterator[None]:
