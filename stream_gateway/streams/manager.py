@@ -12,7 +12,7 @@ import functools
 import logging
 import math
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from types import TracebackType
@@ -179,9 +179,6 @@ class StreamManager:
         self.clock = clock
         self._tail_size = tail_size
         self._writers: dict[str, StreamWriter] = {}
-        # Streams whose writer here gave up without recording the end: what local
-        # subscribers are told (bounded; the store's lease tells everyone else).
-        self._unrecorded: OrderedDict[str, tuple[int, GatewayError]] = OrderedDict()
         self._interrupting = False  # shutting down: stop following others' streams
         self._listeners: dict[str, _Listener] = {}
         self._unsubscribed: anyio.Event | None = None  # set on exit once all have left
@@ -366,10 +363,10 @@ class StreamManager:
                     yield [ChunkEvent(cursor + i, raw) for i, raw in enumerate(chunks)]
                     cursor += len(chunks)
                     continue
-                given_up = self._given_up(stream_id, writer, cursor)
-                if given_up is not None:
+                failure = None if writer is None else writer.failure
+                if failure is not None and cursor >= writer.committed:  # type: ignore[union-attr]
                     # This process's writer gave up: the stream can only end in error.
-                    yield [ErrorEvent(given_up.status, given_up.message, given_up.details)]
+                    yield [ErrorEvent(failure.status, failure.message, failure.details)]
                     return
                 if writer is not None and not writer.closed:
                     # Written here and healthy: the writer notifies on every commit, on
@@ -418,18 +415,6 @@ class StreamManager:
         finally:
             self._release(stream_id, listener)
 
-    def _given_up(
-        self, stream_id: str, writer: StreamWriter | None, cursor: int
-    ) -> GatewayError | None:
-        """The error of this process's writer if it gave up and the cursor has every
-        chunk it committed; else None."""
-        if writer is not None:
-            return writer.failure if cursor >= writer.committed else None
-        unrecorded = self._unrecorded.get(stream_id)
-        if unrecorded is not None and cursor >= unrecorded[0]:
-            return unrecorded[1]
-        return None
-
     # -- called by writers -------------------------------------------------------------
 
     def _committed(self, stream_id: str, offset: int, chunks: list[bytes]) -> None:
@@ -443,22 +428,17 @@ class StreamManager:
         if listener is not None:
             listener.notify()
 
-    def _finished(self, stream_id: str, unrecorded: GatewayError | None = None) -> None:
-        writer = self._writers.pop(stream_id, None)
-        if unrecorded is not None and writer is not None:
-            self._unrecorded[stream_id] = (writer.committed, unrecorded)
-            while len(self._unrecorded) > 10_000:
-                self._unrecorded.popitem(last=False)
+    def _finished(self, stream_id: str) -> None:
+        self._writers.pop(stream_id, None)
         self._notify(stream_id)
 
-    async def _retrying(self, operation: Callable[[], Awaitable[T]], *, once: bool = False) -> T:
+    async def _retrying(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run a backend call, retrying with backoff while it raises `UnavailableError`.
 
         Only idempotent calls come here (writes are keyed by offset). Once
         ``write_retry_for`` seconds have passed since the first attempt, the last
         error is raised; an attempt still running then is cut off and counts as
         unavailable, so no call waits much longer than that on a backend that hangs.
-        ``once``: a single attempt (for a writer that gave up already).
         """
         deadline = anyio.current_time() + self.write_retry_for
         delay = 0.05
@@ -472,7 +452,7 @@ class StreamManager:
                 error = UnavailableError(
                     f"the backend did not answer within {self.write_retry_for:g}s"
                 )
-            if once or anyio.current_time() + delay > deadline:
+            if anyio.current_time() + delay > deadline:
                 raise error
             logger.warning("backend unavailable, retrying in %.2fs: %s", delay, error)
             await anyio.sleep(delay)
@@ -541,6 +521,9 @@ class StreamManager:
                     cancelled = await self.storage.renew(
                         open_ids, now + self.lease, now + self.lease + self.ttl
                     )
+            except GatewayError as exc:
+                logger.warning("lease renewal failed for %d streams: %s", len(open_ids), exc)
+                continue
             except Exception:
                 logger.exception("lease renewal failed for %d streams", len(open_ids))
                 continue

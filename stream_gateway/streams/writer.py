@@ -155,18 +155,19 @@ class StreamWriter:
 
         Retried for ``write_retry_for`` seconds while the backend is unavailable;
         if it still fails, the writer fails (see `failure`) and the error is raised.
-        A writer that failed already makes one attempt only.
+        A writer that failed already raises its failure at once.
         """
         manager = self._manager
         async with self._lock:
+            if self._failure is not None:
+                raise self._failure
             if not self._buffer:
                 return
             batch, offset = self._buffer, self._length
             self._buffer = []
             try:
                 await manager._retrying(
-                    lambda: manager.storage.append(self.stream_id, offset, batch),
-                    once=self._failure is not None,
+                    lambda: manager.storage.append(self.stream_id, offset, batch)
                 )
             except BaseException as exc:
                 self._buffer[:0] = batch  # keep order; a later flush tries again
@@ -201,8 +202,15 @@ class StreamWriter:
             raise StreamClosedError("stream is finished; it has a terminal entry already")
         self._closed = True
         manager = self._manager
-        unrecorded: GatewayError | None = None
         try:
+            if self._failure is not None and self._buffer:
+                # The writer gave up: what its subscribers saw is final. Committing
+                # the rest now would give later readers chunks the others never got.
+                logger.error(
+                    "stream %s: %d buffered chunks dropped after the writer failed",
+                    self.stream_id, len(self._buffer),
+                )  # fmt: skip
+                self._buffer.clear()
             try:
                 await self.flush()
             except Exception as exc:
@@ -231,7 +239,6 @@ class StreamWriter:
                     )
                 except Exception as exc:
                     self._fail(exc)
-                    unrecorded = self._failure
                     logger.error(
                         "stream %s (flow %r): its end could not be recorded: %r; readers"
                         " will see it abandoned once its lease lapses",
@@ -243,7 +250,7 @@ class StreamWriter:
                 self.stream_id, self.flow, _describe(terminal), self._length,
             )  # fmt: skip
         finally:
-            manager._finished(self.stream_id, unrecorded)
+            manager._finished(self.stream_id)
 
     async def _flusher(self) -> None:
         """Commit the buffer every ``flush_interval`` while chunks come in."""

@@ -113,7 +113,10 @@ async def test_runner_exit_under_cancellation_still_ends_streams() -> None:
             await anyio.sleep(5)
     record = await storage.load(stream_id)
     assert record is not None and record.status == "error"
-    assert record.terminal is not None and b"server shut down before the flow finished" in record.terminal.payload
+    assert (
+        record.terminal is not None
+        and b"server shut down before the flow finished" in record.terminal.payload
+    )
 
 
 async def test_a_response_cancelled_from_outside_sends_last_words() -> None:
