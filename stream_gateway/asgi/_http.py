@@ -187,4 +187,4 @@ class FrameResponse(Response):
         if aborted:
             # Returning with the body incomplete makes the server drop the connection
             # (uvicorn logs "ASGI callable returned without completing response").
-            logger.info("response cut without a terminal frame; the client will resume")
+            logger.debug("response cut without a terminal frame")
