@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import anyio
 import httpx
@@ -254,3 +254,42 @@ async def test_an_outage_past_the_window_ends_the_stream_and_sigterm_still_stops
         locker.close()
     assert client.error is not None and client.error.status == "UNAVAILABLE"
     assert client.chunks == [{"i": k} for k in range(len(client.chunks))]
+
+
+def start_demo(port: int, db: Path, log: IO[str]) -> subprocess.Popen[bytes]:
+    """What ``make demo`` runs, on ``port`` and the SQLite file ``db``."""
+    return subprocess.Popen(
+        ["scripts/demo.sh", "127.0.0.1", str(port)],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        env={"PATH": "/usr/bin:/bin", "STREAM_BACKEND": "sqlite", "STREAM_DB": str(db)},
+    )  # fmt: skip
+
+
+async def test_make_demo_shows_stream_and_drain_logs(db: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a free port (the demo takes a fixed one)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log_path = db.parent / "demo.log"
+    with log_path.open("w") as log:
+        proc = start_demo(port, db, log)
+        try:
+            url = f"http://127.0.0.1:{port}/flows/chat"
+            async with httpx.AsyncClient(timeout=30) as http:
+                with anyio.fail_after(60):
+                    while "startup complete" not in log_path.read_text():  # noqa: ASYNC110
+                        await anyio.sleep(0.05)
+                stream = stream_flow(url, {"prompt": "hi"}, http=http)
+                assert await stream.result()
+            proc.send_signal(signal.SIGTERM)  # demo.sh execs uvicorn: this is uvicorn
+            await anyio.to_thread.run_sync(lambda: proc.wait(60))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(15)
+    text = log_path.read_text()
+    assert "stream_gateway.streams: stream " in text
+    assert "opened (flow 'chat')" in text
+    assert "(flow 'chat') ended: done after" in text
+    assert "stream_gateway.runner: drain finished" in text
