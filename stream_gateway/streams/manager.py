@@ -211,6 +211,8 @@ class StreamManager:
             return
         # Commit what open writers still buffer: a graceful stop loses nothing.
         for writer in list(self._writers.values()):
+            if writer.failure is not None:
+                continue  # it gave up; what it buffers is dropped
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.write_retry_for):
                 try:
                     await writer.flush()
@@ -368,10 +370,11 @@ class StreamManager:
                     # This process's writer gave up: the stream can only end in error.
                     yield [ErrorEvent(failure.status, failure.message, failure.details)]
                     return
-                if writer is not None and not writer.closed:
+                if writer is not None:
                     # Written here and healthy: the writer notifies on every commit, on
-                    # failure and when it ends. Its lease bounds the wait: renewals
-                    # that keep failing send us to the store's verdict below.
+                    # failure and when it has ended (it then leaves `_writers`). Its
+                    # lease bounds the wait: renewals that keep failing send us to the
+                    # store's verdict below.
                     lease_left = writer.lease_until - self.clock()
                     if lease_left > 0:
                         await listener.wait(seen, lease_left + 0.01)
