@@ -95,8 +95,8 @@ class StreamWriter:
             return
         self._failure = exc if isinstance(exc, GatewayError) else InternalError("Internal Error")
         logger.warning(
-            "stream %s: giving up after %.1fs of failed writes: %r",
-            self.stream_id, self._manager.write_retry_for, exc,
+            "stream %s (flow %r): writes failed (retried for up to %.1fs), giving up: %r",
+            self.stream_id, self.flow, self._manager.write_retry_for, exc,
         )  # fmt: skip
         self._manager._notify(self.stream_id)
         for callback in self._failure_callbacks:

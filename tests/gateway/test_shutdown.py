@@ -249,7 +249,7 @@ async def test_an_outage_past_the_window_ends_the_stream_and_sigterm_still_stops
                 await client.done.wait()
             a.proc.send_signal(signal.SIGTERM)
             await a.wait(60)  # the shielded finish is bounded: SIGTERM stops it
-            assert "giving up after 1.0s of failed writes" in a.log()
+            assert "writes failed (retried for up to 1.0s), giving up" in a.log()
     finally:
         locker.close()
     assert client.error is not None and client.error.status == "UNAVAILABLE"
