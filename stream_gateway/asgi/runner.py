@@ -63,11 +63,6 @@ class FlowRunner:
         """How many flows are running."""
         return len(self._runs)
 
-    @property
-    def draining(self) -> bool:
-        """True once the drain has started (no new runs are accepted)."""
-        return self._closing and self._tg is not None
-
     async def __aenter__(self) -> Self:
         self._closing = False
         self._drained = anyio.Event()
