@@ -19,6 +19,7 @@ class FlakyStorage(StreamStorage):
         self.inner = inner
         self.flush_interval = inner.flush_interval
         self.down = False
+        self.renewals_down = False  # only lease renewals fail
         self.appends_while_down = 0
         self.appending = 0
         self.most_appending = 0  # appends in flight at once, ever
@@ -67,6 +68,8 @@ class FlakyStorage(StreamStorage):
         self, stream_ids: Sequence[str], lease_until: float, expires_at: float
     ) -> set[str]:
         self._check()
+        if self.renewals_down:
+            raise UnavailableError("renewals failing (test)")
         return await self.inner.renew(stream_ids, lease_until, expires_at)
 
     async def request_cancel(self, stream_id: str) -> bool:

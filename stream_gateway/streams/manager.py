@@ -372,12 +372,11 @@ class StreamManager:
                     return
                 if writer is not None:
                     # Written here and healthy: the writer notifies on every commit, on
-                    # failure and when it has ended (it then leaves `_writers`). Its
-                    # lease bounds the wait: renewals that keep failing send us to the
-                    # store's verdict below.
-                    lease_left = writer.lease_until - self.clock()
-                    if lease_left > 0:
-                        await listener.wait(seen, lease_left + 0.01)
+                    # failure and when it has ended (it then leaves `_writers`), so no
+                    # timer. Renewals that keep failing past the lease wake us too
+                    # (`_renew_loop`), and send us to the store's verdict below.
+                    if writer.lease_until > self.clock():
+                        await listener.wait(seen, None)
                         continue
                 # The watch yields once when in place, so a change that lands while
                 # it starts wakes us; the re-read below then sees it.
@@ -523,11 +522,18 @@ class StreamManager:
                 cancelled = await self.storage.renew(
                     open_ids, now + self.lease, now + self.lease + self.ttl
                 )
-            except GatewayError as exc:
-                logger.warning("lease renewal failed for %d streams: %s", len(open_ids), exc)
-                continue
-            except Exception:
-                logger.exception("lease renewal failed for %d streams", len(open_ids))
+            except Exception as exc:
+                if isinstance(exc, GatewayError):
+                    logger.warning("lease renewal failed for %d streams: %s", len(open_ids), exc)
+                else:
+                    logger.exception("lease renewal failed for %d streams", len(open_ids))
+                # Local subscribers of writers whose lease has now lapsed stop
+                # trusting them and look at the store, as other processes do.
+                now = self.clock()
+                for sid in open_ids:
+                    writer = self._writers.get(sid)
+                    if writer is not None and writer.lease_until < now:
+                        self._notify(sid)
                 continue
             for sid in open_ids:
                 writer = self._writers.get(sid)

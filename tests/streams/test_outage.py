@@ -166,3 +166,24 @@ async def test_a_failed_writer_refuses_writes_at_once_and_never_ends_with_a_resu
         events = [e async for e in manager.subscribe(writer.stream_id)]
     assert [e.offset for e in events if isinstance(e, ChunkEvent)] == [0]
     assert isinstance(events[-1], ErrorEvent) and events[-1].status == "UNAVAILABLE"
+
+
+async def test_a_local_subscriber_trusts_its_writer_only_while_the_lease_holds(
+    db_path: Path,
+) -> None:
+    # The writer here is alive, but its lease renewals fail: to every other process
+    # the stream is abandoned once the lease lapses, and so it is to local readers.
+    storage = FlakyStorage(SqliteStreamStorage(db_path))
+    async with StreamManager(storage, lease=0.6) as manager:
+        writer = await manager.open()
+        await writer.write(0)
+        await writer.flush()
+        follower = Follower(manager, writer.stream_id)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follower.run)
+            await follower.wait_for_chunks(1)
+            storage.renewals_down = True
+            with anyio.fail_after(30):
+                await follower.ended.wait()
+        await writer.done("too late")
+    assert follower.events == [ChunkEvent(0, b"0"), ErrorEvent("UNAVAILABLE", "stream abandoned")]
