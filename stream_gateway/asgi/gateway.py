@@ -67,6 +67,9 @@ class Gateway:
 
         ``durable``: also serve that engine's operations under ``/durable`` (same
         context provider and error format) and run a worker in the lifespan.
+
+        ``drain_on_signal``: start the drain on SIGTERM/SIGINT (the server's own
+        handler still runs); False leaves it to the lifespan shutdown.
         """
         self.durable = durable
         self.drain_on_signal = drain_on_signal
