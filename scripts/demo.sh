@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 host=${1:-127.0.0.1}
 port=${2:-8000}
 backend=${STREAM_BACKEND:-sqlite}
-serve=(.venv/bin/uvicorn --factory samples.chat.app:build_app --host "$host" --port "$port")
+serve=(.venv/bin/uvicorn --factory samples.chat.app:build_app --host "$host" --port "$port"
+       --log-config samples/logging.json --timeout-graceful-shutdown 15)
 echo "samples/chat on http://$host:$port with the $backend stream manager"
 case "$backend" in
   sqlite|memory) STREAM_BACKEND=$backend exec "${serve[@]}" ;;

@@ -18,7 +18,8 @@ GatewayError                      status (a canonical code), message, details
 ├── CancelledError                CANCELLED          499
 ├── DeadlineExceededError         DEADLINE_EXCEEDED  504
 ├── UnavailableError              UNAVAILABLE        503
-│   └── StreamAbandonedError
+│   ├── StreamAbandonedError
+│   └── StreamInterruptedError
 └── InternalError                 INTERNAL           500
 ```
 
@@ -54,6 +55,7 @@ __all__ = [
     "StreamAbandonedError",
     "StreamClosedError",
     "StreamExistsError",
+    "StreamInterruptedError",
     "StreamNotFoundError",
     "UnauthenticatedError",
     "UnavailableError",
@@ -215,6 +217,15 @@ class UnavailableError(GatewayError):
 
 class StreamAbandonedError(UnavailableError):
     """The stream's writer stopped renewing its lease (its process died)."""
+
+
+class StreamInterruptedError(UnavailableError):
+    """This process stopped following a stream that may still finish (it is shutting
+    down, or cannot reach the backend): resume from the next offset, here or elsewhere.
+
+    Not a terminal state of the stream: the gateway ends such a response without a
+    terminal frame, which both clients treat as "reconnect".
+    """
 
 
 class InternalError(GatewayError):

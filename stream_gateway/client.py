@@ -46,11 +46,15 @@ _STREAM_TIMEOUT = httpx.Timeout(10.0, read=None)
 class Reconnect:
     """How a `FlowStream` retries after a dropped connection: exponential backoff
     from ``base`` to ``cap`` seconds with full jitter, at most ``attempts`` times in a
-    row (the count resets whenever a chunk arrives)."""
+    row (the count resets whenever a chunk arrives).
 
-    attempts: int = 8
+    The defaults keep trying for about 20 s on average, long enough for a server
+    restarted by a deploy to come back (see docs/shutdown.md).
+    """
+
+    attempts: int = 10
     base: float = 0.1
-    cap: float = 5.0
+    cap: float = 10.0
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before reconnect number ``attempt`` (from 1)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import anyio
 from starlette.requests import ClientDisconnect, Request
@@ -23,6 +23,7 @@ __all__ = [
     "ClientGone",
     "FrameResponse",
     "Producer",
+    "ResponseCut",
     "Write",
     "error_response",
     "read_json_body",
@@ -110,6 +111,11 @@ def _too_large(limit: int) -> PayloadTooLargeError:
     )
 
 
+class ResponseCut(Exception):
+    """Raised by a producer to end its response without a terminal frame, so that
+    the client reconnects: the stream may still finish, here or elsewhere."""
+
+
 Write = Callable[[bytes], Awaitable[None]]
 Producer = Callable[[Write], Awaitable[None]]
 
@@ -119,8 +125,15 @@ class FrameResponse(Response):
 
     Each ``write`` is one ASGI body message. The producer is cancelled as soon as the
     client disconnects. With ``keep_alive`` set, that payload is written after each
-    ``keep_alive_interval`` seconds of silence. ``last_words`` is sent if the response
-    is cancelled from outside (server shutdown) before the producer finished.
+    ``keep_alive_interval`` seconds of silence.
+
+    How a response ends when it must stop early (the producer raised `ResponseCut`,
+    or the server cancelled it at its graceful-shutdown timeout) is ``cut``:
+    ``"close"`` ends the body cleanly (an ``EventSource`` reconnects by itself);
+    ``"abort"`` leaves it incomplete so the connection breaks (Genkit's client
+    loops forever on a clean end without a terminal frame, but throws on a broken
+    connection; our clients resume on both); bytes are sent as a last frame (for a
+    flow that lives inside the response and cannot be resumed).
     """
 
     def __init__(
@@ -131,7 +144,7 @@ class FrameResponse(Response):
         headers: Mapping[str, str] | None = None,
         keep_alive: bytes | None = None,
         keep_alive_interval: float = 15.0,
-        last_words: bytes | None = None,
+        cut: Literal["close", "abort"] | bytes = "close",
         on_close: Callable[[], None] | None = None,
     ) -> None:
         # Like StreamingResponse: no body attribute, so no Content-Length header.
@@ -142,7 +155,7 @@ class FrameResponse(Response):
         self._producer = producer
         self._keep_alive = keep_alive
         self._keep_alive_interval = keep_alive_interval
-        self._last_words = last_words
+        self._cut = cut
         self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -163,7 +176,7 @@ class FrameResponse(Response):
             return
         lock = anyio.Lock(fast_acquire=True)
         last_write = anyio.current_time()
-        finished = disconnected = False
+        finished = disconnected = aborted = False
 
         async def write(body: bytes, more: bool = True) -> None:
             nonlocal last_write
@@ -172,8 +185,16 @@ class FrameResponse(Response):
                 last_write = anyio.current_time()
 
         async def produce() -> None:
-            nonlocal finished
-            await self._producer(write)
+            nonlocal finished, aborted
+            try:
+                await self._producer(write)
+            except ResponseCut:
+                if self._cut == "abort":
+                    aborted = finished = True
+                    tg.cancel_scope.cancel()
+                    return
+                if self._cut != "close":
+                    await write(self._cut)
             await write(b"", more=False)
             finished = True
             tg.cancel_scope.cancel()
@@ -209,14 +230,16 @@ class FrameResponse(Response):
             disconnected = True
             logger.debug("client went away while streaming")
         finally:
-            if not (finished or disconnected) and self._last_words is not None:
-                # Cancelled from outside (the server is shutting down): a client still
-                # listening gets a terminal frame, never a body that just stops.
+            if not (finished or disconnected) and self._cut != "abort":
+                # Cancelled from outside (the server's graceful-shutdown timeout): end
+                # the body the way this protocol's clients read as "reconnect".
+                last = b"" if self._cut == "close" else self._cut
                 with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
                     try:
-                        await send(
-                            {"type": "http.response.body", "body": self._last_words,
-                             "more_body": False}
-                        )  # fmt: skip
+                        await send({"type": "http.response.body", "body": last, "more_body": False})
                     except Exception:
                         logger.debug("could not send the last frame", exc_info=True)
+        if aborted:
+            # Returning with the body incomplete makes the server drop the connection
+            # (uvicorn logs "ASGI callable returned without completing response").
+            logger.debug("response cut without a terminal frame")

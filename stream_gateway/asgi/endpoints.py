@@ -19,15 +19,24 @@ from .._errors import (
     InternalError,
     InvalidArgumentError,
     StreamNotFoundError,
+    UnavailableError,
 )
 from .._ids import owner_key, validate_stream_id
 from .._limits import check_chunk
 from ..flow import ContextProvider, Flow, FlowContext, RequestContext
 from ..streams.base import ErrorEvent, StreamRecord
 from ..streams.manager import StreamManager, check_offset
-from ._http import ClientGone, FrameResponse, Write, error_response, read_json_body, while_connected
+from ._http import (
+    ClientGone,
+    FrameResponse,
+    ResponseCut,
+    Write,
+    error_response,
+    read_json_body,
+    while_connected,
+)
 from .frames import KEEP_ALIVE, genkit_frames, sse_frames
-from .runner import FlowRunner
+from .runner import SHUTDOWN_MESSAGE, FlowRunner
 
 __all__ = ["FlowEndpoints", "GatewaySettings"]
 
@@ -38,7 +47,8 @@ OFFSET_HEADER = "x-genkit-stream-offset"
 _GENKIT_MEDIA_TYPE = "text/plain; charset=utf-8"
 _SSE_MEDIA_TYPE = "text/event-stream; charset=utf-8"
 _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-_SHUTTING_DOWN = ErrorEvent("UNAVAILABLE", "server shutting down")
+# Only for a flow that runs inside its response (no stream manager): nothing to resume.
+_SHUTTING_DOWN = ErrorEvent("UNAVAILABLE", SHUTDOWN_MESSAGE)
 # Fields a Genkit client may send next to "data" (``init`` when the input is undefined).
 _PROTOCOL_FIELDS = frozenset({"data", "init"})
 
@@ -114,6 +124,7 @@ class FlowEndpoints:
         except StreamNotFoundError:
             return Response(status_code=204)  # what Genkit's client reads as NOT_FOUND
         check_offset(record, offset)
+        logger.info("stream %s (flow %r): resumed at offset %d", stream_id, self.flow.name, offset)
         return self._genkit_response(stream_id, offset)
 
     async def _stream_detached(self, input: Any, context: RequestContext) -> Response:
@@ -150,7 +161,7 @@ class FlowEndpoints:
             produce,
             media_type=_GENKIT_MEDIA_TYPE,
             headers={**_STREAM_HEADERS, STREAM_ID_HEADER: stream_id},
-            last_words=genkit_frames([_SHUTTING_DOWN]),
+            cut="abort",
         )
 
     def _stream_attached(self, input: Any, context: RequestContext) -> Response:
@@ -178,7 +189,7 @@ class FlowEndpoints:
             produce,
             media_type=_GENKIT_MEDIA_TYPE,
             headers=_STREAM_HEADERS,
-            last_words=genkit_frames([_SHUTTING_DOWN]),
+            cut=genkit_frames([_SHUTTING_DOWN]),
             on_close=admission.release,
         )
 
@@ -212,6 +223,10 @@ class FlowEndpoints:
         else:
             offset = _offset(request.query_params.get("offset", "0"), "offset")
         check_offset(await self._owned_record(stream_id, context), offset)
+        if offset:
+            logger.info(
+                "stream %s (flow %r): resumed at offset %d (SSE)", stream_id, self.flow.name, offset
+            )
 
         async def produce(write: Write) -> None:
             await self._relay(stream_id, offset, write, sse_frames)
@@ -222,7 +237,7 @@ class FlowEndpoints:
             headers=_STREAM_HEADERS,
             keep_alive=KEEP_ALIVE,
             keep_alive_interval=self.settings.keep_alive_interval,
-            last_words=sse_frames([_SHUTTING_DOWN]),
+            cut="close",
         )
 
     async def cancel(self, request: Request) -> Response:
@@ -288,6 +303,13 @@ class FlowEndpoints:
                         events = events[-1:]
                     await write(encode(events))
                     writing = False
+        except UnavailableError as exc:
+            if writing:
+                raise
+            # This process stopped following the stream (shutting down) or cannot
+            # reach the backend; the stream may still finish: the client resumes.
+            logger.info("stream %s: following stopped (%s); the client will resume", stream_id, exc)
+            raise ResponseCut from exc
         except Exception as exc:
             if writing:
                 raise  # the client is gone; nobody to tell

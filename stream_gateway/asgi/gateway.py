@@ -24,6 +24,7 @@ from .._errors import (
 from ..flow import ContextProvider, Flow
 from ..streams.manager import StreamManager
 from ._http import error_response
+from ._signals import on_shutdown_signal
 from .endpoints import FlowEndpoints, GatewaySettings
 from .runner import FlowRunner
 
@@ -43,7 +44,10 @@ class Gateway:
     host app's lifespan; served on its own, it runs it itself. Without the lifespan
     every request is answered 503, saying so. The lifespan starts the stream manager
     and the runner of flows and, on shutdown, drains running flows for
-    ``drain_grace`` seconds.
+    ``drain_grace`` seconds. With ``drain_on_signal`` (the default) the drain starts
+    as soon as the process gets SIGTERM or SIGINT, not when the server runs the
+    lifespan shutdown (uvicorn does that only after every connection closed); see
+    docs/shutdown.md.
 
     With a ``stream_manager``, streaming runs are persisted and detached from their
     request: a client that disconnects can come back with the stream id. Without one,
@@ -64,6 +68,7 @@ class Gateway:
         max_running_flows: int = 1000,
         max_running_flows_per_principal: int | None = None,
         durable: DurableEngine | None = None,
+        drain_on_signal: bool = True,
     ) -> None:
         """``max_chunk_bytes`` / ``max_stream_chunks`` apply to every run of these
         flows; they default to the manager's limits. ``max_running_flows`` caps the
@@ -72,8 +77,12 @@ class Gateway:
 
         ``durable``: also serve that engine's operations under ``/durable`` (same
         context provider and error format) and run a worker in the lifespan.
+
+        ``drain_on_signal``: start the drain on SIGTERM/SIGINT (the server's own
+        handler still runs); False leaves it to the lifespan shutdown.
         """
         self.durable = durable
+        self.drain_on_signal = drain_on_signal
         manager = stream_manager
         self.stream_manager = manager
         self.runner = FlowRunner(
@@ -177,11 +186,23 @@ class Gateway:
                     await stack.enter_async_context(self.durable)
                     await stack.enter_async_context(self.durable.worker())
                 await stack.enter_async_context(self.runner)
+                stack.callback(self.begin_shutdown)  # exits run in reverse: before the runner's
+                if self.drain_on_signal:
+                    stack.enter_context(on_shutdown_signal(self.begin_shutdown))
                 self._started = True
                 yield
         finally:
             # Only once everything has stopped: reconnects are served during the drain.
             self._started = False
+
+    def begin_shutdown(self) -> None:
+        """Start the drain now: refuse new runs, give running flows ``drain_grace``
+        seconds, and end the responses that follow streams this process does not
+        write (their clients resume elsewhere). Idempotent; the lifespan calls it on
+        SIGTERM/SIGINT (with ``drain_on_signal``) and at the latest on exit."""
+        if self.stream_manager is not None:
+            self.stream_manager.interrupt_followers()
+        self.runner.begin_drain()
 
     @asynccontextmanager
     async def _app_lifespan(self, app: object) -> AsyncIterator[None]:

@@ -23,6 +23,8 @@ __all__ = ["FlowRunner"]
 logger = logging.getLogger("stream_gateway.runner")
 
 _Outcome = tuple[bytes | None, BaseException | None]
+#: The recorded end of a flow that the drain grace did not let finish.
+SHUTDOWN_MESSAGE = "server shut down before the flow finished"
 
 
 class _Run:
@@ -59,10 +61,14 @@ class FlowRunner:
     """A task group for flows that outlive their request.
 
     A run ends only when its flow returns or raises, when cancellation of its stream
-    is requested (from any process), or at shutdown: on exit the runner stops taking
-    new runs, waits up to ``grace`` seconds for running flows, then cancels the rest
-    and ends their streams with ``UNAVAILABLE`` / "server shutting down". Whatever a
-    flow does, its stream gets a terminal entry and no other run is disturbed.
+    is requested (from any process), when its stream's writer gives up (the backend
+    is down for longer than the manager's ``write_retry_for``), or at shutdown. The
+    *drain* starts with `begin_drain` (the gateway calls it on SIGTERM/SIGINT) or at
+    the latest on exit: the runner stops taking new runs, waits up to ``grace``
+    seconds for running flows, logging its progress, then cancels the rest and ends
+    their streams with ``UNAVAILABLE`` / "server shut down before the flow
+    finished". Whatever a flow does, its stream gets a terminal entry and no other
+    run is disturbed.
     At most ``max_running`` flows run at once, detached or not (runs inside their
     request count too, see `attached`), and at most ``max_running_per_principal``
     (when set) for one principal; more are refused with ``RESOURCE_EXHAUSTED``.
@@ -88,6 +94,7 @@ class FlowRunner:
         self._idle = anyio.Event()
         self._idle.set()
         self._closing = False
+        self._drained = anyio.Event()
 
     @property
     def running(self) -> int:
@@ -96,6 +103,7 @@ class FlowRunner:
 
     async def __aenter__(self) -> Self:
         self._closing = False
+        self._drained = anyio.Event()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         return self
@@ -106,20 +114,52 @@ class FlowRunner:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._closing = True
-        # Shielded and bounded: even when the host is being cancelled, running flows
-        # get their grace and every stream its terminal entry.
+        self.begin_drain()
         with anyio.CancelScope(shield=True):
-            if self._runs:
-                logger.info("draining %d running flows (grace %.1fs)", len(self._runs), self.grace)
-                with anyio.move_on_after(self.grace):
-                    await self._idle.wait()
-            for run in self._runs.values():
-                run.shutdown = True
-                run.scope.cancel()
+            await self._drained.wait()
         tg, self._tg = self._tg, None
         if tg is not None:
             await tg.__aexit__(exc_type, exc, tb)
+
+    def begin_drain(self) -> None:
+        """Stop accepting runs and start draining the running ones now; idempotent.
+
+        Call it from the event loop's thread (a signal handler should go through
+        ``loop.call_soon_threadsafe``). `__aexit__` waits for the drain to finish.
+        """
+        if self._closing or self._tg is None:
+            return
+        self._closing = True
+        self._tg.start_soon(self._drain)
+
+    async def _drain(self) -> None:
+        # Shielded and bounded: even when the host is being cancelled, running flows
+        # get their grace and every stream its terminal entry.
+        with anyio.CancelScope(shield=True):
+            logger.info("draining %d running flows (grace %.1fs)", len(self._runs), self.grace)
+            deadline = anyio.current_time() + self.grace
+            while self._runs:
+                left = deadline - anyio.current_time()
+                if left <= 0:
+                    break
+                with anyio.move_on_after(min(left, 1.0)):
+                    await self._idle.wait()
+                if self._runs and deadline > anyio.current_time():
+                    logger.info(
+                        "draining: %d flows still running, %.1fs of grace left",
+                        len(self._runs), deadline - anyio.current_time(),
+                    )  # fmt: skip
+            if self._runs:
+                logger.warning(
+                    "drain grace over: stopping %d flows; their streams end with UNAVAILABLE",
+                    len(self._runs),
+                )
+                for run in self._runs.values():
+                    run.shutdown = True
+                    run.scope.cancel()
+                await self._idle.wait()  # bounded: recording an end is time-bounded
+            logger.info("drain finished")
+        self._drained.set()
 
     def check_accepting(self, principal: str | None = None) -> None:
         """Raise `UnavailableError` unless new runs are accepted now, and
@@ -220,6 +260,7 @@ class FlowRunner:
         run: _Run,
     ) -> None:
         writer.on_cancel_requested(run.scope.cancel)
+        writer.on_failure(run.scope.cancel)  # its stream cannot be written: stop it
         outcome: _Outcome | None = None  # None: cancelled by request or shutdown
         try:
             with run.scope:
@@ -266,8 +307,10 @@ class FlowRunner:
             return
         try:
             if outcome is None:  # the flow was cancelled
-                if run.shutdown:
-                    await writer.error(UnavailableError("server shutting down"))
+                if writer.failure is not None:
+                    await writer.error(writer.failure)
+                elif run.shutdown:
+                    await writer.error(UnavailableError(SHUTDOWN_MESSAGE))
                 else:
                     await writer.cancelled()
             elif outcome[0] is not None:

@@ -24,6 +24,7 @@ from anyio.abc import TaskGroup
 from .._errors import (
     GatewayError,
     InvalidArgumentError,
+    StreamInterruptedError,
     StreamNotFoundError,
     UnavailableError,
 )
@@ -61,6 +62,7 @@ class _Listener:
         self._tail: deque[bytes] = deque(maxlen=tail_size)
         self._tail_end = 0  # offset just past the last chunk in the tail
         self.watch_scope: anyio.CancelScope | None = None
+        self.abandon_logged = False
 
     def notify(self) -> None:
         self.version += 1
@@ -180,6 +182,7 @@ class StreamManager:
         self.clock = clock
         self._tail_size = tail_size
         self._writers: dict[str, StreamWriter] = {}
+        self._interrupting = False  # shutting down: stop following others' streams
         self._listeners: dict[str, _Listener] = {}
         self._unsubscribed: anyio.Event | None = None  # set on exit once all have left
         self._tg: TaskGroup | None = None
@@ -211,6 +214,8 @@ class StreamManager:
             return
         # Commit what open writers still buffer: a graceful stop loses nothing.
         for writer in list(self._writers.values()):
+            if writer.failure is not None:
+                continue  # it gave up; what it buffers is dropped
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.write_retry_for):
                 try:
                     await writer.flush()
@@ -218,7 +223,7 @@ class StreamManager:
                     logger.exception("could not flush stream %s on exit", writer.stream_id)
         tg, self._tg = self._tg, None
         for listener in self._listeners.values():
-            listener.notify()  # subscribers see the manager stopped and end
+            listener.notify()  # subscribers see the manager stopped and stop following
         if self._listeners:
             # Let them finish the storage call they may be in before it closes.
             self._unsubscribed = anyio.Event()
@@ -230,6 +235,19 @@ class StreamManager:
                 await tg.__aexit__(None, None, None)
         finally:
             await self.storage.close()
+
+    def interrupt_followers(self) -> None:
+        """Stop following streams this process does not write (the server is stopping).
+
+        A subscriber that has caught up with a stream without an open writer in this
+        process raises `StreamInterruptedError` instead of waiting: the stream may
+        still finish elsewhere, so the client should resume there. Subscribers of
+        streams written here go on to their terminal event. Idempotent.
+        """
+        if not self._interrupting:
+            self._interrupting = True
+            for listener in self._listeners.values():
+                listener.notify()
 
     @property
     def task_group(self) -> TaskGroup:
@@ -263,8 +281,10 @@ class StreamManager:
             lease_until=now + self.lease,
         )
         await self._retrying(lambda: self.storage.create(record))
-        writer = StreamWriter(self, stream_id)
+        writer = StreamWriter(self, stream_id, flow=flow)
+        writer.lease_until = now + self.lease
         self._writers[stream_id] = writer
+        logger.info("stream %s opened (flow %r)", stream_id, flow)
         return writer
 
     async def info(self, stream_id: str) -> StreamRecord:
@@ -284,6 +304,8 @@ class StreamManager:
         """
         await self.info(stream_id)
         requested = await self.storage.request_cancel(stream_id)
+        if requested:
+            logger.info("stream %s: cancellation requested", stream_id)
         writer = self._writers.get(stream_id)
         if writer is not None:
             writer._request_cancel()
@@ -329,11 +351,13 @@ class StreamManager:
             missing = 0
             while True:
                 if self._tg is None:
-                    yield [ErrorEvent("UNAVAILABLE", "stream manager stopped")]
-                    return
+                    raise StreamInterruptedError("stream manager stopped")
                 seen = listener.version
+                writer = self._writers.get(stream_id)
                 chunks = listener.recall(cursor, self.read_batch)
-                if not chunks:
+                # A writer in this process knows its committed length: past it there
+                # is nothing to read (and a backend that is down need not be asked).
+                if not chunks and (writer is None or cursor < writer.committed):
                     chunks = await self._retrying(
                         functools.partial(self.storage.read, stream_id, cursor, self.read_batch)
                     )
@@ -344,12 +368,19 @@ class StreamManager:
                     yield [ChunkEvent(cursor + i, raw) for i, raw in enumerate(chunks)]
                     cursor += len(chunks)
                     continue
-                writer = self._writers.get(stream_id)
-                if writer is not None and not writer.closed:
-                    # Written here and still open: nothing to learn from the store, and
-                    # the writer notifies on every commit and when it ends, so no timer.
-                    await listener.wait(seen, None)
-                    continue
+                failure = None if writer is None else writer.failure
+                if failure is not None and cursor >= writer.committed:  # type: ignore[union-attr]
+                    # This process's writer gave up: the stream can only end in error.
+                    yield [ErrorEvent(failure.status, failure.message, failure.details)]
+                    return
+                if writer is not None:
+                    # Written here and healthy: the writer notifies on every commit, on
+                    # failure and when it has ended (it then leaves `_writers`), so no
+                    # timer. Renewals that keep failing past the lease wake us too
+                    # (`_renew_loop`), and send us to the store's verdict below.
+                    if writer.lease_until > self.clock():
+                        await listener.wait(seen, None)
+                        continue
                 # The watch yields once when in place, so a change that lands while
                 # it starts wakes us; the re-read below then sees it.
                 self._watch_remote(stream_id, listener)
@@ -374,8 +405,16 @@ class StreamManager:
                     yield [terminal_event(record.terminal)]
                     return
                 if self.is_abandoned(record):
+                    if not listener.abandon_logged:
+                        listener.abandon_logged = True
+                        logger.info(
+                            "stream %s (flow %r) abandoned: its writer's lease lapsed",
+                            stream_id, record.flow,
+                        )  # fmt: skip
                     yield [ErrorEvent("UNAVAILABLE", "stream abandoned")]
                     return
+                if self._interrupting and stream_id not in self._writers:
+                    raise StreamInterruptedError("server shutting down")
                 lease_left = (record.lease_until or math.inf) - self.clock()
                 await listener.wait(seen, max(0.01, min(self.poll_fallback, lease_left + 0.01)))
         finally:
@@ -389,28 +428,38 @@ class StreamManager:
             listener.remember(offset, chunks)
             listener.notify()
 
-    def _finished(self, stream_id: str) -> None:
-        self._writers.pop(stream_id, None)
+    def _notify(self, stream_id: str) -> None:
         listener = self._listeners.get(stream_id)
         if listener is not None:
             listener.notify()
+
+    def _finished(self, stream_id: str) -> None:
+        self._writers.pop(stream_id, None)
+        self._notify(stream_id)
 
     async def _retrying(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run a backend call, retrying with backoff while it raises `UnavailableError`.
 
         Only idempotent calls come here (writes are keyed by offset). Once
         ``write_retry_for`` seconds have passed since the first attempt, the last
-        error is raised.
+        error is raised; an attempt still running then is cut off and counts as
+        unavailable, so no call waits much longer than that on a backend that hangs.
         """
-        deadline = self.clock() + self.write_retry_for
+        deadline = anyio.current_time() + self.write_retry_for
         delay = 0.05
         while True:
-            try:
-                return await operation()
-            except UnavailableError as exc:
-                if self.clock() + delay > deadline:
-                    raise
-                logger.warning("backend unavailable, retrying in %.2fs: %s", delay, exc)
+            with anyio.move_on_after(max(deadline - anyio.current_time(), 0.5)) as attempt:
+                try:
+                    return await operation()
+                except UnavailableError as exc:
+                    error = exc
+            if attempt.cancelled_caught:
+                error = UnavailableError(
+                    f"the backend did not answer within {self.write_retry_for:g}s"
+                )
+            if anyio.current_time() + delay > deadline:
+                raise error
+            logger.warning("backend unavailable, retrying in %.2fs: %s", delay, error)
             await anyio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
@@ -476,9 +525,23 @@ class StreamManager:
                 cancelled = await self.storage.renew(
                     open_ids, now + self.lease, now + self.lease + self.ttl
                 )
-            except Exception:
-                logger.exception("lease renewal failed for %d streams", len(open_ids))
+            except Exception as exc:
+                if isinstance(exc, GatewayError):
+                    logger.warning("lease renewal failed for %d streams: %s", len(open_ids), exc)
+                else:
+                    logger.exception("lease renewal failed for %d streams", len(open_ids))
+                # Local subscribers of writers whose lease has now lapsed stop
+                # trusting them and look at the store, as other processes do.
+                now = self.clock()
+                for sid in open_ids:
+                    writer = self._writers.get(sid)
+                    if writer is not None and writer.lease_until < now:
+                        self._notify(sid)
                 continue
+            for sid in open_ids:
+                writer = self._writers.get(sid)
+                if writer is not None:
+                    writer.lease_until = now + self.lease
             for sid in cancelled:
                 writer = self._writers.get(sid)
                 if writer is not None:

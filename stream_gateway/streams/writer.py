@@ -14,7 +14,7 @@ from .._errors import (
     InternalError,
     StreamClosedError,
 )
-from .._json import dumps, error_json
+from .._json import dumps, error_json, loads
 from .._limits import check_chunk
 from .base import Terminal
 
@@ -34,20 +34,32 @@ class StreamWriter:
     the event loop), whichever comes first.
     `done`, `error` and `cancelled` commit everything first. Writes after the
     terminal entry raise `StreamClosedError`. Not safe for use by two tasks at once.
+
+    One background flusher per writer commits the buffer; it never queues a second
+    flush behind a slow one. A flush that still fails after the manager's
+    ``write_retry_for`` seconds *fails the writer*: `failure` is set, every later
+    write raises it at once, local subscribers are told, and the stream can only
+    end in an error. The terminal entry is then tried for one more retry window at
+    most, so a stream gets its end (or, the backend still down, is left for its
+    lease to lapse: readers see it abandoned) within about twice ``write_retry_for``.
     """
 
-    def __init__(self, manager: StreamManager, stream_id: str) -> None:
+    def __init__(self, manager: StreamManager, stream_id: str, *, flow: str = "") -> None:
         self.stream_id = stream_id
+        self.flow = flow
+        #: When this process last knew the lease to run out (set by the manager).
+        self.lease_until = manager.clock() + manager.lease
         self._manager = manager
         self._buffer: list[bytes] = []
         self._length = 0  # committed chunks
         # fast_acquire: no event-loop round trip per chunk when nobody else holds it.
         self._lock = anyio.Lock(fast_acquire=True)
         self._closed = False
-        self._flush_pending = False
+        self._flusher_running = False  # at most one background flusher per writer
         self._cancel_event = anyio.Event()
         self._cancel_callbacks: list[Callable[[], object]] = []
-        self._failure: GatewayError | None = None  # a background flush that gave up
+        self._failure: GatewayError | None = None  # set once a flush gave up
+        self._failure_callbacks: list[Callable[[], object]] = []
 
     @property
     def closed(self) -> bool:
@@ -58,6 +70,37 @@ class StreamWriter:
     def length(self) -> int:
         """Chunks accepted so far, committed or still buffered."""
         return self._length + len(self._buffer)
+
+    @property
+    def committed(self) -> int:
+        """Chunks committed to the backend so far."""
+        return self._length
+
+    @property
+    def failure(self) -> GatewayError | None:
+        """The error that made this writer give up (a backend down for longer than
+        ``write_retry_for``), or ``None``. Once set it stays set."""
+        return self._failure
+
+    def on_failure(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` (synchronously) when the writer gives up; at once if it
+        already has. The gateway uses it to stop a flow whose stream cannot be written."""
+        if self._failure is not None:
+            callback()
+        else:
+            self._failure_callbacks.append(callback)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failure is not None:
+            return
+        self._failure = exc if isinstance(exc, GatewayError) else InternalError("Internal Error")
+        logger.warning(
+            "stream %s (flow %r): writes failed (retried for up to %.1fs), giving up: %r",
+            self.stream_id, self.flow, self._manager.write_retry_for, exc,
+        )  # fmt: skip
+        self._manager._notify(self.stream_id)
+        for callback in self._failure_callbacks:
+            callback()
 
     @property
     def cancel_requested(self) -> bool:
@@ -101,28 +144,38 @@ class StreamWriter:
         self._buffer.append(raw)
         if len(self._buffer) >= manager.max_batch:
             await self.flush()
-        elif not self._flush_pending:
+        elif not self._flusher_running:
             # flush_interval 0 still coalesces: the timer fires at the next turn of
             # the event loop, so chunks written in one turn go out as one batch.
-            self._flush_pending = True
-            manager.task_group.start_soon(self._flush_later)
+            self._flusher_running = True
+            manager.task_group.start_soon(self._flusher)
 
     async def flush(self) -> None:
-        """Commit the buffered chunks now, as one batch."""
+        """Commit the buffered chunks now, as one batch.
+
+        Retried for ``write_retry_for`` seconds while the backend is unavailable;
+        if it still fails, the writer fails (see `failure`) and the error is raised.
+        A writer that failed already raises its failure at once.
+        """
+        manager = self._manager
         async with self._lock:
+            if self._failure is not None:
+                raise self._failure
             if not self._buffer:
                 return
             batch, offset = self._buffer, self._length
             self._buffer = []
             try:
-                await self._manager._retrying(
-                    lambda: self._manager.storage.append(self.stream_id, offset, batch)
+                await manager._retrying(
+                    lambda: manager.storage.append(self.stream_id, offset, batch)
                 )
-            except BaseException:
+            except BaseException as exc:
                 self._buffer[:0] = batch  # keep order; a later flush tries again
+                if isinstance(exc, Exception):
+                    self._fail(exc)
                 raise
             self._length = offset + len(batch)
-        self._manager._committed(self.stream_id, offset, batch)
+        manager._committed(self.stream_id, offset, batch)
 
     async def done(self, result: Any) -> None:
         """Commit what is buffered, then the result."""
@@ -150,6 +203,14 @@ class StreamWriter:
         self._closed = True
         manager = self._manager
         try:
+            if self._failure is not None and self._buffer:
+                # The writer gave up: what its subscribers saw is final. Committing
+                # the rest now would give later readers chunks the others never got.
+                logger.error(
+                    "stream %s: %d buffered chunks dropped after the writer failed",
+                    self.stream_id, len(self._buffer),
+                )  # fmt: skip
+                self._buffer.clear()
             try:
                 await self.flush()
             except Exception as exc:
@@ -162,35 +223,55 @@ class StreamWriter:
                     self.stream_id, len(self._buffer), exc,
                 )  # fmt: skip
                 self._buffer.clear()
-                if terminal.kind == "done":
-                    terminal = error_terminal(exc)
+            if self._failure is not None and terminal.kind == "done":
+                terminal = error_terminal(self._failure)
             async with self._lock:
                 now = manager.clock()
-                await manager._retrying(
-                    lambda: manager.storage.finish(
-                        self.stream_id,
-                        self._length,
-                        terminal,
-                        now=now,
-                        expires_at=now + manager.ttl,
+                try:
+                    await manager._retrying(
+                        lambda: manager.storage.finish(
+                            self.stream_id,
+                            self._length,
+                            terminal,
+                            now=now,
+                            expires_at=now + manager.ttl,
+                        )
                     )
-                )
+                except Exception as exc:
+                    self._fail(exc)
+                    logger.error(
+                        "stream %s (flow %r): its end could not be recorded: %r; readers"
+                        " will see it abandoned once its lease lapses",
+                        self.stream_id, self.flow, exc,
+                    )  # fmt: skip
+                    raise
+            logger.info(
+                "stream %s (flow %r) ended: %s after %d chunks",
+                self.stream_id, self.flow, _describe(terminal), self._length,
+            )  # fmt: skip
         finally:
             manager._finished(self.stream_id)
 
-    async def _flush_later(self) -> None:
-        await anyio.sleep(self._manager.flush_interval)
-        self._flush_pending = False
-        if self._closed:
-            return  # _finish flushes
+    async def _flusher(self) -> None:
+        """Commit the buffer every ``flush_interval`` while chunks come in."""
         try:
-            await self.flush()
-        except GatewayError as exc:
-            # Runs in the manager's task group: report to the producer's next call.
-            self._failure = exc
-        except Exception:
-            logger.exception("background flush of stream %s failed", self.stream_id)
-            self._failure = InternalError("Internal Error")
+            while not self._closed and self._failure is None:
+                await anyio.sleep(self._manager.flush_interval)
+                if self._closed or not self._buffer:
+                    return  # nothing to do, or _finish flushes
+                try:
+                    await self.flush()
+                except Exception:
+                    return  # flush() failed the writer: the producer's next call hears
+        finally:
+            self._flusher_running = False
+
+
+def _describe(terminal: Terminal) -> str:
+    if terminal.kind == "done":
+        return "done"
+    body = loads(terminal.payload)
+    return f"{body['status']} {body['message']!r}"
 
 
 def error_terminal(exc: BaseException) -> Terminal:

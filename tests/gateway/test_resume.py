@@ -226,7 +226,7 @@ async def test_shutdown_drains_then_ends_streams_clearly(
     assert endless_record.terminal is not None
     assert loads(endless_record.terminal.payload) == {
         "status": "UNAVAILABLE",
-        "message": "server shutting down",
+        "message": "server shut down before the flow finished",
     }
 
 

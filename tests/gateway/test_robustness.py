@@ -113,7 +113,10 @@ async def test_runner_exit_under_cancellation_still_ends_streams() -> None:
             await anyio.sleep(5)
     record = await storage.load(stream_id)
     assert record is not None and record.status == "error"
-    assert record.terminal is not None and b"server shutting down" in record.terminal.payload
+    assert (
+        record.terminal is not None
+        and b"server shut down before the flow finished" in record.terminal.payload
+    )
 
 
 async def test_a_response_cancelled_from_outside_sends_last_words() -> None:
@@ -130,7 +133,7 @@ async def test_a_response_cancelled_from_outside_sends_last_words() -> None:
     async def send(message: Any) -> None:
         sent.append(message)
 
-    response = FrameResponse(producer, media_type="text/plain", last_words=b"bye\n\n")
+    response = FrameResponse(producer, media_type="text/plain", cut=b"bye\n\n")
     with anyio.move_on_after(0.2):  # uvicorn's graceful-shutdown timeout, say
         await response({"type": "http"}, receive, send)
     assert [m.get("body") for m in sent[1:]] == [b"data: 1\n\n", b"bye\n\n"]

@@ -5,7 +5,8 @@
 // Run: cd tests/node && npm install && npm test
 
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
@@ -346,6 +347,70 @@ describe('golden Genkit frames through Genkit’s real streamFlow', { timeout: T
     assert.equal(request.headers['content-type'], 'application/json');
     assert.equal(request.headers.accept, 'text/event-stream');
     assert.deepEqual(JSON.parse(request.body), { data: { case: 0 } });
+  });
+});
+
+// -- a server that shuts down under a Genkit reader ----------------------------------
+//
+// A response cut by shutdown, for a stream that may still finish, must not end with
+// a terminal error frame, nor cleanly without one (Genkit's client then loops on
+// `reader.read()` forever): the gateway breaks the connection, which Genkit's client
+// reports as an error, and a reconnect with the stream id gets the whole stream.
+
+describe('Genkit client through a server shutdown', { timeout: 120_000 }, () => {
+  let dir;
+  let writer;
+  let reader;
+
+  before(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'sg-genkit-'));
+    const args = ['--db', path.join(dir, 'streams.db'), '--timeout-graceful-shutdown', '20'];
+    writer = await startFlowsApp({ manager: 'sqlite', args });
+    reader = await startFlowsApp({ manager: 'sqlite', args });
+  });
+  after(async () => {
+    await reader?.stop();
+    await writer?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('the cut call rejects without a terminal error; a reconnect gets it all', async () => {
+    const started = streamFlow({ url: `${writer.url}/flows/count`, input: { n: 60, delay: 0.05 } });
+    const streamId = await started.streamId;
+    const following = streamFlow({ url: `${reader.url}/flows/count`, streamId });
+    // Keep reading all along, as an application would: the channel's rejection is
+    // then always awaited by someone.
+    let gotFirst;
+    const first = new Promise((resolve) => {
+      gotFirst = resolve;
+    });
+    const reading = (async () => {
+      const chunks = [];
+      try {
+        for await (const chunk of following.stream) {
+          chunks.push(chunk);
+          gotFirst();
+        }
+        return { chunks };
+      } catch (err) {
+        return { chunks, err };
+      }
+    })();
+    await first;
+
+    await reader.stop(); // SIGTERM: `reader` does not write this stream, so it lets go
+    const { chunks, err: cut } = await reading;
+    assert.ok(chunks.length >= 1);
+    assert.ok(cut instanceof Error, 'the cut connection is reported as an error');
+    assert.ok(!/^[A-Z_]+: /.test(cut.message), `not a terminal error frame: ${cut.message}`);
+    await assert.rejects(following.output, (err) => err === cut);
+
+    const again = await drain(streamFlow({ url: `${writer.url}/flows/count`, streamId }));
+    assert.equal(again.outputError, undefined);
+    assert.deepEqual(again.chunks, counted(60));
+    assert.deepEqual(again.output, { total: 60 });
+    const own = await drain(started);
+    assert.deepEqual(own.output, { total: 60 });
   });
 });
 

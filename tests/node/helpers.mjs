@@ -23,10 +23,10 @@ const LISTENING = /flows-app listening on (http:\/\/127\.0\.0\.1:\d+)/;
  * `{ url, stop }`; `stop()` ends the process (SIGTERM, then SIGKILL) and is safe to
  * call more than once. If the server does not come up, it is killed and this rejects.
  */
-export async function startFlowsApp({ manager = 'memory', startTimeoutMs = 30_000 } = {}) {
+export async function startFlowsApp({ manager = 'memory', args = [], startTimeoutMs = 30_000 } = {}) {
   const child = spawn(
     pythonExecutable(),
-    ['-m', 'tests.servers.flows_app', '--host', '127.0.0.1', '--port', '0', '--manager', manager],
+    ['-m', 'tests.servers.flows_app', '--host', '127.0.0.1', '--port', '0', '--manager', manager, ...args],
     {
       cwd: REPO_ROOT,
       env: { ...process.env, PYTHONUNBUFFERED: '1' },

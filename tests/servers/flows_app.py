@@ -1,8 +1,8 @@
 """A gateway with flows made for tests, shared by the Python, Node and browser suites.
 
 Run: ``python -m tests.servers.flows_app --port PORT [--manager memory|sqlite]
-[--db PATH] [--lease SECONDS]``; it prints ``flows-app listening on http://...`` when
-ready. Flows (all under ``/flows``):
+[--db PATH] [--lease SECONDS]`` (``--help`` lists the shutdown and outage knobs); it
+prints ``flows-app listening on http://...`` when ready. Flows (all under ``/flows``):
 
 - ``echo``: returns its input; no chunks.
 - ``count``: ``{"n", "delay"?, "start"?}`` -> chunks ``{"i": k}``, result ``{"total": n}``.
@@ -179,7 +179,9 @@ class DropConnections:
         await self.app(scope, receive, cutting_send)
 
 
-def build_app(manager: StreamManager | None, *, keep_alive: float = 15.0) -> Starlette:
+def build_app(
+    manager: StreamManager | None, *, keep_alive: float = 15.0, drain_grace: float = 2.0
+) -> Starlette:
     """The test app: the gateway at ``/flows``, test controls at ``/_test``."""
     gateway = Gateway(
         FLOWS,
@@ -187,7 +189,7 @@ def build_app(manager: StreamManager | None, *, keep_alive: float = 15.0) -> Sta
         context_provider=bearer_auth,
         max_body_bytes=64 * 1024,
         keep_alive_interval=keep_alive,
-        drain_grace=2.0,
+        drain_grace=drain_grace,
     )
     drops: DropConnections | None = None
 
@@ -215,33 +217,34 @@ def build_app(manager: StreamManager | None, *, keep_alive: float = 15.0) -> Sta
     return app
 
 
-def make_manager(kind: str, db: str | None, lease: float) -> StreamManager | None:
+def make_manager(kind: str, db: str | None, lease: float, **options: Any) -> StreamManager | None:
     """A manager by name: ``memory``, ``sqlite`` (file ``db``), ``firestore`` (project
     ``db``, on the emulator named by ``FIRESTORE_EMULATOR_HOST``), ``rtdb`` (database
-    URL ``db``), ``redis`` (``db`` is ``<url>#<key prefix>``) or ``none``."""
+    URL ``db``), ``redis`` (``db`` is ``<url>#<key prefix>``) or ``none``. ``options``
+    go to the manager (SQLite: its storage's ``busy_timeout`` too)."""
     if kind == "none":
         return None
     if kind == "memory":
-        return InMemoryStreamManager(lease=lease)
+        return InMemoryStreamManager(lease=lease, **options)
     if kind == "sqlite":
         from stream_gateway.streams import SqliteStreamManager
 
-        return SqliteStreamManager(Path(db or "streams.db"), lease=lease)
+        return SqliteStreamManager(Path(db or "streams.db"), lease=lease, **options)
     if kind == "firestore":
         from stream_gateway_firestore import FirestoreStreamManager
 
-        return FirestoreStreamManager(project=db, lease=lease)
+        return FirestoreStreamManager(project=db, lease=lease, **options)
     if kind == "rtdb":
         from stream_gateway_rtdb import RtdbStreamManager
 
         assert db is not None, "--db names the database URL"
-        return RtdbStreamManager(db, lease=lease)
+        return RtdbStreamManager(db, lease=lease, **options)
     if kind == "redis":
         from stream_gateway_redis import RedisStreamManager
 
         assert db is not None, "--db names the Redis URL, then '#' and the key prefix"
         url, _, prefix = db.partition("#")
-        return RedisStreamManager(url, prefix=prefix or "sg", lease=lease)
+        return RedisStreamManager(url, prefix=prefix or "sg", lease=lease, **options)
     raise SystemExit(f"unknown manager {kind!r}")
 
 
@@ -256,9 +259,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db")
     parser.add_argument("--lease", type=float, default=10.0)
     parser.add_argument("--keep-alive", type=float, default=15.0)
+    parser.add_argument("--drain-grace", type=float, default=2.0)
+    parser.add_argument("--write-retry-for", type=float, help="the manager's write_retry_for")
+    parser.add_argument("--busy-timeout", type=float, help="SQLite's busy_timeout")
+    parser.add_argument(
+        "--timeout-graceful-shutdown", type=float, help="uvicorn's option of that name"
+    )
+    parser.add_argument("--log-config", help="uvicorn's --log-config (JSON/YAML/ini)")
     args = parser.parse_args(argv)
-    app = build_app(make_manager(args.manager, args.db, args.lease), keep_alive=args.keep_alive)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+    options: dict[str, Any] = {}
+    if args.write_retry_for is not None:
+        options["write_retry_for"] = args.write_retry_for
+    if args.busy_timeout is not None:
+        options["busy_timeout"] = args.busy_timeout
+    app = build_app(
+        make_manager(args.manager, args.db, args.lease, **options),
+        keep_alive=args.keep_alive,
+        drain_grace=args.drain_grace,
+    )
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=None if args.log_config else "warning",
+        log_config=args.log_config or uvicorn.config.LOGGING_CONFIG,
+        timeout_graceful_shutdown=args.timeout_graceful_shutdown,
+    )
     server = uvicorn.Server(config)
 
     async def serve() -> None:

@@ -164,11 +164,14 @@ async def test_an_outage_longer_than_the_retry_window_fails_the_writer(
             await writer.write(i)
         with anyio.fail_after(30), pytest.raises(UnavailableError):
             await writer.flush()
-        # The flow fails: it ends the stream with its error once the server is back,
-        # and the chunks it had written are all kept.
+        with pytest.raises(UnavailableError):
+            await writer.write(10)  # the writer failed: at once, no second window
+        # The flow fails: it ends the stream with its error once the server is back.
+        # The committed chunks are kept; those buffered when the writer gave up are
+        # dropped, as its subscribers were told the stream ended there.
         await anyio.to_thread.run_sync(restartable.start)
         with anyio.fail_after(30):
             await writer.error(UnavailableError("backend outage"))
         events = await collect(manager, writer.stream_id)
-    assert chunks_of(events) == [(i, i) for i in range(10)]
+    assert chunks_of(events) == [(i, i) for i in range(5)]
     assert events[-1] == ErrorEvent("UNAVAILABLE", "backend outage")
