@@ -12,6 +12,7 @@ PORT   ?= 8000
 PY_STAMP   := $(VENV)/.installed
 NODE_STAMP := client_js/node_modules/.installed
 GENKIT_STAMP := tests/node/node_modules/.installed
+PROTOCOLS_STAMP := tests/conformance/node_modules/.installed
 
 .PHONY: demo install test lint test-python test-node test-browser bench clean
 
@@ -33,6 +34,10 @@ $(GENKIT_STAMP): tests/node/package.json tests/node/package-lock.json
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+$(PROTOCOLS_STAMP): tests/conformance/package.json tests/conformance/package-lock.json
+	cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 /usr/bin/chromium:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
@@ -46,7 +51,7 @@ lint: $(PY_STAMP)
 	$(BIN)/mypy managers/firestore/tests
 	$(BIN)/mypy managers/rtdb/tests
 
-test: $(PY_STAMP) $(NODE_STAMP) $(GENKIT_STAMP) /usr/bin/chromium lint
+test: $(PY_STAMP) $(NODE_STAMP) $(GENKIT_STAMP) $(PROTOCOLS_STAMP) /usr/bin/chromium lint
 	scripts/with_servers.sh $(MAKE) --no-print-directory test-python test-node test-browser
 
 # The plugins' test folders import their own helpers as top-level modules: one run each.
@@ -57,6 +62,7 @@ test-python:
 
 test-node:
 	cd tests/node && npm test --silent
+	cd tests/conformance && npm test --silent
 	cd client_js && npm test --silent
 
 test-browser:
@@ -66,4 +72,4 @@ bench: $(PY_STAMP)
 	scripts/with_servers.sh scripts/bench.sh
 
 clean:
-	rm -rf $(VENV) client_js/node_modules tests/node/node_modules .data
+	rm -rf $(VENV) client_js/node_modules tests/node/node_modules tests/conformance/node_modules .data

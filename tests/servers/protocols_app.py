@@ -1,0 +1,84 @@
+"""The test flows plus the frontend protocols, on one stream manager.
+
+Run: ``python -m tests.servers.protocols_app --port PORT [--manager memory|sqlite]
+[--db PATH] [--long-poll-timeout SECONDS]``; it prints ``protocols-app listening on
+http://...`` when ready. Mounts:
+
+- ``/flows``: the `Gateway` of `tests.servers.flows_app` (same flows, same auth);
+- ``/ds``: `DurableStreamsApp` on the same manager, so the flows' streams are
+  readable at ``/ds/<stream id>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import anyio
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from stream_gateway import Gateway, StreamManager
+from stream_gateway.protocols import DurableStreamsApp
+
+from .flows_app import FLOWS, bearer_auth, make_manager
+
+
+def build_app(manager: StreamManager, *, long_poll_timeout: float = 30.0) -> Starlette:
+    """The gateway at ``/flows`` and the Durable Streams server at ``/ds``."""
+    gateway = Gateway(FLOWS, stream_manager=manager, context_provider=bearer_auth, drain_grace=2.0)
+    durable_streams = DurableStreamsApp(
+        manager,
+        context_provider=bearer_auth,
+        long_poll_timeout=long_poll_timeout,
+        cors_origins=["*"],
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: object) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(gateway.lifespan())
+            await stack.enter_async_context(durable_streams.lifespan())
+            yield
+
+    return Starlette(
+        routes=[Mount("/flows", app=gateway), Mount("/ds", app=durable_streams)],
+        lifespan=lifespan,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--manager", default="memory", choices=["memory", "sqlite"])
+    parser.add_argument("--db")
+    parser.add_argument("--long-poll-timeout", type=float, default=30.0)
+    args = parser.parse_args(argv)
+    manager = make_manager(args.manager, args.db, 10.0)
+    assert manager is not None
+    app = build_app(manager, long_poll_timeout=args.long_poll_timeout)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+    server = uvicorn.Server(config)
+
+    async def serve() -> None:
+        sockets = [config.bind_socket()]
+        port = sockets[0].getsockname()[1]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, sockets)
+            while not server.started:  # noqa: ASYNC110 - uvicorn offers no event
+                await anyio.sleep(0.01)
+            print(f"protocols-app listening on http://{args.host}:{port}", flush=True)
+
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    anyio.run(serve)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
