@@ -13,6 +13,7 @@ PY_STAMP   := $(VENV)/.installed
 NODE_STAMP := client_js/node_modules/.installed
 GENKIT_STAMP := tests/node/node_modules/.installed
 PROTOCOLS_STAMP := tests/conformance/node_modules/.installed
+AISDK_STAMP := samples/aisdk/node_modules/.installed
 
 .PHONY: demo install test lint test-python test-node test-browser bench clean
 
@@ -38,6 +39,10 @@ $(PROTOCOLS_STAMP): tests/conformance/package.json tests/conformance/package-loc
 	cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+$(AISDK_STAMP): samples/aisdk/package.json samples/aisdk/package-lock.json
+	cd samples/aisdk && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 /usr/bin/chromium:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
@@ -51,7 +56,7 @@ lint: $(PY_STAMP)
 	$(BIN)/mypy managers/firestore/tests
 	$(BIN)/mypy managers/rtdb/tests
 
-test: $(PY_STAMP) $(NODE_STAMP) $(GENKIT_STAMP) $(PROTOCOLS_STAMP) /usr/bin/chromium lint
+test: $(PY_STAMP) $(NODE_STAMP) $(GENKIT_STAMP) $(PROTOCOLS_STAMP) $(AISDK_STAMP) /usr/bin/chromium lint
 	scripts/with_servers.sh $(MAKE) --no-print-directory test-python test-node test-browser
 
 # The plugins' test folders import their own helpers as top-level modules: one run each.
@@ -63,6 +68,7 @@ test-python:
 test-node:
 	cd tests/node && npm test --silent
 	cd tests/conformance && npm test --silent
+	cd samples/aisdk && npm test --silent
 	cd client_js && npm test --silent
 
 test-browser:
@@ -72,4 +78,4 @@ bench: $(PY_STAMP)
 	scripts/with_servers.sh scripts/bench.sh
 
 clean:
-	rm -rf $(VENV) client_js/node_modules tests/node/node_modules tests/conformance/node_modules .data
+	rm -rf $(VENV) client_js/node_modules tests/node/node_modules tests/conformance/node_modules samples/aisdk/node_modules samples/aisdk/static/app.js .data

@@ -6,7 +6,15 @@ http://...`` when ready. Mounts:
 
 - ``/flows``: the `Gateway` of `tests.servers.flows_app` (same flows, same auth);
 - ``/ds``: `DurableStreamsApp` on the same manager, so the flows' streams are
-  readable at ``/ds/<stream id>``.
+  readable at ``/ds/<stream id>``;
+- ``/api/chat``: the ``chat`` flow as an AI SDK ``useChat`` endpoint
+  (`UIMessageStreamApp`).
+
+The ``chat`` flow answers the last user message: reasoning, a tool call and its
+result, a ``data-progress`` part, then ``words`` text tokens ``"w0 "``, ``"w1 "``, ...
+``delay`` seconds apart (``words`` and ``delay`` come from the request body, as
+``useChat``'s ``body`` option sends them). The message ``fail`` makes it fail after
+the first token.
 """
 
 from __future__ import annotations
@@ -16,19 +24,50 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import anyio
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from stream_gateway import Gateway, StreamManager
-from stream_gateway.protocols import DurableStreamsApp
+from stream_gateway import FlowContext, Gateway, InvalidArgumentError, StreamManager, flow
+from stream_gateway.protocols import DurableStreamsApp, UIMessageStreamApp
 
 from .flows_app import FLOWS, bearer_auth, make_manager
 
 
+def last_user_text(request: dict[str, Any]) -> str:
+    """The text of the last user message in an AI SDK request body."""
+    for message in reversed(request.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            parts = message.get("parts") or []
+            return "".join(p.get("text", "") for p in parts if p.get("type") == "text")
+    return ""
+
+
+@flow
+async def chat(request: dict[str, Any], ctx: FlowContext[Any]) -> dict[str, Any]:
+    """The test chat flow described in the module docstring."""
+    text = last_user_text(request)
+    words = int(request.get("words", 5))
+    delay = float(request.get("delay", 0.0))
+    await ctx.send_chunk({"type": "reasoning", "text": f"thinking about {text}"})
+    await ctx.send_chunk(
+        {"type": "tool-call", "toolCallId": "call-1", "toolName": "lookup", "input": {"q": text}}
+    )
+    await ctx.send_chunk({"type": "tool-result", "toolCallId": "call-1", "output": {"hits": 3}})
+    await ctx.send_chunk({"type": "data-progress", "id": "progress", "data": {"step": 1}})
+    for k in range(words):
+        if delay:
+            await anyio.sleep(delay)
+        await ctx.send_chunk(f"w{k} ")
+        if text == "fail":
+            raise InvalidArgumentError("failed on purpose")
+    return {"messageMetadata": {"words": words}}
+
+
 def build_app(manager: StreamManager, *, long_poll_timeout: float = 30.0) -> Starlette:
-    """The gateway at ``/flows`` and the Durable Streams server at ``/ds``."""
+    """The gateway at ``/flows``, Durable Streams at ``/ds``, the chat at ``/api/chat``."""
     gateway = Gateway(FLOWS, stream_manager=manager, context_provider=bearer_auth, drain_grace=2.0)
     durable_streams = DurableStreamsApp(
         manager,
@@ -37,15 +76,24 @@ def build_app(manager: StreamManager, *, long_poll_timeout: float = 30.0) -> Sta
         cors_origins=["*"],
     )
 
+    chat_app = UIMessageStreamApp(
+        chat, stream_manager=manager, context_provider=bearer_auth, drain_grace=2.0
+    )
+
     @asynccontextmanager
     async def lifespan(app: object) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(gateway.lifespan())
             await stack.enter_async_context(durable_streams.lifespan())
+            await stack.enter_async_context(chat_app.lifespan())
             yield
 
     return Starlette(
-        routes=[Mount("/flows", app=gateway), Mount("/ds", app=durable_streams)],
+        routes=[
+            Mount("/flows", app=gateway),
+            Mount("/ds", app=durable_streams),
+            *chat_app.routes("/api/chat"),
+        ],
         lifespan=lifespan,
     )
 
