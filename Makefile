@@ -43,10 +43,15 @@ $(AISDK_STAMP): samples/aisdk/package.json samples/aisdk/package-lock.json
 	cd samples/aisdk && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The AI SDK sample page's bundle (the `ai` package and our code, no CDN); not committed.
+AISDK_BUNDLE := samples/aisdk/static/app.js
+$(AISDK_BUNDLE): $(AISDK_STAMP) $(wildcard samples/aisdk/src/*.mjs)
+	cd samples/aisdk && npm run build --silent
+
 /usr/bin/chromium:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
-demo: $(PY_STAMP)
+demo: $(PY_STAMP) $(AISDK_BUNDLE)
 	scripts/demo.sh $(HOST) $(PORT)
 
 lint: $(PY_STAMP)
@@ -56,7 +61,7 @@ lint: $(PY_STAMP)
 	$(BIN)/mypy managers/firestore/tests
 	$(BIN)/mypy managers/rtdb/tests
 
-test: $(PY_STAMP) $(NODE_STAMP) $(GENKIT_STAMP) $(PROTOCOLS_STAMP) $(AISDK_STAMP) /usr/bin/chromium lint
+test: $(PY_STAMP) $(NODE_STAMP) $(GENKIT_STAMP) $(PROTOCOLS_STAMP) $(AISDK_BUNDLE) /usr/bin/chromium lint
 	scripts/with_servers.sh $(MAKE) --no-print-directory test-python test-node test-browser
 
 # The plugins' test folders import their own helpers as top-level modules: one run each.
@@ -73,6 +78,7 @@ test-node:
 
 test-browser:
 	cd client_js && npm run test:browser --silent
+	cd samples/aisdk && npm run test:browser --silent
 
 bench: $(PY_STAMP)
 	scripts/with_servers.sh scripts/bench.sh

@@ -15,22 +15,35 @@ function pythonExecutable() {
   return existsSync(venv) ? venv : 'python3';
 }
 
-const LISTENING = /protocols-app listening on (http:\/\/127\.0\.0\.1:\d+)/;
-
 /**
  * Start the protocols app with the `memory` or `sqlite` manager (a fresh database
  * file in a temporary folder). Resolves to `{ url, stop }`; `stop()` sends SIGTERM
  * (SIGKILL after 5 s) to that one process and removes the temporary folder.
  */
-export async function startProtocolsApp({ manager = 'memory', args = [], startTimeoutMs = 30_000 } = {}) {
+export function startProtocolsApp({ manager = 'memory', args = [] } = {}) {
+  return startPythonServer({
+    module: 'tests.servers.protocols_app',
+    args: (db) => ['--manager', manager, '--db', db, ...args],
+    name: 'protocols-app',
+  });
+}
+
+/**
+ * Start `python -m <module> --host 127.0.0.1 --port 0 <args(db)>`, where `db` is a
+ * file path in a fresh temporary folder, and wait for its "<name> listening on <url>"
+ * line.
+ */
+export async function startPythonServer({ module, args, name, env = {}, startTimeoutMs = 30_000 }) {
   const dir = mkdtempSync(path.join(tmpdir(), 'sg-protocols-'));
+  const listening = new RegExp(`${name} listening on (http://127\\.0\\.0\\.1:\\d+)`);
   const child = spawn(
     pythonExecutable(),
-    [
-      '-m', 'tests.servers.protocols_app', '--host', '127.0.0.1', '--port', '0',
-      '--manager', manager, '--db', path.join(dir, 'streams.db'), ...args,
-    ],
-    { cwd: REPO_ROOT, env: { ...process.env, PYTHONUNBUFFERED: '1' }, stdio: ['ignore', 'pipe', 'pipe'] },
+    ['-m', module, '--host', '127.0.0.1', '--port', '0', ...args(path.join(dir, 'streams.db'))],
+    {
+      cwd: REPO_ROOT,
+      env: { ...process.env, PYTHONUNBUFFERED: '1', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
   );
   let stderr = '';
   child.stderr.setEncoding('utf8');
@@ -61,13 +74,13 @@ export async function startProtocolsApp({ manager = 'memory', args = [], startTi
     const url = await new Promise((resolve, reject) => {
       let stdout = '';
       const timer = setTimeout(
-        () => reject(new Error(`protocols_app did not start within ${startTimeoutMs} ms\n${stderr}`)),
+        () => reject(new Error(`${module} did not start within ${startTimeoutMs} ms\n${stderr}`)),
         startTimeoutMs,
       );
       child.stdout.setEncoding('utf8');
       child.stdout.on('data', (text) => {
         stdout += text;
-        const match = LISTENING.exec(stdout);
+        const match = listening.exec(stdout);
         if (match) {
           clearTimeout(timer);
           resolve(match[1]);
@@ -79,7 +92,7 @@ export async function startProtocolsApp({ manager = 'memory', args = [], startTi
       });
       exited.then(({ code, signal }) => {
         clearTimeout(timer);
-        reject(new Error(`protocols_app exited early (code ${code}, signal ${signal})\n${stderr}`));
+        reject(new Error(`${module} exited early (code ${code}, signal ${signal})\n${stderr}`));
       });
     });
     return { url, stop, stderr: () => stderr };
