@@ -8,6 +8,8 @@ PY=.venv/bin/python
 .venv/bin/pip install --quiet 'uvicorn[standard]'
 echo "== streaming: burst, replay, fan-out"
 $PY -m bench.bench_streaming
+echo "== Durable Streams: appends, SSE fan-out"
+$PY -m bench.bench_protocols
 echo "== SQLite writes"
 $PY bench/bench_sqlite_writes.py
 for plugin in managers/firestore/bench/bench_firestore.py managers/rtdb/bench/bench_rtdb.py bench/bench_rtdb.py; do

@@ -43,7 +43,10 @@ class ProtocolMounts:
 
     def __init__(self, manager: StreamManager) -> None:
         self.chat = UIMessageStreamApp(assistant, stream_manager=manager)
-        self.durable_streams = DurableStreamsApp(manager, cors_origins=["*"])
+        # Long polls under 20 s, so the conformance suite can run against the demo.
+        self.durable_streams = DurableStreamsApp(
+            manager, cors_origins=["*"], long_poll_timeout=20.0
+        )
 
     @property
     def routes(self) -> list[BaseRoute]:

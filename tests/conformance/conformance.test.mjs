@@ -7,7 +7,15 @@ import { startProtocolsApp } from './server.mjs';
 
 const LONG_POLL_TIMEOUT_S = 2;
 
-for (const manager of (process.env.CONFORMANCE_MANAGERS ?? 'memory,sqlite').split(',')) {
+if (process.env.DS_BASE_URL) {
+  // Against a server that is already running (say `make demo`, at .../ds).
+  describe(`Durable Streams conformance at ${process.env.DS_BASE_URL}`, () => {
+    runConformanceTests({ baseUrl: process.env.DS_BASE_URL.replace(/\/$/, '') });
+  });
+}
+
+const managers = process.env.DS_BASE_URL ? '' : process.env.CONFORMANCE_MANAGERS ?? 'memory,sqlite';
+for (const manager of managers.split(',').filter(Boolean)) {
   describe(`Durable Streams conformance on the ${manager} manager`, () => {
     const options = { baseUrl: '', longPollTimeoutMs: LONG_POLL_TIMEOUT_S * 1000 };
     let server;

@@ -111,7 +111,12 @@ def main(argv: list[str] | None = None) -> None:
     manager = make_manager(args.manager, args.db, 10.0)
     assert manager is not None
     app = build_app(manager, long_poll_timeout=args.long_poll_timeout)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+    # Idle connections stay open longer than Node's fetch keeps them (4 s): with
+    # uvicorn's default of 5 s, a loaded machine lets the server close a connection
+    # just as the client reuses it, and a request fails with "other side closed".
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level="warning", timeout_keep_alive=30
+    )
     server = uvicorn.Server(config)
 
     async def serve() -> None:
