@@ -196,3 +196,21 @@ async def test_the_sweep_removes_expired_streams_and_ends_their_chunks() -> None
         assert stream.writer.closed
         record = await manager.info(stream.stream_id)
         assert record.status == "cancelled"
+
+
+def test_removing_a_stream_twice_releases_its_source_once() -> None:
+    from typing import cast
+
+    from stream_gateway.protocols.durable_streams.catalog import Catalog, DsStream, Settings
+    from stream_gateway.streams import StreamWriter
+
+    catalog = Catalog()
+    writer = cast(StreamWriter, object())  # the catalog never touches the writer
+    source = DsStream("src", writer, Settings("text/plain"), None, 0.0)
+    fork = DsStream("fork", writer, Settings("text/plain"), None, 0.0, source=source)
+    catalog.add(source)
+    catalog.add(fork)
+    assert catalog.remove(source) == [] and source.soft_deleted  # a fork reads from it
+    assert catalog.remove(fork) == [fork, source]  # the last fork releases the source
+    assert catalog.remove(fork) == []
+    assert source.forks == 0 and len(catalog) == 0

@@ -18,16 +18,15 @@ from ..._errors import GatewayError, InvalidArgumentError, StreamNotFoundError
 from ..._ids import owner_key, validate_stream_id
 from ...flow import ContextProvider, RequestContext
 from ...streams.manager import StreamManager
+from . import gets, writes
 from .catalog import Catalog, DsStream
 from .reads import StreamView
-from .wire import EXPOSED_HEADERS, ProtocolError
+from .wire import DS_FLOW, EXPOSED_HEADERS, ProtocolError
 
-__all__ = ["DS_FLOW", "DurableStreamsApp"]
+__all__ = ["DurableStreamsApp"]
 
 logger = logging.getLogger("stream_gateway.durable_streams")
 
-#: The flow name recorded on the manager's streams that this protocol created.
-DS_FLOW = "@durable-streams"
 _METHODS = ["GET", "HEAD", "PUT", "POST", "DELETE"]
 
 
@@ -117,8 +116,6 @@ class DurableStreamsApp:
     # -- dispatch ----------------------------------------------------------------------
 
     async def _endpoint(self, request: Request) -> Response:
-        from . import gets, writes
-
         try:
             context = await self._authenticate(request)
             path = _stream_path(request.path_params["path"])

@@ -156,6 +156,8 @@ class Catalog:
         Returns every stream that is gone for good (the stream, then any
         soft-deleted sources its removal released), so their chunks can be ended.
         """
+        if self._streams.get(stream.path) is not stream:
+            return []  # removed already (say, by a request racing this one)
         if stream.forks > 0:
             stream.soft_deleted = True
             return []

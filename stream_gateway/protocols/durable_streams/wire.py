@@ -20,6 +20,7 @@ from starlette.responses import Response
 __all__ = [
     "CLOSED",
     "CURSOR",
+    "DS_FLOW",
     "EXPOSED_HEADERS",
     "EXPIRES_AT",
     "NEXT_OFFSET",
@@ -44,6 +45,9 @@ __all__ = [
     "protocol_response",
     "wants_close",
 ]
+
+#: The flow name recorded on the manager's streams that this protocol created.
+DS_FLOW = "@durable-streams"
 
 NEXT_OFFSET = "Stream-Next-Offset"
 UP_TO_DATE = "Stream-Up-To-Date"

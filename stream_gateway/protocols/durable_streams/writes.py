@@ -8,10 +8,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ..._errors import GatewayError, ResourceExhaustedError
-from .catalog import DsStream, Settings
+from .catalog import DsStream, Producer, Settings
 from .payload import decode_bytes, encode_bytes, json_messages
 from .wire import (
     CLOSED,
+    DS_FLOW,
     EXPIRES_AT,
     NEXT_OFFSET,
     PRODUCER_EPOCH,
@@ -149,7 +150,7 @@ async def create(
         if app.catalog.peek(path) is not None or await app.flow_view(path, owner) is not None:
             raise ProtocolError(409, "this path is taken")
         chunks = _chunks(settings.content_type, body, creating=True)
-        writer = await app.manager.open(flow=_flow_name(), owner=owner)
+        writer = await app.manager.open(flow=DS_FLOW, owner=owner)
         now = app.manager.clock()
         stream = DsStream(path, writer, settings, owner, now, source=source)
         try:
@@ -166,12 +167,6 @@ async def create(
             raise
         app.catalog.add(stream)
     return _created(stream, 201, request)
-
-
-def _flow_name() -> str:
-    from .app import DS_FLOW
-
-    return DS_FLOW
 
 
 def _created(stream: DsStream, status: int, request: Request) -> Response:
@@ -304,8 +299,6 @@ async def append(
             except GatewayError as exc:
                 raise ProtocolError(500, exc.message) from None
         if producer is not None:
-            from .catalog import Producer
-
             stream.producers[producer[0]] = Producer(producer[1], producer[2])
         if seq is not None:
             stream.last_seq = seq
@@ -340,5 +333,6 @@ async def delete(app: DurableStreamsApp, path: str, owner: str | None) -> Respon
         if await app.flow_view(path, owner) is not None:
             raise ProtocolError(405, "a flow's stream is read-only: cancel it through its flow")
         raise ProtocolError(404, "no such stream")
-    await app.drop(stream)
+    async with stream.lock:  # not in the middle of an append
+        await app.drop(stream)
     return protocol_response(b"", 204, {}, None)
