@@ -13,6 +13,8 @@ from typing import Literal
 
 import anyio
 
+from ..._errors import ResourceExhaustedError
+from ...streams.manager import StreamManager
 from ...streams.writer import StreamWriter
 from .wire import (
     PRODUCER_EPOCH,
@@ -88,6 +90,23 @@ class DsStream:
     def length(self) -> int:
         """Chunks appended so far: the tail offset."""
         return self.writer.length
+
+    async def append_chunks(self, manager: StreamManager, chunks: list[bytes]) -> None:
+        """Append ``chunks`` as one append and commit them; all or none, since the
+        limits are checked first (``413`` past them)."""
+        start = self.length
+        if start + len(chunks) > manager.max_stream_chunks:
+            raise ProtocolError(413, "the stream is full")
+        if any(len(c) > manager.max_chunk_bytes for c in chunks):
+            raise ProtocolError(413, f"a message exceeds {manager.max_chunk_bytes} bytes")
+        try:
+            for chunk in chunks:
+                await self.writer.write_raw(chunk)
+            await self.writer.flush()
+        except ResourceExhaustedError as exc:
+            raise ProtocolError(413, exc.message) from None
+        if len(chunks) > 1:
+            self.appends[start] = start + len(chunks)
 
     def append_end(self, offset: int) -> int:
         """The offset past the append that starts at ``offset``."""

@@ -7,9 +7,16 @@ from typing import TYPE_CHECKING
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from ..._errors import GatewayError, ResourceExhaustedError
+from ..._errors import GatewayError
 from .catalog import DsStream, Producer, Settings
-from .payload import decode_bytes, encode_bytes, json_messages
+from .forks import (
+    FORK_SUB_OFFSET,
+    FORKED_FROM,
+    copy_prefix,
+    fork_source,
+    sub_offset_of,
+)
+from .payload import encode_bytes, json_messages
 from .wire import (
     CLOSED,
     DS_FLOW,
@@ -26,7 +33,6 @@ from .wire import (
     is_json,
     parse_count,
     parse_expires_at,
-    parse_offset,
     parse_ttl,
     protocol_response,
     wants_close,
@@ -37,9 +43,6 @@ if TYPE_CHECKING:
 
 __all__ = ["append", "create", "delete"]
 
-FORKED_FROM = "Stream-Forked-From"
-FORK_OFFSET = "Stream-Fork-Offset"
-FORK_SUB_OFFSET = "Stream-Fork-Sub-Offset"
 _DRAIN_BYTES = 64 * 1024 * 1024
 
 
@@ -79,25 +82,6 @@ def _chunks(content_type: str, body: bytes, *, creating: bool) -> list[bytes]:
     return encode_bytes(body)
 
 
-async def _write(app: DurableStreamsApp, stream: DsStream, chunks: list[bytes]) -> None:
-    """Append ``chunks`` as one append and commit them, all or none (limits are
-    checked first)."""
-    manager = app.manager
-    start = stream.length
-    if stream.length + len(chunks) > manager.max_stream_chunks:
-        raise ProtocolError(413, "the stream is full")
-    if any(len(c) > manager.max_chunk_bytes for c in chunks):
-        raise ProtocolError(413, f"a message exceeds {manager.max_chunk_bytes} bytes")
-    try:
-        for chunk in chunks:
-            await stream.writer.write_raw(chunk)
-        await stream.writer.flush()
-    except ResourceExhaustedError as exc:
-        raise ProtocolError(413, exc.message) from None
-    if len(chunks) > 1:
-        stream.appends[start] = start + len(chunks)
-
-
 async def create(
     app: DurableStreamsApp, request: Request, path: str, owner: str | None
 ) -> Response:
@@ -117,9 +101,9 @@ async def create(
         fork_of = headers.get(FORKED_FROM)
         source = None
         fork_offset: int | None = None
-        sub_offset = _sub_offset(headers.get(FORK_SUB_OFFSET), fork_of)
+        sub_offset = sub_offset_of(headers.get(FORK_SUB_OFFSET), fork_of)
         if fork_of is not None:
-            source, fork_offset, content_type = await _fork_source(
+            source, fork_offset, content_type = await fork_source(
                 app, request, fork_of, owner, content_type
             )
             if source.settings.ttl is not None and ttl is None and expires_at is None:
@@ -156,8 +140,8 @@ async def create(
         try:
             if source is not None:
                 assert fork_offset is not None
-                await _copy(app, source, stream, fork_offset, sub_offset)
-            await _write(app, stream, chunks)
+                await copy_prefix(app, source, stream, fork_offset, sub_offset)
+            await stream.append_chunks(app.manager, chunks)
             if close:
                 stream.closed = True
                 await writer.done(None)
@@ -177,79 +161,6 @@ def _created(stream: DsStream, status: int, request: Request) -> Response:
     if status == 201:
         headers["Location"] = str(request.url)
     return protocol_response(b"", status, headers, None)
-
-
-async def _fork_source(
-    app: DurableStreamsApp, request: Request, fork_of: str, owner: str | None, content_type: str
-) -> tuple[DsStream, int, str]:
-    """The source stream, the fork offset and the fork's content type, or an error."""
-    root = request.scope.get("root_path", "").strip("/")
-    source_path = fork_of.strip("/")
-    if root and source_path.startswith(root + "/"):
-        source_path = source_path[len(root) + 1 :]
-    source = app.catalog.peek(source_path)
-    if source is not None and source.owner == owner and source.soft_deleted:
-        raise ProtocolError(409, "the source stream was deleted")
-    source = await app.lookup(source_path, owner)
-    if source is None:
-        raise ProtocolError(404, "the source stream does not exist")
-    raw_offset = request.headers.get(FORK_OFFSET)
-    offset = source.length if raw_offset is None else parse_offset(raw_offset)
-    if offset is None or offset > source.length:
-        raise ProtocolError(400, "the fork offset is past the source's tail")
-    if content_type and base_type(content_type) != base_type(source.settings.content_type):
-        raise ProtocolError(409, "a fork keeps its source's content type")
-    return source, offset, source.settings.content_type
-
-
-def _sub_offset(value: str | None, fork_of: str | None) -> int:
-    if value is None:
-        return 0
-    if fork_of is None:
-        raise ProtocolError(400, "Stream-Fork-Sub-Offset needs Stream-Forked-From")
-    if not (value == "0" or (value[:1] in "123456789" and value.isascii() and value.isdigit())):
-        raise ProtocolError(400, "Stream-Fork-Sub-Offset must be a non-negative integer")
-    return int(value)
-
-
-async def _read(app: DurableStreamsApp, stream: DsStream, start: int, end: int) -> list[bytes]:
-    chunks: list[bytes] = []
-    while start + len(chunks) < end:
-        position = start + len(chunks)
-        batch = await app.manager.storage.read(
-            stream.stream_id, position, min(app.manager.read_batch, end - position)
-        )
-        if not batch:
-            raise ProtocolError(500, "the source stream's data is missing")
-        chunks += batch
-    return chunks
-
-
-async def _copy(
-    app: DurableStreamsApp, source: DsStream, fork: DsStream, offset: int, sub_offset: int
-) -> None:
-    """Copy the source up to ``offset`` (plus ``sub_offset`` messages or bytes of the
-    append there) into the fork: copy-on-fork, so that forks outlive sources."""
-    position = 0
-    while position < offset:
-        end = min(source.append_end(position), offset)
-        await _write(app, fork, await _read(app, source, position, end))
-        position = end
-    if sub_offset == 0:
-        return
-    if offset >= source.length:
-        raise ProtocolError(400, "Stream-Fork-Sub-Offset points past the source's tail")
-    end = source.append_end(offset)
-    chunks = await _read(app, source, offset, end)
-    if is_json(source.settings.content_type):
-        if sub_offset > len(chunks):
-            raise ProtocolError(400, "Stream-Fork-Sub-Offset is past the append's messages")
-        await _write(app, fork, chunks[:sub_offset])
-        return
-    data = decode_bytes(chunks)
-    if sub_offset > len(data):
-        raise ProtocolError(400, "Stream-Fork-Sub-Offset is past the append's bytes")
-    await _write(app, fork, encode_bytes(data[:sub_offset]))
 
 
 async def append(
@@ -290,7 +201,7 @@ async def append(
                 return _appended(stream, 204, (producer_id, state.epoch, state.seq))
         if seq is not None and stream.last_seq is not None and seq <= stream.last_seq:
             raise ProtocolError(409, "Stream-Seq must increase")
-        await _write(app, stream, chunks)
+        await stream.append_chunks(app.manager, chunks)
         if close:
             stream.closed = True
             stream.closed_by = producer
