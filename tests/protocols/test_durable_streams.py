@@ -6,7 +6,7 @@ tests/conformance); these tests cover what is ours.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import anyio
@@ -20,6 +20,7 @@ from stream_gateway.protocols.durable_streams.wire import (
     format_offset,
     parse_offset,
 )
+from stream_gateway.streams import InMemoryStreamStorage, StreamRecord
 from tests.gateway.conftest import serve
 from tests.servers.protocols_app import build_app
 
@@ -214,3 +215,47 @@ def test_removing_a_stream_twice_releases_its_source_once() -> None:
     assert catalog.remove(fork) == [fork, source]  # the last fork releases the source
     assert catalog.remove(fork) == []
     assert source.forks == 0 and len(catalog) == 0
+
+
+class _StallingStorage(InMemoryStreamStorage):
+    """Appends wait until released: a create can be caught in the middle."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = anyio.Event()
+        self.release = anyio.Event()
+        self.created: list[str] = []
+
+    async def create(self, record: StreamRecord) -> None:
+        self.created.append(record.stream_id)
+        await super().create(record)
+
+    async def append(self, stream_id: str, offset: int, chunks: Sequence[bytes]) -> None:
+        self.entered.set()
+        await self.release.wait()
+        await super().append(stream_id, offset, chunks)
+
+
+async def test_a_create_cancelled_midway_still_ends_its_chunks() -> None:
+    storage = _StallingStorage()
+    manager = StreamManager(storage)
+    app = DurableStreamsApp(manager)
+    async with app.lifespan():
+        request = httpx.Request(
+            "PUT", "http://t/s", content=b"data", headers={"Content-Type": "text/plain"}
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_put, app, request)
+            await storage.entered.wait()
+            tg.cancel_scope.cancel()  # say, the server shutting down
+            storage.release.set()
+        assert app.catalog.peek("s") is None
+        [stream_id] = storage.created
+        record = await manager.info(stream_id)
+        assert record.status == "cancelled", "the chunks were left without their end"
+
+
+async def _put(app: DurableStreamsApp, request: httpx.Request) -> None:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        await http.send(request)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import anyio
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -147,7 +148,10 @@ async def create(
                 await writer.done(None)
         except BaseException:
             if not writer.closed:
-                await writer.cancelled("stream creation failed")
+                # Shielded: a create cancelled mid-way (a shutdown) must still end
+                # its chunks, or their writer would renew its lease forever.
+                with anyio.CancelScope(shield=True):
+                    await writer.cancelled("stream creation failed")
             raise
         app.catalog.add(stream)
     return _created(stream, 201, request)
