@@ -13,6 +13,8 @@ PORT   ?= 8000
 PY_STAMP   := $(VENV)/.installed
 NODE_STAMP := client_js/node_modules/.installed
 GENKIT_STAMP := tests/node/node_modules/.installed
+PROTOCOLS_STAMP := tests/conformance/node_modules/.installed
+AISDK_STAMP := samples/aisdk/node_modules/.installed
 
 .PHONY: demo install test lint docs test-python test-node test-browser bench clean
 
@@ -34,6 +36,19 @@ $(GENKIT_STAMP): tests/node/package.json tests/node/package-lock.json
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+$(PROTOCOLS_STAMP): tests/conformance/package.json tests/conformance/package-lock.json
+	cd tests/conformance && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(AISDK_STAMP): samples/aisdk/package.json samples/aisdk/package-lock.json
+	cd samples/aisdk && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The AI SDK sample page's bundle (the `ai` package and our code, no CDN); not committed.
+AISDK_BUNDLE := samples/aisdk/static/app.js
+$(AISDK_BUNDLE): $(AISDK_STAMP) $(wildcard samples/aisdk/src/*.mjs)
+	cd samples/aisdk && npm run build --silent
+
 /usr/bin/chromium:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
@@ -43,7 +58,7 @@ $(GENKIT_STAMP): tests/node/package.json tests/node/package-lock.json
 /usr/bin/redis-server:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 
-demo: $(PY_STAMP) $(if $(filter redis,$(STREAM_BACKEND)),/usr/bin/redis-server)
+demo: $(PY_STAMP) $(AISDK_BUNDLE) $(if $(filter redis,$(STREAM_BACKEND)),/usr/bin/redis-server)
 	scripts/demo.sh $(HOST) $(PORT)
 
 lint: $(PY_STAMP)
@@ -58,13 +73,13 @@ lint: $(PY_STAMP)
 # cannot resolve) are errors.
 API_MODULES := stream_gateway stream_gateway.streams stream_gateway.asgi \
 	stream_gateway.client stream_gateway.durable stream_gateway_firestore stream_gateway_rtdb \
-	stream_gateway_redis
+	stream_gateway.protocols stream_gateway_redis
 
 docs: $(PY_STAMP)
 	rm -rf build/api
 	$(BIN)/python -W error -m pdoc --docformat restructuredtext -o build/api $(API_MODULES)
 
-test: $(PY_STAMP) $(NODE_STAMP) $(GENKIT_STAMP) /usr/bin/chromium /usr/bin/redis-server lint docs
+test: $(PY_STAMP) $(NODE_STAMP) $(GENKIT_STAMP) $(PROTOCOLS_STAMP) $(AISDK_BUNDLE) /usr/bin/chromium /usr/bin/redis-server lint docs
 	scripts/with_servers.sh $(MAKE) --no-print-directory test-python test-node test-browser
 
 # The plugins' test folders import their own helpers as top-level modules: one run each.
@@ -76,13 +91,16 @@ test-python:
 
 test-node:
 	cd tests/node && npm test --silent
+	cd tests/conformance && npm test --silent
+	cd samples/aisdk && npm test --silent
 	cd client_js && npm test --silent
 
 test-browser:
 	cd client_js && npm run test:browser --silent
+	cd samples/aisdk && npm run test:browser --silent
 
 bench: $(PY_STAMP) /usr/bin/redis-server
 	scripts/with_servers.sh scripts/bench.sh
 
 clean:
-	rm -rf $(VENV) client_js/node_modules tests/node/node_modules .data build/api
+	rm -rf $(VENV) client_js/node_modules tests/node/node_modules tests/conformance/node_modules samples/aisdk/node_modules samples/aisdk/static/app.js .data build/api

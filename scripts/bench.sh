@@ -8,6 +8,8 @@ PY=.venv/bin/python
 .venv/bin/pip install --quiet 'uvicorn[standard]'
 echo "== streaming: burst, replay, fan-out"
 $PY -m bench.bench_streaming
+echo "== Durable Streams: appends, SSE fan-out"
+$PY -m bench.bench_protocols
 echo "== SQLite writes"
 $PY bench/bench_sqlite_writes.py
 echo "== SQLite synchronous: FULL (default) against NORMAL"

@@ -15,6 +15,8 @@ the file, default ``.data/streams.db``), ``memory``, ``firestore`` (needs
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -25,6 +27,7 @@ from starlette.staticfiles import StaticFiles
 from stream_gateway import Gateway, InMemoryStreamManager, StreamManager
 from stream_gateway.streams import SqliteStreamManager
 
+from ..aisdk.app import ProtocolMounts
 from .flows import chat
 
 HERE = Path(__file__).parent
@@ -62,9 +65,17 @@ def make_manager(backend: str, db_path: str | os.PathLike[str] | None = None) ->
 def build_app(
     db_path: str | os.PathLike[str] | None = None, backend: str | None = None
 ) -> Starlette:
-    """The sample app with its gateway at ``/flows``."""
+    """The sample app with its gateway at ``/flows``; on the same manager, the AI SDK
+    sample (``/aisdk/``, its ``useChat`` endpoint ``/api/chat``) and Durable Streams
+    (``/ds/``)."""
     manager = make_manager(backend or os.environ.get("STREAM_BACKEND", "sqlite"), db_path)
     gateway = Gateway([chat], stream_manager=manager)
+    protocols = ProtocolMounts(manager)
+
+    @asynccontextmanager
+    async def lifespan(app: object) -> AsyncIterator[None]:
+        async with gateway.lifespan(app), protocols.lifespan():
+            yield
 
     async def index(request: object) -> FileResponse:
         return FileResponse(HERE / "static" / "index.html")
@@ -76,6 +87,7 @@ def build_app(
             Mount("/static", app=StaticFiles(directory=HERE / "static")),
             # The browser client (@stream-gateway/client), served from its source.
             Mount("/client", app=StaticFiles(directory=HERE.parents[1] / "client_js" / "src")),
+            *protocols.routes,
         ],
-        lifespan=gateway.lifespan,
+        lifespan=lifespan,
     )
