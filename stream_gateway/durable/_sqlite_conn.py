@@ -10,6 +10,7 @@ share their fsync. A write's call returns only after its batch committed.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,21 @@ import anyio.to_thread
 
 from .errors import DurableStoreError
 
-__all__ = ["SqliteConnection"]
+__all__ = ["SqliteConnection", "store_error"]
+
+logger = logging.getLogger("stream_gateway.durable")
+
+
+def store_error(exc: sqlite3.Error) -> DurableStoreError:
+    """A client-safe `DurableStoreError` for ``exc`` (its text goes to the log only).
+
+    Busy, locked and I/O failures (``OperationalError``) are transient."""
+    logger.warning("durable store: %s: %s", type(exc).__name__, exc)
+    transient = isinstance(exc, sqlite3.OperationalError)
+    error = DurableStoreError("the durable store is unavailable", transient=transient)
+    error.__cause__ = exc
+    return error
+
 
 T = TypeVar("T")
 
@@ -38,7 +53,9 @@ class _Write(Generic[T]):
 class SqliteConnection:
     """The connection to ``path``; opened by `open` with ``schema`` applied."""
 
-    def __init__(self, path: Path, *, synchronous: str, busy_timeout: float, schema: str) -> None:
+    def __init__(
+        self, path: Path, *, synchronous: str, busy_timeout: float, schema: str, version: int = 0
+    ) -> None:
         self.path = path
         self._pragmas = [
             f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}",
@@ -46,6 +63,7 @@ class SqliteConnection:
             f"PRAGMA synchronous = {synchronous}",
         ]
         self._schema = schema
+        self._version = version
         self._conn: sqlite3.Connection | None = None
         self._limiter = anyio.CapacityLimiter(1)
         self._queue: list[_Write[Any]] = []
@@ -62,7 +80,30 @@ class SqliteConnection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         for pragma in self._pragmas:
             conn.execute(pragma)
-        conn.executescript(self._schema)  # idempotent statements, safe to race
+        if not self._version:
+            conn.executescript(self._schema)  # idempotent statements, safe to race
+            return conn
+        # Check the version and create the tables in one transaction: processes
+        # opening a new file at once must not see each other's half-made schema.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            found = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'")
+            if found != self._version and tables.fetchone()[0]:
+                raise DurableStoreError(
+                    f"{self.path} holds schema version {found}, not {self._version}: it was "
+                    "made by another version of stream-gateway (move it aside)",
+                    transient=False,
+                )
+            for statement in self._schema.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {self._version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            conn.close()
+            raise
         return conn
 
     async def open(self) -> None:
@@ -72,7 +113,7 @@ class SqliteConnection:
             try:
                 self._conn = await anyio.to_thread.run_sync(self._connect, limiter=self._limiter)
             except sqlite3.Error as exc:
-                raise DurableStoreError(f"cannot open durable store: {exc}") from exc
+                raise store_error(exc) from exc
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -88,7 +129,7 @@ class SqliteConnection:
         try:
             return await anyio.to_thread.run_sync(fn, conn, limiter=self._limiter)
         except sqlite3.Error as exc:
-            raise DurableStoreError(f"durable store failed: {exc}") from exc
+            raise store_error(exc) from exc
 
     async def write(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``body(conn)`` atomically in the next group commit; its value or error."""
@@ -119,7 +160,7 @@ class SqliteConnection:
                 self._leading = False
         if write.error is not None:
             if isinstance(write.error, sqlite3.Error):
-                raise DurableStoreError(f"durable store failed: {write.error}") from write.error
+                raise store_error(write.error) from write.error
             raise write.error
         return write.value  # type: ignore[return-value]
 
