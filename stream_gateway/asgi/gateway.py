@@ -22,7 +22,7 @@ from .endpoints import FlowEndpoints, GatewaySettings
 from .runner import FlowRunner
 
 if TYPE_CHECKING:
-    from ..durable import DurableEngine
+    from ..durable import DurableEngine, Worker
 
 __all__ = ["FlowHandler", "Gateway"]
 
@@ -54,16 +54,26 @@ class Gateway:
         keep_alive_interval: float = 15.0,
         drain_grace: float = 10.0,
         max_running_flows: int = 1000,
-        durable: DurableEngine | None = None,
+        durable: DurableEngine | Worker | None = None,
     ) -> None:
         """``max_chunk_bytes`` / ``max_stream_chunks`` apply to every run of these
         flows; they default to the manager's limits. ``max_running_flows`` caps the
         detached runs at once (more get ``RESOURCE_EXHAUSTED``).
 
         ``durable``: also serve that engine's operations under ``/durable`` (same
-        context provider and error format) and run a worker in the lifespan.
+        context provider and error format) and run a worker in the lifespan: give
+        ``engine.worker(worker_id="web-1", lease=10, ...)`` to choose its options (a
+        stable id lets a restarted process take its executions back at once).
         """
-        self.durable = durable
+        self.durable_worker: Worker | None = None
+        self.durable: DurableEngine | None = None
+        if durable is not None:
+            from ..durable import Worker
+
+            if isinstance(durable, Worker):
+                self.durable_worker, self.durable = durable, durable.engine
+            else:
+                self.durable = durable
         manager = stream_manager
         self.stream_manager = manager
         self.runner = FlowRunner(grace=drain_grace, max_running=max_running_flows)
@@ -158,7 +168,7 @@ class Gateway:
                 await stack.enter_async_context(self.stream_manager)
             if self.durable is not None:
                 await stack.enter_async_context(self.durable)
-                await stack.enter_async_context(self.durable.worker())
+                await stack.enter_async_context(self.durable_worker or self.durable.worker())
             await stack.enter_async_context(self.runner)
             yield
 

@@ -14,7 +14,13 @@ from starlette.requests import Request
 from starlette.routing import Mount
 
 from stream_gateway import PermissionDeniedError, RequestContext, UnauthenticatedError
-from stream_gateway.durable import DurableContext, DurableEngine, durable_flow, durable_routes
+from stream_gateway.durable import (
+    DurableContext,
+    DurableEngine,
+    InMemoryDurableStore,
+    durable_flow,
+    durable_routes,
+)
 
 from .conftest import StartEngine
 
@@ -50,6 +56,7 @@ async def auth(request: Request) -> RequestContext:
 
 ANN = {"authorization": "Bearer ann"}
 BOB = {"authorization": "Bearer bob"}
+JSON_ANN = {**ANN, "content-type": "application/json"}
 
 
 @pytest.fixture
@@ -244,3 +251,66 @@ async def test_describe(client: tuple[httpx.AsyncClient, DurableEngine]) -> None
         "input": {"type": "integer"},
         "output": {"type": "string"},
     }
+
+
+async def test_out_of_range_times_are_refused_before_anything_is_stored(
+    client: tuple[httpx.AsyncClient, DurableEngine],
+) -> None:
+    c, _ = client
+    for when in (
+        {"delay": 1e12},
+        {"delay": 1e308},
+        {"delay": -1},
+        {"at": 1e12},
+        {"at": -1},
+        {"at": "0001-01-01T00:00:00Z"},
+        {"at": "9999-12-31T23:59:59.999999-05:00"},
+        {"at": ["2030"]},
+    ):
+        r = await c.post("/durable/quick", json={"data": None, **when}, headers=ANN)
+        assert r.status_code == 400, (when, r.text)
+    r = await c.post("/durable/quick", content=b'{"delay": 1e400}', headers=JSON_ANN)
+    assert r.status_code == 400, r.text
+    listing = await c.get("/durable/ops", headers=ANN)
+    assert listing.status_code == 200 and listing.json()["operations"] == []
+
+
+async def test_non_ascii_digits_in_limit_and_cursor_are_400(
+    client: tuple[httpx.AsyncClient, DurableEngine],
+) -> None:
+    c, _ = client
+    for query in ("limit=²", "cursor=①", "limit=١٢", "cursor=²³"):
+        r = await c.get(f"/durable/ops?{query}", headers=ANN)
+        assert r.status_code == 400, (query, r.text)
+        assert r.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+async def test_signals_over_http(client: tuple[httpx.AsyncClient, DurableEngine]) -> None:
+    c, engine = client
+    op = (await c.post("/durable/approve", json={"data": 1}, headers=ANN)).json()
+    url = f"/durable/ops/{op['name']}/signals/poke"
+    r = await c.post(url, json={"payload": {"n": 1}}, headers=ANN)
+    assert r.status_code == 200, r.text
+    assert [(s.name, s.payload) for s in (await engine.store.history(op["name"])).signals] == [
+        ("poke", '{"n":1}')
+    ]
+    assert (await c.post(url, json={"payload": 1}, headers=BOB)).status_code == 404
+    bad = f"/durable/ops/{op['name']}/signals/$resume:approve"
+    assert (await c.post(bad, json={"payload": 1}, headers=ANN)).status_code == 400
+
+
+async def test_gateway_takes_a_worker_with_its_options() -> None:
+    from stream_gateway import Gateway
+
+    engine = DurableEngine([quick], store=InMemoryDurableStore())
+    worker = engine.worker(worker_id="web-1", lease=2.0, poll_interval=0.05)
+    gateway = Gateway([], durable=worker)
+    assert gateway.durable is engine and gateway.durable_worker is worker
+    async with gateway.lifespan():
+        assert worker.worker_id == "web-1" and worker.lease == 2.0
+        transport = httpx.ASGITransport(app=gateway)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            op = (await c.post("/durable/quick", json={"data": None})).json()
+            with anyio.fail_after(10):
+                done = await engine.wait(op["name"])
+    assert done.response == 1
