@@ -48,6 +48,7 @@ __all__ = [
     "ProbeMiss",
     "Run",
     "Suspend",
+    "WAKE",
     "classify",
     "in_step",
 ]
@@ -59,6 +60,9 @@ in_step: contextvars.ContextVar[str | None] = contextvars.ContextVar("in_step", 
 
 END = "$end"
 """The key under which a join/race branch records how it ended."""
+
+WAKE = "$wake"
+"""The signal `DurableEngine.wake` sends: the next run skips poll and retry delays."""
 
 
 class Suspend(BaseException):  # control flow, not an error
@@ -153,7 +157,10 @@ class Run:
         self.journal_bytes = 0
         for entry in history.entries:
             self._index(entry)
-        self.signals: list[Signal] = list(history.signals)
+        self.signals: list[Signal] = [s for s in history.signals if s.name != WAKE]
+        #: Woken by an operator: poll periods and retry backoffs are over now.
+        self.woken = [s.id for s in history.signals if s.name == WAKE]
+        self.woken_consumed = False
         #: Set when the run must fail whatever the flow does (divergence, misuse).
         self.fatal: GatewayError | None = None
         self.closed = False
@@ -190,12 +197,16 @@ class Run:
             )
             self.fatal = self.fatal or error
             raise error
+        if self.woken:
+            consume = [*consume, *self.woken]
         try:
             await self.store.append(self.lease, entry, time.time(), consume=consume)
         except LeaseLostError:
             raise self.abandon("its lease was lost") from None
         except DurableStoreError as exc:
             raise self.abandon(f"the store failed ({exc.message})") from None
+        self.woken_consumed = True
+        self.woken = []
         self._index(entry)
 
     async def prune(self, branches: Collection[str]) -> None:
@@ -221,6 +232,10 @@ class Run:
         """Mark the run abandoned (it replays later) and return the exception to raise."""
         self.abandoned = self.abandoned or why
         return Abandon(why)
+
+    def due(self, wake_at: float | None) -> bool:
+        """Whether a retry backoff or poll period ending at ``wake_at`` is over."""
+        return wake_at is None or wake_at <= time.time() or bool(self.woken or self.woken_consumed)
 
     def take_signals(self, names: Collection[str], count: int) -> list[Signal]:
         """Take up to ``count`` unconsumed signals of ``names``, oldest first."""

@@ -126,7 +126,7 @@ async def attempt(
     entry = run.entries.get((cursor.branch, key))
     if entry is not None and entry.final:
         return outcome(entry)
-    if entry is not None and entry.wake_at is not None and entry.wake_at > time.time():
+    if entry is not None and not run.due(entry.wake_at):
         raise Suspend("sleeping", path, entry.wake_at)
     if run.probe is not None:
         raise ProbeMiss(path)
@@ -248,7 +248,7 @@ async def poll(
     entry = run.entries.get((cursor.branch, key))
     if entry is not None and entry.final:
         return outcome(entry)
-    if entry is not None and entry.wake_at is not None and entry.wake_at > time.time():
+    if entry is not None and not run.due(entry.wake_at):
         raise Suspend("sleeping", path, entry.wake_at)
     if run.probe is not None:
         raise ProbeMiss(path)

@@ -28,6 +28,7 @@ from .._errors import (
 )
 from .._json import JsonValue, dumps
 from ._ids import derive_flow_id, new_flow_id, validate_flow_id
+from ._replay import WAKE
 from .definition import DurableFlow
 from .errors import NotFinishedError, NotWaitingError, error_to_record
 from .records import STATUSES, ExecutionRecord, ExecutionStatus, JournalEntry, Operation, Page
@@ -195,7 +196,7 @@ class DurableEngine:
         """Start an execution now, after ``delay`` or at ``at``; returns at once.
 
         The operation returned is never done: the run happens in a worker. ``id``
-        chooses the execution's id (16-128 characters of ``[A-Za-z0-9_-]``); calling
+        chooses the execution's id (1-128 characters of ``[A-Za-z0-9_-]``); calling
         again with the same id, flow and owner returns the existing execution, while
         an id taken by another flow or owner raises `AlreadyExistsError`. With an
         ``idempotency_key``, a second call (same flow and owner) returns the existing
@@ -420,11 +421,15 @@ class DurableEngine:
         return await self.get_state(flow_id)
 
     async def wake(self, flow_id: str) -> Operation:
-        """Replay a pending, sleeping or waiting execution now (a poll checks at once;
-        unfinished sleeps and waits park it again). `FailedPreconditionError` for a
+        """Replay a pending, sleeping or waiting execution now: a poll checks at once
+        and a step waiting out its retry backoff tries again at once; unfinished
+        sleeps and waits park it again. `FailedPreconditionError` for a
         running or finished one."""
-        if not await self.store.wake(validate_flow_id(flow_id), time.time()):
+        flow_id = validate_flow_id(flow_id)
+        now = time.time()
+        if not await self.store.wake(flow_id, now):
             raise FailedPreconditionError("only a pending, sleeping or waiting flow can be woken")
+        await self.store.send_signal(flow_id, WAKE, "null", now)
         self.notifier.due()
         return await self.get_state(flow_id)
 

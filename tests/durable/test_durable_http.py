@@ -178,7 +178,7 @@ async def test_other_principals_see_not_found(
 
 async def test_malformed_and_unknown_ids(client: tuple[httpx.AsyncClient, DurableEngine]) -> None:
     c, _ = client
-    for bad in ("short", "x" * 129, "has.dots.in.it.xxxxxxx", "%24%7Bwhere%7D-xxxxxxxxxxx"):
+    for bad in ("a b", "x" * 129, "has.dots.in.it.xxxxxxx", "%24%7Bwhere%7D-xxxxxxxxxxx"):
         r = await c.get(f"/durable/ops/{bad}", headers=ANN)
         assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT", bad
         assert bad not in r.text
