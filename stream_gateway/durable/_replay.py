@@ -306,6 +306,7 @@ class Cursor:
         self.owner = _task_id()
         self.position = 0
         self.keys: set[str] = set()
+        self._counts: dict[str, int] = {}
         self.sealed: Suspend | None = None
         self.concurrent = False
 
@@ -341,9 +342,10 @@ class Cursor:
                 )
                 run.fatal = error
                 raise error
-            n = 1
+            n = self._counts.get(name, 0) + 1
             while f"{name}-{n}" in self.keys:
                 n += 1
+            self._counts[name] = n
             key = f"{name}-{n}"
         self.keys.add(key)
         if foreign:

@@ -15,7 +15,7 @@ import anyio
 from anyio.abc import Process
 from pydantic import BaseModel
 
-from stream_gateway.durable import DurableContext, durable_flow
+from stream_gateway.durable import DurableContext, DurableFlow, durable_flow
 
 
 class Job(BaseModel):
@@ -86,7 +86,8 @@ async def fanned(job: Fan, ctx: DurableContext) -> int:
                     await anyio.sleep(job.delay / 2)
                     return i
 
-                total += await ctx.run(f"s{i}", step)
+                value: int = await ctx.run(f"s{i}", step)
+                total += value
             return total
 
         return run
@@ -94,7 +95,8 @@ async def fanned(job: Fan, ctx: DurableContext) -> int:
     results = await ctx.join("fan", {f"b{b}": branch(b) for b in range(job.branches)})
     first: int = await ctx.wait_for_signal("first", "go")
     second: int = await ctx.wait_for_signal("second", "go")
-    return sum(results.values()) + first * 1000 + second * 10000
+    total: int = sum(results.values()) + first * 1000 + second * 10000
+    return total
 
 
 @durable_flow(input=Job, output=int)
@@ -110,7 +112,7 @@ async def blocking(job: Job, ctx: DurableContext) -> int:
     return done
 
 
-FLOWS = [counted, guarded, fanned, blocking]
+FLOWS: list[DurableFlow[Any, Any]] = [counted, guarded, fanned, blocking]
 
 ROOT = Path(__file__).resolve().parents[2]
 
