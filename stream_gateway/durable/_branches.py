@@ -119,6 +119,17 @@ async def _end(cursor: Cursor, status: Any, *, raw: str | None = None, error: An
     )
 
 
+def _public(errors: dict[str, Any]) -> dict[str, Any]:
+    """Branch errors as clients may see them (operator detail stays in the journal)."""
+    return {n: {k: v for k, v in e.items() if k != "operator"} for n, e in errors.items()}
+
+
+def _operator(error: Any, errors: dict[str, Any]) -> None:
+    kept = {n: e["operator"] for n, e in errors.items() if e.get("operator")}
+    if kept:
+        error.operator = {"branches": kept}
+
+
 def _child_name(parent: Cursor, key: str, name: str) -> str:
     return parent.child(f"{key}:{name}").branch
 
@@ -148,8 +159,9 @@ async def join(
         error = JoinError(
             f"{len(failed)} of {len(branches)} branches of join {parent.path(key)!r} failed: "
             + ", ".join(sorted(failed)),
-            details={"errors": failed},
+            details={"errors": _public(failed)},
         )
+        _operator(error, failed)
         await run.write(
             JournalEntry(
                 pos,
@@ -224,8 +236,9 @@ async def race(
         raise Suspend.merge(suspends)
     failed = {name: e.error for name, e in ended.items() if e.error is not None}
     error = RaceError(
-        f"every branch of race {parent.path(key)!r} failed", details={"errors": failed}
+        f"every branch of race {parent.path(key)!r} failed", details={"errors": _public(failed)}
     )
+    _operator(error, failed)
     now = time.time()
     await run.write(
         JournalEntry(

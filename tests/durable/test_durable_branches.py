@@ -264,3 +264,26 @@ async def test_a_journal_over_its_bound_fails_with_a_clear_error() -> None:
         op = await finished(engine, (await engine.schedule(f)).name)
     assert isinstance(op.error, JournalTooLargeError)
     assert "ctx.loop" in op.error.message
+
+
+async def test_branch_errors_reach_clients_redacted_and_operators_in_full(
+    start: StartEngine,
+) -> None:
+    @durable_flow
+    async def f(_: None, ctx: DurableContext) -> Any:
+        async def bug(ctx: DurableContext) -> None:
+            raise KeyError("secret internal detail")
+
+        async def ok(ctx: DurableContext) -> int:
+            return 1
+
+        return await ctx.join("j", {"bug": bug, "ok": ok})
+
+    async with start([f]) as (engine, _):
+        op = await finished(engine, (await engine.schedule(f)).name)
+        entries = await engine.history(op.name)
+    assert isinstance(op.error, JoinError)
+    assert "secret" not in str(op.to_json())
+    assert op.error.errors["bug"].status == "INTERNAL"
+    [end] = [e for e in entries if e.branch == "j:bug" and e.key == "$end"]
+    assert end.error is not None and end.error["operator"]["message"] == "'secret internal detail'"
