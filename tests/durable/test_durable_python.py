@@ -409,3 +409,66 @@ async def test_step_timeouts_still_say_how_long(start: StartEngine) -> None:
     assert isinstance(op.error, StepExhaustedError)
     cause = op.error.details["cause"]
     assert cause["status"] == DeadlineExceededError.status and "0.05s" in cause["message"]
+
+
+async def test_helper_tasks_repeating_a_step_name_are_told_to_use_join(
+    start: StartEngine,
+) -> None:
+    @durable_flow
+    async def f(_: None, ctx: DurableContext) -> Any:
+        async def helper(i: int) -> int:
+            await anyio.sleep(0)
+            value: int = await ctx.run("fetch", functools.partial(int, i))
+            return value
+
+        return await asyncio.gather(helper(1), helper(2))
+
+    @durable_flow
+    async def g(_: None, ctx: DurableContext) -> Any:
+        async def helper(i: int) -> int:
+            value: int = await ctx.run(f"fetch-{i}", functools.partial(int, i))
+            return value
+
+        async with anyio.create_task_group() as tg:
+            for i in range(3):
+                tg.start_soon(helper, i)
+        return "ok"
+
+    async with start([f, g]) as (engine, _):
+        op = await finished(engine, (await engine.schedule(f)).name)
+        assert op.status == "failed" and op.error is not None
+        assert "ctx.join" in op.error.message and op.error.status == "FAILED_PRECONDITION"
+        assert (await finished(engine, (await engine.schedule(g)).name)).response == "ok"
+
+
+async def test_finally_and_bare_except_around_a_suspension(start: StartEngine) -> None:
+    cleanups: list[str] = []
+
+    @durable_flow
+    async def f(_: None, ctx: DurableContext) -> Any:
+        try:
+            await ctx.sleep("nap", 0.05)
+        finally:
+            await ctx.run("cleanup", lambda: cleanups.append("done"))
+        try:
+            await ctx.sleep("second", 0.05)
+        except BaseException:  # swallows the suspension: the branch stays sealed anyway
+            pass
+        return await ctx.run("after", lambda: "after")
+
+    async with start([f]) as (engine, _):
+        op = await finished(engine, (await engine.schedule(f)).name)
+        kinds = [(e.key, e.status) for e in await engine.history(op.name)]
+    assert op.response == "after", op.to_json()
+    assert cleanups == ["done"]  # not run during the suspension, once afterwards
+    assert ("after", "completed") in kinds
+
+
+async def test_gather_of_sleeps_takes_turns_and_completes(start: StartEngine) -> None:
+    @durable_flow
+    async def f(_: None, ctx: DurableContext) -> str:
+        await asyncio.gather(ctx.sleep("a", 0.02), ctx.sleep("b", 0.02), ctx.sleep("c", 0.02))
+        return "rested"
+
+    async with start([f]) as (engine, _):
+        assert (await finished(engine, (await engine.schedule(f)).name)).response == "rested"
