@@ -7,10 +7,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, overload
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
+from ._codec import Codec
 from ._errors import InternalError, InvalidArgumentError
-from ._json import JsonValue, dumps
+from ._json import JsonValue
 
 __all__ = [
     "ChunkSink",
@@ -96,21 +97,19 @@ class FlowContext(Generic[ChunkT]):
         await self._sink(self.flow.encode_chunk(chunk))
 
 
-def validate_input(adapter: TypeAdapter[Any] | None, data: JsonValue, flow_name: str) -> Any:
-    """``data`` validated by ``adapter`` (as is when there is none).
+def validate_input(codec: Codec | TypeAdapter[Any] | None, data: JsonValue, flow_name: str) -> Any:
+    """``data`` validated as a flow's input (as is when there is no type).
 
     Raises `InvalidArgumentError` carrying pydantic's errors (without the input and
     the exception objects, so the details are JSON and echo nothing back).
     """
-    if adapter is None:
+    if codec is None:
         return data
-    try:
-        return adapter.validate_python(data)
-    except ValidationError as exc:
-        raise InvalidArgumentError(
-            f"invalid input for flow {flow_name!r}",
-            details=exc.errors(include_url=False, include_context=False, include_input=False),
-        ) from None
+    if not isinstance(codec, Codec):
+        wrapped = Codec()
+        wrapped.adapter = codec
+        codec = wrapped
+    return codec.validate(data, f"input for flow {flow_name!r}")
 
 
 class Flow(Generic[InT, OutT, ChunkT]):
@@ -135,9 +134,9 @@ class Flow(Generic[InT, OutT, ChunkT]):
         self.fn = fn
         self.name = name
         self.description = description if description is not None else (fn.__doc__ or "")
-        self._input = TypeAdapter[Any](input) if input is not None else None
-        self._output = TypeAdapter[Any](output) if output is not None else None
-        self._chunk = TypeAdapter[Any](chunk) if chunk is not None else None
+        self._input = Codec(input)
+        self._output = Codec(output)
+        self._chunk = Codec(chunk)
 
     def parse_input(self, data: JsonValue) -> InT:
         """Validate wire input; raises `InvalidArgumentError` with pydantic's errors."""
@@ -154,13 +153,9 @@ class Flow(Generic[InT, OutT, ChunkT]):
         """A chunk as compact JSON, validated against the chunk type."""
         return self._encode(self._chunk, chunk, "chunk")
 
-    def _encode(self, adapter: TypeAdapter[Any] | None, value: Any, what: str) -> bytes:
+    def _encode(self, codec: Codec, value: Any, what: str) -> bytes:
         try:
-            if adapter is not None:
-                value = adapter.dump_python(adapter.validate_python(value), mode="json")
-            elif isinstance(value, BaseModel):
-                value = value.model_dump(mode="json")
-            return dumps(value)
+            return codec.encode(value)
         except (ValidationError, InvalidArgumentError):
             logger.exception("flow %r produced an invalid %s", self.name, what)
             raise InternalError("Internal Error") from None
@@ -168,13 +163,10 @@ class Flow(Generic[InT, OutT, ChunkT]):
     def schemas(self) -> dict[str, Any]:
         """JSON Schemas of input, output and chunk (``None`` where any JSON goes)."""
 
-        def schema(adapter: TypeAdapter[Any] | None) -> Any:
-            return None if adapter is None else adapter.json_schema()
-
         return {
-            "input": schema(self._input),
-            "output": schema(self._output),
-            "chunk": schema(self._chunk),
+            "input": self._input.json_schema(),
+            "output": self._output.json_schema(),
+            "chunk": self._chunk.json_schema(),
         }
 
     async def __call__(

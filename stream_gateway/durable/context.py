@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import ValidationError
 
+from .._codec import Codec
 from .._errors import InvalidArgumentError
 from .._json import JsonValue, dumps, loads
 from ..flow import Flow, FlowContext
@@ -87,24 +88,18 @@ def epoch(value: float | datetime, what: str = "a time") -> float:
     return number
 
 
-def _encoder(adapter: TypeAdapter[Any] | None) -> Callable[[Any], str]:
+def _encoder(codec: Codec) -> Callable[[Any], str]:
     def encode(value: Any) -> str:
-        if adapter is not None:
-            value = adapter.dump_python(adapter.validate_python(value), mode="json")
-        elif isinstance(value, BaseModel):
-            value = value.model_dump(mode="json")
-        return dumps(value).decode()
+        return codec.encode(value).decode()
 
     return encode
 
 
-def _decode(raw: str | None, adapter: TypeAdapter[Any] | None) -> Any:
-    value = loads(raw) if raw is not None else None
-    return adapter.validate_python(value) if adapter is not None else value
+def _decode(raw: str | None, codec: Codec | None) -> Any:
+    return (codec or _ANY).decode(raw)
 
 
-def _adapter(schema: Any) -> TypeAdapter[Any] | None:
-    return TypeAdapter[Any](schema) if schema is not None else None
+_ANY = Codec()
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,12 +217,12 @@ class DurableContext:
         Once completed, never run again; if the process dies while ``fn`` runs, it
         runs again (at-least-once).
         """
-        adapter = _adapter(output)
+        codec = Codec(output)
         limit = seconds(timeout, "timeout") if timeout is not None else None
 
         async def body(pos: int, key: str) -> Any:
-            raw = await attempt(self._cursor, pos, "step", key, fn, _encoder(adapter), retry, limit)
-            return _decode(raw, adapter)
+            raw = await attempt(self._cursor, pos, "step", key, fn, _encoder(codec), retry, limit)
+            return _decode(raw, codec)
 
         return self._call("step", name, body)
 
@@ -305,12 +300,12 @@ class DurableContext:
         (from the first check) the step fails with `DeadlineExceededError`. A check
         that raises counts as "not yet" (a `CriticalError` fails the step).
         """
-        adapter = _adapter(output)
+        codec = Codec(output)
         every, limit = seconds(period, "period"), seconds(timeout, "timeout")
 
         async def body(pos: int, key: str) -> Any:
-            raw = await poll(self._cursor, pos, key, fn, _encoder(adapter), every, limit)
-            return _decode(raw, adapter)
+            raw = await poll(self._cursor, pos, key, fn, _encoder(codec), every, limit)
+            return _decode(raw, codec)
 
         return self._call("poll", name, body)
 
@@ -362,16 +357,16 @@ class DurableContext:
         A resume sent before the flow reaches the interrupt is kept and used when it
         does; if it then fails ``schema``, the step fails with `InvalidArgumentError`.
         """
-        adapter = _adapter(schema)
+        codec = Codec(schema)
 
         async def body(pos: int, key: str) -> Any:
             run, cursor = self._run, self._cursor
             path = cursor.path(key)
             entry = run.entries.get((cursor.branch, key))
             if entry is not None and entry.final:
-                return _decode(outcome(entry), adapter)
+                return _decode(outcome(entry), codec)
             if run.probe == path:
-                raise ProbeFound(adapter)
+                raise ProbeFound(codec)
             signal_name = f"$resume:{path}"
             taken = run.take_signals([signal_name], 1)
             if not taken:
@@ -388,7 +383,7 @@ class DurableContext:
                 branch=cursor.branch,
             )
             try:
-                value = _decode(taken[0].payload, adapter)
+                value = _decode(taken[0].payload, codec)
             except ValidationError as exc:
                 error = InvalidArgumentError(
                     f"invalid payload for step {path!r}",
@@ -421,7 +416,7 @@ class DurableContext:
         (DEADLINE_EXCEEDED). A payload that fails ``schema`` is consumed and fails the
         step with `InvalidArgumentError`.
         """
-        adapter = _adapter(schema)
+        codec = Codec(schema)
         limit = seconds(timeout, "timeout") if timeout is not None else None
 
         async def body(pos: int, key: str) -> Any:
@@ -431,15 +426,7 @@ class DurableContext:
                     f"no signal {signal!r} within {limit}s", details={"signal": signal}
                 )
             payload = loads(raw)[0]["payload"]
-            try:
-                return adapter.validate_python(payload) if adapter is not None else payload
-            except ValidationError as exc:
-                raise InvalidArgumentError(
-                    f"invalid payload for signal {signal!r}",
-                    details=exc.errors(
-                        include_url=False, include_context=False, include_input=False
-                    ),
-                ) from None
+            return codec.validate(payload, f"payload for signal {signal!r}")
 
         return self._call("signal", name, body)
 

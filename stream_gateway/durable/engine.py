@@ -17,7 +17,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import anyio
-from pydantic import ValidationError
 
 from .._errors import (
     AlreadyExistsError,
@@ -375,18 +374,11 @@ class DurableEngine:
         from ._driver import probe
 
         try:
-            adapter = await probe(self, record, step)
+            codec = await probe(self, record, step)
         except LookupError:
             return payload  # validated when the interrupt takes it
-        if adapter is None:
-            return payload
-        try:
-            return adapter.dump_python(adapter.validate_python(payload), mode="json")
-        except ValidationError as exc:
-            raise InvalidArgumentError(
-                f"invalid payload for step {step!r}",
-                details=exc.errors(include_url=False, include_context=False, include_input=False),
-            ) from None
+        codec.validate(payload, f"payload for step {step!r}")
+        return codec.to_json(payload)
 
     async def cancel(self, flow_id: str) -> Operation:
         """End an unfinished execution as ``cancelled`` (CANCELLED): its timers never
