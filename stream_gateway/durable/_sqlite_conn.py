@@ -26,12 +26,19 @@ __all__ = ["SqliteConnection", "store_error"]
 logger = logging.getLogger("stream_gateway.durable")
 
 
+_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_PROTOCOL", "SQLITE_IOERR", "SQLITE_FULL")
+
+
 def store_error(exc: sqlite3.Error) -> DurableStoreError:
     """A client-safe `DurableStoreError` for ``exc`` (its text goes to the log only).
 
-    Busy, locked and I/O failures (``OperationalError``) are transient."""
-    logger.warning("durable store: %s: %s", type(exc).__name__, exc)
-    transient = isinstance(exc, sqlite3.OperationalError)
+    Busy, locked, I/O and full-disk failures are transient (the same classes the
+    stream store retries); a corrupt file or a bug is not."""
+    name = getattr(exc, "sqlite_errorname", "")
+    transient = name.startswith(_TRANSIENT) or (
+        not name and isinstance(exc, sqlite3.OperationalError)
+    )
+    logger.warning("durable store: %s: %s (%s)", type(exc).__name__, exc, name or "?")
     error = DurableStoreError("the durable store is unavailable", transient=transient)
     error.__cause__ = exc
     return error
