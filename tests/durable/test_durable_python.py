@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from stream_gateway import DeadlineExceededError, InvalidArgumentError, NotFoundError
@@ -417,7 +418,7 @@ async def test_helper_tasks_repeating_a_step_name_are_told_to_use_join(
     @durable_flow
     async def f(_: None, ctx: DurableContext) -> Any:
         async def helper(i: int) -> int:
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             value: int = await ctx.run("fetch", functools.partial(int, i))
             return value
 
