@@ -17,6 +17,7 @@ from stream_gateway import PermissionDeniedError, RequestContext, Unauthenticate
 from stream_gateway.durable import (
     DurableContext,
     DurableEngine,
+    DurableStoreError,
     InMemoryDurableStore,
     durable_flow,
     durable_routes,
@@ -314,3 +315,20 @@ async def test_gateway_takes_a_worker_with_its_options() -> None:
             with anyio.fail_after(10):
                 done = await engine.wait(op["name"])
     assert done.response == 1
+
+
+class _DownStore(InMemoryDurableStore):
+    """A store whose reads fail as a locked database would, with a revealing text."""
+
+    async def list_executions(self, **kwargs: Any) -> Any:
+        raise DurableStoreError("database is locked: /srv/secret/durable.sqlite3")
+
+
+async def test_store_failures_answer_503_without_the_backends_text() -> None:
+    engine = DurableEngine([quick], store=_DownStore())
+    app = Starlette(routes=[Mount("/durable", durable_routes(engine, context_provider=auth))])
+    transport = httpx.ASGITransport(app=app)
+    async with engine, httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        r = await c.get("/durable/ops", headers=ANN)
+    assert r.status_code == 503 and r.json()["error"]["status"] == "UNAVAILABLE"
+    assert "secret" not in r.text and "locked" not in r.text
