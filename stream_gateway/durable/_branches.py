@@ -17,7 +17,7 @@ import anyio
 
 from .._errors import InvalidArgumentError
 from .._json import dumps, loads
-from ._replay import END, Cursor, Suspend, classify
+from ._replay import END, Cursor, ProbeFound, Suspend, classify
 from ._steps import outcome
 from .errors import JoinError, RaceError, error_to_record, public_error
 from .records import JournalEntry
@@ -89,6 +89,14 @@ async def _run_branch(
         if cursor.sealed is not None:
             return _Ended(suspend=cursor.sealed)
         suspends, controls, errors = classify(exc)
+        if (
+            run.probe is not None
+            and controls
+            and not any(isinstance(c, ProbeFound) for c in controls)
+        ):
+            # A probe cannot see past this branch; its siblings may still find the
+            # interrupt it looks for, so they must not be cancelled.
+            return _Ended(suspend=Suspend("waiting", branch, None))
         if controls or not (suspends or errors):
             raise
         if not errors:

@@ -350,9 +350,10 @@ class DurableEngine:
         """Deliver ``payload`` to the interrupt ``step`` (its path, as in
         ``blocked_on_step``).
 
-        If the execution waits on it now, the payload is validated against the
-        interrupt's schema (`InvalidArgumentError` with pydantic's errors). A resume
-        that arrives before the flow reaches the interrupt is kept for it. A step that
+        If the flow has reached the interrupt (a side-effect-free replay finds it),
+        the payload is validated against its schema now (`InvalidArgumentError` with
+        pydantic's errors). A resume that arrives before the flow reaches the
+        interrupt is kept for it and validated then. A step that
         already got its payload, or a finished execution, raises `NotWaitingError`
         (FAILED_PRECONDITION).
         """
@@ -361,8 +362,7 @@ class DurableEngine:
             raise InvalidArgumentError("step must name the interrupt")
         if record.done:
             raise NotWaitingError(f"flow has finished; it does not wait on step {step!r}")
-        if record.status == "waiting" and record.blocked_on == step:
-            payload = await self._validated(record, step, payload)
+        payload = await self._validated(record, step, payload)
         if not await self.store.send_signal(
             record.id, f"$resume:{step}", _json(payload), time.time(), unique=True
         ):

@@ -287,3 +287,38 @@ async def test_branch_errors_reach_clients_redacted_and_operators_in_full(
     assert op.error.errors["bug"].status == "INTERNAL"
     [end] = [e for e in entries if e.branch == "j:bug" and e.key == "$end"]
     assert end.error is not None and end.error["operator"]["message"] == "'secret internal detail'"
+
+
+async def test_resume_of_an_interrupt_inside_a_join_is_validated(start: StartEngine) -> None:
+    from pydantic import BaseModel
+
+    from stream_gateway import InvalidArgumentError
+
+    class Answer(BaseModel):
+        ok: bool
+
+    @durable_flow
+    async def f(_: None, ctx: DurableContext) -> Any:
+        async def slow(ctx: DurableContext) -> str:
+            await ctx.sleep("later", 3600)
+            return "slow"
+
+        async def ask(ctx: DurableContext) -> bool:
+            answer: Answer = await ctx.interrupt("approve", Answer)
+            return answer.ok
+
+        return await ctx.join("j", {"slow": slow, "ask": ask})
+
+    async with start([f]) as (engine, _):
+        op = await engine.schedule(f)
+        await until_status(engine, op.name, "sleeping")
+        with pytest.raises(InvalidArgumentError):
+            await engine.resume(op.name, "j:ask/approve", {"ok": "perhaps"})
+        await engine.resume(op.name, "j:ask/approve", {"ok": True})  # wakes it to replay
+        with anyio.fail_after(10):
+            while True:
+                entries = await engine.history(op.name)
+                if any(e.branch == "j:ask" and e.key == "$end" for e in entries):
+                    break
+                await anyio.sleep(0.02)
+        await engine.cancel(op.name)
