@@ -21,6 +21,7 @@ from .._errors import GatewayError, InternalError
 from .._json import loads
 from ._replay import Abandon, Cursor, ProbeFound, Run, Suspend, classify
 from ._steps import check_size
+from ._time import MAX_TS
 from .context import DurableContext
 from .errors import (
     DurableStoreError,
@@ -116,17 +117,18 @@ async def _conclude(
             "awaited never runs)"
         )
     if suspend is not None:
+        wake_at = min(suspend.wake_at, MAX_TS) if suspend.wake_at is not None else None
         await store.suspend(
             lease,
             status=suspend.status,
             blocked_on=suspend.blocked_on,
-            wake_at=suspend.wake_at,
+            wake_at=wake_at,
             now=time.time(),
             wait_for=suspend.wait_for,
             signals=suspend.signals,
         )
         logger.debug("flow %s %s on %r", record.id, suspend.status, suspend.blocked_on)
-        return suspend.wake_at
+        return wake_at
     if error is None:
         try:
             root.check_consumed()

@@ -15,7 +15,6 @@ without running. The worker parks the execution until its timer, signal or child
 
 from __future__ import annotations
 
-import math
 import random
 import time
 import uuid
@@ -34,6 +33,7 @@ from . import _branches
 from ._ids import validate_flow_id
 from ._replay import Cursor, ProbeFound, Run, Suspend
 from ._steps import attempt, child, guarded, outcome, poll
+from ._time import epoch, seconds
 from .definition import DurableFlow, RetryPolicy
 from .errors import (
     ExecutionNotFoundError,
@@ -58,34 +58,6 @@ Branch = Callable[["DurableContext"], Awaitable[Any]]
 
 #: The retry policy of `DurableContext.run` when none is given: 3 attempts.
 DEFAULT_RETRY = RetryPolicy()
-
-_MAX_TS = 253402300799.0  # 9999-12-31T23:59:59Z
-
-
-def seconds(value: float | timedelta, what: str = "a duration") -> float:
-    """A non-negative, finite number of seconds (`InvalidArgumentError` otherwise)."""
-    number = value.total_seconds() if isinstance(value, timedelta) else value
-    if isinstance(number, bool) or not isinstance(number, int | float):
-        raise InvalidArgumentError(f"{what} must be a number of seconds or a timedelta")
-    number = float(number)
-    if not math.isfinite(number) or not 0 <= number <= _MAX_TS:
-        raise InvalidArgumentError(f"{what} must be a non-negative number of seconds")
-    return number
-
-
-def epoch(value: float | datetime, what: str = "a time") -> float:
-    """POSIX seconds of an aware datetime or a number, within years 1970-9999."""
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise InvalidArgumentError(f"{what} must be a timezone-aware datetime")
-        number = value.timestamp()
-    elif isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidArgumentError(f"{what} must be an aware datetime or POSIX seconds")
-    else:
-        number = float(value)
-    if not math.isfinite(number) or not 0 <= number <= _MAX_TS:
-        raise InvalidArgumentError(f"{what} must be within 1970-01-01 and 9999-12-31 (UTC)")
-    return number
 
 
 def _encoder(codec: Codec) -> Callable[[Any], str]:

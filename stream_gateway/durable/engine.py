@@ -8,7 +8,6 @@ Every method is safe to call from any process on the same store.
 from __future__ import annotations
 
 import builtins
-import math
 import os
 import time
 from collections.abc import Iterable
@@ -28,6 +27,7 @@ from .._errors import (
 from .._json import JsonValue, dumps
 from ._ids import derive_flow_id, new_flow_id, validate_flow_id
 from ._replay import WAKE
+from ._time import due_time
 from .definition import DurableFlow
 from .errors import NotFinishedError, NotWaitingError, error_to_record
 from .records import STATUSES, ExecutionRecord, ExecutionStatus, JournalEntry, Operation, Page
@@ -41,7 +41,6 @@ __all__ = ["DEFAULT_DB_PATH", "DurableEngine", "Notifier"]
 #: Where the default SQLite store lives (override with ``STREAM_GATEWAY_DURABLE_DB``).
 DEFAULT_DB_PATH = ".data/durable.sqlite3"
 _MAX_LIMIT = 1000
-_MAX_TS = 253402300799.0  # 9999-12-31T23:59:59Z
 
 
 def _default_store() -> DurableStore:
@@ -89,34 +88,6 @@ class Notifier:
 
     def event(self, execution_id: str) -> anyio.Event:
         return self._changed.setdefault(execution_id, anyio.Event())
-
-
-def due_time(delay: float | timedelta | None, at: float | datetime | None, now: float) -> float:
-    """When to start: ``now``, ``now + delay`` or ``at``; `InvalidArgumentError` for
-    both, a negative or non-finite delay, a naive datetime, or a time outside the
-    years 1970-9999 (checked before anything is stored)."""
-    if delay is not None and at is not None:
-        raise InvalidArgumentError("give delay or at, not both")
-    if delay is not None:
-        seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-            raise InvalidArgumentError("delay must be a number of seconds")
-        if not math.isfinite(seconds) or seconds < 0 or now + seconds > _MAX_TS:
-            raise InvalidArgumentError("delay must be a non-negative number of seconds before 9999")
-        return now + float(seconds)
-    if at is not None:
-        if isinstance(at, datetime):
-            if at.tzinfo is None:
-                raise InvalidArgumentError("at must be a timezone-aware datetime")
-            when = at.timestamp()
-        elif isinstance(at, bool) or not isinstance(at, int | float):
-            raise InvalidArgumentError("at must be an aware datetime or POSIX seconds")
-        else:
-            when = float(at)
-        if not math.isfinite(when) or not 0 <= when <= _MAX_TS:
-            raise InvalidArgumentError("at must be within 1970-01-01 and 9999-12-31 (UTC)")
-        return when
-    return now
 
 
 class DurableEngine:

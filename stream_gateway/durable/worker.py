@@ -22,7 +22,7 @@ from .._errors import GatewayError
 from ._driver import replay
 from ._ids import new_flow_id
 from .engine import DurableEngine
-from .errors import LeaseLostError
+from .errors import DurableStoreError, LeaseLostError
 from .records import ExecutionRecord, Lease
 
 __all__ = ["Worker"]
@@ -100,6 +100,8 @@ class Worker:
         self.engine.notifier.subscribe(self)
         try:
             await self.recover()
+        except DurableStoreError:  # the store is down: the claim loop keeps trying
+            logger.warning("durable worker %s: store unavailable at start", self.worker_id)
         except BaseException:
             await self.__aexit__(None, None, None)
             raise

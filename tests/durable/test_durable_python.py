@@ -473,3 +473,15 @@ async def test_gather_of_sleeps_takes_turns_and_completes(start: StartEngine) ->
 
     async with start([f]) as (engine, _):
         assert (await finished(engine, (await engine.schedule(f)).name)).response == "rested"
+
+
+async def test_a_sleep_past_the_year_9999_parks_until_then(start: StartEngine) -> None:
+    @durable_flow
+    async def f(_: None, ctx: DurableContext) -> None:
+        await ctx.sleep("forever", 2.53e11)  # now + that is past 9999-12-31
+
+    async with start([f]) as (engine, _):
+        op = await engine.schedule(f)
+        slept = await until_status(engine, op.name, "sleeping")
+        assert slept.to_json()["wakeAt"].startswith("9999-12-31")
+        assert len((await engine.list()).items) == 1  # listing still works
