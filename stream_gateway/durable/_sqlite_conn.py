@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 import anyio.to_thread
 
+from .._sqlite import SchemaError, connect, ensure_schema, is_transient, use_wal
 from .errors import DurableStoreError
 
 __all__ = ["SqliteConnection", "store_error"]
@@ -26,19 +27,14 @@ __all__ = ["SqliteConnection", "store_error"]
 logger = logging.getLogger("stream_gateway.durable")
 
 
-_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_PROTOCOL", "SQLITE_IOERR", "SQLITE_FULL")
-
-
 def store_error(exc: sqlite3.Error) -> DurableStoreError:
     """A client-safe `DurableStoreError` for ``exc`` (its text goes to the log only).
 
     Busy, locked, I/O and full-disk failures are transient (the same classes the
     stream store retries); a corrupt file or a bug is not."""
-    name = getattr(exc, "sqlite_errorname", "")
-    transient = name.startswith(_TRANSIENT) or (
-        not name and isinstance(exc, sqlite3.OperationalError)
-    )
-    logger.warning("durable store: %s: %s (%s)", type(exc).__name__, exc, name or "?")
+    name = getattr(exc, "sqlite_errorname", "?")
+    transient = is_transient(exc)
+    logger.warning("durable store: %s: %s (%s)", type(exc).__name__, exc, name)
     error = DurableStoreError("the durable store is unavailable", transient=transient)
     error.__cause__ = exc
     return error
@@ -61,14 +57,11 @@ class SqliteConnection:
     """The connection to ``path``; opened by `open` with ``schema`` applied."""
 
     def __init__(
-        self, path: Path, *, synchronous: str, busy_timeout: float, schema: str, version: int = 0
+        self, path: Path, *, synchronous: str, busy_timeout: float, schema: str, version: int
     ) -> None:
         self.path = path
-        self._pragmas = [
-            f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}",
-            "PRAGMA journal_mode = WAL",
-            f"PRAGMA synchronous = {synchronous}",
-        ]
+        self._busy_timeout = busy_timeout
+        self._synchronous = synchronous
         self._schema = schema
         self._version = version
         self._conn: sqlite3.Connection | None = None
@@ -84,31 +77,18 @@ class SqliteConnection:
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        for pragma in self._pragmas:
-            conn.execute(pragma)
-        if not self._version:
-            conn.executescript(self._schema)  # idempotent statements, safe to race
-            return conn
-        # Check the version and create the tables in one transaction: processes
-        # opening a new file at once must not see each other's half-made schema.
-        conn.execute("BEGIN IMMEDIATE")
+        conn = connect(self.path, busy_timeout=self._busy_timeout, synchronous=self._synchronous)
         try:
-            found = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'")
-            if found != self._version and tables.fetchone()[0]:
-                raise DurableStoreError(
-                    f"{self.path} holds schema version {found}, not {self._version}: it was "
-                    "made by another version of stream-gateway (move it aside)",
-                    transient=False,
-                )
-            for statement in self._schema.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {self._version}")
-            conn.execute("COMMIT")
+            use_wal(conn, self._busy_timeout)
+            ensure_schema(conn, [s for s in self._schema.split(";") if s.strip()], self._version)
+        except SchemaError as exc:
+            conn.close()
+            raise DurableStoreError(
+                f"{self.path} holds {exc}: it was made by another version of "
+                "stream-gateway (move it aside)",
+                transient=False,
+            ) from None
         except BaseException:
-            conn.execute("ROLLBACK")
             conn.close()
             raise
         return conn

@@ -5,18 +5,22 @@ Stores made by one ``new_store`` share their data, as processes sharing a file d
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 import pytest
 
 from stream_gateway.durable import (
     DurableStore,
+    DurableStoreError,
     ExecutionNotFoundError,
     ExecutionRecord,
     JournalEntry,
     Lease,
     LeaseLostError,
+    SqliteDurableStore,
 )
 
 from .conftest import NewStore
@@ -295,3 +299,15 @@ async def test_list_filters_and_pages_newest_first(store: DurableStore) -> None:
         record(5).id
     ]
     assert len(await store.list_executions(status="running")) == 0
+
+
+async def test_a_sqlite_file_of_another_schema_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE journal (execution_id TEXT, seq INTEGER)")
+    with pytest.raises(DurableStoreError) as refused:
+        async with SqliteDurableStore(path):
+            pass
+    assert "another version" in refused.value.message and not refused.value.transient
+    async with SqliteDurableStore(tmp_path / "new.sqlite3") as fresh:  # a new file is made
+        assert await fresh.get_many(["x"]) == {}

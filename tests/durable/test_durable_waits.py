@@ -118,7 +118,9 @@ async def test_poll_until_true_across_a_restart(start: StartEngine) -> None:
         done = await finished(engine, op.name)
         [entry] = await engine.history(op.name)
     assert done.response == "ready"
-    assert entry.status == "completed" and entry.attempts == len(checks) >= 2
+    # A check interrupted by the first worker's shutdown ran (on its thread) but was
+    # not counted: it runs again, at-least-once like any step.
+    assert entry.status == "completed" and 2 <= entry.attempts <= len(checks)
 
 
 async def test_poll_times_out(start: StartEngine) -> None:
