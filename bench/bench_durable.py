@@ -9,6 +9,12 @@ ran with, then the ratios ours / DBOS. Each measurement runs in a fresh subproce
 
     .venv/bin/python bench/bench_durable.py [--rounds 3] [--steps 1000] [--flows 300]
 
+Then, ours alone (SQLite, same settings), the shapes the replay core is built for:
+a 1,000-turn ``ctx.loop`` whose every turn parks and wakes (flow-body executions
+per turn and time per turn, first 100 turns against the last 100: flat means replay
+costs the same at turn 1,000 as at turn 1), and a ``ctx.join`` of 100 one-step
+branches against the same 100 steps run one after another.
+
 Needs ``pip install dbos`` (not a test dependency). Both systems commit every step
 with an fsync: ours in WAL mode with ``synchronous=FULL``; DBOS with SQLite's
 defaults (rollback journal ``DELETE``, ``synchronous=FULL``), which it does not change;
@@ -32,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 SYSTEMS = ("ours", "dbos", "dbos-wal")
+TURNS = 1000
+BRANCHES = 100
 STARTERS = 32  # DBOS's API is synchronous: start flows from this many threads at once
 
 
@@ -95,6 +103,73 @@ def run_ours(db: Path, steps: int, flows: int) -> dict[str, Any]:
     return out
 
 
+def run_shapes(db: Path) -> dict[str, Any]:
+    import anyio
+
+    from stream_gateway.durable import DurableContext, DurableEngine, Loop, SqliteDurableStore
+    from stream_gateway.durable import durable_flow as define
+
+    bodies: list[int] = []  # turn number of every body execution
+    turn_done: list[float] = []
+
+    async def add(n: int) -> int:
+        return n + 1
+
+    @define(output=int)
+    async def agent(_: None, ctx: DurableContext) -> int:
+        async def turn(ctx: DurableContext, n: int) -> Loop:
+            bodies.append(n)
+            value: int = await ctx.run("think", lambda: add(n))
+            await ctx.sleep("yield", 0.01)  # every turn parks and wakes: a replay per turn
+            turn_done.append(time.perf_counter())
+            return Loop.done(value) if value == TURNS else Loop.next(value)
+
+        result: int = await ctx.loop("turns", turn, state=0, history_keep=10)
+        return result
+
+    async def one(ctx: DurableContext) -> int:
+        value: int = await ctx.run("s", lambda: add(0))
+        return value
+
+    @define(output=int)
+    async def joined(_: None, ctx: DurableContext) -> int:
+        results = await ctx.join("fan", {f"b{i}": one for i in range(BRANCHES)})
+        return sum(results.values())
+
+    @define(output=int)
+    async def sequential(_: None, ctx: DurableContext) -> int:
+        total = 0
+        for i in range(BRANCHES):
+            value: int = await ctx.run(f"s{i}", lambda: add(0))
+            total += value
+        return total
+
+    out: dict[str, Any] = {}
+
+    async def main() -> None:
+        engine = DurableEngine([agent, joined, sequential], store=SqliteDurableStore(db))
+        async with engine, engine.worker(concurrency=64, poll_interval=0.1):
+            t0 = time.perf_counter()
+            assert await engine.run(agent) == TURNS
+            out["loop_total_s"] = time.perf_counter() - t0
+            per_turn = [b - a for a, b in zip([t0, *turn_done], turn_done, strict=False)]
+            out["turn_ms_first100"] = 1000 * sum(per_turn[:100]) / 100
+            out["turn_ms_last100"] = 1000 * sum(per_turn[-100:]) / 100
+            out["bodies_first100"] = sum(1 for n in bodies if n < 100) / 100
+            out["bodies_last100"] = sum(1 for n in bodies if n >= TURNS - 100) / 100
+            out["bodies_total"] = len(bodies)
+            for name, flow in (("join_s", joined), ("sequential_s", sequential)):
+                best = float("inf")
+                for _ in range(3):
+                    t0 = time.perf_counter()
+                    assert await engine.run(flow) == BRANCHES
+                    best = min(best, time.perf_counter() - t0)
+                out[name] = best
+
+    anyio.run(main)
+    return out
+
+
 def run_dbos(db: Path, steps: int, flows: int, wal: bool = False) -> dict[str, Any]:
     import logging
 
@@ -146,6 +221,9 @@ def run_dbos(db: Path, steps: int, flows: int, wal: bool = False) -> dict[str, A
 def child(system: str, steps: int, flows: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / f"{system}.sqlite3"
+        if system == "shapes":
+            print(json.dumps(run_shapes(db)))
+            return
         if system == "ours":
             result = run_ours(db, steps, flows)
         else:
@@ -175,7 +253,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--flows", type=int, default=300)
-    parser.add_argument("--child", choices=SYSTEMS)
+    parser.add_argument("--child", choices=[*SYSTEMS, "shapes"])
     args = parser.parse_args()
     if args.child:
         child(args.child, args.steps, args.flows)
@@ -209,6 +287,26 @@ def main() -> None:
                 f"  ratio     steps/s {o['steps_per_s'] / d['steps_per_s']:.2f}x"
                 f"  flows/s {o['flows_per_s'] / d['flows_per_s']:.2f}x  (ours / {baseline})"
             )
+    shapes = measure("shapes", args.steps, args.flows)
+    if isinstance(shapes, str):
+        print(f"  shapes    FAILED: {shapes}")
+        return
+    print(f"replay shapes (ours, SQLite), {TURNS}-turn loop, join of {BRANCHES}")
+    print(
+        f"  loop      body executions/turn {shapes['bodies_first100']:.2f} (first 100) "
+        f"{shapes['bodies_last100']:.2f} (last 100); {shapes['bodies_total']} in all "
+        f"= {shapes['bodies_total'] / TURNS:.2f}x turns"
+    )
+    print(
+        f"  loop      ms/turn {shapes['turn_ms_first100']:.2f} (first 100) "
+        f"{shapes['turn_ms_last100']:.2f} (last 100): last/first "
+        f"{shapes['turn_ms_last100'] / shapes['turn_ms_first100']:.2f}x"
+    )
+    print(
+        f"  join      {BRANCHES} branches {shapes['join_s'] * 1000:.0f} ms vs {BRANCHES} "
+        f"sequential steps {shapes['sequential_s'] * 1000:.0f} ms: "
+        f"{shapes['sequential_s'] / shapes['join_s']:.2f}x faster"
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from typing import Any, Generic, Protocol, TypeVar, overload
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from ._codec import Codec
 from ._errors import InternalError, InvalidArgumentError
 from ._json import JsonValue, dumps, loads
 
@@ -103,21 +104,19 @@ class FlowContext(Generic[ChunkT]):
             await self._sink(raw)
 
 
-def validate_input(adapter: TypeAdapter[Any] | None, data: JsonValue, flow_name: str) -> Any:
-    """``data`` validated by ``adapter`` (as is when there is none).
+def validate_input(codec: Codec | TypeAdapter[Any] | None, data: JsonValue, flow_name: str) -> Any:
+    """``data`` validated as a flow's input (as is when there is no type).
 
     Raises `InvalidArgumentError` carrying pydantic's errors (without the input and
     the exception objects, so the details are JSON and echo nothing back).
     """
-    if adapter is None:
+    if codec is None:
         return data
-    try:
-        return adapter.validate_python(data)
-    except ValidationError as exc:
-        raise InvalidArgumentError(
-            f"invalid input for flow {flow_name!r}",
-            details=exc.errors(include_url=False, include_context=False, include_input=False),
-        ) from None
+    if not isinstance(codec, Codec):
+        wrapped = Codec()
+        wrapped.adapter = codec
+        codec = wrapped
+    return codec.validate(data, f"input for flow {flow_name!r}")
 
 
 class Flow(Generic[InT, OutT, ChunkT]):
@@ -143,9 +142,9 @@ class Flow(Generic[InT, OutT, ChunkT]):
         self.fn = fn
         self.name = name
         self.description = description if description is not None else (fn.__doc__ or "")
-        self._input = TypeAdapter[Any](input) if input is not None else None
-        self._output = TypeAdapter[Any](output) if output is not None else None
-        self._chunk = TypeAdapter[Any](chunk) if chunk is not None else None
+        self._input = Codec(input)
+        self._output = Codec(output)
+        self._chunk = Codec(chunk)
 
     def parse_input(self, data: JsonValue) -> InT:
         """Validate wire input; raises `InvalidArgumentError` with pydantic's errors."""
@@ -162,17 +161,13 @@ class Flow(Generic[InT, OutT, ChunkT]):
         """A chunk as compact JSON, validated against the chunk type."""
         return self._validate(self._chunk, chunk, "chunk")[1]
 
-    def _validate(
-        self, adapter: TypeAdapter[Any] | None, value: Any, what: str
-    ) -> tuple[Any, bytes]:
-        """``value`` validated by ``adapter`` (as is without one) and its JSON."""
+    def _validate(self, codec: Codec, value: Any, what: str) -> tuple[Any, bytes]:
+        """``value`` validated by ``codec`` (as is without a type) and its JSON."""
         try:
-            if adapter is not None:
-                value = adapter.validate_python(value)
-                return value, dumps(adapter.dump_python(value, mode="json"))
-            if isinstance(value, BaseModel):
-                return value, dumps(value.model_dump(mode="json"))
-            return value, dumps(value)
+            if codec.adapter is None:
+                return value, codec.encode(value)
+            value = codec.adapter.validate_python(value)
+            return value, dumps(codec.adapter.dump_python(value, mode="json"))
         except (ValidationError, InvalidArgumentError) as exc:
             logger.exception("flow %r produced an invalid %s", self.name, what)
             raise InternalError("Internal Error") from exc
@@ -180,13 +175,10 @@ class Flow(Generic[InT, OutT, ChunkT]):
     def schemas(self) -> dict[str, Any]:
         """JSON Schemas of input, output and chunk (``None`` where any JSON goes)."""
 
-        def schema(adapter: TypeAdapter[Any] | None) -> Any:
-            return None if adapter is None else adapter.json_schema()
-
         return {
-            "input": schema(self._input),
-            "output": schema(self._output),
-            "chunk": schema(self._chunk),
+            "input": self._input.json_schema(),
+            "output": self._output.json_schema(),
+            "chunk": self._chunk.json_schema(),
         }
 
     async def __call__(
@@ -207,7 +199,7 @@ class Flow(Generic[InT, OutT, ChunkT]):
         `InternalError`, as a served call answers; other exceptions propagate as the
         flow raised them (a served call answers ``INTERNAL``).
         """
-        if self._input is None:
+        if not self._input.typed:
             self._validate_json_input(input)
         value = self.parse_input(input)
         sink: ChunkSink | None = None

@@ -29,7 +29,7 @@ from .endpoints import FlowEndpoints, GatewaySettings
 from .runner import FlowRunner
 
 if TYPE_CHECKING:
-    from ..durable import DurableEngine
+    from ..durable import DurableEngine, Worker
 
 __all__ = ["FlowHandler", "Gateway"]
 
@@ -67,7 +67,7 @@ class Gateway:
         drain_grace: float = 10.0,
         max_running_flows: int = 1000,
         max_running_flows_per_principal: int | None = None,
-        durable: DurableEngine | None = None,
+        durable: DurableEngine | Worker | None = None,
         drain_on_signal: bool = True,
     ) -> None:
         """``max_chunk_bytes`` / ``max_stream_chunks`` apply to every run of these
@@ -76,13 +76,23 @@ class Gateway:
         by default) those of one principal; more get 429 ``RESOURCE_EXHAUSTED``.
 
         ``durable``: also serve that engine's operations under ``/durable`` (same
-        context provider and error format) and run a worker in the lifespan.
+        context provider and error format) and run a worker in the lifespan: give
+        ``engine.worker(worker_id="web-1", lease=10, ...)`` to choose its options (a
+        stable id lets a restarted process take its executions back at once).
 
         ``drain_on_signal``: start the drain on SIGTERM/SIGINT (the server's own
         handler still runs); False leaves it to the lifespan shutdown.
         """
-        self.durable = durable
         self.drain_on_signal = drain_on_signal
+        self.durable_worker: Worker | None = None
+        self.durable: DurableEngine | None = None
+        if durable is not None:
+            from ..durable import Worker
+
+            if isinstance(durable, Worker):
+                self.durable_worker, self.durable = durable, durable.engine
+            else:
+                self.durable = durable
         manager = stream_manager
         self.stream_manager = manager
         self.runner = FlowRunner(
@@ -184,7 +194,7 @@ class Gateway:
                     await stack.enter_async_context(self.stream_manager)
                 if self.durable is not None:
                     await stack.enter_async_context(self.durable)
-                    await stack.enter_async_context(self.durable.worker())
+                    await stack.enter_async_context(self.durable_worker or self.durable.worker())
                 await stack.enter_async_context(self.runner)
                 stack.callback(self.begin_shutdown)  # exits run in reverse: before the runner's
                 if self.drain_on_signal:

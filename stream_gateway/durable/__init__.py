@@ -29,49 +29,101 @@ async with engine, engine.worker():
 ```
 """
 
-from .context import DurableContext
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .context import DEFAULT_RETRY, DurableContext, Loop, Message
 from .definition import DurableFlow, RetryPolicy, durable_flow
-from .engine import DurableEngine
+from .engine import DurableEngine, Notifier
 from .errors import (
     CriticalError,
     DurableStoreError,
+    DurableUsageError,
     ExecutionNotFoundError,
     HistoryDivergedError,
+    JoinError,
+    JournalTooLargeError,
     LeaseLostError,
     NotFinishedError,
     NotWaitingError,
+    RaceError,
+    SignalTimeoutError,
     StepExhaustedError,
+    StepOutputError,
     StepResultTooLargeError,
 )
-from .http import durable_routes
 from .memory import InMemoryDurableStore
-from .records import ExecutionRecord, ExecutionStatus, JournalEntry, Lease, Operation, Page
+from .records import (
+    ExecutionRecord,
+    ExecutionStatus,
+    JournalEntry,
+    Lease,
+    Operation,
+    Page,
+    Signal,
+)
 from .sqlite import SqliteDurableStore
 from .store import DurableStore
 from .worker import Worker
 
+if TYPE_CHECKING:
+    from starlette.routing import Router
+
+    from ..flow import ContextProvider
+
+
+def durable_routes(
+    engine: DurableEngine,
+    *,
+    context_provider: ContextProvider | None = None,
+    max_body_bytes: int = 1024 * 1024,
+) -> Router:
+    """A Starlette router serving ``engine``'s operations over HTTP (see
+    `stream_gateway.asgi.durable`); imported on first use, so this package itself
+    needs no web framework."""
+    from ..asgi.durable import durable_routes as make
+
+    options: dict[str, Any] = {
+        "context_provider": context_provider,
+        "max_body_bytes": max_body_bytes,
+    }
+    return make(engine, **options)
+
+
 __all__ = [
     "CriticalError",
+    "DEFAULT_RETRY",
     "DurableContext",
     "DurableEngine",
     "DurableFlow",
     "DurableStore",
     "DurableStoreError",
+    "DurableUsageError",
     "ExecutionNotFoundError",
     "ExecutionRecord",
     "ExecutionStatus",
     "HistoryDivergedError",
     "InMemoryDurableStore",
+    "JoinError",
     "JournalEntry",
+    "JournalTooLargeError",
     "Lease",
     "LeaseLostError",
+    "Loop",
+    "Message",
     "NotFinishedError",
     "NotWaitingError",
+    "Notifier",
     "Operation",
     "Page",
+    "RaceError",
     "RetryPolicy",
+    "Signal",
+    "SignalTimeoutError",
     "SqliteDurableStore",
     "StepExhaustedError",
+    "StepOutputError",
     "StepResultTooLargeError",
     "Worker",
     "durable_flow",

@@ -12,7 +12,7 @@ from .._ids import new_stream_id
 
 __all__ = ["derive_flow_id", "new_flow_id", "validate_flow_id"]
 
-_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,128}")
+_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 def new_flow_id() -> str:
@@ -28,12 +28,12 @@ def derive_flow_id(*parts: str | None) -> str:
 
 
 def validate_flow_id(flow_id: object) -> str:
-    """Return ``flow_id`` if it is 16-128 characters of ``[A-Za-z0-9_-]``.
+    """Return ``flow_id`` if it is 1-128 characters of ``[A-Za-z0-9_-]``.
 
     Raises `InvalidArgumentError` otherwise, without echoing the rejected value.
     """
     if not isinstance(flow_id, str) or not _PATTERN.fullmatch(flow_id):
         raise InvalidArgumentError(
-            "malformed flow id: expected 16-128 characters of A-Z, a-z, 0-9, '_' or '-'"
+            "malformed flow id: expected 1-128 characters of A-Z, a-z, 0-9, '_' or '-'"
         )
     return flow_id

@@ -10,6 +10,7 @@ share their fsync. A write's call returns only after its batch committed.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -18,9 +19,26 @@ from typing import Any, Generic, TypeVar
 import anyio
 import anyio.to_thread
 
+from .._sqlite import SchemaError, connect, ensure_schema, is_transient, use_wal
 from .errors import DurableStoreError
 
-__all__ = ["SqliteConnection"]
+__all__ = ["SqliteConnection", "store_error"]
+
+logger = logging.getLogger("stream_gateway.durable")
+
+
+def store_error(exc: sqlite3.Error) -> DurableStoreError:
+    """A client-safe `DurableStoreError` for ``exc`` (its text goes to the log only).
+
+    Busy, locked, I/O and full-disk failures are transient (the same classes the
+    stream store retries); a corrupt file or a bug is not."""
+    name = getattr(exc, "sqlite_errorname", "?")
+    transient = is_transient(exc)
+    logger.warning("durable store: %s: %s (%s)", type(exc).__name__, exc, name)
+    error = DurableStoreError("the durable store is unavailable", transient=transient)
+    error.__cause__ = exc
+    return error
+
 
 T = TypeVar("T")
 
@@ -38,14 +56,14 @@ class _Write(Generic[T]):
 class SqliteConnection:
     """The connection to ``path``; opened by `open` with ``schema`` applied."""
 
-    def __init__(self, path: Path, *, synchronous: str, busy_timeout: float, schema: str) -> None:
+    def __init__(
+        self, path: Path, *, synchronous: str, busy_timeout: float, schema: str, version: int
+    ) -> None:
         self.path = path
-        self._pragmas = [
-            f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}",
-            "PRAGMA journal_mode = WAL",
-            f"PRAGMA synchronous = {synchronous}",
-        ]
+        self._busy_timeout = busy_timeout
+        self._synchronous = synchronous
         self._schema = schema
+        self._version = version
         self._conn: sqlite3.Connection | None = None
         self._limiter = anyio.CapacityLimiter(1)
         self._queue: list[_Write[Any]] = []
@@ -59,10 +77,20 @@ class SqliteConnection:
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        for pragma in self._pragmas:
-            conn.execute(pragma)
-        conn.executescript(self._schema)  # idempotent statements, safe to race
+        conn = connect(self.path, busy_timeout=self._busy_timeout, synchronous=self._synchronous)
+        try:
+            use_wal(conn, self._busy_timeout)
+            ensure_schema(conn, [s for s in self._schema.split(";") if s.strip()], self._version)
+        except SchemaError as exc:
+            conn.close()
+            raise DurableStoreError(
+                f"{self.path} holds {exc}: it was made by another version of "
+                "stream-gateway (move it aside)",
+                transient=False,
+            ) from None
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     async def open(self) -> None:
@@ -72,7 +100,7 @@ class SqliteConnection:
             try:
                 self._conn = await anyio.to_thread.run_sync(self._connect, limiter=self._limiter)
             except sqlite3.Error as exc:
-                raise DurableStoreError(f"cannot open durable store: {exc}") from exc
+                raise store_error(exc) from exc
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -88,7 +116,7 @@ class SqliteConnection:
         try:
             return await anyio.to_thread.run_sync(fn, conn, limiter=self._limiter)
         except sqlite3.Error as exc:
-            raise DurableStoreError(f"durable store failed: {exc}") from exc
+            raise store_error(exc) from exc
 
     async def write(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``body(conn)`` atomically in the next group commit; its value or error."""
@@ -119,7 +147,7 @@ class SqliteConnection:
                 self._leading = False
         if write.error is not None:
             if isinstance(write.error, sqlite3.Error):
-                raise DurableStoreError(f"durable store failed: {write.error}") from write.error
+                raise store_error(write.error) from write.error
             raise write.error
         return write.value  # type: ignore[return-value]
 

@@ -1,303 +1,395 @@
-"""The journal walk under `DurableContext`: positions, keys, divergence, fenced
-writes, and the attempt/retry and poll state machines."""
+"""What every durable call goes through (`guarded`), and the state machines of step
+attempts with retries (`attempt`), polls (`poll`) and child executions (`child`)."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import anyio
+import anyio.to_thread
 
 from .._errors import DeadlineExceededError, GatewayError
-from .definition import RetryPolicy
+from ._ids import derive_flow_id
+from ._replay import Closed, Cursor, ProbeMiss, Suspend, in_step
+from .definition import DurableFlow, RetryPolicy
 from .errors import (
     CriticalError,
+    DurableStoreError,
+    DurableUsageError,
     HistoryDivergedError,
-    LeaseLostError,
+    JournalTooLargeError,
     StepExhaustedError,
+    StepOutputError,
     StepResultTooLargeError,
     error_to_record,
     public_error,
     rebuild_error,
 )
-from .records import ExecutionStatus, History, JournalEntry, Lease
-from .store import DurableStore
+from .records import JournalEntry
 
-__all__ = ["Abandon", "ProbeMiss", "StepRunner", "Suspend"]
+__all__ = ["attempt", "call_body", "check_size", "child", "guarded", "outcome", "poll"]
 
 logger = logging.getLogger("stream_gateway.durable")
 
+T = TypeVar("T")
 
-class Suspend(BaseException):  # control flow, not an error
-    """Unwinds a flow function that must wait; the worker parks the execution."""
-
-    def __init__(
-        self,
-        status: ExecutionStatus,
-        blocked_on: str,
-        wake_at: float | None,
-        *,
-        wait_for: Collection[str] = (),
-    ) -> None:
-        super().__init__(f"{status} on {blocked_on!r}")
-        self.status = status
-        self.blocked_on = blocked_on
-        self.wake_at = wake_at
-        self.wait_for = list(wait_for)
+_NOT_RETRIED = (
+    CriticalError,
+    DurableUsageError,
+    HistoryDivergedError,
+    JournalTooLargeError,
+    StepOutputError,
+    StepResultTooLargeError,
+)
 
 
-class Abandon(BaseException):  # control flow, not an error
-    """Unwinds a flow function whose lease was lost: someone else owns it now."""
+async def guarded(cursor: Cursor, body: Callable[[], Awaitable[T]]) -> T:
+    """Run one durable call of ``cursor``'s branch: sealed branches re-raise their
+    suspension, a suspension seals the branch, store failures abandon the run, and a
+    run that stops interrupts the call."""
+    cursor.check()
+    run = cursor.run
+    scope = anyio.CancelScope()
+    run.enter(scope)
+    try:
+        with scope:
+            return await body()
+        raise Closed()  # interrupted: the run is stopping
+    except Suspend as suspend:
+        cursor.seal(suspend)
+        raise
+    except DurableStoreError as exc:
+        raise run.abandon(f"the store failed ({exc.message})") from None
+    finally:
+        run.leave(scope)
 
 
-class ProbeMiss(BaseException):  # control flow, not an error
-    """A probe replay reached a step that has not run: it cannot see further."""
+def _is_async(fn: Callable[..., Any]) -> bool:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
+    )
 
 
-_NOT_RETRIED = (CriticalError, HistoryDivergedError, StepResultTooLargeError)
+async def call_body(fn: Callable[[], Any]) -> Any:
+    """Call a step body: an async function on the loop; anything else on a worker
+    thread (so a blocking SDK call stalls nothing), awaiting what it returns."""
+    if _is_async(fn):
+        return await fn()
+    value = await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
+    if inspect.isawaitable(value):
+        value = await value
+    return value
 
 
-class StepRunner:
-    """Walks an execution's journal; see `DurableContext` for the public primitives."""
-
-    def __init__(
-        self,
-        store: DurableStore,
-        lease: Lease | None,
-        history: History,
-        probe: str | None,
-        max_result_bytes: int,
-    ) -> None:
-        self.store = store
-        self._lease = lease
-        self._history = history
-        self._probe = probe
-        self._max_result_bytes = max_result_bytes
-        self._pos = 0
-        self._keys: set[str] = set()
-        self._counts: dict[str, int] = {}
-        #: Set when the code no longer matches the journal; fails the execution even
-        #: if flow code caught the error.
-        self.diverged: HistoryDivergedError | None = None
-
-    def _key(self, name: str) -> str:
-        key = name
-        if key in self._keys:
-            n = self._counts.get(name, 0)
-            while key in self._keys:
-                n += 1
-                key = f"{name}-{n}"
-            self._counts[name] = n
-        self._keys.add(key)
-        return key
-
-    def _next(self, kind: str, name: str) -> tuple[int, str, JournalEntry | None]:
-        """Take the next position: its key and its entry (``None`` past the end)."""
-        if self.diverged is not None:
-            raise self.diverged
-        key, pos = self._key(name), self._pos
-        self._pos += 1
-        entries = self._history.entries
-        entry = entries[pos] if pos < len(entries) else None
-        if entry is not None and (entry.kind != kind or entry.key != key):
-            self.diverged = HistoryDivergedError(
-                f"history diverged at step {pos}: the code asks for {kind} {key!r} "
-                f"but the journal recorded {entry.kind} {entry.key!r}",
-                details={
-                    "position": pos,
-                    "expected": {"kind": entry.kind, "key": entry.key},
-                    "actual": {"kind": kind, "key": key},
-                },
-            )
-            raise self.diverged
-        if self._probe is not None and (entry is None or not entry.final):
-            if not (kind == "interrupt" and key == self._probe):
-                raise ProbeMiss(key)
-        return pos, key, entry
-
-    def check_consumed(self) -> None:
-        """Raise `HistoryDivergedError` if the journal has steps the code never reached."""
-        if self.diverged is not None:
-            raise self.diverged
-        entries = self._history.entries
-        if self._pos < len(entries):
-            extra = entries[self._pos]
-            self.diverged = HistoryDivergedError(
-                f"history diverged: the flow finished but the journal has {extra.kind} "
-                f"{extra.key!r} at step {self._pos}",
-                details={"position": self._pos, "expected": {"kind": extra.kind, "key": extra.key}},
-            )
-            raise self.diverged
-
-    async def _write(self, entry: JournalEntry) -> None:
-        if self._lease is None:
-            raise ProbeMiss(entry.key)
-        try:
-            await self.store.append(self._lease, entry, time.time())
-        except LeaseLostError:
-            raise Abandon(entry.key) from None
-        if entry.seq < len(self._history.entries):
-            self._history.entries[entry.seq] = entry
-        else:
-            self._history.entries.append(entry)
-
-    def check_size(self, key: str, raw: str) -> None:
-        """Raise `StepResultTooLargeError` if ``raw`` is over the result size limit."""
-        size = len(raw.encode())
-        if size > self._max_result_bytes:
-            raise StepResultTooLargeError(
-                f"result of step {key!r} is {size} bytes, over the limit of "
-                f"{self._max_result_bytes}",
-                details={"step": key, "size": size, "limit": self._max_result_bytes},
-            )
-
-    async def _step(
-        self, kind: str, name: str, call: Callable[[], Awaitable[str]], retry: RetryPolicy
-    ) -> str | None:
-        """Run one attempt of a step (or replay it); returns its result as JSON text."""
-        pos, key, entry = self._next(kind, name)
-        if entry is not None and entry.final:
-            if entry.status == "failed":
-                raise rebuild_error(entry.error or {})
-            return entry.result
-        if entry is not None and entry.wake_at is not None and entry.wake_at > time.time():
-            raise Suspend("sleeping", key, entry.wake_at)
-        attempt = entry.attempts + 1 if entry is not None else 1
-        started = time.time()
-        try:
-            if retry.timeout is not None:
-                with anyio.fail_after(retry.timeout):
-                    raw = await call()
-            else:
-                raw = await call()
-            self.check_size(key, raw)
-        except _NOT_RETRIED as exc:
-            await self._fail(pos, kind, key, attempt, started, exc)
-            raise
-        except Exception as exc:
-            cause: BaseException = exc
-            if isinstance(exc, TimeoutError):
-                cause = DeadlineExceededError(f"step {key!r} timed out after {retry.timeout}s")
-            if attempt >= retry.max_attempts:
-                error = StepExhaustedError(
-                    f"step {key!r} failed after {attempt} attempt(s)",
-                    details={
-                        "step": key,
-                        "attempts": attempt,
-                        "cause": public_error(cause).to_json(),
-                    },
-                )
-                logger.warning(
-                    "step %r of flow %s exhausted its attempts", key, self._where(), exc_info=exc
-                )
-                await self._fail(pos, kind, key, attempt, started, error)
-                raise error from exc
-            wake = time.time() + retry.backoff(attempt)
-            logger.info(
-                "step %r of flow %s failed (attempt %d/%d): %r; retrying in %.2fs",
-                key,
-                self._where(),
-                attempt,
-                retry.max_attempts,
-                exc,
-                wake - time.time(),
-            )
-            await self._write(
-                JournalEntry(
-                    pos,
-                    kind,
-                    key,
-                    "retrying",
-                    error=error_to_record(public_error(cause)),
-                    attempts=attempt,
-                    started_at=started,
-                    wake_at=wake,
-                )
-            )
-            raise Suspend("sleeping", key, wake) from None
-        await self._write(
-            JournalEntry(
-                pos,
-                kind,
-                key,
-                "completed",
-                raw,
-                attempts=attempt,
-                started_at=started,
-                finished_at=time.time(),
-            )
+def check_size(cursor: Cursor, key: str, raw: str) -> None:
+    """Raise `StepResultTooLargeError` if ``raw`` is over the result size limit."""
+    limit = cursor.run.engine.max_result_bytes
+    size = len(raw.encode())
+    if size > limit:
+        raise StepResultTooLargeError(
+            f"result of step {cursor.path(key)!r} is {size} bytes, over the limit of {limit}",
+            details={"step": cursor.path(key), "size": size, "limit": limit},
         )
-        logger.debug("step %r of flow %s completed", key, self._where())
-        return raw
 
-    async def _fail(
-        self, pos: int, kind: str, key: str, attempt: int, started: float, exc: GatewayError
-    ) -> None:
-        await self._write(
-            JournalEntry(
+
+def outcome(entry: JournalEntry) -> str | None:
+    """A final entry's result, or its error raised."""
+    if entry.status == "failed":
+        raise rebuild_error(entry.error or {})
+    return entry.result
+
+
+def _entry(cursor: Cursor, pos: int, kind: str, key: str, **fields: Any) -> JournalEntry:
+    return JournalEntry(pos, kind, key, branch=cursor.branch, **fields)
+
+
+async def attempt(
+    cursor: Cursor,
+    pos: int,
+    kind: str,
+    key: str,
+    fn: Callable[[], Any],
+    encode: Callable[[Any], str],
+    retry: RetryPolicy | None,
+    timeout: float | None,  # noqa: ASYNC109 - a per-attempt bound, applied here
+) -> str | None:
+    """Replay or run one attempt of a step; returns its result as JSON text."""
+    run = cursor.run
+    path = cursor.path(key)
+    entry = run.entries.get((cursor.branch, key))
+    if entry is not None and entry.final:
+        return outcome(entry)
+    if entry is not None and not run.due(entry.wake_at):
+        raise Suspend("sleeping", path, entry.wake_at)
+    if run.probe is not None:
+        raise ProbeMiss(path)
+    policy = retry or RetryPolicy(max_attempts=1)
+    limit = timeout if timeout is not None else policy.timeout
+    number = entry.attempts + 1 if entry is not None else 1
+    started = time.time()
+    token = in_step.set(path)
+    try:
+        with anyio.move_on_after(limit if limit is not None else float("inf")) as scope:
+            value = await call_body(fn)
+        if scope.cancelled_caught:
+            raise DeadlineExceededError(f"step {path!r} timed out after {limit}s")
+        try:
+            raw = encode(value)
+        except Exception as exc:
+            logger.warning("step %r of flow %s returned an invalid result", path, run.record.id)
+            raise StepOutputError(
+                f"step {path!r} returned a result that is not JSON or fails its output "
+                f"type: {type(exc).__name__}; it is not run again",
+                details={"step": path},
+            ) from exc
+        check_size(cursor, key, raw)
+    except _NOT_RETRIED as exc:
+        await _fail(cursor, pos, kind, key, number, started, exc)
+        raise
+    except Exception as exc:
+        if number >= policy.max_attempts:
+            error = StepExhaustedError(
+                f"step {path!r} failed after {number} attempt(s)",
+                details={"step": path, "attempts": number, "cause": public_error(exc).to_json()},
+            )
+            cause = error_to_record(exc).get("operator")
+            if cause is not None:
+                error.operator = {"cause": cause}  # type: ignore[attr-defined]
+            logger.warning(
+                "step %r of flow %s exhausted its attempts", path, run.record.id, exc_info=exc
+            )
+            await _fail(cursor, pos, kind, key, number, started, error)
+            raise error from exc
+        wake = time.time() + policy.backoff(number)
+        logger.info(
+            "step %r of flow %s failed (attempt %d/%d): %r; retrying in %.2fs",
+            path,
+            run.record.id,
+            number,
+            policy.max_attempts,
+            exc,
+            wake - time.time(),
+        )
+        await run.write(
+            _entry(
+                cursor,
                 pos,
                 kind,
                 key,
-                "failed",
+                status="retrying",
                 error=error_to_record(exc),
-                attempts=attempt,
+                attempts=number,
                 started_at=started,
-                finished_at=time.time(),
+                wake_at=wake,
             )
         )
+        raise Suspend("sleeping", path, wake) from None
+    finally:
+        in_step.reset(token)
+    await run.write(
+        _entry(
+            cursor,
+            pos,
+            kind,
+            key,
+            status="completed",
+            result=raw,
+            attempts=number,
+            started_at=started,
+            finished_at=time.time(),
+        )
+    )
+    return raw
 
-    async def _poll(
-        self,
-        name: str,
-        check: Callable[[], Awaitable[str | None]],
-        period: float,
-        timeout: float,  # noqa: ASYNC109 - a durable deadline, not a scope
-    ) -> str | None:
-        pos, key, entry = self._next("poll", name)
-        if entry is not None and entry.final:
-            if entry.status == "failed":
-                raise rebuild_error(entry.error or {})
-            return entry.result
-        if entry is not None and entry.wake_at is not None and entry.wake_at > time.time():
-            raise Suspend("sleeping", key, entry.wake_at)
-        started = entry.started_at if entry is not None else time.time()
-        checks = (entry.attempts if entry is not None else 0) + 1
-        raw: str | None = None
-        try:
-            raw = await check()
-        except CriticalError as exc:
-            await self._fail(pos, "poll", key, checks, started, exc)
-            raise
-        except Exception as exc:
-            logger.info("poll %r of flow %s: check raised %r", key, self._where(), exc)
-        now = time.time()
-        if raw is not None:
-            self.check_size(key, raw)
-            await self._write(
-                JournalEntry(
-                    pos,
-                    "poll",
-                    key,
-                    "completed",
-                    raw,
-                    attempts=checks,
-                    started_at=started,
-                    finished_at=now,
-                )
-            )
-            return raw
-        if now - started >= timeout:
-            error = DeadlineExceededError(f"poll {key!r} timed out after {timeout}s")
-            await self._fail(pos, "poll", key, checks, started, error)
-            raise error
-        wake = min(now + period, started + timeout)
-        await self._write(
-            JournalEntry(
-                pos, "poll", key, "pending", attempts=checks, started_at=started, wake_at=wake
+
+async def _fail(
+    cursor: Cursor,
+    pos: int,
+    kind: str,
+    key: str,
+    number: int,
+    started: float,
+    exc: GatewayError,
+) -> None:
+    await cursor.run.write(
+        _entry(
+            cursor,
+            pos,
+            kind,
+            key,
+            status="failed",
+            error=error_to_record(exc),
+            attempts=number,
+            started_at=started,
+            finished_at=time.time(),
+        )
+    )
+
+
+async def poll(
+    cursor: Cursor,
+    pos: int,
+    key: str,
+    check: Callable[[], Any],
+    encode: Callable[[Any], str],
+    period: float,
+    timeout: float,  # noqa: ASYNC109 - a durable deadline, not a scope
+) -> str | None:
+    """Replay or run one check of a poll; suspends until the next one."""
+    run = cursor.run
+    path = cursor.path(key)
+    entry = run.entries.get((cursor.branch, key))
+    if entry is not None and entry.final:
+        return outcome(entry)
+    if entry is not None and not run.due(entry.wake_at):
+        raise Suspend("sleeping", path, entry.wake_at)
+    if run.probe is not None:
+        raise ProbeMiss(path)
+    started = entry.started_at if entry is not None else time.time()
+    checks = (entry.attempts if entry is not None else 0) + 1
+    raw: str | None = None
+    token = in_step.set(path)
+    try:
+        value = await call_body(check)
+        if value:
+            try:
+                raw = encode(value)
+            except Exception as exc:
+                raise StepOutputError(
+                    f"poll {path!r} returned a result that is not JSON or fails its output type",
+                    details={"step": path},
+                ) from exc
+            check_size(cursor, key, raw)
+    except _NOT_RETRIED as exc:
+        await _fail(cursor, pos, "poll", key, checks, started, exc)
+        raise
+    except Exception as exc:
+        logger.info("poll %r of flow %s: check raised %r", path, run.record.id, exc)
+    finally:
+        in_step.reset(token)
+    now = time.time()
+    if raw is not None:
+        await run.write(
+            _entry(
+                cursor,
+                pos,
+                "poll",
+                key,
+                status="completed",
+                result=raw,
+                attempts=checks,
+                started_at=started,
+                finished_at=now,
             )
         )
-        raise Suspend("sleeping", key, wake)
+        return raw
+    if now - started >= timeout:
+        error = DeadlineExceededError(f"poll {path!r} timed out after {timeout}s")
+        await _fail(cursor, pos, "poll", key, checks, started, error)
+        raise error
+    wake = min(now + period, started + timeout)
+    await run.write(
+        _entry(
+            cursor,
+            pos,
+            "poll",
+            key,
+            status="pending",
+            attempts=checks,
+            started_at=started,
+            wake_at=wake,
+        )
+    )
+    raise Suspend("sleeping", path, wake)
 
-    def _where(self) -> str:
-        return self._lease.execution_id if self._lease is not None else "?"
+
+async def child(
+    cursor: Cursor,
+    pos: int,
+    key: str,
+    flow: DurableFlow[Any, Any],
+    input: Any,
+    retry: RetryPolicy | None,
+) -> str | None:
+    """Start (or find) a child execution and wait for it; failed attempts are retried
+    per ``retry`` as new child executions."""
+    run = cursor.run
+    path = cursor.path(key)
+    entry = run.entries.get((cursor.branch, key))
+    if entry is not None and entry.final:
+        return outcome(entry)
+    if entry is not None and entry.wake_at is not None and entry.wake_at > time.time():
+        raise Suspend("sleeping", path, entry.wake_at)
+    number = entry.attempts + 1 if entry is not None else 1
+    parts = [run.record.id, path] + ([str(number)] if number > 1 else [])
+    child_id = derive_flow_id(*parts)
+    if run.probe is not None:
+        raise ProbeMiss(path)
+    engine = run.engine
+    record = await engine.start_child(
+        flow, input, child_id, owner=run.record.owner, parent=run.record.id
+    )
+    if not record.done:
+        raise Suspend("waiting", path, None, wait_for=[child_id])
+    now = time.time()
+    if record.status == "completed":
+        await run.write(
+            _entry(
+                cursor,
+                pos,
+                "action",
+                key,
+                status="completed",
+                result=record.result,
+                attempts=number,
+                started_at=now,
+                finished_at=now,
+            )
+        )
+        return record.result
+    policy = retry or RetryPolicy(max_attempts=1)
+    error = record.error or {}
+    if number < policy.max_attempts:
+        wake = now + policy.backoff(number)
+        await run.write(
+            _entry(
+                cursor,
+                pos,
+                "action",
+                key,
+                status="retrying",
+                error=error,
+                attempts=number,
+                started_at=now,
+                wake_at=wake,
+            )
+        )
+        raise Suspend("sleeping", path, wake)
+    if number > 1:
+        error = error_to_record(
+            StepExhaustedError(
+                f"child flow {path!r} failed after {number} attempt(s)",
+                details={"step": path, "attempts": number, "cause": rebuild_error(error).to_json()},
+            )
+        )
+    await run.write(
+        _entry(
+            cursor,
+            pos,
+            "action",
+            key,
+            status="failed",
+            error=error,
+            attempts=number,
+            started_at=now,
+            finished_at=now,
+        )
+    )
+    raise rebuild_error(error)

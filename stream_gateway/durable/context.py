@@ -1,301 +1,604 @@
-"""`DurableContext`: the steps a durable flow is made of, memoized in its journal.
+"""`DurableContext`: the durable calls a flow is made of, memoized in its journal.
 
 Replay: every time an execution wakes up, its flow function runs again from the top
-with a fresh context over the stored journal. Each primitive takes the next journal
-position and a key (its name; a repeated name gets ``name-1``, ``name-2``...). When
-the position holds a final entry of the same kind and key, the stored outcome is
-returned (or raised) without running anything; a different kind or key there means
-the code changed under a live execution: `HistoryDivergedError`. Past the end of the
-journal the primitive runs for real and appends its entry before returning.
+with a fresh context over the stored journal. Each durable call gets a key in its
+branch when it is made (its name; a repeated name gets ``name-1``, ``name-2``...);
+when the journal holds a final entry under that key, the stored outcome is returned
+(or raised) without running anything. Otherwise the call runs for real and its entry
+is written before it returns.
 
-A primitive that must wait (sleep, retry backoff, interrupt, other flows) unwinds the
-flow function with `Suspend`, a ``BaseException`` that ``except Exception`` in flow
-code cannot swallow; the worker parks the execution until its timer or event.
+A call that must wait (sleep, retry backoff, interrupt, signal, other flows) unwinds
+the flow function with an internal ``BaseException`` that ``except Exception``
+cannot swallow, and *seals* its branch: every later durable call there re-raises it
+without running. The worker parks the execution until its timer, signal or child.
 """
 
 from __future__ import annotations
 
-import inspect
 import random
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import ValidationError
 
+from .._codec import Codec
 from .._errors import InvalidArgumentError
-from .._json import dumps, loads
+from .._json import JsonValue, dumps, loads
 from ..flow import Flow, FlowContext
-from ._ids import derive_flow_id, validate_flow_id
-from ._steps import StepRunner, Suspend
-from .definition import NO_RETRY, DurableFlow, RetryPolicy
-from .errors import ExecutionNotFoundError, error_to_record, rebuild_error
-from .records import ExecutionRecord, History, JournalEntry, Lease, Operation
+from . import _branches
+from ._ids import validate_flow_id
+from ._replay import Cursor, ProbeFound, Run, Suspend
+from ._steps import attempt, child, guarded, outcome, poll
+from ._time import epoch, seconds
+from .definition import DurableFlow, RetryPolicy
+from .errors import (
+    ExecutionNotFoundError,
+    SignalTimeoutError,
+    error_to_record,
+)
+from .records import JournalEntry, Operation
 
 if TYPE_CHECKING:
     from .engine import DurableEngine
 
-__all__ = ["DurableContext"]
+__all__ = ["DEFAULT_RETRY", "DurableContext", "Loop", "Message"]
 
 T = TypeVar("T")
 
 Step = Callable[[], Any]
-"""A step's body: a function of no arguments, sync or async (its awaitable is awaited)."""
+"""A step's body: a function of no arguments. An ``async def`` runs on the event
+loop; anything else runs on a worker thread (an awaitable it returns is awaited)."""
+
+Branch = Callable[["DurableContext"], Awaitable[Any]]
+"""A `join`/`race` branch: ``async def branch(ctx)`` with its own context."""
+
+#: The retry policy of `DurableContext.run` when none is given: 3 attempts.
+DEFAULT_RETRY = RetryPolicy()
 
 
-def _seconds(value: float | timedelta) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+def _encoder(codec: Codec) -> Callable[[Any], str]:
+    def encode(value: Any) -> str:
+        return codec.encode(value).decode()
+
+    return encode
 
 
-def _epoch(value: float | datetime) -> float:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise InvalidArgumentError("datetimes must be timezone-aware")
-        return value.timestamp()
-    return float(value)
+def _decode(raw: str | None, codec: Codec | None) -> Any:
+    return (codec or _ANY).decode(raw)
 
 
-def _encode(value: Any, adapter: TypeAdapter[Any] | None) -> str:
-    if adapter is not None:
-        value = adapter.dump_python(adapter.validate_python(value), mode="json")
-    elif isinstance(value, BaseModel):
-        value = value.model_dump(mode="json")
-    return dumps(value).decode()
+_ANY = Codec()
 
 
-def _decode(raw: str | None, adapter: TypeAdapter[Any] | None) -> Any:
-    value = loads(raw) if raw is not None else None
-    return adapter.validate_python(value) if adapter is not None else value
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A signal taken by `DurableContext.messages`: its name and JSON payload."""
+
+    name: str
+    payload: JsonValue
 
 
-class DurableContext(StepRunner):
+@dataclass(frozen=True, slots=True)
+class Loop:
+    """What a `DurableContext.loop` body returns: `Loop.next` or `Loop.done`."""
+
+    finished: bool
+    state: Any = None
+    value: Any = None
+
+    @classmethod
+    def next(cls, state: Any) -> Loop:
+        """Run another iteration with ``state`` (JSON)."""
+        return cls(False, state=state)
+
+    @classmethod
+    def done(cls, value: Any = None) -> Loop:
+        """End the loop; `DurableContext.loop` returns ``value`` (JSON)."""
+        return cls(True, value=value)
+
+
+class DurableContext:
     """What a running durable flow uses for everything that must happen once.
 
     Side effects belong inside steps (`run`, `run_action`, `poll`); code between
     steps runs again on every replay and must be deterministic (use `now`, `random`
-    and `uuid` here, not the ``time``/``random`` modules).
+    and `uuid` here, not the ``time``/``random`` modules). Every durable call must be
+    awaited; a call never awaited fails the execution (`DurableUsageError`).
     """
 
-    def __init__(
-        self,
-        engine: DurableEngine,
-        record: ExecutionRecord,
-        lease: Lease | None,
-        history: History,
-        *,
-        probe: str | None = None,
-    ) -> None:
-        super().__init__(engine.store, lease, history, probe, engine.max_result_bytes)
-        self.engine = engine
-        self.flow_id = record.id
-        self.flow_name = record.flow
-        self.owner = record.owner
+    def __init__(self, run: Run, cursor: Cursor) -> None:
+        self._run = run
+        self._cursor = cursor
+        self.engine: DurableEngine = run.engine
+        self.store = run.store
+        self.flow_id = run.record.id
+        self.flow_name = run.record.flow
+        self.owner = run.record.owner
+
+    @property
+    def branch(self) -> str:
+        """This context's branch: ``""`` for the flow's own code."""
+        return self._cursor.branch
+
+    def _call(
+        self, kind: str, name: str, body: Callable[[int, str], Awaitable[T]]
+    ) -> Coroutine[Any, Any, T]:
+        if not isinstance(name, str) or not name or "/" in name:
+            raise InvalidArgumentError(
+                f"a step name must be a non-empty string without '/': {name!r}"
+            )
+        cursor = self._cursor
+        pos, key = cursor.slot(kind, name)
+
+        async def call() -> T:
+            return await guarded(cursor, lambda: body(pos, key))
+
+        return self._run.made(call(), f"ctx.{kind}({name!r})")
 
     # -- steps ---------------------------------------------------------------------
 
     @overload
-    async def run(
-        self, name: str, fn: Step, *, retry: RetryPolicy | None = None, output: type[T]
-    ) -> T: ...
+    def run(
+        self,
+        name: str,
+        fn: Step,
+        *,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        timeout: float | None = None,
+        output: type[T],
+    ) -> Coroutine[Any, Any, T]: ...
 
     @overload
-    async def run(
-        self, name: str, fn: Step, *, retry: RetryPolicy | None = None, output: None = None
-    ) -> Any: ...
+    def run(
+        self,
+        name: str,
+        fn: Step,
+        *,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        timeout: float | None = None,
+        output: None = None,
+    ) -> Coroutine[Any, Any, Any]: ...
 
-    async def run(
-        self, name: str, fn: Step, *, retry: RetryPolicy | None = None, output: Any = None
-    ) -> Any:
-        """Run ``fn`` (sync or async) once, as the step ``name``, and memoize its result.
+    def run(
+        self,
+        name: str,
+        fn: Step,
+        *,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        timeout: float | None = None,
+        output: Any = None,
+    ) -> Coroutine[Any, Any, Any]:
+        """Run ``fn`` once, as the step ``name``, and memoize its result.
 
-        The result must be JSON-serializable (or a pydantic model); the flow gets it
-        back decoded from JSON, the same on the first run and on replay, or validated
-        as ``output`` (a type pydantic validates) when given. Failures are retried per ``retry``
-        (default `RetryPolicy()`: 3 attempts); a `CriticalError` is not retried; the
-        last failure raises `StepExhaustedError`. Once completed, never run again; if
-        the process dies while ``fn`` runs, it runs again (at-least-once).
+        An ``async def`` runs on the event loop; a plain function runs on a worker
+        thread, so a blocking SDK call stalls nothing. ``timeout`` (or
+        ``retry.timeout``) bounds each attempt: the attempt fails with
+        `DeadlineExceededError` (a thread cannot be killed: a timed-out sync body runs
+        on to its end in the background and its result is dropped).
+
+        The result must be JSON (or a pydantic model); the flow gets it back decoded
+        from JSON, the same on the first run and on replay, or validated as
+        ``output``. A result that fails that fails the step at once
+        (`StepOutputError`): its side effect is not repeated. Failures are retried
+        per ``retry`` (default `DEFAULT_RETRY`: 3 attempts; ``None``: one attempt);
+        a `CriticalError` is not retried; the last failure raises `StepExhaustedError`.
+        Once completed, never run again; if the process dies while ``fn`` runs, it
+        runs again (at-least-once).
         """
-        adapter = TypeAdapter[Any](output) if output is not None else None
+        codec = Codec(output)
+        limit = seconds(timeout, "timeout") if timeout is not None else None
 
-        async def call() -> str:
-            value = fn()
-            if inspect.isawaitable(value):
-                value = await value
-            return _encode(value, adapter)
+        async def body(pos: int, key: str) -> Any:
+            raw = await attempt(self._cursor, pos, "step", key, fn, _encoder(codec), retry, limit)
+            return _decode(raw, codec)
 
-        raw = await self._step("step", name, call, retry or RetryPolicy())
-        return _decode(raw, adapter)
+        return self._call("step", name, body)
 
-    async def run_action(
+    def run_action(
         self,
         action: Flow[Any, Any, Any] | DurableFlow[Any, Any],
         input: Any = None,
         *,
         retry: RetryPolicy | None = None,
-    ) -> Any:
+    ) -> Coroutine[Any, Any, Any]:
         """Run a flow as a step named after it, with its input and output schemas.
 
-        A `Flow` runs in-process (non-streaming) like `run` (default: no retries). A
-        `DurableFlow` starts as a child execution (same owner, an id derived from this
-        execution and the step key, so replays never start it twice); this flow waits
-        for it and returns its output or raises its error. Output comes back as JSON.
+        A `Flow` runs in-process (non-streaming) like `run`. A `DurableFlow` starts as
+        a child execution (same owner, an id derived from this execution and the step,
+        so replays never start it twice; cancelling this execution cancels it); this
+        flow waits for it and returns its output or raises its error. ``retry``
+        (default: one attempt) retries a failed child as a new child execution.
+        Output comes back as JSON.
         """
         if isinstance(action, DurableFlow):
-            return await self._child(action, input)
+            flow = action
+
+            async def start(pos: int, key: str) -> Any:
+                return _decode(await child(self._cursor, pos, key, flow, input, retry), None)
+
+            return self._call("action", flow.name, start)
         parsed = action.parse_input(input)
 
-        async def call() -> str:
-            value = await action.fn(parsed, FlowContext(action))
+        async def call() -> Any:
+            return await action.fn(parsed, FlowContext(action))
+
+        def encode(value: Any) -> str:
             return action.encode_output(value).decode()
 
-        return _decode(await self._step("action", action.name, call, retry or NO_RETRY), None)
+        async def body(pos: int, key: str) -> Any:
+            raw = await attempt(self._cursor, pos, "action", key, call, encode, retry, None)
+            return _decode(raw, None)
 
-    async def _child(self, action: DurableFlow[Any, Any], input: Any) -> Any:
-        pos, key, entry = self._next("action", action.name)
-        if entry is not None and entry.final:
-            return self._outcome(entry)
-        child_id = derive_flow_id(self.flow_id, key)
-        child = await self.engine.start_child(action, input, child_id, owner=self.owner)
-        if not child.done:
-            raise Suspend("waiting", key, None, wait_for=[child_id])
-        now = time.time()
-        entry = JournalEntry(pos, "action", key, "completed", started_at=now, finished_at=now)
-        if child.status == "completed":
-            entry.result = child.result
-        else:
-            entry.status, entry.error = "failed", child.error
-        await self._write(entry)
-        return self._outcome(entry)
-
-    @staticmethod
-    def _outcome(entry: JournalEntry) -> Any:
-        if entry.status == "failed":
-            raise rebuild_error(entry.error or {})
-        return _decode(entry.result, None)
+        return self._call("action", action.name, body)
 
     @overload
-    async def poll(
+    def poll(
         self,
         name: str,
         fn: Step,
         *,
         period: float | timedelta,
-        timeout: float | timedelta,  # noqa: ASYNC109
+        timeout: float | timedelta,
         output: type[T],
-    ) -> T: ...
+    ) -> Coroutine[Any, Any, T]: ...
 
     @overload
-    async def poll(
+    def poll(
         self,
         name: str,
         fn: Step,
         *,
         period: float | timedelta,
-        timeout: float | timedelta,  # noqa: ASYNC109
+        timeout: float | timedelta,
         output: None = None,
-    ) -> Any: ...
+    ) -> Coroutine[Any, Any, Any]: ...
 
-    async def poll(
+    def poll(
         self,
         name: str,
         fn: Step,
         *,
         period: float | timedelta,
-        timeout: float | timedelta,  # noqa: ASYNC109 - a durable deadline, not a scope
+        timeout: float | timedelta,
         output: Any = None,
-    ) -> Any:
+    ) -> Coroutine[Any, Any, Any]:
         """Call ``fn`` every ``period`` until it returns a truthy value, and return it.
 
         Between checks the execution sleeps on a durable timer; after ``timeout``
         (from the first check) the step fails with `DeadlineExceededError`. A check
         that raises counts as "not yet" (a `CriticalError` fails the step).
         """
-        adapter = TypeAdapter[Any](output) if output is not None else None
+        codec = Codec(output)
+        every, limit = seconds(period, "period"), seconds(timeout, "timeout")
 
-        async def check() -> str | None:
-            value = fn()
-            if inspect.isawaitable(value):
-                value = await value
-            return _encode(value, adapter) if value else None
+        async def body(pos: int, key: str) -> Any:
+            raw = await poll(self._cursor, pos, key, fn, _encoder(codec), every, limit)
+            return _decode(raw, codec)
 
-        raw = await self._poll(name, check, _seconds(period), _seconds(timeout))
-        return _decode(raw, adapter)
+        return self._call("poll", name, body)
 
     # -- waits ---------------------------------------------------------------------
 
-    async def sleep(self, name: str, duration: float | timedelta) -> None:
-        """Sleep ``duration`` on a durable timer: survives restarts, costs no process."""
-        await self._sleep(name, lambda: time.time() + _seconds(duration))
+    def sleep(self, name: str, duration: float | timedelta) -> Coroutine[Any, Any, None]:
+        """Sleep ``duration`` on a durable timer: survives restarts, costs no process.
 
-    async def sleep_until(self, name: str, when: float | datetime) -> None:
-        """Sleep until ``when`` (an aware datetime or POSIX seconds), durably."""
-        await self._sleep(name, lambda: _epoch(when))
+        `InvalidArgumentError` for a negative or non-finite duration."""
+        length = seconds(duration, "a sleep's duration")
+        return self._sleep(name, lambda: time.time() + length)
 
-    async def _sleep(self, name: str, until: Callable[[], float]) -> None:
-        pos, key, entry = self._next("sleep", name)
-        if entry is None:
-            wake = until()
+    def sleep_until(self, name: str, when: float | datetime) -> Coroutine[Any, Any, None]:
+        """Sleep until ``when`` (an aware datetime or POSIX seconds), durably.
+
+        `InvalidArgumentError` for a naive datetime or a time outside 1970-9999."""
+        at = epoch(when, "sleep_until's time")
+        return self._sleep(name, lambda: at)
+
+    def _sleep(self, name: str, until: Callable[[], float]) -> Coroutine[Any, Any, None]:
+        async def body(pos: int, key: str) -> None:
+            run, cursor = self._run, self._cursor
+            entry = run.entries.get((cursor.branch, key))
+            if entry is None:
+                now = time.time()
+                entry = JournalEntry(
+                    pos,
+                    "sleep",
+                    key,
+                    "completed",
+                    dumps({"until": until()}).decode(),
+                    started_at=now,
+                    finished_at=now,
+                    branch=cursor.branch,
+                )
+                await run.write(entry)
+            wake = float(loads(entry.result or "{}")["until"])
+            if run.probe is None and time.time() < wake:
+                raise Suspend("sleeping", cursor.path(key), wake)
+
+        return self._call("sleep", name, body)
+
+    def interrupt(self, name: str, schema: Any = None) -> Coroutine[Any, Any, Any]:
+        """Wait for a human (or any caller): the execution waits, status ``waiting``,
+        until `DurableEngine.resume` delivers a payload for this step (its path, as in
+        ``blocked_on_step``), validated against ``schema`` (a type pydantic
+        validates; ``None``: any JSON). Returns the validated payload.
+
+        A resume sent before the flow reaches the interrupt is kept and used when it
+        does; if it then fails ``schema``, the step fails with `InvalidArgumentError`.
+        """
+        codec = Codec(schema)
+
+        async def body(pos: int, key: str) -> Any:
+            run, cursor = self._run, self._cursor
+            path = cursor.path(key)
+            entry = run.entries.get((cursor.branch, key))
+            if entry is not None and entry.final:
+                return _decode(outcome(entry), codec)
+            if run.probe == path:
+                raise ProbeFound(codec)
+            signal_name = f"$resume:{path}"
+            taken = run.take_signals([signal_name], 1)
+            if not taken:
+                raise Suspend("waiting", path, None, signals=[signal_name])
             now = time.time()
             entry = JournalEntry(
                 pos,
-                "sleep",
+                "interrupt",
                 key,
                 "completed",
-                dumps({"until": wake}).decode(),
+                taken[0].payload,
                 started_at=now,
                 finished_at=now,
+                branch=cursor.branch,
             )
-            await self._write(entry)
-        wake = float(loads(entry.result or "{}")["until"])
-        if self._probe is None and time.time() < wake:
-            raise Suspend("sleeping", key, wake)
+            try:
+                value = _decode(taken[0].payload, codec)
+            except ValidationError as exc:
+                error = InvalidArgumentError(
+                    f"invalid payload for step {path!r}",
+                    details=exc.errors(
+                        include_url=False, include_context=False, include_input=False
+                    ),
+                )
+                entry.status, entry.result, entry.error = "failed", None, error_to_record(error)
+                await run.write(entry, consume=[taken[0].id])
+                raise error from None
+            await run.write(entry, consume=[taken[0].id])
+            return value
 
-    async def interrupt(self, name: str, schema: Any = None) -> Any:
-        """Wait for a human (or any caller): the execution waits, status ``waiting``,
-        until `DurableEngine.resume` delivers a payload for this step, validated
-        against ``schema`` (a type pydantic validates; ``None``: any JSON). Returns
-        the validated payload."""
-        adapter = TypeAdapter[Any](schema) if schema is not None else None
-        pos, key, entry = self._next("interrupt", name)
+        return self._call("interrupt", name, body)
+
+    def wait_for_signal(
+        self,
+        name: str,
+        signal: str,
+        *,
+        schema: Any = None,
+        timeout: float | timedelta | None = None,
+    ) -> Coroutine[Any, Any, Any]:
+        """Wait for the next signal ``signal`` (`DurableEngine.signal`) and return its
+        payload, validated against ``schema``.
+
+        Signals are buffered: one sent before this call (even before the execution
+        started) is taken at once; each is consumed once, oldest first per name.
+        After ``timeout`` without one, raises `SignalTimeoutError`
+        (DEADLINE_EXCEEDED). A payload that fails ``schema`` is consumed and fails the
+        step with `InvalidArgumentError`.
+        """
+        codec = Codec(schema)
+        limit = seconds(timeout, "timeout") if timeout is not None else None
+
+        async def body(pos: int, key: str) -> Any:
+            raw = await self._take(pos, "signal", key, [signal], 1, limit)
+            if raw is None:
+                raise SignalTimeoutError(
+                    f"no signal {signal!r} within {limit}s", details={"signal": signal}
+                )
+            payload = loads(raw)[0]["payload"]
+            return codec.validate(payload, f"payload for signal {signal!r}")
+
+        return self._call("signal", name, body)
+
+    def messages(
+        self,
+        name: str,
+        names: Collection[str],
+        *,
+        count: int = 1,
+        timeout: float | timedelta | None = None,
+    ) -> Coroutine[Any, Any, list[Message]]:
+        """Wait for signals of any of ``names`` and take up to ``count`` of them
+        (oldest first) as `Message` s; ``[]`` if none came within ``timeout``."""
+        wanted = sorted(set(names))
+        if not wanted or count < 1:
+            raise InvalidArgumentError("messages needs at least one name and count >= 1")
+        limit = seconds(timeout, "timeout") if timeout is not None else None
+
+        async def body(pos: int, key: str) -> list[Message]:
+            raw = await self._take(pos, "messages", key, wanted, count, limit)
+            return [Message(m["name"], m["payload"]) for m in loads(raw or "[]")]
+
+        return self._call("messages", name, body)
+
+    async def _take(
+        self,
+        pos: int,
+        kind: str,
+        key: str,
+        names: list[str],
+        count: int,
+        limit: float | None,
+    ) -> str | None:
+        """The signal-consuming state machine: the taken signals as JSON text, or
+        ``None`` on timeout (``kind`` decides whether that is an error)."""
+        run, cursor = self._run, self._cursor
+        path = cursor.path(key)
+        entry = run.entries.get((cursor.branch, key))
         if entry is not None and entry.final:
-            return _decode(entry.result, adapter)
-        if self._probe == key:
-            raise ProbeFound(adapter)
-        raw = self._history.signals.get(key)
-        if raw is None:
-            raise Suspend("waiting", key, None)
-        value = _decode(raw, adapter)
+            if entry.status == "failed":
+                return None
+            return entry.result
         now = time.time()
-        await self._write(
-            JournalEntry(pos, "interrupt", key, "completed", raw, started_at=now, finished_at=now)
-        )
-        return value
+        taken = run.take_signals(names, count)
+        if taken:
+            raw = dumps([{"name": s.name, "payload": loads(s.payload)} for s in taken]).decode()
+            await run.write(
+                JournalEntry(
+                    pos,
+                    kind,
+                    key,
+                    "completed",
+                    raw,
+                    started_at=now,
+                    finished_at=now,
+                    branch=cursor.branch,
+                ),
+                consume=[s.id for s in taken],
+            )
+            return raw
+        deadline = entry.wake_at if entry is not None else None
+        if limit is not None and deadline is None:
+            deadline = now + limit
+            await run.write(
+                JournalEntry(
+                    pos,
+                    kind,
+                    key,
+                    "pending",
+                    started_at=now,
+                    wake_at=deadline,
+                    branch=cursor.branch,
+                )
+            )
+        if deadline is not None and now >= deadline:
+            if run.probe is not None:
+                raise Suspend("waiting", path, deadline, signals=names)
+            if kind == "signal":
+                error = SignalTimeoutError(f"no signal {names[0]!r} in time")
+                await run.write(
+                    JournalEntry(
+                        pos,
+                        kind,
+                        key,
+                        "failed",
+                        error=error_to_record(error),
+                        started_at=now,
+                        finished_at=now,
+                        branch=cursor.branch,
+                    )
+                )
+                return None
+            await run.write(
+                JournalEntry(
+                    pos,
+                    kind,
+                    key,
+                    "completed",
+                    "[]",
+                    started_at=now,
+                    finished_at=now,
+                    branch=cursor.branch,
+                )
+            )
+            return "[]"
+        raise Suspend("waiting", path, deadline, signals=names)
 
-    async def wait_for(self, name: str, flow_ids: Collection[str]) -> list[Operation]:
+    def wait_for(
+        self, name: str, flow_ids: Collection[str]
+    ) -> Coroutine[Any, Any, list[Operation]]:
         """Wait until every execution in ``flow_ids`` has finished; return their
-        operations in the order given. An unknown id fails the step (NOT_FOUND)."""
+        operations in the order given. An unknown id, or one owned by another owner,
+        fails the step (NOT_FOUND)."""
         ids = [validate_flow_id(i) for i in flow_ids]
-        pos, key, entry = self._next("wait_for", name)
-        if entry is None or not entry.final:
-            records = await self.store.get_many(ids)
-            pending = [i for i in ids if i in records and not records[i].done]
-            if pending:
-                raise Suspend("waiting", key, None, wait_for=pending)
-            now = time.time()
-            entry = JournalEntry(pos, "wait_for", key, "completed", started_at=now, finished_at=now)
-            missing = [i for i in ids if i not in records]
-            if missing:
-                error = ExecutionNotFoundError(f"no flow {missing[0]!r} to wait for")
-                entry.status, entry.error = "failed", error_to_record(error)
-            else:
-                operations = [Operation.from_record(records[i]).to_json() for i in ids]
-                entry.result = dumps(operations).decode()
-            await self._write(entry)
-        if entry.status == "failed":
-            raise rebuild_error(entry.error or {})
-        return [Operation.from_json(body) for body in loads(entry.result or "[]")]
+
+        async def body(pos: int, key: str) -> list[Operation]:
+            run, cursor = self._run, self._cursor
+            entry = run.entries.get((cursor.branch, key))
+            if entry is None or not entry.final:
+                records = await run.store.get_many(ids)
+                visible = {i: r for i, r in records.items() if r.owner == run.record.owner}
+                pending = [i for i in ids if i in visible and not visible[i].done]
+                if pending:
+                    raise Suspend("waiting", cursor.path(key), None, wait_for=pending)
+                now = time.time()
+                entry = JournalEntry(
+                    pos,
+                    "wait_for",
+                    key,
+                    "completed",
+                    started_at=now,
+                    finished_at=now,
+                    branch=cursor.branch,
+                )
+                missing = [i for i in ids if i not in visible]
+                if missing:
+                    error = ExecutionNotFoundError(f"no flow {missing[0]!r} to wait for")
+                    entry.status, entry.error = "failed", error_to_record(error)
+                else:
+                    operations = [Operation.from_record(visible[i]).to_json() for i in ids]
+                    entry.result = dumps(operations).decode()
+                await run.write(entry)
+            return [Operation.from_json(b) for b in loads(outcome(entry) or "[]")]
+
+        return self._call("wait_for", name, body)
+
+    # -- branches ------------------------------------------------------------------
+
+    def join(
+        self, name: str, branches: Mapping[str, Branch]
+    ) -> Coroutine[Any, Any, dict[str, Any]]:
+        """Run ``branches`` (``{"a": async def fn(ctx)}``) concurrently, each with its
+        own context and key scope, and return ``{branch: result}`` (JSON) once all
+        have ended. Branches may use any durable call; a branch that waits does not
+        hold up the others. If some fail, raises `JoinError` (``.errors`` by branch)
+        after all have ended. A finished branch is never run again on replay.
+        """
+        _branches.check_names(branches)
+        return self._call("join", name, lambda pos, key: _branches.join(self, pos, key, branches))
+
+    def race(
+        self, name: str, branches: Mapping[str, Branch]
+    ) -> Coroutine[Any, Any, tuple[str, Any]]:
+        """Run ``branches`` concurrently; the first to finish wins: returns
+        ``(winner, result)``. The others are cancelled (a running step interrupted,
+        their timers and waits dropped). If every branch fails, raises `RaceError`.
+        The winner is recorded: replays return it without running any branch.
+        """
+        _branches.check_names(branches)
+        return self._call("race", name, lambda pos, key: _branches.race(self, pos, key, branches))
+
+    def loop(
+        self,
+        name: str,
+        body: Callable[[DurableContext, Any], Awaitable[Loop]],
+        *,
+        state: Any = None,
+        commit_interval: int = 1,
+        history_keep: int = 10,
+    ) -> Coroutine[Any, Any, Any]:
+        """Run ``body(ctx, state)`` until it returns `Loop.done` (whose value is
+        returned); `Loop.next(state)` runs another iteration with that state (JSON).
+
+        Each iteration is a branch of its own. Every ``commit_interval`` iterations
+        the state is committed: a wake-up replays from the last committed iteration,
+        not from the first, and only the last ``history_keep`` iterations stay in the
+        journal. Long agent loops cost the same per turn at turn 1,000 as at turn 1.
+        """
+        if commit_interval < 1 or history_keep < 0:
+            raise InvalidArgumentError("commit_interval must be >= 1 and history_keep >= 0")
+        return self._call(
+            "loop",
+            name,
+            lambda pos, key: _branches.loop(
+                self, pos, key, body, state, commit_interval, history_keep
+            ),
+        )
+
+    def _branch(self, cursor: Cursor) -> DurableContext:
+        return DurableContext(self._run, cursor)
 
     # -- deterministic values --------------------------------------------------------
 
@@ -311,20 +614,23 @@ class DurableContext(StepRunner):
         """A random UUID (v4), recorded: the same value on every replay."""
         return uuid.UUID(str(await self._value("uuid", lambda: str(uuid.uuid4()))))
 
-    async def _value(self, kind: str, make: Callable[[], Any]) -> Any:
-        pos, key, entry = self._next(kind, kind)
-        if entry is None:
-            now = time.time()
-            entry = JournalEntry(
-                pos, kind, key, "completed", dumps(make()).decode(), started_at=now, finished_at=now
-            )
-            await self._write(entry)
-        return loads(entry.result or "null")
+    def _value(self, kind: str, make: Callable[[], Any]) -> Coroutine[Any, Any, Any]:
+        async def body(pos: int, key: str) -> Any:
+            run, cursor = self._run, self._cursor
+            entry = run.entries.get((cursor.branch, key))
+            if entry is None:
+                now = time.time()
+                entry = JournalEntry(
+                    pos,
+                    kind,
+                    key,
+                    "completed",
+                    dumps(make()).decode(),
+                    started_at=now,
+                    finished_at=now,
+                    branch=cursor.branch,
+                )
+                await run.write(entry)
+            return loads(entry.result or "null")
 
-
-class ProbeFound(BaseException):  # control flow, not an error
-    """Unwinds a probe replay at the interrupt it looked for, with that step's schema."""
-
-    def __init__(self, adapter: TypeAdapter[Any] | None) -> None:
-        super().__init__("probe found its interrupt")
-        self.adapter = adapter
+        return self._call(kind, kind, body)

@@ -8,10 +8,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
+from .._codec import Codec
 from .._errors import InternalError, InvalidArgumentError
-from .._json import JsonValue, dumps, loads
+from .._json import JsonValue, dumps
 from ..flow import validate_input
 
 if TYPE_CHECKING:
@@ -55,10 +56,6 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(max_attempts=1)
 
 
-def _adapter(schema: Any) -> TypeAdapter[Any] | None:
-    return TypeAdapter[Any](schema) if schema is not None else None
-
-
 class DurableFlow(Generic[InT, OutT]):
     """A named ``async fn(input, ctx: DurableContext) -> output`` run by a `DurableEngine`.
 
@@ -81,8 +78,8 @@ class DurableFlow(Generic[InT, OutT]):
         self.fn = fn
         self.name = name
         self.description = description if description is not None else (fn.__doc__ or "")
-        self._input = _adapter(input)
-        self._output = _adapter(output)
+        self._input = Codec(input)
+        self._output = Codec(output)
 
     def parse_input(self, data: JsonValue) -> InT:
         """Validate input; raises `InvalidArgumentError` with pydantic's errors."""
@@ -91,33 +88,25 @@ class DurableFlow(Generic[InT, OutT]):
     def dump_input(self, value: Any) -> str:
         """Validated input as JSON text (what is stored)."""
         parsed = self.parse_input(value)
-        if self._input is not None:
-            return dumps(self._input.dump_python(parsed, mode="json")).decode()
+        if self._input.adapter is not None:
+            return dumps(self._input.adapter.dump_python(parsed, mode="json")).decode()
         return dumps(parsed).decode()
 
     def encode_output(self, value: Any) -> str:
         """The output as JSON text, validated; a mismatch is the flow's bug (`InternalError`)."""
         try:
-            if self._output is not None:
-                value = self._output.dump_python(self._output.validate_python(value), mode="json")
-            return dumps(value).decode()
+            return self._output.encode(value).decode()
         except (ValidationError, InvalidArgumentError):
             logger.exception("durable flow %r produced an invalid output", self.name)
             raise InternalError("Internal Error") from None
 
     def decode_output(self, raw: str) -> OutT:
         """A stored output back as the output type."""
-        value = loads(raw)
-        if self._output is None:
-            return value  # type: ignore[no-any-return]
-        return self._output.validate_python(value)  # type: ignore[no-any-return]
+        return self._output.decode(raw)  # type: ignore[no-any-return]
 
     def schemas(self) -> dict[str, Any]:
         """JSON Schemas of input and output (``None`` where any JSON goes)."""
-        return {
-            "input": self._input.json_schema() if self._input else None,
-            "output": self._output.json_schema() if self._output else None,
-        }
+        return {"input": self._input.json_schema(), "output": self._output.json_schema()}
 
     def __repr__(self) -> str:
         return f"DurableFlow({self.name!r})"

@@ -13,14 +13,21 @@ import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import anyio
-from pydantic import ValidationError
 
-from .._errors import CancelledError, InvalidArgumentError, NotFoundError
-from .._json import JsonValue, dumps, loads
+from .._errors import (
+    AlreadyExistsError,
+    CancelledError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from .._json import JsonValue, dumps
 from ._ids import derive_flow_id, new_flow_id, validate_flow_id
+from ._replay import WAKE
+from ._time import due_time
 from .definition import DurableFlow
 from .errors import NotFinishedError, NotWaitingError, error_to_record
 from .records import STATUSES, ExecutionRecord, ExecutionStatus, JournalEntry, Operation, Page
@@ -29,7 +36,7 @@ from .store import DurableStore
 if TYPE_CHECKING:
     from .worker import Worker
 
-__all__ = ["DEFAULT_DB_PATH", "DurableEngine"]
+__all__ = ["DEFAULT_DB_PATH", "DurableEngine", "Notifier"]
 
 #: Where the default SQLite store lives (override with ``STREAM_GATEWAY_DURABLE_DB``).
 DEFAULT_DB_PATH = ".data/durable.sqlite3"
@@ -42,12 +49,54 @@ def _default_store() -> DurableStore:
     return SqliteDurableStore(os.environ.get("STREAM_GATEWAY_DURABLE_DB", DEFAULT_DB_PATH))
 
 
+class _Listener(Protocol):
+    def wake(self) -> None: ...
+
+    def cancel_local(self, execution_id: str) -> None: ...
+
+
+class Notifier:
+    """In-process signalling between the engine and the workers sharing it: "work is
+    due" (workers look now), "this execution was cancelled" (a worker running it
+    stops), and "this execution changed" (`DurableEngine.wait` looks again). Other
+    processes find out by polling the store."""
+
+    def __init__(self) -> None:
+        self._listeners: list[_Listener] = []
+        self._changed: dict[str, anyio.Event] = {}
+
+    def subscribe(self, listener: _Listener) -> None:
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: _Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def due(self) -> None:
+        for listener in self._listeners:
+            listener.wake()
+
+    def cancelled(self, execution_id: str) -> None:
+        for listener in self._listeners:
+            listener.cancel_local(execution_id)
+        self.changed(execution_id)
+
+    def changed(self, execution_id: str) -> None:
+        event = self._changed.pop(execution_id, None)
+        if event is not None:
+            event.set()
+
+    def event(self, execution_id: str) -> anyio.Event:
+        return self._changed.setdefault(execution_id, anyio.Event())
+
+
 class DurableEngine:
     """Durable flows over one `DurableStore` (SQLite at `DEFAULT_DB_PATH` by default).
 
     Use it as an async context manager (opens and closes the store). ``owner``
     arguments are stored verbatim: the HTTP layer passes a hash of the principal.
-    ``max_result_bytes`` bounds each step's (and each flow's) JSON result.
+    ``max_result_bytes`` bounds each step's (and each flow's) JSON result;
+    ``max_journal_bytes`` an execution's whole journal (`JournalTooLargeError`).
     """
 
     def __init__(
@@ -56,16 +105,17 @@ class DurableEngine:
         *,
         store: DurableStore | None = None,
         max_result_bytes: int = 1024 * 1024,
+        max_journal_bytes: int = 64 * 1024 * 1024,
         poll_interval: float = 0.5,
     ) -> None:
         self.store = store if store is not None else _default_store()
         self.max_result_bytes = max_result_bytes
+        self.max_journal_bytes = max_journal_bytes
         self.poll_interval = poll_interval
+        self.notifier = Notifier()
         self.flows: dict[str, DurableFlow[Any, Any]] = {}
         for flow in flows:
             self.register(flow)
-        self._workers: builtins.list[Worker] = []  # `list` is also a method here
-        self._changed: dict[str, anyio.Event] = {}
 
     def register(self, flow: DurableFlow[Any, Any]) -> DurableFlow[Any, Any]:
         """Add a flow; names are unique."""
@@ -109,30 +159,31 @@ class DurableEngine:
         *,
         delay: float | timedelta | None = None,
         at: float | datetime | None = None,
+        id: str | None = None,
         idempotency_key: str | None = None,
         owner: str | None = None,
     ) -> Operation:
         """Start an execution now, after ``delay`` or at ``at``; returns at once.
 
-        The operation returned is never done: the run happens in a worker. With an
+        The operation returned is never done: the run happens in a worker. ``id``
+        chooses the execution's id (1-128 characters of ``[A-Za-z0-9_-]``); calling
+        again with the same id, flow and owner returns the existing execution, while
+        an id taken by another flow or owner raises `AlreadyExistsError`. With an
         ``idempotency_key``, a second call (same flow and owner) returns the existing
-        execution instead of starting another. Raises `InvalidArgumentError` for bad
-        input (validated now) and `NotFoundError` for an unregistered flow.
+        execution too. Raises `InvalidArgumentError` for bad input or times (validated
+        now, before anything is stored) and `NotFoundError` for an unregistered flow.
         """
         definition = self.flow(flow)
-        if delay is not None and at is not None:
-            raise InvalidArgumentError("give delay or at, not both")
         now = time.time()
-        due = now
-        if delay is not None:
-            due = now + (delay.total_seconds() if isinstance(delay, timedelta) else float(delay))
-        elif at is not None:
-            due = at.timestamp() if isinstance(at, datetime) else float(at)
-        flow_id = (
-            derive_flow_id("idem", definition.name, owner, idempotency_key)
-            if idempotency_key is not None
-            else new_flow_id()
-        )
+        due = due_time(delay, at, now)
+        if id is not None and idempotency_key is not None:
+            raise InvalidArgumentError("give id or idempotency_key, not both")
+        if id is not None:
+            flow_id = validate_flow_id(id)
+        elif idempotency_key is not None:
+            flow_id = derive_flow_id("idem", definition.name, owner, idempotency_key)
+        else:
+            flow_id = new_flow_id()
         record = ExecutionRecord(
             id=flow_id,
             flow=definition.name,
@@ -142,12 +193,20 @@ class DurableEngine:
             updated_at=now,
             due_at=due,
         )
-        stored, _ = await self.store.create(record)
-        self._nudge()
+        stored, created = await self.store.create(record)
+        if not created and (stored.flow != definition.name or stored.owner != owner):
+            raise AlreadyExistsError(f"flow id {flow_id!r} is taken")
+        self.notifier.due()
         return Operation.from_record(stored)
 
     async def start_child(
-        self, flow: DurableFlow[Any, Any], input: Any, flow_id: str, *, owner: str | None
+        self,
+        flow: DurableFlow[Any, Any],
+        input: Any,
+        flow_id: str,
+        *,
+        owner: str | None,
+        parent: str | None = None,
     ) -> ExecutionRecord:
         """Create (or find) the child execution ``flow_id``: used by `run_action`."""
         now = time.time()
@@ -159,10 +218,11 @@ class DurableEngine:
             created_at=now,
             updated_at=now,
             due_at=now,
+            parent=parent,
         )
         stored, created = await self.store.create(record)
         if created:
-            self._nudge()
+            self.notifier.due()
         return stored
 
     async def run(
@@ -183,10 +243,10 @@ class DurableEngine:
         """Wait until the execution is done (bound it with ``anyio.fail_after``)."""
         delay = 0.005
         while True:
-            event = self._changed.setdefault(flow_id, anyio.Event())
+            event = self.notifier.event(flow_id)
             op = await self.get_state(flow_id)
             if op.done:
-                self._changed.pop(flow_id, None)
+                self.notifier.changed(flow_id)
                 return op
             with anyio.move_on_after(delay):
                 await event.wait()
@@ -221,7 +281,7 @@ class DurableEngine:
             raise InvalidArgumentError(f"unknown status; expected one of {sorted(STATUSES)}")
         if not 1 <= limit <= _MAX_LIMIT:
             raise InvalidArgumentError(f"limit must be within 1-{_MAX_LIMIT}")
-        if cursor is not None and not (cursor.isdigit() and len(cursor) <= 18):
+        if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
             raise InvalidArgumentError("malformed cursor")
         records = await self.store.list_executions(
             status=status,  # type: ignore[arg-type]
@@ -235,82 +295,122 @@ class DurableEngine:
         return Page([Operation.from_record(r) for r in records], next_cursor)
 
     async def history(self, flow_id: str) -> builtins.list[JournalEntry]:
-        """The execution's journal entries (`JournalEntry`), in order: what ran, how."""
+        """The execution's journal entries (`JournalEntry`), in the order first written:
+        what ran, how, and (for operators) errors' original type and message."""
         return list((await self.store.history(validate_flow_id(flow_id))).entries)
 
     # -- acting ----------------------------------------------------------------------
 
-    async def resume(self, flow_id: str, step: str, payload: JsonValue) -> Operation:
-        """Deliver ``payload`` to the interrupt ``step`` the execution waits on.
+    async def signal(self, flow_id: str, name: str, payload: JsonValue = None) -> Operation:
+        """Send the signal ``name`` with a JSON ``payload`` to an execution, durably.
 
-        The payload is validated against the interrupt's schema (`InvalidArgumentError`
-        with pydantic's errors). An execution that is not waiting on ``step`` (another
-        step, running, finished, already resumed) raises `NotWaitingError`
+        It is buffered: a `DurableContext.wait_for_signal` or `messages` on that name
+        takes it now or later, FIFO per name, exactly once. `NotWaitingError`
+        (FAILED_PRECONDITION) if the execution has finished; `InvalidArgumentError`
+        for a name that is empty, over 256 characters or starts with ``$``.
+        """
+        if not isinstance(name, str) or not 0 < len(name) <= 256 or name.startswith("$"):
+            raise InvalidArgumentError("a signal name is 1-256 characters, not starting with '$'")
+        flow_id = validate_flow_id(flow_id)
+        if not await self.store.send_signal(flow_id, name, _json(payload), time.time()):
+            raise NotWaitingError("flow has finished: it takes no more signals")
+        self.notifier.due()
+        return await self.get_state(flow_id)
+
+    async def resume(self, flow_id: str, step: str, payload: JsonValue) -> Operation:
+        """Deliver ``payload`` to the interrupt ``step`` (its path, as in
+        ``blocked_on_step``).
+
+        If the flow has reached the interrupt (a side-effect-free replay finds it),
+        the payload is validated against its schema now (`InvalidArgumentError` with
+        pydantic's errors). A resume that arrives before the flow reaches the
+        interrupt is kept for it and validated then. A step that
+        already got its payload, or a finished execution, raises `NotWaitingError`
         (FAILED_PRECONDITION).
         """
         record = await self.store.get(validate_flow_id(flow_id))
-        if record.status != "waiting" or record.blocked_on != step:
-            raise NotWaitingError(f"flow is not waiting on step {step!r}")
-        adapter = await self._interrupt_schema(record, step)
-        if adapter is not None:
-            try:
-                payload = adapter.dump_python(adapter.validate_python(payload), mode="json")
-            except ValidationError as exc:
-                raise InvalidArgumentError(
-                    f"invalid payload for step {step!r}",
-                    details=exc.errors(
-                        include_url=False, include_context=False, include_input=False
-                    ),
-                ) from None
-        if not await self.store.deliver(record.id, step, dumps(payload).decode(), time.time()):
-            raise NotWaitingError(f"flow is not waiting on step {step!r}")
-        self._nudge()
+        if not isinstance(step, str) or not 0 < len(step) <= 1024:
+            raise InvalidArgumentError("step must name the interrupt")
+        if record.done:
+            raise NotWaitingError(f"flow has finished; it does not wait on step {step!r}")
+        payload = await self._validated(record, step, payload)
+        if not await self.store.send_signal(
+            record.id, f"$resume:{step}", _json(payload), time.time(), unique=True
+        ):
+            raise NotWaitingError(f"step {step!r} was already resumed (or the flow finished)")
+        self.notifier.due()
         return await self.get_state(record.id)
 
-    async def _interrupt_schema(self, record: ExecutionRecord, step: str) -> Any:
-        """Replay the flow without side effects up to the interrupt ``step`` to learn
-        its schema (the schema lives in code, at the call site)."""
-        from ._steps import ProbeMiss, Suspend
-        from .context import DurableContext, ProbeFound
+    async def _validated(self, record: ExecutionRecord, step: str, payload: Any) -> Any:
+        from ._driver import probe
 
-        definition = self.flow(record.flow)
-        history = await self.store.history(record.id)
-        ctx = DurableContext(self, record, None, history, probe=step)
         try:
-            await definition.fn(definition.parse_input(loads(record.input)), ctx)
-        except ProbeFound as found:
-            return found.adapter
-        except (ProbeMiss, Suspend, Exception):
-            pass
-        raise NotWaitingError(f"flow is not waiting on step {step!r} (its code changed?)")
+            codec = await probe(self, record, step)
+        except LookupError:
+            return payload  # validated when the interrupt takes it
+        codec.validate(payload, f"payload for step {step!r}")
+        return codec.to_json(payload)
 
     async def cancel(self, flow_id: str) -> Operation:
         """End an unfinished execution as ``cancelled`` (CANCELLED): its timers never
-        fire and a step running now is interrupted. A finished one is left as it is."""
+        fire, a step running now is interrupted, and its child executions
+        (`DurableContext.run_action`) are cancelled too. A finished one is left as
+        it is."""
         flow_id = validate_flow_id(flow_id)
+        await self._cancel(flow_id, depth=0)
+        return await self.get_state(flow_id)
+
+    async def _cancel(self, flow_id: str, depth: int) -> None:
         error = error_to_record(CancelledError("flow cancelled"))
         if await self.store.cancel(flow_id, error, time.time()):
-            for worker in self._workers:
-                worker.cancel_local(flow_id)
-            self.notify(flow_id)
+            self.notifier.cancelled(flow_id)
+        if depth > 32:
+            return
+        while True:
+            children = await self.store.list_executions(parent=flow_id, limit=_MAX_LIMIT)
+            live = [c for c in children if not c.done]
+            for child in live:
+                await self._cancel(child.id, depth + 1)
+            if len(children) < _MAX_LIMIT or not live:
+                return
+
+    async def recover(self, flow_id: str) -> Operation:
+        """Run a *failed* execution again: its failed steps run again with their
+        attempts counted afresh; completed steps keep their results.
+        `FailedPreconditionError` if it has not failed."""
+        if not await self.store.recover(validate_flow_id(flow_id), time.time()):
+            raise FailedPreconditionError("only a failed flow can be recovered")
+        self.notifier.due()
+        return await self.get_state(flow_id)
+
+    async def wake(self, flow_id: str) -> Operation:
+        """Replay a pending, sleeping or waiting execution now: a poll checks at once
+        and a step waiting out its retry backoff tries again at once; unfinished
+        sleeps and waits park it again. `FailedPreconditionError` for a
+        running or finished one."""
+        flow_id = validate_flow_id(flow_id)
+        now = time.time()
+        if not await self.store.wake(flow_id, now):
+            raise FailedPreconditionError("only a pending, sleeping or waiting flow can be woken")
+        await self.store.send_signal(flow_id, WAKE, "null", now)
+        self.notifier.due()
         return await self.get_state(flow_id)
 
     async def cleanup(self, flow_id: str) -> None:
-        """Delete a finished execution's state (record, journal, payloads).
+        """Delete a finished execution's state (record, journal, signals).
 
         `NotFinishedError` (FAILED_PRECONDITION) while it is not finished.
         """
         if not await self.store.delete(validate_flow_id(flow_id)):
             raise NotFinishedError("flow has not finished; cancel it first")
 
-    # -- in-process signalling ---------------------------------------------------------
-
-    def _nudge(self) -> None:
-        for worker in self._workers:
-            worker.wake()
-
     def notify(self, flow_id: str) -> None:
         """Wake local `wait` callers of ``flow_id`` (workers call this)."""
-        event = self._changed.pop(flow_id, None)
-        if event is not None:
-            event.set()
+        self.notifier.changed(flow_id)
+
+
+def _json(payload: Any) -> str:
+    try:
+        return dumps(payload).decode()
+    except (TypeError, ValueError, InvalidArgumentError):
+        raise InvalidArgumentError("the payload must be JSON") from None

@@ -7,45 +7,70 @@ GatewayError
 │   └── ExecutionNotFoundError        NOT_FOUND            no such flow id
 ├── FailedPreconditionError
 │   ├── HistoryDivergedError          FAILED_PRECONDITION  code no longer matches journal
+│   ├── DurableUsageError             FAILED_PRECONDITION  a primitive used where it cannot work
 │   ├── NotWaitingError               FAILED_PRECONDITION  resume of a step not waited on
 │   ├── NotFinishedError              FAILED_PRECONDITION  cleanup of a live execution
 │   ├── CriticalError                 FAILED_PRECONDITION  a step failure never retried
+│   ├── StepOutputError               FAILED_PRECONDITION  a step's result fails encoding/`output`
 │   └── LeaseLostError                FAILED_PRECONDITION  another worker owns it now
 ├── ResourceExhaustedError
-│   └── StepResultTooLargeError       RESOURCE_EXHAUSTED   result over the size limit
-└── InternalError
-    ├── StepExhaustedError            INTERNAL             last retry failed; has cause
-    └── DurableStoreError             INTERNAL             the store itself failed
+│   ├── StepResultTooLargeError       RESOURCE_EXHAUSTED   result over the size limit
+│   └── JournalTooLargeError          RESOURCE_EXHAUSTED   journal over `max_journal_bytes`
+├── DeadlineExceededError
+│   └── SignalTimeoutError            DEADLINE_EXCEEDED    no signal before the timeout
+├── InternalError
+│   ├── StepExhaustedError            INTERNAL             last retry failed; has cause
+│   ├── JoinError                     INTERNAL             some join branches failed
+│   └── RaceError                     INTERNAL             every race branch failed
+└── UnavailableError
+    └── DurableStoreError             UNAVAILABLE          the store failed; try again later
 ```
 
-Errors raised by steps are stored in the journal in their wire form and rebuilt on
-replay with `rebuild_error`, so a flow sees the same exception class (for the classes
-named here and the core's statuses) before and after a restart.
+Stored errors (journal entries, failed executions) are keyed by a stable ``code``
+(``"step_exhausted"``, ``"deadline_exceeded"``...), never by a Python class name, and
+are rebuilt on replay with `rebuild_error`, so a flow sees the same exception class
+before and after a restart. An exception that is not a `GatewayError` (a bug, a
+``ValueError`` from an SDK) is stored as ``INTERNAL`` / ``"Internal Error"`` for
+clients, with its type and message kept under ``"operator"`` for operators
+(`DurableEngine.history`); only the owner-facing HTTP layer hides them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from .._errors import (
+    AlreadyExistsError,
+    CancelledError,
+    DeadlineExceededError,
     FailedPreconditionError,
     GatewayError,
     InternalError,
+    InvalidArgumentError,
     NotFoundError,
     ResourceExhaustedError,
+    UnavailableError,
     error_from_status,
 )
 
 __all__ = [
     "CriticalError",
     "DurableStoreError",
+    "DurableUsageError",
     "ExecutionNotFoundError",
     "HistoryDivergedError",
+    "JoinError",
+    "JournalTooLargeError",
     "LeaseLostError",
     "NotFinishedError",
     "NotWaitingError",
+    "RaceError",
+    "SignalTimeoutError",
     "StepExhaustedError",
+    "StepOutputError",
     "StepResultTooLargeError",
+    "client_error",
+    "error_code",
     "error_to_record",
     "rebuild_error",
 ]
@@ -54,26 +79,54 @@ __all__ = [
 class ExecutionNotFoundError(NotFoundError):
     """No durable execution with this id (or not visible to the caller)."""
 
+    code: ClassVar[str] = "execution_not_found"
+
 
 class HistoryDivergedError(FailedPreconditionError):
     """The flow's code no longer issues the steps its journal recorded.
 
-    Raised when the step at a journal position has another kind or key than the code
-    asks for, or when the code finishes while the journal holds steps it never
-    reached. The execution fails; it is never "repaired" silently.
+    Raised when the step recorded under a key has another kind than the code asks
+    for, when sequential code asks for a new key where the journal recorded another
+    one, or when a branch finishes while the journal holds steps it never reached.
+    The execution fails; it is never "repaired" silently.
     """
+
+    code: ClassVar[str] = "history_diverged"
+
+
+class DurableUsageError(FailedPreconditionError):
+    """A durable primitive was used where it cannot work deterministically.
+
+    The message names what to do instead: a forgotten ``await``, a wait called inside
+    a step's body, concurrent tasks repeating one step name (use `DurableContext.join`).
+    """
+
+    code: ClassVar[str] = "durable_usage"
 
 
 class NotWaitingError(FailedPreconditionError):
-    """`resume` named a step the execution is not blocked on (or it is finished)."""
+    """`resume` named a step that already got its payload, or the flow is finished."""
+
+    code: ClassVar[str] = "not_waiting"
 
 
 class NotFinishedError(FailedPreconditionError):
     """`cleanup` of an execution that has not completed, failed or been cancelled."""
 
+    code: ClassVar[str] = "not_finished"
+
 
 class CriticalError(FailedPreconditionError):
     """Raise inside a step to fail it at once: no further attempts are made."""
+
+    code: ClassVar[str] = "critical"
+
+
+class StepOutputError(FailedPreconditionError):
+    """A step's result is not JSON or fails its ``output`` type: the step fails at
+    once (its side effect already happened; it is not run again)."""
+
+    code: ClassVar[str] = "step_output"
 
 
 class LeaseLostError(FailedPreconditionError):
@@ -82,9 +135,28 @@ class LeaseLostError(FailedPreconditionError):
     The worker stops running that execution; whoever holds it now carries on.
     """
 
+    code: ClassVar[str] = "lease_lost"
+
 
 class StepResultTooLargeError(ResourceExhaustedError):
     """A step's result, encoded as JSON, is over the engine's ``max_result_bytes``."""
+
+    code: ClassVar[str] = "step_result_too_large"
+
+
+class JournalTooLargeError(ResourceExhaustedError):
+    """An execution's journal would grow over the engine's ``max_journal_bytes``.
+
+    Long-running work should use `DurableContext.loop` with ``history_keep``.
+    """
+
+    code: ClassVar[str] = "journal_too_large"
+
+
+class SignalTimeoutError(DeadlineExceededError):
+    """`DurableContext.wait_for_signal` got no signal before its timeout."""
+
+    code: ClassVar[str] = "signal_timeout"
 
 
 class StepExhaustedError(InternalError):
@@ -94,42 +166,145 @@ class StepExhaustedError(InternalError):
     process that ran the last attempt the original exception is also ``__cause__``.
     """
 
-
-class DurableStoreError(InternalError):
-    """The durable store failed (I/O, corruption); the operation may be retried."""
+    code: ClassVar[str] = "step_exhausted"
 
 
-_CLASSES: dict[str, type[GatewayError]] = {
-    cls.__name__: cls
-    for cls in (
-        CriticalError,
-        ExecutionNotFoundError,
-        HistoryDivergedError,
-        NotFinishedError,
-        NotWaitingError,
-        StepExhaustedError,
-        StepResultTooLargeError,
+class JoinError(InternalError):
+    """Some branches of `DurableContext.join` failed; ``errors`` maps each failed
+    branch to its error (every branch ran to its end first)."""
+
+    code: ClassVar[str] = "join_failed"
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.errors: dict[str, GatewayError] = {
+            name: rebuild_error(record)
+            for name, record in ((details or {}).get("errors") or {}).items()
+        }
+
+
+class RaceError(InternalError):
+    """Every branch of `DurableContext.race` failed; ``errors`` by branch."""
+
+    code: ClassVar[str] = "race_failed"
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.errors: dict[str, GatewayError] = {
+            name: rebuild_error(record)
+            for name, record in ((details or {}).get("errors") or {}).items()
+        }
+
+
+class DurableStoreError(UnavailableError):
+    """The durable store failed (busy, I/O); trying again later may work.
+
+    Its message never carries the backend's text (that stays in ``__cause__`` and
+    the log). ``transient`` is false for failures a retry cannot fix (a corrupt file).
+    """
+
+    code: ClassVar[str] = "store_unavailable"
+
+    def __init__(self, message: str, *, details: Any = None, transient: bool = True) -> None:
+        super().__init__(message, details=details)
+        self.transient = transient
+
+
+_CODED: tuple[type[GatewayError], ...] = (
+    CriticalError,
+    DurableUsageError,
+    DurableStoreError,
+    ExecutionNotFoundError,
+    HistoryDivergedError,
+    JoinError,
+    JournalTooLargeError,
+    LeaseLostError,
+    NotFinishedError,
+    NotWaitingError,
+    RaceError,
+    SignalTimeoutError,
+    StepExhaustedError,
+    StepOutputError,
+    StepResultTooLargeError,
+)
+_BY_CODE: dict[str, type[GatewayError]] = {cls.code: cls for cls in _CODED}  # type: ignore[attr-defined]
+# The core's own classes, by status: code is the status in lower case.
+for _cls in (
+    AlreadyExistsError,
+    CancelledError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    ResourceExhaustedError,
+    UnavailableError,
+):
+    _BY_CODE.setdefault(_cls.status.lower(), _cls)
+
+
+def error_code(exc: GatewayError) -> str:
+    """The stable code an error is stored under (its class's ``code``, else its status)."""
+    code = getattr(type(exc), "code", None)
+    return code if isinstance(code, str) else exc.status.lower()
+
+
+def error_to_record(exc: BaseException) -> dict[str, Any]:
+    """The stored form of an error: ``{code, status, message, details?}``, plus
+    ``operator: {type, message}`` for an exception that is not a `GatewayError`
+    (clients see it as ``INTERNAL`` / ``"Internal Error"``)."""
+    if isinstance(exc, GatewayError):
+        record = {**exc.to_json(), "code": error_code(exc)}
+        operator = getattr(exc, "operator", None)
+        if operator is not None:
+            record["operator"] = operator
+        return record
+    return {
+        "code": "internal",
+        "status": "INTERNAL",
+        "message": "Internal Error",
+        "operator": {"type": _qualname(exc), "message": str(exc)[:2000]},
+    }
+
+
+def _qualname(exc: BaseException) -> str:
+    cls = type(exc)
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     )
-}
-
-
-def error_to_record(exc: GatewayError) -> dict[str, Any]:
-    """The stored form of an error: its wire form plus the class name to rebuild."""
-    return {**exc.to_json(), "type": type(exc).__name__}
 
 
 def public_error(exc: BaseException) -> GatewayError:
-    """``exc`` itself when user-facing, else ``INTERNAL`` / ``"Internal Error"``."""
+    """``exc`` itself when user-facing, else ``INTERNAL`` / ``"Internal Error"`` that
+    remembers the original's type and message for operators."""
     if isinstance(exc, GatewayError):
         return exc
-    return InternalError("Internal Error")
+    error = InternalError("Internal Error")
+    error.operator = error_to_record(exc)["operator"]  # type: ignore[attr-defined]
+    return error
+
+
+def client_error(exc: BaseException) -> GatewayError:
+    """The error a client may see for ``exc``: user errors as they are; anything else
+    (including the store's failures) without its text."""
+    if isinstance(exc, DurableStoreError):
+        return UnavailableError("the durable store is unavailable; try again later")
+    return public_error(exc)
 
 
 def rebuild_error(record: dict[str, Any]) -> GatewayError:
-    """Rebuild a stored error: the same class for known ones, else by status."""
-    cls = _CLASSES.get(str(record.get("type")))
+    """Rebuild a stored error: the same class for known codes, else by status.
+
+    Operator information (``operator``) is kept on the error as ``.operator``.
+    """
+    cls = _BY_CODE.get(str(record.get("code")))
     message = str(record.get("message", ""))
     details = record.get("details")
-    if cls is not None:
-        return cls(message, details=details)
-    return error_from_status(str(record.get("status")), message, details)
+    error = (
+        cls(message, details=details)
+        if cls is not None
+        else error_from_status(str(record.get("status")), message, details)
+    )
+    if record.get("operator") is not None:
+        error.operator = record["operator"]  # type: ignore[attr-defined]
+    return error

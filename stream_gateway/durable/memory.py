@@ -12,7 +12,15 @@ from collections.abc import Collection
 from typing import Any
 
 from .errors import ExecutionNotFoundError, LeaseLostError
-from .records import FINISHED, ExecutionRecord, ExecutionStatus, History, JournalEntry, Lease
+from .records import (
+    FINISHED,
+    ExecutionRecord,
+    ExecutionStatus,
+    History,
+    JournalEntry,
+    Lease,
+    Signal,
+)
 from .store import DurableStore
 
 __all__ = ["InMemoryDurableStore"]
@@ -25,8 +33,10 @@ class InMemoryDurableStore(DurableStore):
 
     def __init__(self) -> None:
         self._records: dict[str, ExecutionRecord] = {}
-        self._journals: dict[str, dict[int, JournalEntry]] = {}
-        self._signals: dict[str, dict[str, str]] = {}
+        self._journals: dict[str, dict[tuple[str, str], JournalEntry]] = {}
+        # id -> [signal, consumed]; names ever sent (for unique sends)
+        self._signals: dict[str, dict[int, tuple[Signal, bool]]] = {}
+        self._signal_seq = 0
         self._waiters: dict[str, set[str]] = {}  # target id -> waiting execution ids
         self._seq = 0
         self._token = 0
@@ -73,6 +83,7 @@ class InMemoryDurableStore(DurableStore):
         flow: str | None = None,
         owner: str | None = None,
         any_owner: bool = True,
+        parent: str | None = None,
         after: int | None = None,
         limit: int = 50,
     ) -> list[ExecutionRecord]:
@@ -83,6 +94,7 @@ class InMemoryDurableStore(DurableStore):
                 or (status is not None and record.status != status)
                 or (flow is not None and record.flow != flow)
                 or (not any_owner and record.owner != owner)
+                or (parent is not None and record.parent != parent)
             ):
                 continue
             found.append(copy.copy(record))
@@ -92,10 +104,9 @@ class InMemoryDurableStore(DurableStore):
 
     async def history(self, execution_id: str) -> History:
         self._get(execution_id)
-        journal = self._journals[execution_id]
         return History(
-            entries=[copy.copy(journal[seq]) for seq in sorted(journal)],
-            signals=dict(self._signals[execution_id]),
+            entries=[copy.copy(e) for e in self._journals[execution_id].values()],
+            signals=[s for s, used in self._signals[execution_id].values() if not used],
         )
 
     async def claim(
@@ -146,14 +157,29 @@ class InMemoryDurableStore(DurableStore):
                 held.add(lease.execution_id)
         return held
 
-    async def append(self, lease: Lease, entry: JournalEntry, now: float) -> None:
+    async def append(
+        self, lease: Lease, entry: JournalEntry, now: float, *, consume: Collection[int] = ()
+    ) -> None:
         record = self._fenced(lease)
         journal = self._journals[lease.execution_id]
-        existing = journal.get(entry.seq)
-        if existing is not None and (existing.final or existing.key != entry.key):
-            raise ValueError(f"journal position {entry.seq} is taken by {existing.key!r}")
-        journal[entry.seq] = copy.copy(entry)
+        existing = journal.get((entry.branch, entry.key))
+        if existing is not None and existing.final:
+            raise ValueError(f"journal entry {entry.path!r} is final")
+        signals = self._signals[lease.execution_id]
+        for signal_id in consume:
+            if signal_id not in signals or signals[signal_id][1]:
+                raise ValueError(f"signal {signal_id} is not waiting to be consumed")
+        for signal_id in consume:
+            signals[signal_id] = (signals[signal_id][0], True)
+        journal[(entry.branch, entry.key)] = copy.copy(entry)
         record.updated_at = now
+
+    async def prune(self, lease: Lease, branches: Collection[str], now: float) -> None:
+        self._fenced(lease)
+        journal = self._journals[lease.execution_id]
+        gone = set(branches)
+        for address in [a for a in journal if _within(a[0], gone)]:
+            del journal[address]
 
     async def suspend(
         self,
@@ -164,8 +190,12 @@ class InMemoryDurableStore(DurableStore):
         wake_at: float | None,
         now: float,
         wait_for: Collection[str] = (),
+        signals: Collection[str] = (),
     ) -> None:
         record = self._fenced(lease)
+        names = set(signals)
+        if any(s.name in names for s, used in self._signals[record.id].values() if not used):
+            wake_at = now
         for target in wait_for:
             other = self._records.get(target)
             if other is None or other.done:
@@ -208,16 +238,38 @@ class InMemoryDurableStore(DurableStore):
     ) -> None:
         self._end(self._fenced(lease), status, result, error, now)
 
-    async def deliver(self, execution_id: str, key: str, payload: str, now: float) -> bool:
+    async def send_signal(
+        self, execution_id: str, name: str, payload: str, now: float, *, unique: bool = False
+    ) -> bool:
         record = self._get(execution_id)
         signals = self._signals[execution_id]
-        if record.status != "waiting" or record.blocked_on != key or key in signals:
+        if record.status in FINISHED or (
+            unique and any(s.name == name for s, _ in signals.values())
+        ):
             return False
-        signals[key] = payload
-        record.status = "pending"
-        record.blocked_on = None
-        record.due_at = now
+        self._signal_seq += 1
+        signals[self._signal_seq] = (Signal(self._signal_seq, name, payload), False)
+        if record.status in ("sleeping", "waiting"):
+            record.status, record.blocked_on, record.due_at = "pending", None, now
         record.updated_at = now
+        return True
+
+    async def recover(self, execution_id: str, now: float) -> bool:
+        record = self._get(execution_id)
+        if record.status != "failed":
+            return False
+        journal = self._journals[execution_id]
+        for address in [a for a, e in journal.items() if e.status == "failed"]:
+            del journal[address]
+        record.status, record.error, record.result = "pending", None, None
+        record.due_at = record.updated_at = now
+        return True
+
+    async def wake(self, execution_id: str, now: float) -> bool:
+        record = self._get(execution_id)
+        if record.status not in ("pending", "sleeping", "waiting"):
+            return False
+        record.due_at = record.updated_at = now
         return True
 
     async def cancel(self, execution_id: str, error: dict[str, Any], now: float) -> bool:
@@ -236,3 +288,13 @@ class InMemoryDurableStore(DurableStore):
         del self._signals[execution_id]
         self._waiters.pop(execution_id, None)
         return True
+
+
+def _within(branch: str, roots: set[str]) -> bool:
+    """Whether ``branch`` is one of ``roots`` or nested in one."""
+    while True:
+        if branch in roots:
+            return True
+        if "/" not in branch:
+            return False
+        branch = branch.rsplit("/", 1)[0]

@@ -19,6 +19,7 @@ __all__ = [
     "Lease",
     "Operation",
     "Page",
+    "Signal",
 ]
 
 ExecutionStatus = Literal[
@@ -56,6 +57,7 @@ class ExecutionRecord:
     result: str | None = None
     error: dict[str, Any] | None = None
     seq: int = 0
+    parent: str | None = None
 
     @property
     def done(self) -> bool:
@@ -73,10 +75,15 @@ class Lease:
 
 @dataclass(slots=True)
 class JournalEntry:
-    """One step of an execution at position ``seq``: what ran, and how it ended.
+    """One durable call of an execution: what ran, and how it ended.
 
-    ``result`` is JSON text; ``error`` a stored error (`error_to_record`).
-    ``wake_at`` is the next attempt (``retrying``) or check (``pending``).
+    An entry is addressed by ``(branch, key)``: ``branch`` is ``""`` for the flow's
+    own code and a path such as ``"fetch:a"`` or ``"turns@3"`` inside `join`, `race`
+    and `loop`; ``key`` is the step name (``name-1``... when repeated in a branch).
+    ``seq`` is the position in its branch when it was first reached (ordering and
+    early divergence checks; lookups go by key). ``result`` is JSON text; ``error``
+    a stored error (`error_to_record`). ``wake_at`` is the next attempt
+    (``retrying``), check or deadline (``pending``).
     """
 
     seq: int
@@ -89,18 +96,37 @@ class JournalEntry:
     started_at: float = 0.0
     finished_at: float | None = None
     wake_at: float | None = None
+    branch: str = ""
 
     @property
     def final(self) -> bool:
         return self.status in ("completed", "failed")
 
+    @property
+    def path(self) -> str:
+        """``key`` within the root branch, ``branch/key`` inside a child branch."""
+        return f"{self.branch}/{self.key}" if self.branch else self.key
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A signal (or resume payload) sent to an execution and not yet consumed.
+
+    ``id`` orders signals (FIFO per name); ``payload`` is JSON text.
+    """
+
+    id: int
+    name: str
+    payload: str
+
 
 @dataclass(slots=True)
 class History:
-    """An execution's journal (by position) and the resume payloads delivered to it."""
+    """An execution's journal (in the order entries were first written) and the
+    signals sent to it that no step has consumed yet (in sending order)."""
 
     entries: list[JournalEntry] = field(default_factory=list)
-    signals: dict[str, str] = field(default_factory=dict)
+    signals: list[Signal] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 from ._sqlite_conn import SqliteConnection
 from .errors import ExecutionNotFoundError, LeaseLostError
-from .records import ExecutionRecord, ExecutionStatus, History, JournalEntry, Lease
+from .records import ExecutionRecord, ExecutionStatus, History, JournalEntry, Lease, Signal
 from .store import DurableStore
 
 __all__ = ["SqliteDurableStore"]
@@ -38,11 +38,15 @@ CREATE TABLE IF NOT EXISTS executions (
     lease_token INTEGER NOT NULL DEFAULT 0,
     blocked_on TEXT,
     result TEXT,
-    error TEXT
+    error TEXT,
+    parent TEXT
 );
 CREATE INDEX IF NOT EXISTS executions_due ON executions (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS executions_parent ON executions (parent) WHERE parent IS NOT NULL;
 CREATE TABLE IF NOT EXISTS journal (
+    ord INTEGER PRIMARY KEY AUTOINCREMENT,
     execution_id TEXT NOT NULL,
+    branch TEXT NOT NULL,
     seq INTEGER NOT NULL,
     kind TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -53,14 +57,16 @@ CREATE TABLE IF NOT EXISTS journal (
     started_at REAL NOT NULL,
     finished_at REAL,
     wake_at REAL,
-    PRIMARY KEY (execution_id, seq)
-) WITHOUT ROWID;
+    UNIQUE (execution_id, branch, key)
+);
 CREATE TABLE IF NOT EXISTS signals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     execution_id TEXT NOT NULL,
-    key TEXT NOT NULL,
+    name TEXT NOT NULL,
     payload TEXT NOT NULL,
-    PRIMARY KEY (execution_id, key)
-) WITHOUT ROWID;
+    consumed INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS signals_execution ON signals (execution_id, consumed);
 CREATE TABLE IF NOT EXISTS waits (
     target TEXT NOT NULL,
     waiter TEXT NOT NULL,
@@ -70,8 +76,9 @@ CREATE TABLE IF NOT EXISTS waits (
 
 _COLUMNS = (
     "id, flow, status, input, owner, created_at, updated_at, due_at, lease_owner, "
-    "lease_token, blocked_on, result, error, seq"
+    "lease_token, blocked_on, result, error, seq, parent"
 )
+_VERSION = 2
 _LIVE = "('pending', 'sleeping', 'waiting', 'running')"
 _FENCE = "id = ? AND status = 'running' AND lease_owner = ? AND lease_token = ?"
 
@@ -92,6 +99,7 @@ def _record(row: tuple[Any, ...]) -> ExecutionRecord:
         result=row[11],
         error=json.loads(row[12]) if row[12] is not None else None,
         seq=row[13],
+        parent=row[14],
     )
 
 
@@ -114,7 +122,11 @@ class SqliteDurableStore(DurableStore):
         self.path = Path(path)
         self.synchronous = synchronous.upper()
         self._db = SqliteConnection(
-            self.path, synchronous=self.synchronous, busy_timeout=busy_timeout, schema=_SCHEMA
+            self.path,
+            synchronous=self.synchronous,
+            busy_timeout=busy_timeout,
+            schema=_SCHEMA,
+            version=_VERSION,
         )
 
     @property
@@ -158,12 +170,13 @@ class SqliteDurableStore(DurableStore):
         flow: str | None = None,
         owner: str | None = None,
         any_owner: bool = True,
+        parent: str | None = None,
         after: int | None = None,
         limit: int = 50,
     ) -> list[ExecutionRecord]:
         where: list[str] = ["1"]
         params: list[Any] = []
-        for column, value in (("status", status), ("flow", flow)):
+        for column, value in (("status", status), ("flow", flow), ("parent", parent)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
@@ -198,18 +211,23 @@ class SqliteDurableStore(DurableStore):
                     started_at=r[7],
                     finished_at=r[8],
                     wake_at=r[9],
+                    branch=r[10],
                 )
                 for r in conn.execute(
                     "SELECT seq, kind, key, status, result, error, attempts, started_at, "
-                    "finished_at, wake_at FROM journal WHERE execution_id = ? ORDER BY seq",
+                    "finished_at, wake_at, branch FROM journal WHERE execution_id = ? "
+                    "ORDER BY ord",
                     (execution_id,),
                 )
             ]
-            signals = dict(
-                conn.execute(
-                    "SELECT key, payload FROM signals WHERE execution_id = ?", (execution_id,)
-                ).fetchall()
-            )
+            signals = [
+                Signal(*row)
+                for row in conn.execute(
+                    "SELECT id, name, payload FROM signals WHERE execution_id = ? "
+                    "AND consumed = 0 ORDER BY id",
+                    (execution_id,),
+                )
+            ]
             return History(entries, signals)
 
         return await self._db.read(read)
@@ -220,7 +238,7 @@ class SqliteDurableStore(DurableStore):
         def body(conn: sqlite3.Connection) -> tuple[ExecutionRecord, bool]:
             cursor = conn.execute(
                 "INSERT INTO executions (id, flow, status, input, owner, created_at, "
-                "updated_at, due_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "updated_at, due_at, parent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO NOTHING",
                 (
                     record.id,
@@ -231,6 +249,7 @@ class SqliteDurableStore(DurableStore):
                     record.created_at,
                     record.updated_at,
                     record.due_at,
+                    record.parent,
                 ),
             )
             row = conn.execute(
@@ -292,21 +311,31 @@ class SqliteDurableStore(DurableStore):
         if not conn.execute(f"SELECT 1 FROM executions WHERE {_FENCE}", _fence(lease)).fetchone():
             raise LeaseLostError(f"lease on flow {lease.execution_id} was lost")
 
-    async def append(self, lease: Lease, entry: JournalEntry, now: float) -> None:
+    async def append(
+        self, lease: Lease, entry: JournalEntry, now: float, *, consume: Collection[int] = ()
+    ) -> None:
         def body(conn: sqlite3.Connection) -> None:
             self._check(conn, lease)
+            for signal_id in consume:
+                used = conn.execute(
+                    "UPDATE signals SET consumed = 1 WHERE id = ? AND execution_id = ? "
+                    "AND consumed = 0",
+                    (signal_id, lease.execution_id),
+                )
+                if used.rowcount != 1:
+                    raise ValueError(f"signal {signal_id} is not waiting to be consumed")
             cursor = conn.execute(
-                "INSERT INTO journal (execution_id, seq, kind, key, status, result, error, "
-                "attempts, started_at, finished_at, wake_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (execution_id, seq) DO UPDATE SET status = excluded.status, "
+                "INSERT INTO journal (execution_id, branch, seq, kind, key, status, result, "
+                "error, attempts, started_at, finished_at, wake_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (execution_id, branch, key) DO UPDATE SET status = excluded.status, "
                 "result = excluded.result, error = excluded.error, "
                 "attempts = excluded.attempts, finished_at = excluded.finished_at, "
                 "wake_at = excluded.wake_at "
-                "WHERE journal.status NOT IN ('completed', 'failed') "
-                "AND journal.key = excluded.key",
+                "WHERE journal.status NOT IN ('completed', 'failed')",
                 (
                     lease.execution_id,
+                    entry.branch,
                     entry.seq,
                     entry.kind,
                     entry.key,
@@ -320,9 +349,23 @@ class SqliteDurableStore(DurableStore):
                 ),
             )
             if cursor.rowcount != 1:
-                raise ValueError(f"journal position {entry.seq} is taken")
+                raise ValueError(f"journal entry {entry.path!r} is final")
 
         await self._db.write(body)
+
+    async def prune(self, lease: Lease, branches: Collection[str], now: float) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            self._check(conn, lease)
+            for branch in branches:
+                prefix = branch.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                conn.execute(
+                    "DELETE FROM journal WHERE execution_id = ? AND (branch = ? "
+                    "OR branch LIKE ? ESCAPE '\\')",
+                    (lease.execution_id, branch, prefix + "/%"),
+                )
+
+        if branches:
+            await self._db.write(body)
 
     async def suspend(
         self,
@@ -333,10 +376,21 @@ class SqliteDurableStore(DurableStore):
         wake_at: float | None,
         now: float,
         wait_for: Collection[str] = (),
+        signals: Collection[str] = (),
     ) -> None:
+        names = sorted(set(signals))
+
         def body(conn: sqlite3.Connection) -> None:
             self._check(conn, lease)
             due = wake_at
+            if names:
+                marks = ",".join("?" * len(names))
+                if conn.execute(
+                    "SELECT 1 FROM signals WHERE execution_id = ? AND consumed = 0 "
+                    f"AND name IN ({marks}) LIMIT 1",
+                    (lease.execution_id, *names),
+                ).fetchone():
+                    due = now
             for target in wait_for:
                 conn.execute(
                     "INSERT OR IGNORE INTO waits (target, waiter) VALUES (?, ?)",
@@ -399,20 +453,58 @@ class SqliteDurableStore(DurableStore):
             raise ExecutionNotFoundError("flow not found")
         return row[0], row[1]
 
-    async def deliver(self, execution_id: str, key: str, payload: str, now: float) -> bool:
+    async def send_signal(
+        self, execution_id: str, name: str, payload: str, now: float, *, unique: bool = False
+    ) -> bool:
         def body(conn: sqlite3.Connection) -> bool:
-            status, blocked_on = self._status(conn, execution_id)
-            if status != "waiting" or blocked_on != key:
+            status, _ = self._status(conn, execution_id)
+            if status in ("completed", "failed", "cancelled"):
                 return False
-            cursor = conn.execute(
-                "INSERT OR IGNORE INTO signals (execution_id, key, payload) VALUES (?, ?, ?)",
-                (execution_id, key, payload),
-            )
-            if cursor.rowcount != 1:
+            if (
+                unique
+                and conn.execute(
+                    "SELECT 1 FROM signals WHERE execution_id = ? AND name = ?",
+                    (execution_id, name),
+                ).fetchone()
+            ):
                 return False
             conn.execute(
-                "UPDATE executions SET status = 'pending', blocked_on = NULL, due_at = ?, "
-                "updated_at = ? WHERE id = ?",
+                "INSERT INTO signals (execution_id, name, payload) VALUES (?, ?, ?)",
+                (execution_id, name, payload),
+            )
+            conn.execute(
+                "UPDATE executions SET updated_at = ?, due_at = ?, status = 'pending', "
+                "blocked_on = NULL WHERE id = ? AND status IN ('sleeping', 'waiting')",
+                (now, now, execution_id),
+            )
+            return True
+
+        return await self._db.write(body)
+
+    async def recover(self, execution_id: str, now: float) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            status, _ = self._status(conn, execution_id)
+            if status != "failed":
+                return False
+            conn.execute(
+                "DELETE FROM journal WHERE execution_id = ? AND status = 'failed'", (execution_id,)
+            )
+            conn.execute(
+                "UPDATE executions SET status = 'pending', error = NULL, result = NULL, "
+                "due_at = ?, updated_at = ? WHERE id = ?",
+                (now, now, execution_id),
+            )
+            return True
+
+        return await self._db.write(body)
+
+    async def wake(self, execution_id: str, now: float) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            status, _ = self._status(conn, execution_id)
+            if status not in ("pending", "sleeping", "waiting"):
+                return False
+            conn.execute(
+                "UPDATE executions SET due_at = ?, updated_at = ? WHERE id = ?",
                 (now, now, execution_id),
             )
             return True

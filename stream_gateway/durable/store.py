@@ -1,7 +1,8 @@
 """`DurableStore`: the contract every durable state backend honours.
 
-A store keeps executions, their append-only journals, delivered resume payloads and
-"who waits for whom". It knows nothing of flows or steps: the engine above decides
+A store keeps executions, their journals (entries addressed by ``(branch, key)``), the
+signals sent to them (a FIFO queue per execution, consumed exactly once) and "who
+waits for whom". It knows nothing of flows or steps: the engine above decides
 what to write; the store makes each write atomic and fenced.
 
 Fencing: a worker acts on an execution only under a `Lease` got from `claim`. Every
@@ -72,16 +73,19 @@ class DurableStore(ABC):
         flow: str | None = None,
         owner: str | None = None,
         any_owner: bool = True,
+        parent: str | None = None,
         after: int | None = None,
         limit: int = 50,
     ) -> list[ExecutionRecord]:
         """Executions newest first (by ``seq``), filtered; ``after`` is the ``seq`` of the
         last item of the previous page. ``any_owner=False`` keeps only ``owner``'s
-        (``owner=None`` then meaning "no owner")."""
+        (``owner=None`` then meaning "no owner"); ``parent`` keeps the children of
+        that execution."""
 
     @abstractmethod
     async def history(self, execution_id: str) -> History:
-        """The journal in position order, and the resume payloads delivered (by key)."""
+        """The journal in the order entries were first written, and the signals not
+        consumed yet in the order they were sent."""
 
     @abstractmethod
     async def claim(
@@ -108,13 +112,21 @@ class DurableStore(ABC):
         """Extend these leases; returns the ids whose lease is still held."""
 
     @abstractmethod
-    async def append(self, lease: Lease, entry: JournalEntry, now: float) -> None:
-        """Write ``entry`` at its position ``seq`` (fenced).
+    async def append(
+        self, lease: Lease, entry: JournalEntry, now: float, *, consume: Collection[int] = ()
+    ) -> None:
+        """Write ``entry`` at its address ``(branch, key)`` (fenced), and mark the
+        signals ``consume`` (ids) consumed; atomically.
 
-        A new position is appended; a non-final entry (``retrying``, ``pending``) at the
-        same position and key is replaced by its successor; a final entry is never
-        changed (that raises `ValueError`: a bug in the caller).
+        A new address is added; a non-final entry (``retrying``, ``pending``) is
+        replaced by its successor; a final entry is never changed, and a signal is
+        consumed once (either raises `ValueError`: a bug in the caller, nothing written).
         """
+
+    @abstractmethod
+    async def prune(self, lease: Lease, branches: Collection[str], now: float) -> None:
+        """Delete the entries of ``branches`` and of the branches nested in them
+        (``b/...``), fenced: what a loop forgets of its old iterations."""
 
     @abstractmethod
     async def suspend(
@@ -126,12 +138,15 @@ class DurableStore(ABC):
         wake_at: float | None,
         now: float,
         wait_for: Collection[str] = (),
+        signals: Collection[str] = (),
     ) -> None:
         """Release the lease and park the execution (fenced) as ``status`` until
-        ``wake_at`` (``None``: until resumed or woken).
+        ``wake_at`` (``None``: until a signal, resume or wake).
 
         With ``wait_for``, the execution is woken when any of those executions
-        finishes; if one already has (or does not exist), it is due at once.
+        finishes; if one already has (or does not exist), it is due at once. With
+        ``signals`` (names), it is due at once if a signal of one of those names is
+        waiting unconsumed (one sent while it ran is never missed).
         """
 
     @abstractmethod
@@ -148,10 +163,22 @@ class DurableStore(ABC):
         waiting for it."""
 
     @abstractmethod
-    async def deliver(self, execution_id: str, key: str, payload: str, now: float) -> bool:
-        """Store a resume payload for step ``key`` and make the execution due now, only
-        if it is ``waiting`` on ``key``; atomically. False (and nothing stored)
-        otherwise. A payload is delivered at most once per key."""
+    async def send_signal(
+        self, execution_id: str, name: str, payload: str, now: float, *, unique: bool = False
+    ) -> bool:
+        """Queue a signal for the execution; atomically. A sleeping or waiting
+        execution becomes due now. False (nothing stored) if the execution is
+        finished, or with ``unique`` if a signal of that name was ever sent to it."""
+
+    @abstractmethod
+    async def recover(self, execution_id: str, now: float) -> bool:
+        """Make a *failed* execution pending and due now, with its failed journal
+        entries deleted (those steps run again, their attempts counted afresh).
+        False if it is not failed."""
+
+    @abstractmethod
+    async def wake(self, execution_id: str, now: float) -> bool:
+        """Make a pending, sleeping or waiting execution due now. False otherwise."""
 
     @abstractmethod
     async def cancel(self, execution_id: str, error: dict[str, Any], now: float) -> bool:

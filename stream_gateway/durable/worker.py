@@ -13,18 +13,16 @@ import os
 import socket
 import time
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import anyio
 from anyio.abc import TaskGroup
 
-from .._errors import GatewayError, InternalError
-from .._json import loads
+from .._errors import GatewayError
+from ._driver import replay
 from ._ids import new_flow_id
-from ._steps import Abandon, Suspend
-from .context import DurableContext
 from .engine import DurableEngine
-from .errors import LeaseLostError, error_to_record
+from .errors import DurableStoreError, LeaseLostError
 from .records import ExecutionRecord, Lease
 
 __all__ = ["Worker"]
@@ -99,9 +97,11 @@ class Worker:
         self._closing = False
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        self.engine._workers.append(self)
+        self.engine.notifier.subscribe(self)
         try:
             await self.recover()
+        except DurableStoreError:  # the store is down: the claim loop keeps trying
+            logger.warning("durable worker %s: store unavailable at start", self.worker_id)
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
@@ -128,8 +128,7 @@ class Worker:
         assert tg is not None
         tg.cancel_scope.cancel()
         await tg.__aexit__(exc_type, exc, tb)
-        if self in self.engine._workers:
-            self.engine._workers.remove(self)
+        self.engine.notifier.unsubscribe(self)
         logger.info("durable worker %s stopped", self.worker_id)
 
     async def recover(self) -> int:
@@ -151,19 +150,26 @@ class Worker:
         )
         for record in claimed:
             lease = Lease(record.id, self.worker_id, record.lease_token)
+            tg = self._current_group()
+            if tg is None:  # stopped while claiming: hand it back
+                await _release(self.engine, lease)
+                continue
             run = self._runs[record.id] = _Run(lease)
             self._idle = anyio.Event()
-            self._tg.start_soon(self._run, record, run)
+            tg.start_soon(self._run, record, run)
         if claimed:
             logger.debug("worker %s claimed %d executions", self.worker_id, len(claimed))
         return len(claimed)
+
+    def _current_group(self) -> TaskGroup | None:
+        return None if self._closing else self._tg
 
     async def _claim_loop(self) -> None:
         while not self._closing:
             self._wake = anyio.Event()
             try:
                 claimed = await self._claim()
-            except GatewayError:
+            except Exception:  # the store is down: keep polling, never die
                 logger.exception("durable worker %s could not claim", self.worker_id)
                 claimed = 0
             if claimed and len(self._runs) < self.concurrency:
@@ -183,7 +189,7 @@ class Worker:
                 continue
             try:
                 held = await self.store.renew(self.worker_id, leases, time.time() + self.lease)
-            except GatewayError:
+            except Exception:
                 logger.exception("durable worker %s could not renew its leases", self.worker_id)
                 continue
             for lease in leases:
@@ -195,10 +201,16 @@ class Worker:
     async def _run(self, record: ExecutionRecord, run: _Run) -> None:
         try:
             with run.scope:
-                wake_at = await execute(self.engine, record, run.lease)
+                wake_at = await replay(
+                    self.engine, record, run.lease, lambda: run.scope.cancel_called or self._closing
+                )
                 if wake_at is not None and (self._next_local is None or wake_at < self._next_local):
                     self._next_local = wake_at
-        except Exception:
+        except anyio.get_cancelled_exc_class():
+            raise
+        except (KeyboardInterrupt, GeneratorExit):
+            raise
+        except BaseException:
             logger.exception("durable worker %s failed running flow %s", self.worker_id, record.id)
         finally:
             # Cancelled by `cancel` or a lost lease, the store already says who owns it;
@@ -221,53 +233,3 @@ async def _release(engine: DurableEngine, lease: Lease) -> None:
         )
     except (LeaseLostError, GatewayError):
         pass
-
-
-async def execute(engine: DurableEngine, record: ExecutionRecord, lease: Lease) -> float | None:
-    """Replay one claimed execution until it finishes or must wait.
-
-    Returns when it is due again (a timer), if it was parked on one.
-    """
-    flow = engine.flow(record.flow)
-    store = engine.store
-    history = await store.history(record.id)
-    ctx = DurableContext(engine, record, lease, history)
-    try:
-        try:
-            output = await flow.fn(flow.parse_input(loads(record.input)), ctx)
-            ctx.check_consumed()
-            raw = flow.encode_output(output)
-            ctx.check_size("<output>", raw)
-        except Suspend as suspend:
-            if ctx.diverged is not None:
-                raise ctx.diverged from None
-            await store.suspend(
-                lease,
-                status=suspend.status,
-                blocked_on=suspend.blocked_on,
-                wake_at=suspend.wake_at,
-                now=time.time(),
-                wait_for=suspend.wait_for,
-            )
-            logger.debug("flow %s %s on %r", record.id, suspend.status, suspend.blocked_on)
-            return suspend.wake_at
-        await store.finish(lease, status="completed", result=raw, error=None, now=time.time())
-        logger.info("flow %s (%s) completed", record.id, record.flow)
-    except Abandon:
-        logger.warning("flow %s: lease lost mid-run; another worker owns it", record.id)
-    except LeaseLostError:
-        logger.warning("flow %s: lease lost before its end was recorded", record.id)
-    except Exception as exc:
-        error: Any = ctx.diverged or exc
-        if not isinstance(error, GatewayError):
-            logger.exception("flow %s (%s) failed", record.id, record.flow)
-            error = InternalError("Internal Error")
-        else:
-            logger.warning("flow %s (%s) failed: %s", record.id, record.flow, error.message)
-        try:
-            await store.finish(
-                lease, status="failed", result=None, error=error_to_record(error), now=time.time()
-            )
-        except LeaseLostError:
-            logger.warning("flow %s: lease lost before its failure was recorded", record.id)
-    return None

@@ -9,12 +9,13 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 from anyio.abc import Process
 from pydantic import BaseModel
 
-from stream_gateway.durable import DurableContext, durable_flow
+from stream_gateway.durable import DurableContext, DurableFlow, durable_flow
 
 
 class Job(BaseModel):
@@ -62,7 +63,56 @@ async def guarded(job: Job, ctx: DurableContext) -> int:
     return job.steps
 
 
-FLOWS = [counted, guarded]
+class Fan(BaseModel):
+    log: str
+    branches: int = 3
+    steps: int = 5
+    delay: float = 0.1
+
+
+@durable_flow(input=Fan, output=int)
+async def fanned(job: Fan, ctx: DurableContext) -> int:
+    """A join of ``branches`` branches of ``steps`` steps each (step ``b.i`` logs
+    ``b.i`` halfway through and returns ``i``), then two signals ``go``."""
+
+    def branch(b: int) -> Any:
+        async def run(ctx: DurableContext) -> int:
+            total = 0
+            for i in range(job.steps):
+
+                async def step(i: int = i) -> int:
+                    await anyio.sleep(job.delay / 2)
+                    _append(job.log, f"{b}.{i} {os.getpid()}")
+                    await anyio.sleep(job.delay / 2)
+                    return i
+
+                value: int = await ctx.run(f"s{i}", step)
+                total += value
+            return total
+
+        return run
+
+    results = await ctx.join("fan", {f"b{b}": branch(b) for b in range(job.branches)})
+    first: int = await ctx.wait_for_signal("first", "go")
+    second: int = await ctx.wait_for_signal("second", "go")
+    total: int = sum(results.values()) + first * 1000 + second * 10000
+    return total
+
+
+@durable_flow(input=Job, output=int)
+async def blocking(job: Job, ctx: DurableContext) -> int:
+    """One *sync* step that blocks for ``delay`` seconds (longer than the lease)."""
+
+    def step() -> int:
+        _append(job.log, f"enter {os.getpid()}")
+        time.sleep(job.delay)
+        return 1
+
+    done: int = await ctx.run("block", step)
+    return done
+
+
+FLOWS: list[DurableFlow[Any, Any]] = [counted, guarded, fanned, blocking]
 
 ROOT = Path(__file__).resolve().parents[2]
 

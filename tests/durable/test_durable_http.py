@@ -14,7 +14,14 @@ from starlette.requests import Request
 from starlette.routing import Mount
 
 from stream_gateway import PermissionDeniedError, RequestContext, UnauthenticatedError
-from stream_gateway.durable import DurableContext, DurableEngine, durable_flow, durable_routes
+from stream_gateway.durable import (
+    DurableContext,
+    DurableEngine,
+    DurableStoreError,
+    InMemoryDurableStore,
+    durable_flow,
+    durable_routes,
+)
 
 from .conftest import StartEngine
 
@@ -50,6 +57,7 @@ async def auth(request: Request) -> RequestContext:
 
 ANN = {"authorization": "Bearer ann"}
 BOB = {"authorization": "Bearer bob"}
+JSON_ANN = {**ANN, "content-type": "application/json"}
 
 
 @pytest.fixture
@@ -171,7 +179,7 @@ async def test_other_principals_see_not_found(
 
 async def test_malformed_and_unknown_ids(client: tuple[httpx.AsyncClient, DurableEngine]) -> None:
     c, _ = client
-    for bad in ("short", "x" * 129, "has.dots.in.it.xxxxxxx", "%24%7Bwhere%7D-xxxxxxxxxxx"):
+    for bad in ("a b", "x" * 129, "has.dots.in.it.xxxxxxx", "%24%7Bwhere%7D-xxxxxxxxxxx"):
         r = await c.get(f"/durable/ops/{bad}", headers=ANN)
         assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT", bad
         assert bad not in r.text
@@ -197,7 +205,9 @@ async def test_resume_errors(client: tuple[httpx.AsyncClient, DurableEngine]) ->
     r = await c.post(url, json={"step": "approve", "payload": {"approved": "perhaps"}}, headers=ANN)
     assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
     assert r.json()["error"]["details"][0]["loc"] == ["approved"]
-    r = await c.post(url, json={"step": "nope", "payload": {}}, headers=ANN)
+    r = await c.post(url, json={"step": "approve", "payload": {"approved": True}}, headers=ANN)
+    assert r.status_code == 200
+    r = await c.post(url, json={"step": "approve", "payload": {"approved": True}}, headers=ANN)
     assert r.status_code == 400 and r.json()["error"]["status"] == "FAILED_PRECONDITION"
     r = await c.post(url, json={"payload": {}}, headers=ANN)
     assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
@@ -242,3 +252,83 @@ async def test_describe(client: tuple[httpx.AsyncClient, DurableEngine]) -> None
         "input": {"type": "integer"},
         "output": {"type": "string"},
     }
+
+
+async def test_out_of_range_times_are_refused_before_anything_is_stored(
+    client: tuple[httpx.AsyncClient, DurableEngine],
+) -> None:
+    c, _ = client
+    for when in (
+        {"delay": 1e12},
+        {"delay": 1e308},
+        {"delay": -1},
+        {"at": 1e12},
+        {"at": -1},
+        {"at": "0001-01-01T00:00:00Z"},
+        {"at": "9999-12-31T23:59:59.999999-05:00"},
+        {"at": ["2030"]},
+    ):
+        r = await c.post("/durable/quick", json={"data": None, **when}, headers=ANN)
+        assert r.status_code == 400, (when, r.text)
+    r = await c.post("/durable/quick", content=b'{"delay": 1e400}', headers=JSON_ANN)
+    assert r.status_code == 400, r.text
+    listing = await c.get("/durable/ops", headers=ANN)
+    assert listing.status_code == 200 and listing.json()["operations"] == []
+
+
+async def test_non_ascii_digits_in_limit_and_cursor_are_400(
+    client: tuple[httpx.AsyncClient, DurableEngine],
+) -> None:
+    c, _ = client
+    for query in ("limit=²", "cursor=①", "limit=١٢", "cursor=²³"):
+        r = await c.get(f"/durable/ops?{query}", headers=ANN)
+        assert r.status_code == 400, (query, r.text)
+        assert r.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+async def test_signals_over_http(client: tuple[httpx.AsyncClient, DurableEngine]) -> None:
+    c, engine = client
+    op = (await c.post("/durable/approve", json={"data": 1}, headers=ANN)).json()
+    url = f"/durable/ops/{op['name']}/signals/poke"
+    r = await c.post(url, json={"payload": {"n": 1}}, headers=ANN)
+    assert r.status_code == 200, r.text
+    assert [(s.name, s.payload) for s in (await engine.store.history(op["name"])).signals] == [
+        ("poke", '{"n":1}')
+    ]
+    assert (await c.post(url, json={"payload": 1}, headers=BOB)).status_code == 404
+    bad = f"/durable/ops/{op['name']}/signals/$resume:approve"
+    assert (await c.post(bad, json={"payload": 1}, headers=ANN)).status_code == 400
+
+
+async def test_gateway_takes_a_worker_with_its_options() -> None:
+    from stream_gateway import Gateway
+
+    engine = DurableEngine([quick], store=InMemoryDurableStore())
+    worker = engine.worker(worker_id="web-1", lease=2.0, poll_interval=0.05)
+    gateway = Gateway([], durable=worker)
+    assert gateway.durable is engine and gateway.durable_worker is worker
+    async with gateway.lifespan():
+        assert worker.worker_id == "web-1" and worker.lease == 2.0
+        transport = httpx.ASGITransport(app=gateway)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            op = (await c.post("/durable/quick", json={"data": None})).json()
+            with anyio.fail_after(10):
+                done = await engine.wait(op["name"])
+    assert done.response == 1
+
+
+class _DownStore(InMemoryDurableStore):
+    """A store whose reads fail as a locked database would, with a revealing text."""
+
+    async def list_executions(self, **kwargs: Any) -> Any:
+        raise DurableStoreError("database is locked: /srv/secret/durable.sqlite3")
+
+
+async def test_store_failures_answer_503_without_the_backends_text() -> None:
+    engine = DurableEngine([quick], store=_DownStore())
+    app = Starlette(routes=[Mount("/durable", durable_routes(engine, context_provider=auth))])
+    transport = httpx.ASGITransport(app=app)
+    async with engine, httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        r = await c.get("/durable/ops", headers=ANN)
+    assert r.status_code == 503 and r.json()["error"]["status"] == "UNAVAILABLE"
+    assert "secret" not in r.text and "locked" not in r.text

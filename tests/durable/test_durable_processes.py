@@ -12,7 +12,7 @@ import pytest
 
 from stream_gateway.durable import DurableEngine, SqliteDurableStore
 
-from .procs import FLOWS, Job, WorkerProcess, worker_process
+from .procs import FLOWS, Fan, Job, WorkerProcess, worker_process
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -97,3 +97,72 @@ async def test_two_worker_processes_never_run_one_execution_at_once(tmp_path: Pa
         for _, kind, _ in evs:
             inside += 1 if kind == "enter" else -1
             assert inside in (0, 1), f"two workers ran flow {flow_id} at once: {evs}"
+
+
+async def test_sigkilled_worker_completes_a_join_and_two_signals(tmp_path: Path) -> None:
+    db, log = tmp_path / "durable.sqlite3", tmp_path / "effects.log"
+    engine = DurableEngine(FLOWS, store=SqliteDurableStore(db))
+    job = Fan(log=str(log))
+    rng = random.Random(4321)
+    keys = [(b, i) for b in range(job.branches) for i in range(job.steps)]
+    in_flight_at_kill: Counter[tuple[int, int]] = Counter()
+    async with engine:
+        op = await engine.schedule("fanned", job)
+        with anyio.fail_after(180):
+            spare = await WorkerProcess.spawn(db, "--worker-id", "w", "--lease", "2")
+            for kill in range(KILLS):
+                if kill == 20:
+                    await engine.signal(op.name, "go", 1)  # from this process, not the worker's
+                if kill == 35:
+                    await engine.signal(op.name, "go", 2)
+                worker = spare
+                await worker.go()
+                spare = await WorkerProcess.spawn(db, "--worker-id", "w", "--lease", "2")
+                await anyio.sleep(rng.uniform(0, 1.5 * job.delay))
+                await worker.kill()  # SIGKILL
+                done = {
+                    (e.branch, e.key)
+                    for e in await engine.history(op.name)
+                    if e.status == "completed"
+                }
+                for b in range(job.branches):
+                    for i in range(job.steps):
+                        if (f"fan:b{b}", f"s{i}") not in done:
+                            in_flight_at_kill[(b, i)] += 1  # the first unfinished of branch b
+                            break
+            await spare.go()
+            final = await engine.wait(op.name)
+            spare.proc.send_signal(signal.SIGTERM)
+            await spare.proc.wait()
+            await spare.kill()
+
+    assert final.status == "completed", final.to_json()
+    assert final.response == job.branches * sum(range(job.steps)) + 1000 + 20000
+    counts = Counter(
+        tuple(int(x) for x in line.split()[0].split(".")) for line in log.read_text().splitlines()
+    )
+    for key in keys:
+        assert counts[key] >= 1, f"step {key} never ran"
+        assert counts[key] - 1 <= in_flight_at_kill[key], (
+            f"step {key} ran {counts[key]} times but was in flight at only "
+            f"{in_flight_at_kill[key]} kills: a completed step ran again"
+        )
+
+
+async def test_a_sync_step_longer_than_the_lease_runs_once_across_two_workers(
+    tmp_path: Path,
+) -> None:
+    db, log = tmp_path / "durable.sqlite3", tmp_path / "enter.log"
+    engine = DurableEngine(FLOWS, store=SqliteDurableStore(db))
+    async with engine:
+        with anyio.fail_after(60):
+            async with (
+                worker_process(db, "--lease", "1") as a,
+                worker_process(db, "--lease", "1") as b,
+            ):
+                op = await engine.schedule("blocking", Job(log=str(log), steps=1, delay=3.0))
+                final = await engine.wait(op.name)
+                for proc in (a, b):
+                    proc.send_signal(signal.SIGTERM)
+    assert final.status == "completed" and final.response == 1
+    assert len(log.read_text().splitlines()) == 1

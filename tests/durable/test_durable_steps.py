@@ -276,8 +276,7 @@ async def test_changed_code_fails_with_history_diverged(start: StartEngine) -> N
         op = await engine.schedule(v1)
         await until_status(engine, op.name, "waiting")
     async with start([v2]) as (engine, _):
-        # Wake it (unvalidated: `resume` replays the new code and would refuse).
-        assert await engine.store.deliver(op.name, "approve", "true", 0.0)
+        await engine.resume(op.name, "approve", True)
         op = await finished(engine, op.name)
     assert isinstance(op.error, HistoryDivergedError)
     assert op.error.status == "FAILED_PRECONDITION"
@@ -299,7 +298,7 @@ async def test_removed_steps_fail_with_history_diverged(start: StartEngine) -> N
         op = await engine.schedule(v1)
         await until_status(engine, op.name, "waiting")
     async with start([v2]) as (engine, _):
-        assert await engine.store.deliver(op.name, "go", "1", 0.0)
+        await engine.resume(op.name, "go", 1)
         op = await finished(engine, op.name)
     assert isinstance(op.error, HistoryDivergedError)
     assert "'a'" in op.error.message

@@ -5,18 +5,22 @@ Stores made by one ``new_store`` share their data, as processes sharing a file d
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 import pytest
 
 from stream_gateway.durable import (
     DurableStore,
+    DurableStoreError,
     ExecutionNotFoundError,
     ExecutionRecord,
     JournalEntry,
     Lease,
     LeaseLostError,
+    SqliteDurableStore,
 )
 
 from .conftest import NewStore
@@ -52,8 +56,8 @@ async def claim_one(store: DurableStore, worker: str = "w1", now: float = T0) ->
     return Lease(claimed.id, worker, claimed.lease_token)
 
 
-def entry(seq: int, key: str, status: str = "completed") -> JournalEntry:
-    return JournalEntry(seq, "step", key, status, "1", started_at=T0)  # type: ignore[arg-type]
+def entry(seq: int, key: str, status: str = "completed", branch: str = "") -> JournalEntry:
+    return JournalEntry(seq, "step", key, status, "1", started_at=T0, branch=branch)  # type: ignore[arg-type]
 
 
 async def test_create_is_insert_or_get(store: DurableStore) -> None:
@@ -145,10 +149,10 @@ async def test_append_replaces_only_non_final_entries(store: DurableStore) -> No
     await store.append(lease, entry(0, "a", "completed"), T0)
     with pytest.raises(ValueError):
         await store.append(lease, entry(0, "a", "failed"), T0)
-    with pytest.raises(ValueError):
-        await store.append(lease, entry(0, "other", "completed"), T0)
-    [stored] = (await store.history(lease.execution_id)).entries
+    await store.append(lease, entry(0, "a", "completed", branch="j:x"), T0)  # another address
+    stored, other = (await store.history(lease.execution_id)).entries
     assert (stored.key, stored.status, stored.result) == ("a", "completed", "1")
+    assert (other.branch, other.key) == ("j:x", "a")
 
 
 async def test_timers_make_executions_due(store: DurableStore) -> None:
@@ -188,20 +192,67 @@ async def test_waiters_wake_when_their_target_ends(store: DurableStore) -> None:
     assert (await store.get(record(1).id)).due_at == T0 + 2
 
 
-async def test_deliver_only_to_the_step_waited_on_and_once(store: DurableStore) -> None:
+async def test_signals_are_queued_fifo_consumed_once_and_wake_waiters(
+    store: DurableStore,
+) -> None:
     await store.create(record(1))
     flow_id = record(1).id
-    assert not await store.deliver(flow_id, "approve", "1", T0)  # pending, not waiting
+    assert await store.send_signal(flow_id, "go", "1", T0)  # before anyone waits: kept
+    assert await store.send_signal(flow_id, "go", "2", T0)
+    assert await store.send_signal(flow_id, "$resume:a", "3", T0, unique=True)
+    assert not await store.send_signal(flow_id, "$resume:a", "4", T0, unique=True)
+    signals = (await store.history(flow_id)).signals
+    assert [(s.name, s.payload) for s in signals] == [("go", "1"), ("go", "2"), ("$resume:a", "3")]
     lease = await claim_one(store)
-    await store.suspend(lease, status="waiting", blocked_on="approve", wake_at=None, now=T0)
-    assert not await store.deliver(flow_id, "other", "1", T0)
-    assert await store.deliver(flow_id, "approve", '{"ok":true}', T0 + 1)
-    assert not await store.deliver(flow_id, "approve", "2", T0 + 1)
+    await store.append(lease, entry(0, "w"), T0, consume=[signals[0].id])
+    with pytest.raises(ValueError):  # consumed once
+        await store.append(lease, entry(1, "x"), T0, consume=[signals[0].id])
+    assert [s.payload for s in (await store.history(flow_id)).signals] == ["2", "3"]
+    # Parked on a name with a signal waiting: due at once (never missed).
+    await store.suspend(
+        lease, status="waiting", blocked_on="w", wake_at=None, now=T0 + 1, signals=["go"]
+    )
+    assert (await store.get(flow_id)).due_at == T0 + 1
+    lease = await claim_one(store, now=T0 + 1)
+    await store.suspend(
+        lease, status="waiting", blocked_on="w", wake_at=None, now=T0 + 1, signals=["other"]
+    )
+    assert (await store.get(flow_id)).due_at is None
+    assert await store.send_signal(flow_id, "other", "5", T0 + 2)
     woken = await store.get(flow_id)
-    assert (woken.status, woken.due_at) == ("pending", T0 + 1)
-    assert (await store.history(flow_id)).signals == {"approve": '{"ok":true}'}
+    assert (woken.status, woken.due_at) == ("pending", T0 + 2)
     with pytest.raises(ExecutionNotFoundError):
-        await store.deliver("missing-missing-1", "approve", "1", T0)
+        await store.send_signal("missing-missing-1", "go", "1", T0)
+
+
+async def test_recover_and_wake(store: DurableStore) -> None:
+    await store.create(record(1))
+    flow_id = record(1).id
+    lease = await claim_one(store)
+    await store.append(lease, entry(0, "a"), T0)
+    await store.append(lease, entry(1, "b", "failed"), T0)
+    assert not await store.recover(flow_id, T0)  # running, not failed
+    await store.finish(lease, status="failed", result=None, error={"code": "x"}, now=T0)
+    assert not await store.wake(flow_id, T0)
+    assert not await store.send_signal(flow_id, "go", "1", T0)  # finished
+    assert await store.recover(flow_id, T0 + 1)
+    again = await store.get(flow_id)
+    assert (again.status, again.due_at, again.error) == ("pending", T0 + 1, None)
+    assert [e.key for e in (await store.history(flow_id)).entries] == ["a"]
+    lease = await claim_one(store, now=T0 + 1)
+    await store.suspend(lease, status="sleeping", blocked_on="z", wake_at=T0 + 99, now=T0 + 1)
+    assert await store.wake(flow_id, T0 + 2)
+    assert (await store.get(flow_id)).due_at == T0 + 2
+
+
+async def test_prune_forgets_branches_and_their_children(store: DurableStore) -> None:
+    await store.create(record(1))
+    lease = await claim_one(store)
+    for branch in ("", "l@1", "l@1/j:a", "l@10", "l@2"):
+        await store.append(lease, entry(0, "s", branch=branch), T0)
+    await store.prune(lease, ["l@1"], T0)
+    left = [e.branch for e in (await store.history(lease.execution_id)).entries]
+    assert left == ["", "l@10", "l@2"]
 
 
 async def test_cancel_drops_timers_and_revokes_the_lease(store: DurableStore) -> None:
@@ -248,3 +299,15 @@ async def test_list_filters_and_pages_newest_first(store: DurableStore) -> None:
         record(5).id
     ]
     assert len(await store.list_executions(status="running")) == 0
+
+
+async def test_a_sqlite_file_of_another_schema_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE journal (execution_id TEXT, seq INTEGER)")
+    with pytest.raises(DurableStoreError) as refused:
+        async with SqliteDurableStore(path):
+            pass
+    assert "another version" in refused.value.message and not refused.value.transient
+    async with SqliteDurableStore(tmp_path / "new.sqlite3") as fresh:  # a new file is made
+        assert await fresh.get_many(["x"]) == {}

@@ -56,9 +56,6 @@ async def test_bad_resumes(start: StartEngine) -> None:
             await engine.resume(op.name, "approve", {"approved": "maybe"})
         assert bad.value.status == "INVALID_ARGUMENT"
         assert {e["loc"][0] for e in bad.value.details} == {"approved", "by"}
-        with pytest.raises(NotWaitingError) as wrong_step:
-            await engine.resume(op.name, "other", {})
-        assert wrong_step.value.status == "FAILED_PRECONDITION"
         with pytest.raises(ExecutionNotFoundError):
             await engine.resume("A" * 22, "approve", {})
         with pytest.raises(InvalidArgumentError):
@@ -121,7 +118,9 @@ async def test_poll_until_true_across_a_restart(start: StartEngine) -> None:
         done = await finished(engine, op.name)
         [entry] = await engine.history(op.name)
     assert done.response == "ready"
-    assert entry.status == "completed" and entry.attempts == len(checks) >= 2
+    # A check interrupted by the first worker's shutdown ran (on its thread) but was
+    # not counted: it runs again, at-least-once like any step.
+    assert entry.status == "completed" and 2 <= entry.attempts <= len(checks)
 
 
 async def test_poll_times_out(start: StartEngine) -> None:

@@ -13,10 +13,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from ..._errors import GatewayError, InternalError, InvalidArgumentError
+from ..._errors import GatewayError, InternalError, InvalidArgumentError, UnavailableError
 from ..._ids import owner_key
 from ..._json import dumps
-from ...asgi._http import FrameResponse, Write, error_response, read_json_body
+from ...asgi._http import FrameResponse, ResponseCut, Write, error_response, read_json_body
 from ...asgi.runner import FlowRunner
 from ...flow import ContextProvider, Flow, RequestContext
 from ...streams.base import ChunkEvent, ResultEvent
@@ -189,7 +189,12 @@ class UIMessageStreamApp:
                 if frames:
                     await write(b"".join(frames))
 
-            await self._relay(stream_id, emit)
+            try:
+                await self._relay(stream_id, emit)
+            except UnavailableError as exc:
+                # This process stopped following (shutting down) or cannot read the
+                # backend: end with the last words below; the page may resume.
+                raise ResponseCut from exc
             await write(_DONE)
 
         return FrameResponse(
@@ -198,7 +203,7 @@ class UIMessageStreamApp:
             headers=_HEADERS,
             keep_alive=_KEEP_ALIVE,
             keep_alive_interval=self.keep_alive_interval,
-            last_words=b'data: {"type":"error","errorText":"server shutting down"}\n\n' + _DONE,
+            cut=b'data: {"type":"error","errorText":"server shutting down"}\n\n' + _DONE,
         )
 
     async def _relay(self, stream_id: str, emit: Any) -> None:

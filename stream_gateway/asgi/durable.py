@@ -6,6 +6,7 @@ POST   /{flow}                schedule: {"data", "delay"?, "at"?, "idempotencyKe
 GET    /ops                   list the caller's: ?status=&flow=&cursor=&limit=
 GET    /ops/{id}              the operation
 POST   /ops/{id}/resume       {"step", "payload"}: answer an interrupt
+POST   /ops/{id}/signals/{name}  {"payload"}: send a signal (buffered, FIFO per name)
 DELETE /ops/{id}              cancel (also POST /ops/{id}/cancel)
 POST   /ops/{id}/cleanup      delete a finished execution's state
 ```
@@ -13,7 +14,9 @@ POST   /ops/{id}/cleanup      delete a finished execution's state
 The context provider runs on every request. An execution is owned by the hash of the
 principal that scheduled it; to anyone else it does not exist (NOT_FOUND). Flow ids
 are validated (length, alphabet) before they reach the store. Errors are
-``{"error": {status, message, details?}}`` with the status's HTTP code.
+``{"error": {status, message, details?}}`` with the status's HTTP code; an error
+that is not a user error (a bug, the store's own failure) is answered without its
+text (`client_error`).
 """
 
 from __future__ import annotations
@@ -28,14 +31,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
-from .._errors import GatewayError, InternalError, InvalidArgumentError, NotFoundError
+from .._errors import InvalidArgumentError, NotFoundError
 from .._ids import owner_key
-from ..asgi._http import error_response, read_json_body
+from ..durable._ids import validate_flow_id
+from ..durable.engine import DurableEngine
+from ..durable.errors import ExecutionNotFoundError, client_error
+from ..durable.records import ExecutionRecord
 from ..flow import ContextProvider, RequestContext
-from ._ids import validate_flow_id
-from .engine import DurableEngine
-from .errors import ExecutionNotFoundError
-from .records import ExecutionRecord
+from ._http import error_response, read_json_body
 
 __all__ = ["durable_routes"]
 
@@ -57,17 +60,20 @@ def _object(body: Any) -> dict[str, Any]:
 
 
 def _when(body: dict[str, Any]) -> dict[str, Any]:
+    """``delay``/``at`` as the engine takes them (it checks their range)."""
     delay, at = body.get("delay"), body.get("at")
     if delay is not None:
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
+        if isinstance(delay, bool) or not isinstance(delay, int | float):
             raise InvalidArgumentError("delay must be a non-negative number of seconds")
-        return {"delay": float(delay)}
+        return {"delay": delay}
     if at is not None:
         if isinstance(at, int | float) and not isinstance(at, bool):
-            return {"at": float(at)}
+            return {"at": at}
+        if not isinstance(at, str):
+            raise InvalidArgumentError("at must be an ISO 8601 time or POSIX seconds")
         try:
-            when = datetime.fromisoformat(str(at).replace("Z", "+00:00"))
-        except ValueError:
+            when = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        except (ValueError, OverflowError):
             raise InvalidArgumentError("at must be an ISO 8601 time or POSIX seconds") from None
         if when.tzinfo is None:
             raise InvalidArgumentError("at must carry a timezone (e.g. 'Z')")
@@ -88,11 +94,11 @@ class _DurableEndpoints:
             try:
                 context = await self.authenticate(request)
                 return await handler(request, owner_key(context.principal))
-            except GatewayError as exc:
-                return error_response(exc)
-            except Exception:
-                logger.exception("durable endpoint %s failed", request.url.path)
-                return error_response(InternalError("Internal Error"))
+            except Exception as exc:
+                error = client_error(exc)
+                if error is not exc:
+                    logger.error("durable endpoint %s failed", request.url.path, exc_info=exc)
+                return error_response(error)
 
         return endpoint
 
@@ -123,7 +129,7 @@ class _DurableEndpoints:
     async def list(self, request: Request, owner: str | None) -> Response:
         query = request.query_params
         raw_limit = query.get("limit", "50")
-        if not raw_limit.isdigit() or len(raw_limit) > 6:
+        if not (raw_limit.isascii() and raw_limit.isdigit()) or len(raw_limit) > 6:
             raise InvalidArgumentError("limit must be a positive integer")
         page = await self.engine.list(
             status=query.get("status") or None,
@@ -148,6 +154,12 @@ class _DurableEndpoints:
         if not isinstance(step, str) or not step:
             raise InvalidArgumentError('body must name the step: {"step", "payload"}')
         op = await self.engine.resume(record.id, step, body.get("payload"))
+        return JSONResponse(op.to_json())
+
+    async def signal(self, request: Request, owner: str | None) -> Response:
+        record = await self.owned(request, owner)
+        body = _object(await read_json_body(request, self.max_body_bytes))
+        op = await self.engine.signal(record.id, request.path_params["name"], body.get("payload"))
         return JSONResponse(op.to_json())
 
     async def cancel(self, request: Request, owner: str | None) -> Response:
@@ -185,6 +197,7 @@ def durable_routes(
             Route("/ops/{id}", e.guarded(e.cancel), methods=["DELETE"]),
             Route("/ops/{id}/cancel", e.guarded(e.cancel), methods=["POST"]),
             Route("/ops/{id}/resume", e.guarded(e.resume), methods=["POST"]),
+            Route("/ops/{id}/signals/{name}", e.guarded(e.signal), methods=["POST"]),
             Route("/ops/{id}/cleanup", e.guarded(e.cleanup), methods=["POST"]),
             Route("/{flow}", e.guarded(e.schedule), methods=["POST"]),
         ],
