@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import time
-from collections.abc import Callable, Collection, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Collection, Sequence
+from typing import Any, cast
 
 from .._errors import InternalError, UnavailableError
 from .._json import dumps, loads
+from .._sqlite import SYNCHRONOUS as SYNCHRONOUS
+from .._sqlite import connect as connect
+from .._sqlite import is_transient, use_wal
+from .._sqlite import transaction as transaction
 from .base import StreamRecord, StreamStatus, Terminal
 
-T = TypeVar("T")
 logger = logging.getLogger("stream_gateway.streams")
 
 SCHEMA_VERSION = 1
@@ -42,9 +44,7 @@ COLUMNS = (
     "id, flow, created_at, updated_at, expires_at, owner, status, length,"
     " lease_until, cancel_requested, terminal_kind, terminal_payload, extra"
 )
-SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _MAX_PARAMS = 500  # ids per IN (...) list, well under SQLite's variable limit
-_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_PROTOCOL", "SQLITE_IOERR", "SQLITE_FULL")
 
 
 def translate_error(exc: sqlite3.Error) -> Exception:
@@ -52,7 +52,7 @@ def translate_error(exc: sqlite3.Error) -> Exception:
     retries); a corrupt file a clear `InternalError`; anything else stays as is."""
     name = getattr(exc, "sqlite_errorname", "")
     # The messages may reach clients; the cause (paths, driver text) goes to the log.
-    if name.startswith(_TRANSIENT):
+    if name and is_transient(exc):
         logger.warning("stream database unavailable: %s (%s)", exc, name)
         return UnavailableError("stream database unavailable")
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
@@ -61,36 +61,14 @@ def translate_error(exc: sqlite3.Error) -> Exception:
     return exc
 
 
-def connect(path: str, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
-    """A connection in autocommit mode, usable from any thread (one at a time)."""
-    conn = sqlite3.connect(
-        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-    )
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        conn.execute(f"PRAGMA synchronous = {synchronous}")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
 def prepare(conn: sqlite3.Connection, busy_timeout: float) -> None:
     """Switch the file to WAL and create the schema if it is new (idempotent)."""
-    # Switching a new file to WAL needs an exclusive lock, and SQLite does not always
-    # call the busy handler for it: processes starting together retry here.
-    deadline = time.monotonic() + busy_timeout
-    while True:
-        try:
-            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            break
-        except sqlite3.OperationalError as exc:
-            busy = getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY")
-            if not busy or time.monotonic() > deadline:
-                raise
-            time.sleep(0.005)
-    if mode != "wal":
-        raise InternalError(f"SQLite refused WAL mode (got {mode!r})")
+    try:
+        use_wal(conn, busy_timeout)
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorname", ""):
+            raise
+        raise InternalError(str(exc)) from None  # WAL refused (a file system without it)
     version = transaction(conn, _create_schema)
     if version > SCHEMA_VERSION:
         raise InternalError(
@@ -105,21 +83,6 @@ def _create_schema(conn: sqlite3.Connection) -> int:
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return int(version)
-
-
-def transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``body`` in one write transaction; roll back if it raises."""
-    # IMMEDIATE takes the write lock up front, waiting under busy_timeout; a deferred
-    # transaction that upgrades later fails at once when another process wrote.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = body(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return result
 
 
 def placeholders(values: Sequence[Any]) -> str:

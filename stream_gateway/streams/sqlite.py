@@ -99,7 +99,9 @@ class SqliteStreamStorage(StreamStorage):
         self._write_lock = anyio.Lock()
         self._read_lock = anyio.Lock()
         self._closed = False
-        self._connect = functools.partial(db.connect, self.path, busy_timeout, self.synchronous)
+        self._connect = functools.partial(
+            db.connect, self.path, busy_timeout=busy_timeout, synchronous=self.synchronous
+        )
         self._poller = ChangePoller(
             self._connect, db.read_states, db.translate_error, poll_interval
         )
