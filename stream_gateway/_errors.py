@@ -60,7 +60,9 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "UnsupportedMediaTypeError",
+    "client_error",
     "error_from_status",
+    "exception_type",
 ]
 
 Status = Literal[
@@ -120,6 +122,11 @@ class GatewayError(Exception):
         if self.details is not None:
             body["details"] = self.details
         return body
+
+    def for_client(self) -> GatewayError:
+        """What a client may see of this error: the error itself, unless its class
+        hides its text (a store failure names no backend detail)."""
+        return self
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r})"
@@ -255,3 +262,25 @@ _BY_STATUS: dict[str, type[GatewayError]] = {
 def error_from_status(status: str, message: str, details: Any = None) -> GatewayError:
     """Rebuild an error from its wire form; unknown statuses become `InternalError`."""
     return _BY_STATUS.get(status, InternalError)(message, details=details)
+
+
+def client_error(exc: BaseException) -> GatewayError:
+    """The one rule that makes an error safe to send to a client.
+
+    A `GatewayError` as its `GatewayError.for_client` gives it; anything else becomes
+    ``INTERNAL`` / ``"Internal Error"``, which keeps the original's type and message
+    on ``.operator`` for logs and operators (never on the wire).
+    """
+    if isinstance(exc, GatewayError):
+        return exc.for_client()
+    error = InternalError("Internal Error")
+    error.operator = {"type": exception_type(exc), "message": str(exc)[:2000]}  # type: ignore[attr-defined]
+    return error
+
+
+def exception_type(exc: BaseException) -> str:
+    """``exc``'s class as operators read it: ``ValueError``, ``package.module.Error``."""
+    cls = type(exc)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"

@@ -16,16 +16,20 @@ from .._errors import (
     InvalidArgumentError,
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
+    client_error,
 )
 from .._json import JsonValue, error_json, loads
 
 __all__ = [
     "ClientGone",
     "FrameResponse",
+    "Handler",
     "Producer",
     "ResponseCut",
     "Write",
+    "client_safe",
     "error_response",
+    "guarded",
     "read_json_body",
     "while_connected",
 ]
@@ -33,6 +37,31 @@ __all__ = [
 logger = logging.getLogger("stream_gateway.http")
 T = TypeVar("T")
 _JSON = "application/json"
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def client_safe(exc: BaseException, what: str) -> GatewayError:
+    """``exc`` as a client may see it (`client_error`); when that hides something,
+    the original is logged with its traceback as the failure of ``what``."""
+    error = client_error(exc)
+    if error is not exc:
+        logger.error("%s failed", what, exc_info=exc)
+    return error
+
+
+def guarded(handler: Handler, what: str) -> Handler:
+    """The one request guard: ``handler``, with any exception it raises answered as
+    an error response made safe by `client_safe`."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Exception as exc:
+            return error_response(client_safe(exc, what))
+
+    return endpoint
 
 
 def error_response(exc: GatewayError, headers: Mapping[str, str] | None = None) -> Response:

@@ -16,7 +16,7 @@ principal that scheduled it; to anyone else it does not exist (NOT_FOUND). Flow 
 are validated (length, alphabet) before they reach the store. Errors are
 ``{"error": {status, message, details?}}`` with the status's HTTP code; an error
 that is not a user error (a bug, the store's own failure) is answered without its
-text (`client_error`).
+text (`stream_gateway._errors.client_error`, through the one request guard `_http.guarded`).
 """
 
 from __future__ import annotations
@@ -35,16 +35,14 @@ from .._errors import InvalidArgumentError, NotFoundError
 from .._ids import owner_key
 from ..durable._ids import validate_flow_id
 from ..durable.engine import DurableEngine
-from ..durable.errors import ExecutionNotFoundError, client_error
+from ..durable.errors import ExecutionNotFoundError
 from ..durable.records import ExecutionRecord
 from ..flow import ContextProvider, RequestContext
-from ._http import error_response, read_json_body
+from ._http import Handler, error_response, guarded, read_json_body
 
 __all__ = ["durable_routes"]
 
 logger = logging.getLogger("stream_gateway.http")
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 async def _anonymous(request: Request) -> RequestContext:
@@ -91,16 +89,10 @@ class _DurableEndpoints:
 
     def guarded(self, handler: Callable[[Request, str | None], Awaitable[Response]]) -> Handler:
         async def endpoint(request: Request) -> Response:
-            try:
-                context = await self.authenticate(request)
-                return await handler(request, owner_key(context.principal))
-            except Exception as exc:
-                error = client_error(exc)
-                if error is not exc:
-                    logger.error("durable endpoint %s failed", request.url.path, exc_info=exc)
-                return error_response(error)
+            context = await self.authenticate(request)
+            return await handler(request, owner_key(context.principal))
 
-        return endpoint
+        return guarded(endpoint, "durable endpoint")
 
     async def owned(self, request: Request, owner: str | None) -> ExecutionRecord:
         record = await self.engine.store.get(validate_flow_id(request.path_params["id"]))

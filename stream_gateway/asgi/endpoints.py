@@ -16,7 +16,6 @@ from starlette.responses import JSONResponse, Response
 from .._errors import (
     CancelledError,
     GatewayError,
-    InternalError,
     InvalidArgumentError,
     StreamNotFoundError,
     UnavailableError,
@@ -29,9 +28,12 @@ from ..streams.manager import StreamManager, check_offset
 from ._http import (
     ClientGone,
     FrameResponse,
+    Handler,
     ResponseCut,
     Write,
+    client_safe,
     error_response,
+    guarded,
     read_json_body,
     while_connected,
 )
@@ -318,19 +320,10 @@ class FlowEndpoints:
             await write(encode([ErrorEvent(error.status, error.message, error.details)]))
 
     def _public(self, exc: BaseException) -> GatewayError:
-        if isinstance(exc, GatewayError):
-            return exc
-        logger.exception("flow %r failed", self.flow.name, exc_info=exc)
-        return InternalError("Internal Error")
+        return client_safe(exc, f"flow {self.flow.name!r}")
 
-    async def _guarded(self, handler: Any, request: Request) -> Response:
-        try:
-            response: Response = await handler(request)
-            return response
-        except GatewayError as exc:
-            return error_response(exc)
-        except Exception as exc:
-            return error_response(self._public(exc))
+    async def _guarded(self, handler: Handler, request: Request) -> Response:
+        return await guarded(handler, f"flow {self.flow.name!r}")(request)
 
 
 def _wants_stream(request: Request) -> bool:

@@ -50,7 +50,9 @@ from .._errors import (
     NotFoundError,
     ResourceExhaustedError,
     UnavailableError,
+    client_error,
     error_from_status,
+    exception_type,
 )
 
 __all__ = [
@@ -209,6 +211,9 @@ class DurableStoreError(UnavailableError):
         super().__init__(message, details=details)
         self.transient = transient
 
+    def for_client(self) -> GatewayError:
+        return UnavailableError("the durable store is unavailable; try again later")
+
 
 _CODED: tuple[type[GatewayError], ...] = (
     CriticalError,
@@ -263,33 +268,14 @@ def error_to_record(exc: BaseException) -> dict[str, Any]:
         "code": "internal",
         "status": "INTERNAL",
         "message": "Internal Error",
-        "operator": {"type": _qualname(exc), "message": str(exc)[:2000]},
+        "operator": {"type": exception_type(exc), "message": str(exc)[:2000]},
     }
-
-
-def _qualname(exc: BaseException) -> str:
-    cls = type(exc)
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
 
 
 def public_error(exc: BaseException) -> GatewayError:
     """``exc`` itself when user-facing, else ``INTERNAL`` / ``"Internal Error"`` that
-    remembers the original's type and message for operators."""
-    if isinstance(exc, GatewayError):
-        return exc
-    error = InternalError("Internal Error")
-    error.operator = error_to_record(exc)["operator"]  # type: ignore[attr-defined]
-    return error
-
-
-def client_error(exc: BaseException) -> GatewayError:
-    """The error a client may see for ``exc``: user errors as they are; anything else
-    (including the store's failures) without its text."""
-    if isinstance(exc, DurableStoreError):
-        return UnavailableError("the durable store is unavailable; try again later")
-    return public_error(exc)
+    remembers the original's type and message for operators (see `client_error`)."""
+    return exc if isinstance(exc, GatewayError) else client_error(exc)
 
 
 def rebuild_error(record: dict[str, Any]) -> GatewayError:

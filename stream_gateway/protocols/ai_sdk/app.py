@@ -13,10 +13,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from ..._errors import GatewayError, InternalError, InvalidArgumentError, UnavailableError
+from ..._errors import GatewayError, InvalidArgumentError, UnavailableError
 from ..._ids import owner_key
 from ..._json import dumps
-from ...asgi._http import FrameResponse, ResponseCut, Write, error_response, read_json_body
+from ...asgi._http import (
+    FrameResponse,
+    Handler,
+    ResponseCut,
+    Write,
+    guarded,
+    read_json_body,
+)
 from ...asgi.runner import FlowRunner
 from ...flow import ContextProvider, Flow, RequestContext
 from ...streams.base import ChunkEvent, ResultEvent
@@ -236,18 +243,8 @@ class UIMessageStreamApp:
                 if writer.closed:
                     del self._answers[key]
 
-    def _guarded(self, handler: Any) -> Any:
-        async def endpoint(request: Request) -> Response:
-            try:
-                response: Response = await handler(request)
-                return response
-            except GatewayError as exc:
-                return error_response(exc)
-            except Exception:
-                logger.exception("chat endpoint of flow %r failed", self.flow.name)
-                return error_response(InternalError("Internal Error"))
-
-        return endpoint
+    def _guarded(self, handler: Handler) -> Handler:
+        return guarded(handler, f"chat endpoint of flow {self.flow.name!r}")
 
 
 def _chat_id(value: object) -> str:
