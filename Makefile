@@ -13,7 +13,7 @@ PY_STAMP   := $(VENV)/.installed
 NODE_STAMP := client_js/node_modules/.installed
 GENKIT_STAMP := tests/node/node_modules/.installed
 
-.PHONY: demo install test lint test-python test-node test-browser bench clean
+.PHONY: demo install test lint test-python test-node test-browser bench clean postgres-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,13 @@ $(GENKIT_STAMP): tests/node/package.json tests/node/package-lock.json
 /usr/bin/chromium:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
-demo: $(PY_STAMP)
+# Debian's PostgreSQL server binaries (initdb, pg_ctl), for scripts/with_servers.sh.
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+# Backends served through scripts/with_servers.sh need its servers' binaries.
+demo: $(PY_STAMP) $(if $(filter firestore rtdb postgres,$(STREAM_BACKEND)),postgres-server)
 	scripts/demo.sh $(HOST) $(PORT)
 
 lint: $(PY_STAMP)
@@ -45,8 +51,9 @@ lint: $(PY_STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy managers/firestore/tests
 	$(BIN)/mypy managers/rtdb/tests
+	$(BIN)/mypy managers/postgres/tests
 
-test: $(PY_STAMP) $(NODE_STAMP) $(GENKIT_STAMP) /usr/bin/chromium lint
+test: $(PY_STAMP) $(NODE_STAMP) $(GENKIT_STAMP) /usr/bin/chromium postgres-server lint
 	scripts/with_servers.sh $(MAKE) --no-print-directory test-python test-node test-browser
 
 # The plugins' test folders import their own helpers as top-level modules: one run each.
@@ -54,6 +61,7 @@ test-python:
 	$(BIN)/python -m pytest -p no:cacheprovider
 	$(BIN)/python -m pytest -p no:cacheprovider managers/firestore/tests
 	$(BIN)/python -m pytest -p no:cacheprovider managers/rtdb/tests
+	$(BIN)/python -m pytest -p no:cacheprovider managers/postgres/tests
 
 test-node:
 	cd tests/node && npm test --silent
@@ -62,7 +70,7 @@ test-node:
 test-browser:
 	cd client_js && npm run test:browser --silent
 
-bench: $(PY_STAMP)
+bench: $(PY_STAMP) postgres-server
 	scripts/with_servers.sh scripts/bench.sh
 
 clean:
