@@ -25,6 +25,9 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     pgexc.InsufficientResourcesError,  # class 53: too many connections, disk full
     pgexc.TransactionRollbackError,  # class 40: serialization failure, deadlock
     pgexc.ReadOnlySQLTransactionError,  # a standby while a failover completes
+    # A connection the server closed while the pool was resetting it: asyncpg finds
+    # its protocol in an unexpected state. The pool drops that connection.
+    pgexc.InternalClientError,
 )
 
 

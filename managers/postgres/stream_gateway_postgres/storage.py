@@ -119,14 +119,16 @@ class PostgresStreamStorage(StreamStorage):
         with translated(f"connecting to {_where(self.dsn)}"):
             pool = await asyncpg.create_pool(
                 self.dsn,
-                min_size=1,
+                # No floor: a pool that must keep one connection retries (and logs)
+                # in the background all the while the server is down.
+                min_size=0,
                 max_size=self.max_connections,
                 command_timeout=self.command_timeout,
                 timeout=self.command_timeout,
                 **self._options,
             )
         try:
-            with translated(f"migrating schema {self.schema}"):
+            with translated(f"migrating schema {self.schema} at {_where(self.dsn)}"):
                 async with pool.acquire(timeout=self.command_timeout) as conn:
                     await migrate(conn, self.schema, "streams", STREAMS_MIGRATIONS)
         except BaseException:
