@@ -7,7 +7,7 @@ http://127.0.0.1:8000.
 the file, default ``.data/streams.db``), ``memory``, ``firestore`` (needs
 ``FIRESTORE_EMULATOR_HOST`` or Google credentials, and ``GOOGLE_CLOUD_PROJECT``) or
 ``rtdb`` (``RTDB_URL``, or the emulator/stand-in named by
-``FIREBASE_DATABASE_EMULATOR_HOST``).
+``FIREBASE_DATABASE_EMULATOR_HOST``) or ``postgres`` (``POSTGRES_DSN``, a libpq URI).
 """
 
 from __future__ import annotations
@@ -50,7 +50,16 @@ def make_manager(backend: str, db_path: str | os.PathLike[str] | None = None) ->
         if url is None:
             raise SystemExit("STREAM_BACKEND=rtdb needs RTDB_URL (or an emulator host)")
         return RtdbStreamManager(url)
-    raise SystemExit(f"unknown STREAM_BACKEND {backend!r}: use sqlite, memory, firestore or rtdb")
+    if backend == "postgres":
+        from stream_gateway_postgres import PostgresStreamManager
+
+        dsn = os.environ.get("POSTGRES_DSN")
+        if not dsn:
+            raise SystemExit("STREAM_BACKEND=postgres needs POSTGRES_DSN (postgresql://...)")
+        return PostgresStreamManager(dsn)
+    raise SystemExit(
+        f"unknown STREAM_BACKEND {backend!r}: use sqlite, memory, firestore, rtdb or postgres"
+    )
 
 
 def build_app(

@@ -218,7 +218,7 @@ def build_app(manager: StreamManager | None, *, keep_alive: float = 15.0) -> Sta
 def make_manager(kind: str, db: str | None, lease: float) -> StreamManager | None:
     """A manager by name: ``memory``, ``sqlite`` (file ``db``), ``firestore`` (project
     ``db``, on the emulator named by ``FIRESTORE_EMULATOR_HOST``), ``rtdb`` (database
-    URL ``db``) or ``none``."""
+    URL ``db``), ``postgres`` (``db`` is a DSN, ``#schema=<name>`` appended) or ``none``."""
     if kind == "none":
         return None
     if kind == "memory":
@@ -236,6 +236,12 @@ def make_manager(kind: str, db: str | None, lease: float) -> StreamManager | Non
 
         assert db is not None, "--db names the database URL"
         return RtdbStreamManager(db, lease=lease)
+    if kind == "postgres":
+        from stream_gateway_postgres import PostgresStreamManager
+
+        assert db is not None, "--db names the DSN"
+        dsn, _, schema = db.partition("#schema=")
+        return PostgresStreamManager(dsn, schema=schema or "stream_gateway", lease=lease)
     raise SystemExit(f"unknown manager {kind!r}")
 
 
@@ -246,7 +252,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument(
-        "--manager", default="memory", choices=["memory", "sqlite", "firestore", "rtdb", "none"]
+        "--manager",
+        default="memory",
+        choices=["memory", "sqlite", "firestore", "rtdb", "postgres", "none"],
     )
     parser.add_argument("--db")
     parser.add_argument("--lease", type=float, default=10.0)
