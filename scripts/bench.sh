@@ -10,7 +10,8 @@ echo "== streaming: burst, replay, fan-out"
 $PY -m bench.bench_streaming
 echo "== SQLite writes"
 $PY bench/bench_sqlite_writes.py
-for plugin in managers/firestore/bench/bench_firestore.py managers/rtdb/bench/bench_rtdb.py bench/bench_rtdb.py; do
+for plugin in managers/firestore/bench/bench_firestore.py managers/rtdb/bench/bench_rtdb.py bench/bench_rtdb.py \
+    managers/postgres/bench/bench_postgres.py; do
   if [ -f "$plugin" ]; then echo "== $plugin"; $PY "$plugin"; fi
 done
 echo "== durable flows vs DBOS (installs dbos into the venv for the comparison)"

@@ -63,18 +63,19 @@ async def migrate(
             "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
             f"stream_gateway_postgres:{schema}",
         )
-        # Only create what is missing: CREATE SCHEMA needs a privilege that a role
-        # using an existing schema may lack.
+        # Only create what is missing: a role that uses an existing schema may lack
+        # the privilege to create (even with IF NOT EXISTS).
         if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
             await conn.execute(f"CREATE SCHEMA {quoted}")
-        await conn.execute(
-            f"""CREATE TABLE IF NOT EXISTS {quoted}.schema_migrations (
-                component text NOT NULL,
-                version integer NOT NULL,
-                name text NOT NULL,
-                applied_at timestamptz NOT NULL DEFAULT now(),
-                PRIMARY KEY (component, version))"""
-        )
+        if await conn.fetchval("SELECT to_regclass($1)", f"{quoted}.schema_migrations") is None:
+            await conn.execute(
+                f"""CREATE TABLE {quoted}.schema_migrations (
+                    component text NOT NULL,
+                    version integer NOT NULL,
+                    name text NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (component, version))"""
+            )
         rows = await conn.fetch(
             f"SELECT version FROM {quoted}.schema_migrations WHERE component = $1", component
         )

@@ -30,8 +30,13 @@ T = TypeVar("T")
 _PURGE_ROUND = 500  # streams deleted per statement, so a purge never holds many locks
 
 
+# Python's datetimes end with year 9999; a later time (a `ttl` meant as "forever")
+# is stored as that, which is as good as never.
+_LATEST = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
+
+
 def _time(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
+    return datetime.fromtimestamp(min(seconds, _LATEST), UTC)
 
 
 def _seconds(value: datetime | None) -> float | None:

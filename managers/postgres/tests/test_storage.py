@@ -147,6 +147,16 @@ async def test_one_row_per_flush_keyed_by_offset(
     assert (stored.updated_at, stored.expires_at, stored.length) == (2000.0, 5600.0, 4)
 
 
+async def test_times_beyond_python_datetimes_mean_never(make_storage: MakeStorage) -> None:
+    sid = "forever-stream-000001"
+    async with started(make_storage) as storage:
+        await storage.create(record(sid, ttl=1e15))  # a ttl meant as "keep forever"
+        await storage.renew([sid], 1e15, 1e16)
+        assert await storage.purge(4e9) == 0
+        stored = await storage.load(sid)
+    assert stored is not None and stored.expires_at > 2e11  # year 9999
+
+
 async def test_reads_seek_to_the_batch_holding_the_offset(make_storage: MakeStorage) -> None:
     sid = "seek-stream-0000001"
     async with started(make_storage) as storage:
@@ -266,10 +276,30 @@ async def test_a_role_without_privileges_is_permission_denied(server: PostgresSe
     try:
         with pytest.raises(PermissionDeniedError, match="PostgreSQL refused"):
             await PostgresStreamStorage(dsn, schema=schema).start()
+        # Once an owner has migrated, the documented grants are enough to run.
+        owner = PostgresStreamStorage(server.dsn, schema=schema)
+        await owner.start()
+        await owner.close()
+        async with connected(server) as conn:
+            await conn.execute(
+                f"""GRANT USAGE ON SCHEMA "{schema}" TO "{role}";
+                GRANT SELECT ON "{schema}".schema_migrations TO "{role}";
+                GRANT SELECT, INSERT, UPDATE, DELETE
+                    ON "{schema}".streams, "{schema}".stream_batches TO "{role}";"""
+            )
+        limited = PostgresStreamStorage(dsn, schema=schema)
+        await limited.start()
+        try:
+            await limited.create(record("limited-role-stream-1"))
+            await limited.append("limited-role-stream-1", 0, [b"1"])
+            assert await limited.read("limited-role-stream-1", 0, 5) == [b"1"]
+            assert await limited.purge(4e9) == 1
+        finally:
+            await limited.close()
     finally:
         await drop_schema(server.dsn, schema)
         async with connected(server) as conn:
-            await conn.execute(f'DROP ROLE "{role}"')
+            await conn.execute(f'DROP OWNED BY "{role}"; DROP ROLE "{role}"')
 
 
 # -- LISTEN ------------------------------------------------------------------------
