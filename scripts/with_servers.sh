@@ -74,7 +74,7 @@ if [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/pg_ctl" ]; then
   echo "error: PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql); the Postgres tests cannot run." >&2
   exit 1
 fi
-PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/sg-postgres-XXXXXX")
+PG_DIR=$(mktemp -d /tmp/sg-postgres-XXXXXX)  # not $TMPDIR: the postgres user must reach it
 as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$PG_DIR"; fi
 stop_postgres() {

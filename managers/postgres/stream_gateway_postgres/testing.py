@@ -128,9 +128,12 @@ class PostgresServer:
 
     def _init(self) -> None:
         bin_dir = find_bin_dir()
-        self._dir = Path(tempfile.mkdtemp(prefix="sg-postgres-"))
         if os.geteuid() == 0:
+            # In /tmp whatever TMPDIR says: the postgres user must reach it.
+            self._dir = Path(tempfile.mkdtemp(prefix="sg-postgres-", dir="/tmp"))
             shutil.chown(self._dir, _RUN_AS, _RUN_AS)
+        else:
+            self._dir = Path(tempfile.mkdtemp(prefix="sg-postgres-"))
         done = self._run(
             [str(bin_dir / "initdb"), "-D", str(self.data_dir), "-U", _RUN_AS,
              "--auth=trust", "--encoding=UTF8", "--locale=C"],
