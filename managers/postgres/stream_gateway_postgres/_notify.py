@@ -121,15 +121,19 @@ class Notifier:
                 waiter.set()
 
     async def close(self) -> None:
-        """Close the connection; later watches raise `UnavailableError`."""
-        async with self._lock:
-            self._closed = True
-            conn, self._conn = self._conn, None
-            if conn is not None and not conn.is_closed():
-                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                    try:
-                        await conn.close()
-                    except Exception as exc:  # closing a broken connection
-                        logger.debug("closing the LISTEN connection: %r", exc)
-                if not conn.is_closed():
-                    conn.terminate()
+        """Close the connection, even in a cancelled task; later watches raise
+        `UnavailableError`."""
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            # After a connect in flight, if any (bounded by its own timeout).
+            async with self._lock:
+                conn, self._conn = self._conn, None
+            if conn is None or conn.is_closed():
+                return
+            with anyio.move_on_after(5):
+                try:
+                    await conn.close()
+                except Exception as exc:  # closing a broken connection
+                    logger.debug("closing the LISTEN connection: %r", exc)
+            if not conn.is_closed():
+                conn.terminate()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import anyio
 import asyncpg
 
 from stream_gateway import (
@@ -26,6 +28,7 @@ from ._notify import Notifier
 
 __all__ = ["PostgresStreamStorage"]
 
+logger = logging.getLogger("stream_gateway_postgres")
 T = TypeVar("T")
 _PURGE_ROUND = 500  # streams deleted per statement, so a purge never holds many locks
 
@@ -143,13 +146,19 @@ class PostgresStreamStorage(StreamStorage):
 
     async def close(self) -> None:
         """Close the LISTEN connection and the pool (after the calls in flight)."""
-        await self._notifier.close()
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            try:
-                with translated("closing the pool"):
+        # Even while our task is being cancelled: leaving sockets open would leak them.
+        with anyio.CancelScope(shield=True):
+            await self._notifier.close()
+            pool, self._pool = self._pool, None
+            if pool is None:
+                return
+            with anyio.move_on_after(self.command_timeout) as waited:
+                try:
                     await pool.close()
-            except UnavailableError:
+                except Exception as exc:  # connections the server already dropped
+                    logger.debug("closing the pool: %r", exc)
+                    pool.terminate()
+            if waited.cancelled_caught:
                 pool.terminate()
 
     async def _connect_listener(self) -> asyncpg.Connection:

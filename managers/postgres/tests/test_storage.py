@@ -373,3 +373,24 @@ async def test_a_closed_storage_refuses_to_watch(make_storage: MakeStorage) -> N
     await storage.close()
     with pytest.raises(UnavailableError, match="closed"):
         await next_wake(watch)
+
+
+async def test_close_in_a_cancelled_task_still_closes_every_connection(
+    make_storage: MakeStorage, server: PostgresServer, schema: str
+) -> None:
+    name = f"closing-{schema}"
+    storage = make_storage(connect_options={"server_settings": {"application_name": name}})
+    await storage.start()
+    await storage.create(record("closing-stream-00001"))
+    watch = watching(storage, "closing-stream-00001")
+    await next_wake(watch)  # the LISTEN connection is open too
+    count = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
+    async with connected(server) as conn:
+        assert await conn.fetchval(count, name) == 2
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await storage.close()
+        await watch.aclose()
+        with anyio.fail_after(10):  # a backend leaves the view once its exit is done
+            while await conn.fetchval(count, name):  # noqa: ASYNC110 - the server's view
+                await anyio.sleep(0.05)
