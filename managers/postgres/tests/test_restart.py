@@ -58,7 +58,8 @@ async def test_server_restarted_mid_stream(
     schema = new_schema()
     caplog.set_level(logging.WARNING)
     async with (
-        manager(private_server, schema, flush_interval=0.02) as writing,
+        # A lease that outlasts the outage: the writer cannot renew while it lasts.
+        manager(private_server, schema, flush_interval=0.02, lease=30) as writing,
         manager(private_server, schema, poll_fallback=0.5) as reading,
         manager(private_server, schema, poll_fallback=0.5) as other,
     ):
@@ -75,7 +76,7 @@ async def test_server_restarted_mid_stream(
             while writer.length < offset or any(len(r.offsets()) < 60 for r in readers[:2]):  # noqa: ASYNC110
                 await anyio.sleep(0.01)
             await anyio.to_thread.run_sync(lambda: private_server.stop(mode=mode))
-            await anyio.sleep(1.5)  # down long enough for every side to notice
+            await anyio.sleep(5)  # down long enough for every side to notice
             await anyio.to_thread.run_sync(private_server.start)
             restarted.set()
 
