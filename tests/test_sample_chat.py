@@ -1,4 +1,5 @@
-"""The chat sample's token sources: the deterministic fake and an OpenAI-compatible API."""
+"""The chat sample: its token sources (the deterministic fake, an OpenAI-compatible API)
+and the app served on Postgres."""
 
 from __future__ import annotations
 
