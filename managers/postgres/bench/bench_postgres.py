@@ -5,7 +5,8 @@ SQLite (the embedded default, one file on this machine) is the baseline: the sam
 storages and their change notification (LISTEN/NOTIFY against SQLite's polling) on a
 shared, noisy machine where absolute times wander.
 
-- write throughput: one stream written as fast as the writer can, then many at once;
+- write throughput: one stream written as fast as the writer can, then many at once
+  (median of alternating rounds);
 - follow lag: a stream written at a steady rate and followed by another manager (as
   another process would), time from `write` to the follower's event, p50 and p99.
 
@@ -32,6 +33,7 @@ from stream_gateway_postgres import PostgresStreamStorage
 from stream_gateway_postgres.testing import drop_schema, new_schema, shared_server
 
 FLUSH = 0.02  # both storages; SQLite's default, Postgres's default is 0.05
+ROUNDS = 3
 
 
 async def write_rate(make: Callable[[], StreamStorage], streams: int, chunks: int) -> float:
@@ -108,13 +110,22 @@ async def main() -> None:
         }
         try:
             for streams, chunks in ((1, 20_000), (20, 2_000)):
-                rates = {n: await write_rate(make, streams, chunks) for n, make in backends.items()}
+                # Alternating rounds, median of each: a burst of load elsewhere on the
+                # machine then skews one round, not the ratio.
+                runs: dict[str, list[float]] = {n: [] for n in backends}
+                for _ in range(ROUNDS):
+                    for n, make in backends.items():
+                        runs[n].append(await write_rate(make, streams, chunks))
+                rates = {n: statistics.median(r) for n, r in runs.items()}
                 print(
                     f"  write, {streams:>2} stream(s) x {chunks} chunks: postgres "
                     f"{rates['postgres']:8.0f} chunks/s, sqlite {rates['sqlite']:8.0f} chunks/s: "
                     f"{rates['postgres'] / rates['sqlite']:5.2f}x"
                 )
-            lags = {n: await follow_lag(make) for n, make in backends.items()}
+            lags: dict[str, list[float]] = {n: [] for n in backends}
+            for _ in range(ROUNDS):
+                for n, make in backends.items():
+                    lags[n] += await follow_lag(make)
             for q in (50, 99):
                 pg, lite = pct(lags["postgres"], q), pct(lags["sqlite"], q)
                 print(
