@@ -103,7 +103,8 @@ for attempt in 1 2 3; do
     echo "error: PostgreSQL did not start; its log:" >&2; cat "$PG_DIR/server.log" >&2; exit 1
   fi
 done
-export POSTGRES_DSN="postgresql://postgres@127.0.0.1:$pg_port/postgres"
+# No TLS on this server: sslmode=disable spares each connect the TLS negotiation.
+export POSTGRES_DSN="postgresql://postgres@127.0.0.1:$pg_port/postgres?sslmode=disable"
 # --- end PostgreSQL --------------------------------------------------------------------
 
 export FIRESTORE_EMULATOR_HOST="127.0.0.1:$fs_port"

@@ -110,8 +110,9 @@ class PostgresServer:
 
     @property
     def dsn(self) -> str:
-        """The connection string (superuser, database ``postgres``)."""
-        return self._dsn or f"postgresql://{_RUN_AS}@127.0.0.1:{self.port}/postgres"
+        """The connection string (superuser, database ``postgres``; no TLS: the server
+        has none, and asking for it costs each connect a round trip)."""
+        return self._dsn or f"postgresql://{_RUN_AS}@127.0.0.1:{self.port}/postgres?sslmode=disable"
 
     @property
     def data_dir(self) -> Path:
