@@ -16,7 +16,7 @@ GENKIT_STAMP := tests/node/node_modules/.installed
 PROTOCOLS_STAMP := tests/conformance/node_modules/.installed
 AISDK_STAMP := samples/aisdk/node_modules/.installed
 
-.PHONY: demo install test lint docs test-python test-node test-browser bench clean
+.PHONY: demo install test lint docs test-python test-node test-browser bench clean postgres-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,7 +58,13 @@ $(AISDK_BUNDLE): $(AISDK_STAMP) $(wildcard samples/aisdk/src/*.mjs)
 /usr/bin/redis-server:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 
-demo: $(PY_STAMP) $(AISDK_BUNDLE) $(if $(filter redis,$(STREAM_BACKEND)),/usr/bin/redis-server)
+# Debian's PostgreSQL server binaries (initdb, pg_ctl), for scripts/with_servers.sh.
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+# Backends served through scripts/with_servers.sh need all of its servers' binaries.
+demo: $(PY_STAMP) $(AISDK_BUNDLE) $(if $(filter firestore rtdb redis postgres,$(STREAM_BACKEND)),/usr/bin/redis-server postgres-server)
 	scripts/demo.sh $(HOST) $(PORT)
 
 lint: $(PY_STAMP)
@@ -68,18 +74,19 @@ lint: $(PY_STAMP)
 	$(BIN)/mypy managers/firestore/tests
 	$(BIN)/mypy managers/rtdb/tests
 	$(BIN)/mypy managers/redis/tests managers/redis/bench
+	$(BIN)/mypy managers/postgres/tests
 
 # Every public module; pdoc's warnings (a module that does not import, an annotation it
 # cannot resolve) are errors.
 API_MODULES := stream_gateway stream_gateway.streams stream_gateway.asgi \
 	stream_gateway.client stream_gateway.durable stream_gateway_firestore stream_gateway_rtdb \
-	stream_gateway.protocols stream_gateway_redis
+	stream_gateway.protocols stream_gateway_redis stream_gateway_postgres
 
 docs: $(PY_STAMP)
 	rm -rf build/api
 	$(BIN)/python -W error -m pdoc --docformat restructuredtext -o build/api $(API_MODULES)
 
-test: $(PY_STAMP) $(NODE_STAMP) $(GENKIT_STAMP) $(PROTOCOLS_STAMP) $(AISDK_BUNDLE) /usr/bin/chromium /usr/bin/redis-server lint docs
+test: $(PY_STAMP) $(NODE_STAMP) $(GENKIT_STAMP) $(PROTOCOLS_STAMP) $(AISDK_BUNDLE) /usr/bin/chromium /usr/bin/redis-server postgres-server lint docs
 	scripts/with_servers.sh $(MAKE) --no-print-directory test-python test-node test-browser
 
 # The plugins' test folders import their own helpers as top-level modules: one run each.
@@ -88,6 +95,7 @@ test-python:
 	$(BIN)/python -m pytest -p no:cacheprovider managers/firestore/tests
 	$(BIN)/python -m pytest -p no:cacheprovider managers/rtdb/tests
 	$(BIN)/python -m pytest -p no:cacheprovider managers/redis/tests
+	$(BIN)/python -m pytest -p no:cacheprovider managers/postgres/tests
 
 test-node:
 	cd tests/node && npm test --silent
@@ -99,7 +107,7 @@ test-browser:
 	cd client_js && npm run test:browser --silent
 	cd samples/aisdk && npm run test:browser --silent
 
-bench: $(PY_STAMP) /usr/bin/redis-server
+bench: $(PY_STAMP) /usr/bin/redis-server postgres-server
 	scripts/with_servers.sh scripts/bench.sh
 
 clean:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Serve samples/chat on HOST:PORT. STREAM_BACKEND picks the stream manager:
 #   sqlite (default, embedded, file .data/streams.db), memory,
-#   firestore, rtdb or redis (the emulator / stand-in / redis-server are started for you).
+#   firestore, rtdb, redis or postgres (the emulator / stand-in / redis-server / a throwaway
+#   PostgreSQL are started for you).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 host=${1:-127.0.0.1}
@@ -12,6 +13,6 @@ serve=(.venv/bin/uvicorn --factory samples.chat.app:build_app --host "$host" --p
 echo "samples/chat on http://$host:$port with the $backend stream manager"
 case "$backend" in
   sqlite|memory) STREAM_BACKEND=$backend exec "${serve[@]}" ;;
-  firestore|rtdb|redis) STREAM_BACKEND=$backend exec scripts/with_servers.sh "${serve[@]}" ;;
-  *) echo "error: STREAM_BACKEND must be sqlite, memory, firestore, rtdb or redis" >&2; exit 2 ;;
+  firestore|rtdb|redis|postgres) STREAM_BACKEND=$backend exec scripts/with_servers.sh "${serve[@]}" ;;
+  *) echo "error: STREAM_BACKEND must be sqlite, memory, firestore, rtdb, redis or postgres" >&2; exit 2 ;;
 esac

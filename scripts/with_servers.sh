@@ -4,8 +4,9 @@
 #   - our Realtime Database stand-in (tests/servers/rtdb_standin.py)
 #   - Debian's redis-server (`make test` installs it; missing = hard failure), with a
 #     config of its own: loopback, a free port, a throwaway directory, AOF on
-# Exports FIRESTORE_EMULATOR_HOST, RTDB_STANDIN_URL (and FIREBASE_DATABASE_EMULATOR_HOST)
-# and REDIS_URL.
+#   - Debian's PostgreSQL on a throwaway data directory (missing binaries = hard failure)
+# Exports FIRESTORE_EMULATOR_HOST, RTDB_STANDIN_URL (and FIREBASE_DATABASE_EMULATOR_HOST),
+# REDIS_URL and POSTGRES_DSN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -104,9 +105,52 @@ done
 [ -n "$rtdb_port" ] || { echo "error: RTDB stand-in did not start; its log:" >&2; cat "$LOGS/rtdb.log" >&2; exit 1; }
 wait_http "http://127.0.0.1:$rtdb_port/.json" "RTDB stand-in" "$LOGS/rtdb.log"
 
+# --- PostgreSQL ------------------------------------------------------------------------
+# A fresh cluster per run in its own directory (data, unix socket, log), loopback only.
+# initdb and the server refuse to run as root: as root they run as the postgres user.
+# Stopped at exit by its postmaster PID (SIGINT: a fast shutdown), then deleted.
+PG_BIN=${POSTGRES_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+if [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/pg_ctl" ]; then
+  echo "error: PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql); the Postgres tests cannot run." >&2
+  exit 1
+fi
+PG_DIR=$(mktemp -d /tmp/sg-postgres-XXXXXX)  # not $TMPDIR: the postgres user must reach it
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$PG_DIR"; fi
+stop_postgres() {
+  local pg_pid
+  pg_pid=$(head -n 1 "$PG_DIR/data/postmaster.pid" 2>/dev/null || true)
+  if [ -n "$pg_pid" ] && kill -INT "$pg_pid" 2>/dev/null; then
+    for _ in $(seq 1 300); do kill -0 "$pg_pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -rf "$PG_DIR"
+}
+trap 'stop_postgres; stop' EXIT
+if ! as_postgres "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=trust --encoding=UTF8 \
+    --locale=C >"$LOGS/postgres-initdb.log" 2>&1; then
+  echo "error: initdb failed; its log:" >&2; cat "$LOGS/postgres-initdb.log" >&2; exit 1
+fi
+# Settings for a disposable server: nothing in it must survive a power loss.
+pg_settings="-c listen_addresses=127.0.0.1 -c unix_socket_directories=$PG_DIR -c fsync=off"
+pg_settings+=" -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+for attempt in 1 2 3; do
+  pg_port=$(free_port)
+  if as_postgres "$PG_BIN/pg_ctl" start -w -t 60 -D "$PG_DIR/data" -l "$PG_DIR/server.log" \
+      -o "-p $pg_port $pg_settings" >/dev/null 2>&1; then
+    break
+  fi
+  if ! grep -q "in use" "$PG_DIR/server.log" 2>/dev/null || [ "$attempt" = 3 ]; then
+    echo "error: PostgreSQL did not start; its log:" >&2; cat "$PG_DIR/server.log" >&2; exit 1
+  fi
+done
+# No TLS on this server: sslmode=disable spares each connect the TLS negotiation.
+export POSTGRES_DSN="postgresql://postgres@127.0.0.1:$pg_port/postgres?sslmode=disable"
+# --- end PostgreSQL --------------------------------------------------------------------
+
 export FIRESTORE_EMULATOR_HOST="127.0.0.1:$fs_port"
 export FIREBASE_DATABASE_EMULATOR_HOST="127.0.0.1:$rtdb_port"
 export RTDB_STANDIN_URL="http://127.0.0.1:$rtdb_port"
 export REDIS_URL="redis://127.0.0.1:$redis_port/0"
 echo "servers: Firestore emulator on $FIRESTORE_EMULATOR_HOST, RTDB stand-in on $RTDB_STANDIN_URL, Redis on $REDIS_URL"
+echo "servers: PostgreSQL on $POSTGRES_DSN"
 "$@"

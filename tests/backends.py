@@ -23,7 +23,7 @@ class BackendHarness:
 
     ``location`` tells another process where that data is (``--db`` of the test flows
     app): a SQLite path, a Firestore project, an RTDB URL, a Redis URL with its key
-    prefix after ``#``; empty for memory.
+    prefix after ``#``, a Postgres DSN; empty for memory.
     """
 
     name: str
@@ -105,12 +105,33 @@ async def redis_backend() -> AsyncIterator[BackendHarness]:
         await wipe(server.url, prefix)
 
 
+@asynccontextmanager
+async def postgres_backend() -> AsyncIterator[BackendHarness]:
+    """The PostgreSQL at ``POSTGRES_DSN``, else one started once per test process (a
+    missing server fails loudly). Each test gets a schema of its own, dropped after.
+    ``location`` is the DSN with ``#schema=<name>`` appended."""
+    from stream_gateway_postgres import PostgresStreamStorage
+    from stream_gateway_postgres.testing import drop_schema, new_schema, shared_server
+
+    server = shared_server()
+    schema = new_schema()
+    try:
+        yield BackendHarness(
+            "postgres",
+            lambda: PostgresStreamStorage(server.dsn, schema=schema, max_connections=4),
+            f"{server.dsn}#schema={schema}",
+        )
+    finally:
+        await drop_schema(server.dsn, schema)
+
+
 BACKENDS: dict[str, Callable[[], object]] = {
     "memory": memory_backend,
     "sqlite": sqlite_backend,
     "firestore": firestore_backend,
     "rtdb": rtdb_backend,
     "redis": redis_backend,
+    "postgres": postgres_backend,
 }
 
 

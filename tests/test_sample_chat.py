@@ -1,10 +1,12 @@
-"""The chat sample's token sources: the deterministic fake and an OpenAI-compatible API."""
+"""The chat sample: its token sources (the deterministic fake, an OpenAI-compatible API)
+and the app served on Postgres."""
 
 from __future__ import annotations
 
 import json
 
 import anyio
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -170,3 +172,30 @@ async def test_the_sample_streams_a_chat_through_redis(monkeypatch: pytest.Monke
     assert first.status_code == again.status_code == 200
     assert b'"result":' in first.content and again.content == first.content
     assert first.content.count(b'{"message":') > 50
+
+
+async def test_the_sample_serves_and_resumes_on_postgres(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``STREAM_BACKEND=postgres make demo``: the same app, on the server of the run."""
+    from stream_gateway_postgres.testing import drop_schema, shared_server
+
+    from samples.chat.app import build_app
+
+    server = shared_server()
+    monkeypatch.setenv("POSTGRES_DSN", server.dsn)
+    monkeypatch.setenv("CHAT_TOKENS_PER_SECOND", "0")
+    monkeypatch.delenv("CHAT_OPENAI_BASE_URL", raising=False)
+    headers = {"accept": "text/event-stream", "content-type": "application/json"}
+    try:
+        async with serve(build_app(backend="postgres")) as url, httpx.AsyncClient() as http:
+            first = await http.post(
+                f"{url}/flows/chat", json={"data": {"prompt": "pg?"}}, headers=headers
+            )
+            stream_id = first.headers["x-genkit-stream-id"]
+            again = await http.post(
+                f"{url}/flows/chat", headers={**headers, "x-genkit-stream-id": stream_id}
+            )
+    finally:
+        await drop_schema(server.dsn, "stream_gateway")
+    assert first.status_code == again.status_code == 200
+    assert first.text.endswith('You asked: pg?"}\n\n') and first.text.count('"message"') > 50
+    assert again.text == first.text  # replayed from the database, frame for frame

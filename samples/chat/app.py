@@ -7,9 +7,10 @@ http://127.0.0.1:8000.
 the file, default ``.data/streams.db``), ``memory``, ``firestore`` (needs
 ``FIRESTORE_EMULATOR_HOST`` or Google credentials, and ``GOOGLE_CLOUD_PROJECT``) or
 ``rtdb`` (``RTDB_URL``, or the emulator/stand-in named by
-``FIREBASE_DATABASE_EMULATOR_HOST``) or ``redis`` (``REDIS_URL``, default
-``redis://127.0.0.1:6379/0``). ``CHAT_TOKENS_PER_SECOND`` paces the fake LLM
-(default 8) and ``CHAT_OPENAI_BASE_URL`` replaces it with a real one (see `llm`).
+``FIREBASE_DATABASE_EMULATOR_HOST``), ``redis`` (``REDIS_URL``, default
+``redis://127.0.0.1:6379/0``) or ``postgres`` (``POSTGRES_DSN``, a libpq URI).
+``CHAT_TOKENS_PER_SECOND`` paces the fake LLM (default 8) and ``CHAT_OPENAI_BASE_URL``
+replaces it with a real one (see `llm`).
 """
 
 from __future__ import annotations
@@ -57,8 +58,16 @@ def make_manager(backend: str, db_path: str | os.PathLike[str] | None = None) ->
         from stream_gateway_redis import RedisStreamManager
 
         return RedisStreamManager(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    if backend == "postgres":
+        from stream_gateway_postgres import PostgresStreamManager
+
+        dsn = os.environ.get("POSTGRES_DSN")
+        if not dsn:
+            raise SystemExit("STREAM_BACKEND=postgres needs POSTGRES_DSN (postgresql://...)")
+        return PostgresStreamManager(dsn)
     raise SystemExit(
-        f"unknown STREAM_BACKEND {backend!r}: use sqlite, memory, firestore, rtdb or redis"
+        f"unknown STREAM_BACKEND {backend!r}: use sqlite, memory, firestore, rtdb, redis"
+        " or postgres"
     )
 
 

@@ -2,7 +2,7 @@
 
 Each gateway is a separate uvicorn server (`tests.servers.flows_app`) in its own OS
 process, on the backend's shared data: a SQLite file, the Firestore emulator, the RTDB
-stand-in, Redis.
+stand-in, Redis, a PostgreSQL schema.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ ROOT = Path(__file__).resolve().parents[2]
 STREAM = {"accept": "text/event-stream", "content-type": "application/json"}
 SHARED = [
     n
-    for n in os.environ.get("GATEWAY_BACKENDS_SHARED", "sqlite,firestore,rtdb,redis").split(",")
+    for n in os.environ.get(
+        "GATEWAY_BACKENDS_SHARED", "sqlite,firestore,rtdb,redis,postgres"
+    ).split(",")
     if n
 ]
 

@@ -220,8 +220,9 @@ def build_app(
 def make_manager(kind: str, db: str | None, lease: float, **options: Any) -> StreamManager | None:
     """A manager by name: ``memory``, ``sqlite`` (file ``db``), ``firestore`` (project
     ``db``, on the emulator named by ``FIRESTORE_EMULATOR_HOST``), ``rtdb`` (database
-    URL ``db``), ``redis`` (``db`` is ``<url>#<key prefix>``) or ``none``. ``options``
-    go to the manager (SQLite: its storage's ``busy_timeout`` too)."""
+    URL ``db``), ``redis`` (``db`` is ``<url>#<key prefix>``), ``postgres`` (``db`` is a
+    DSN, ``#schema=<name>`` appended) or ``none``. ``options`` go to the manager
+    (SQLite: its storage's ``busy_timeout`` too)."""
     if kind == "none":
         return None
     if kind == "memory":
@@ -245,6 +246,12 @@ def make_manager(kind: str, db: str | None, lease: float, **options: Any) -> Str
         assert db is not None, "--db names the Redis URL, then '#' and the key prefix"
         url, _, prefix = db.partition("#")
         return RedisStreamManager(url, prefix=prefix or "sg", lease=lease, **options)
+    if kind == "postgres":
+        from stream_gateway_postgres import PostgresStreamManager
+
+        assert db is not None, "--db names the DSN"
+        dsn, _, schema = db.partition("#schema=")
+        return PostgresStreamManager(dsn, schema=schema or "stream_gateway", lease=lease, **options)
     raise SystemExit(f"unknown manager {kind!r}")
 
 
@@ -254,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    managers = ["memory", "sqlite", "firestore", "rtdb", "redis", "none"]
+    managers = ["memory", "sqlite", "firestore", "rtdb", "redis", "postgres", "none"]
     parser.add_argument("--manager", default="memory", choices=managers)
     parser.add_argument("--db")
     parser.add_argument("--lease", type=float, default=10.0)
