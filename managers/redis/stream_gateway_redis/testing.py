@@ -36,10 +36,20 @@ class RedisServerError(RuntimeError):
     """``redis-server`` is missing, would not start, or does not answer."""
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+# A cluster node also listens on its port + 10000, so its port must be at most this.
+_MAX_CLUSTER_PORT = 55535
+
+
+def _free_port(maximum: int = 65535) -> int:
+    """A loopback port free now, at most ``maximum`` (the kernel's ephemeral range may
+    start above a cluster node's limit: probe again, a bounded number of times)."""
+    for _ in range(1000):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port <= maximum:
+            return port
+    raise RedisServerError(f"no free loopback port at most {maximum}")
 
 
 def _ping(port: int) -> bool:
@@ -130,7 +140,8 @@ class RedisServer:
         # A port taken between the probe and the bind: try a fresh one (a restart keeps
         # its port, since the data's clients expect it there).
         for attempt in range(3):
-            port = self.port or _free_port()
+            cluster = any(line.startswith("cluster-enabled yes") for line in self.extra_config)
+            port = self.port or _free_port(_MAX_CLUSTER_PORT if cluster else 65535)
             self.log.unlink(missing_ok=True)
             process = subprocess.Popen(
                 [binary, str(self._config(port))],
