@@ -5,6 +5,7 @@ GET    /                      the durable flows with their JSON Schemas
 POST   /{flow}                schedule: {"data", "delay"?, "at"?, "idempotencyKey"?}
 GET    /ops                   list the caller's: ?status=&flow=&cursor=&limit=
 GET    /ops/{id}              the operation
+GET    /ops/{id}/detail       the operation, its steps and its audit timeline
 POST   /ops/{id}/resume       {"step", "payload"}: answer an interrupt
 POST   /ops/{id}/signals/{name}  {"payload"}: send a signal (buffered, FIFO per name)
 DELETE /ops/{id}              cancel (also POST /ops/{id}/cancel)
@@ -147,6 +148,11 @@ class _DurableEndpoints:
         record = await self.owned(request, owner)
         return JSONResponse((await self.engine.get_state(record.id)).to_json())
 
+    async def detail(self, request: Request, owner: str | None) -> Response:
+        record = await self.owned(request, owner)
+        detail = await self.engine.detail(record.id)
+        return JSONResponse(detail.to_json(operator=False))
+
     async def resume(self, request: Request, owner: str | None) -> Response:
         record = await self.owned(request, owner)
         body = _object(await read_json_body(request, self.max_body_bytes))
@@ -195,6 +201,7 @@ def durable_routes(
             Route("/ops", e.guarded(e.list), methods=["GET"]),
             Route("/ops/{id}", e.guarded(e.get), methods=["GET"]),
             Route("/ops/{id}", e.guarded(e.cancel), methods=["DELETE"]),
+            Route("/ops/{id}/detail", e.guarded(e.detail), methods=["GET"]),
             Route("/ops/{id}/cancel", e.guarded(e.cancel), methods=["POST"]),
             Route("/ops/{id}/resume", e.guarded(e.resume), methods=["POST"]),
             Route("/ops/{id}/signals/{name}", e.guarded(e.signal), methods=["POST"]),

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._decisions import Case
+from ._timeline import ExecutionDetail
 from .context import DEFAULT_RETRY, DurableContext, Loop, Message
 from .definition import DurableFlow, RetryPolicy, durable_flow
 from .engine import DurableEngine, Notifier
@@ -45,6 +47,7 @@ from .errors import (
     JoinError,
     JournalTooLargeError,
     LeaseLostError,
+    NoMatchingCaseError,
     NotFinishedError,
     NotWaitingError,
     RaceError,
@@ -55,6 +58,7 @@ from .errors import (
 )
 from .memory import InMemoryDurableStore
 from .records import (
+    AuditEntry,
     ExecutionRecord,
     ExecutionStatus,
     JournalEntry,
@@ -92,6 +96,8 @@ def durable_routes(
 
 
 __all__ = [
+    "AuditEntry",
+    "Case",
     "CriticalError",
     "DEFAULT_RETRY",
     "DurableContext",
@@ -100,6 +106,7 @@ __all__ = [
     "DurableStore",
     "DurableStoreError",
     "DurableUsageError",
+    "ExecutionDetail",
     "ExecutionNotFoundError",
     "ExecutionRecord",
     "ExecutionStatus",
@@ -112,6 +119,7 @@ __all__ = [
     "LeaseLostError",
     "Loop",
     "Message",
+    "NoMatchingCaseError",
     "NotFinishedError",
     "NotWaitingError",
     "Notifier",

@@ -57,6 +57,7 @@ async def replay(
         await _hand_back(store, lease, time.time() + RETRY_LATER)
         return None
     run = Run(engine, record, lease, history)
+    run.log("status", status="running", worker=lease.worker)
     root = Cursor(run, "", None)
     ctx = DurableContext(run, root)
     caught: BaseException | None = None
@@ -118,6 +119,7 @@ async def _conclude(
         )
     if suspend is not None:
         wake_at = min(suspend.wake_at, MAX_TS) if suspend.wake_at is not None else None
+        run.log("status", status=suspend.status, blocked_on=suspend.blocked_on, wake_at=wake_at)
         await store.suspend(
             lease,
             status=suspend.status,
@@ -126,6 +128,7 @@ async def _conclude(
             now=time.time(),
             wait_for=suspend.wait_for,
             signals=suspend.signals,
+            audit=run.audit,
         )
         logger.debug("flow %s %s on %r", record.id, suspend.status, suspend.blocked_on)
         return wake_at
@@ -137,19 +140,25 @@ async def _conclude(
         except GatewayError as exc:
             error = exc
         else:
-            await store.finish(lease, status="completed", result=raw, error=None, now=time.time())
+            run.log("status", status="completed")
+            await store.finish(
+                lease,
+                status="completed",
+                result=raw,
+                error=None,
+                now=time.time(),
+                audit=run.audit,
+            )
             logger.info("flow %s (%s) completed", record.id, record.flow)
             return None
     if isinstance(error, GatewayError):
         logger.warning("flow %s (%s) failed: %s", record.id, record.flow, error.message)
     else:
         logger.error("flow %s (%s) failed", record.id, record.flow, exc_info=error)
+    stored = error_to_record(public_error(error))
+    run.log("status", status="failed", error=stored)
     await store.finish(
-        lease,
-        status="failed",
-        result=None,
-        error=error_to_record(public_error(error)),
-        now=time.time(),
+        lease, status="failed", result=None, error=stored, now=time.time(), audit=run.audit
     )
     return None
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -29,7 +29,8 @@ from .._codec import Codec
 from .._errors import InvalidArgumentError
 from .._json import JsonValue, dumps, loads
 from ..flow import Flow, FlowContext
-from . import _branches
+from . import _branches, _decisions
+from ._decisions import Case
 from ._ids import validate_flow_id
 from ._replay import Cursor, ProbeFound, Run, Suspend
 from ._steps import attempt, child, guarded, outcome, poll
@@ -313,6 +314,7 @@ class DurableContext:
                     finished_at=now,
                     branch=cursor.branch,
                 )
+                run.log("sleep", cursor.path(key), until=loads(entry.result or "{}")["until"])
                 await run.write(entry)
             wake = float(loads(entry.result or "{}")["until"])
             if run.probe is None and time.time() < wake:
@@ -366,6 +368,7 @@ class DurableContext:
                 entry.status, entry.result, entry.error = "failed", None, error_to_record(error)
                 await run.write(entry, consume=[taken[0].id])
                 raise error from None
+            run.log("resume", path)
             await run.write(entry, consume=[taken[0].id])
             return value
 
@@ -445,6 +448,7 @@ class DurableContext:
         taken = run.take_signals(names, count)
         if taken:
             raw = dumps([{"name": s.name, "payload": loads(s.payload)} for s in taken]).decode()
+            run.log("signal_consumed", path, signals=[s.name for s in taken])
             await run.write(
                 JournalEntry(
                     pos,
@@ -595,6 +599,62 @@ class DurableContext:
             lambda pos, key: _branches.loop(
                 self, pos, key, body, state, commit_interval, history_keep
             ),
+        )
+
+    # -- decisions, notes, migrations -------------------------------------------------
+
+    def switch(
+        self,
+        name: str,
+        value: Any,
+        cases: Sequence[Case],
+        default: Callable[[Any], Any] | None = None,
+        *,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+    ) -> Coroutine[Any, Any, tuple[str, Any]]:
+        """Run the first `Case` whose ``match`` accepts ``value`` (else ``default``,
+        recorded as ``"default"``) as the step ``name``; returns ``(case id, result)``.
+
+        The case's id and result are recorded: a replay returns them without calling
+        any matcher or body again. A case body is a step body (``run(value)``, sync
+        on a worker thread or ``async``; retried per ``retry``; no durable calls
+        inside: branch on the returned id for that). No match and no default fails
+        the step with `NoMatchingCaseError` (not retried).
+        """
+        _decisions.check_cases(cases)
+        chosen = list(cases)
+        return self._call(
+            "switch",
+            name,
+            lambda pos, key: _decisions.switch(
+                self._cursor, pos, key, value, chosen, default, retry
+            ),
+        )
+
+    def note(self, message: str, **meta: JsonValue) -> Coroutine[Any, Any, None]:
+        """Add ``message`` (with JSON ``meta``) to the execution's audit timeline,
+        once: replays do not add it again. It takes a journal position like any
+        durable call (name ``"note"``)."""
+        if not isinstance(message, str):
+            raise InvalidArgumentError("a note's message is a string")
+        try:
+            dumps(meta)
+        except (TypeError, ValueError, InvalidArgumentError):
+            raise InvalidArgumentError("a note's meta values must be JSON") from None
+        return self._call(
+            "note", "note", lambda pos, key: _decisions.note(self._cursor, pos, key, message, meta)
+        )
+
+    def removed(self, name: str, *, kind: str = "step") -> Coroutine[Any, Any, None]:
+        """The placeholder of a durable call deleted from the code: put it where the
+        call was, with the call's name and ``kind`` (the journal's ``kind``:
+        ``"step"``, ``"sleep"``, ``"signal"``...). An execution journaled by the old
+        code replays past the old entry; a new execution records a placeholder.
+        Returns ``None`` either way."""
+        if not isinstance(kind, str) or not kind:
+            raise InvalidArgumentError("kind names the removed call's journal kind")
+        return self._call(
+            kind, name, lambda pos, key: _decisions.placeholder(self._cursor, pos, kind, key)
         )
 
     def _branch(self, cursor: Cursor) -> DurableContext:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
@@ -28,9 +28,18 @@ from .._json import JsonValue, dumps
 from ._ids import derive_flow_id, new_flow_id, validate_flow_id
 from ._replay import WAKE
 from ._time import due_time
+from ._timeline import ExecutionDetail, audit_line, follow
 from .definition import DurableFlow
 from .errors import NotFinishedError, NotWaitingError, error_to_record
-from .records import STATUSES, ExecutionRecord, ExecutionStatus, JournalEntry, Operation, Page
+from .records import (
+    STATUSES,
+    AuditEntry,
+    ExecutionRecord,
+    ExecutionStatus,
+    JournalEntry,
+    Operation,
+    Page,
+)
 from .store import DurableStore
 
 if TYPE_CHECKING:
@@ -64,6 +73,7 @@ class Notifier:
     def __init__(self) -> None:
         self._listeners: list[_Listener] = []
         self._changed: dict[str, anyio.Event] = {}
+        self._audit: anyio.Event | None = None
 
     def subscribe(self, listener: _Listener) -> None:
         self._listeners.append(listener)
@@ -75,6 +85,7 @@ class Notifier:
     def due(self) -> None:
         for listener in self._listeners:
             listener.wake()
+        self.audited()
 
     def cancelled(self, execution_id: str) -> None:
         for listener in self._listeners:
@@ -85,6 +96,18 @@ class Notifier:
         event = self._changed.pop(execution_id, None)
         if event is not None:
             event.set()
+        self.audited()
+
+    def audited(self) -> None:
+        """Audit lines were stored here: wake the local audit feeds."""
+        event, self._audit = self._audit, None
+        if event is not None:
+            event.set()
+
+    def audit_event(self) -> anyio.Event:
+        if self._audit is None:
+            self._audit = anyio.Event()
+        return self._audit
 
     def event(self, execution_id: str) -> anyio.Event:
         return self._changed.setdefault(execution_id, anyio.Event())
@@ -193,7 +216,8 @@ class DurableEngine:
             updated_at=now,
             due_at=due,
         )
-        stored, created = await self.store.create(record)
+        line = audit_line(flow_id, "status", status="pending", due_at=due)
+        stored, created = await self.store.create(record, audit=[line])
         if not created and (stored.flow != definition.name or stored.owner != owner):
             raise AlreadyExistsError(f"flow id {flow_id!r} is taken")
         self.notifier.due()
@@ -220,7 +244,8 @@ class DurableEngine:
             due_at=now,
             parent=parent,
         )
-        stored, created = await self.store.create(record)
+        line = audit_line(flow_id, "status", status="pending", parent=parent)
+        stored, created = await self.store.create(record, audit=[line])
         if created:
             self.notifier.due()
         return stored
@@ -312,7 +337,10 @@ class DurableEngine:
         if not isinstance(name, str) or not 0 < len(name) <= 256 or name.startswith("$"):
             raise InvalidArgumentError("a signal name is 1-256 characters, not starting with '$'")
         flow_id = validate_flow_id(flow_id)
-        if not await self.store.send_signal(flow_id, name, _json(payload), time.time()):
+        line = audit_line(flow_id, "signal_sent", signal=name)
+        if not await self.store.send_signal(
+            flow_id, name, _json(payload), time.time(), audit=[line]
+        ):
             raise NotWaitingError("flow has finished: it takes no more signals")
         self.notifier.due()
         return await self.get_state(flow_id)
@@ -334,8 +362,9 @@ class DurableEngine:
         if record.done:
             raise NotWaitingError(f"flow has finished; it does not wait on step {step!r}")
         payload = await self._validated(record, step, payload)
+        line = audit_line(record.id, "resume_sent", step)
         if not await self.store.send_signal(
-            record.id, f"$resume:{step}", _json(payload), time.time(), unique=True
+            record.id, f"$resume:{step}", _json(payload), time.time(), unique=True, audit=[line]
         ):
             raise NotWaitingError(f"step {step!r} was already resumed (or the flow finished)")
         self.notifier.due()
@@ -362,7 +391,8 @@ class DurableEngine:
 
     async def _cancel(self, flow_id: str, depth: int) -> None:
         error = error_to_record(CancelledError("flow cancelled"))
-        if await self.store.cancel(flow_id, error, time.time()):
+        line = audit_line(flow_id, "status", status="cancelled")
+        if await self.store.cancel(flow_id, error, time.time(), audit=[line]):
             self.notifier.cancelled(flow_id)
         if depth > 32:
             return
@@ -378,7 +408,9 @@ class DurableEngine:
         """Run a *failed* execution again: its failed steps run again with their
         attempts counted afresh; completed steps keep their results.
         `FailedPreconditionError` if it has not failed."""
-        if not await self.store.recover(validate_flow_id(flow_id), time.time()):
+        flow_id = validate_flow_id(flow_id)
+        line = audit_line(flow_id, "status", status="pending", recovered=True)
+        if not await self.store.recover(flow_id, time.time(), audit=[line]):
             raise FailedPreconditionError("only a failed flow can be recovered")
         self.notifier.due()
         return await self.get_state(flow_id)
@@ -392,7 +424,9 @@ class DurableEngine:
         now = time.time()
         if not await self.store.wake(flow_id, now):
             raise FailedPreconditionError("only a pending, sleeping or waiting flow can be woken")
-        await self.store.send_signal(flow_id, WAKE, "null", now)
+        await self.store.send_signal(
+            flow_id, WAKE, "null", now, audit=[audit_line(flow_id, "wake")]
+        )
         self.notifier.due()
         return await self.get_state(flow_id)
 
@@ -403,6 +437,42 @@ class DurableEngine:
         """
         if not await self.store.delete(validate_flow_id(flow_id)):
             raise NotFinishedError("flow has not finished; cancel it first")
+
+    # -- audit timeline --------------------------------------------------------------
+
+    async def detail(self, flow_id: str) -> ExecutionDetail:
+        """The execution, its journal entries and its audit timeline (`ExecutionDetail`):
+        every status change, step attempt (with its error), retry wait, sleep, signal
+        sent and consumed, resume, note, switch decision and rollback handler, with
+        its time. `ExecutionNotFoundError` for an unknown id."""
+        flow_id = validate_flow_id(flow_id)
+        record = await self.store.get(flow_id)
+        history = await self.store.history(flow_id)
+        timeline: builtins.list[AuditEntry] = []
+        while True:
+            after = timeline[-1].seq if timeline else 0
+            batch = await self.store.audit(execution_id=flow_id, after=after, limit=_MAX_LIMIT)
+            timeline.extend(batch)
+            if len(batch) < _MAX_LIMIT:
+                break
+        return ExecutionDetail(Operation.from_record(record), list(history.entries), timeline)
+
+    def audit_feed(
+        self, flow_id: str | None = None, *, after: int = 0
+    ) -> AsyncIterator[AuditEntry]:
+        """Audit entries as they are stored (one execution's, or every execution's
+        with ``flow_id=None``), oldest first, starting after the ``seq`` ``after``:
+        ``async for entry in engine.audit_feed(): ...``. It never ends by itself
+        (break out, or cancel it). It follows the store, so it sees what workers in
+        other processes record (within ``poll_interval``); keep the last ``seq`` to
+        pick up where a feed left off, e.g. for notifications."""
+        if flow_id is not None:
+            flow_id = validate_flow_id(flow_id)
+        return follow(self, execution_id=flow_id, after=after, poll_interval=self.poll_interval)
+
+    async def _audit(self, flow_id: str, kind: str, step: str | None = None, **data: Any) -> None:
+        await self.store.add_audit([audit_line(flow_id, kind, step, **data)])
+        self.notifier.audited()
 
     def notify(self, flow_id: str) -> None:
         """Wake local `wait` callers of ``flow_id`` (workers call this)."""

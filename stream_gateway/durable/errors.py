@@ -11,6 +11,7 @@ GatewayError
 │   ├── NotWaitingError               FAILED_PRECONDITION  resume of a step not waited on
 │   ├── NotFinishedError              FAILED_PRECONDITION  cleanup of a live execution
 │   ├── CriticalError                 FAILED_PRECONDITION  a step failure never retried
+│   │   └── NoMatchingCaseError       FAILED_PRECONDITION  a switch with no case for its value
 │   ├── StepOutputError               FAILED_PRECONDITION  a step's result fails encoding/`output`
 │   └── LeaseLostError                FAILED_PRECONDITION  another worker owns it now
 ├── ResourceExhaustedError
@@ -62,6 +63,7 @@ __all__ = [
     "JoinError",
     "JournalTooLargeError",
     "LeaseLostError",
+    "NoMatchingCaseError",
     "NotFinishedError",
     "NotWaitingError",
     "RaceError",
@@ -120,6 +122,12 @@ class CriticalError(FailedPreconditionError):
     """Raise inside a step to fail it at once: no further attempts are made."""
 
     code: ClassVar[str] = "critical"
+
+
+class NoMatchingCaseError(CriticalError):
+    """`DurableContext.switch` found no case for its value and has no default."""
+
+    code: ClassVar[str] = "no_matching_case"
 
 
 class StepOutputError(FailedPreconditionError):
@@ -219,6 +227,7 @@ _CODED: tuple[type[GatewayError], ...] = (
     JoinError,
     JournalTooLargeError,
     LeaseLostError,
+    NoMatchingCaseError,
     NotFinishedError,
     NotWaitingError,
     RaceError,

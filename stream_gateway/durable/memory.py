@@ -8,12 +8,13 @@ one instance (that is how the tests simulate restarts). Each method runs without
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from .errors import ExecutionNotFoundError, LeaseLostError
 from .records import (
     FINISHED,
+    AuditEntry,
     ExecutionRecord,
     ExecutionStatus,
     History,
@@ -40,6 +41,8 @@ class InMemoryDurableStore(DurableStore):
         self._waiters: dict[str, set[str]] = {}  # target id -> waiting execution ids
         self._seq = 0
         self._token = 0
+        self._audit: list[AuditEntry] = []
+        self._audit_seq = 0
 
     def _get(self, execution_id: str) -> ExecutionRecord:
         record = self._records.get(execution_id)
@@ -58,7 +61,9 @@ class InMemoryDurableStore(DurableStore):
             raise LeaseLostError(f"lease on flow {lease.execution_id} was lost")
         return record
 
-    async def create(self, record: ExecutionRecord) -> tuple[ExecutionRecord, bool]:
+    async def create(
+        self, record: ExecutionRecord, *, audit: Sequence[AuditEntry] = ()
+    ) -> tuple[ExecutionRecord, bool]:
         existing = self._records.get(record.id)
         if existing is not None:
             return copy.copy(existing), False
@@ -68,6 +73,7 @@ class InMemoryDurableStore(DurableStore):
         self._records[record.id] = stored
         self._journals[record.id] = {}
         self._signals[record.id] = {}
+        self._add(audit)
         return copy.copy(stored), True
 
     async def get(self, execution_id: str) -> ExecutionRecord:
@@ -158,7 +164,13 @@ class InMemoryDurableStore(DurableStore):
         return held
 
     async def append(
-        self, lease: Lease, entry: JournalEntry, now: float, *, consume: Collection[int] = ()
+        self,
+        lease: Lease,
+        entry: JournalEntry,
+        now: float,
+        *,
+        consume: Collection[int] = (),
+        audit: Sequence[AuditEntry] = (),
     ) -> None:
         record = self._fenced(lease)
         journal = self._journals[lease.execution_id]
@@ -173,6 +185,7 @@ class InMemoryDurableStore(DurableStore):
             signals[signal_id] = (signals[signal_id][0], True)
         journal[(entry.branch, entry.key)] = copy.copy(entry)
         record.updated_at = now
+        self._add(audit)
 
     async def prune(self, lease: Lease, branches: Collection[str], now: float) -> None:
         self._fenced(lease)
@@ -191,6 +204,7 @@ class InMemoryDurableStore(DurableStore):
         now: float,
         wait_for: Collection[str] = (),
         signals: Collection[str] = (),
+        audit: Sequence[AuditEntry] = (),
     ) -> None:
         record = self._fenced(lease)
         names = set(signals)
@@ -206,6 +220,7 @@ class InMemoryDurableStore(DurableStore):
         record.due_at = wake_at
         record.lease_owner = None
         record.updated_at = now
+        self._add(audit)
 
     def _end(
         self,
@@ -235,11 +250,20 @@ class InMemoryDurableStore(DurableStore):
         result: str | None,
         error: dict[str, Any] | None,
         now: float,
+        audit: Sequence[AuditEntry] = (),
     ) -> None:
         self._end(self._fenced(lease), status, result, error, now)
+        self._add(audit)
 
     async def send_signal(
-        self, execution_id: str, name: str, payload: str, now: float, *, unique: bool = False
+        self,
+        execution_id: str,
+        name: str,
+        payload: str,
+        now: float,
+        *,
+        unique: bool = False,
+        audit: Sequence[AuditEntry] = (),
     ) -> bool:
         record = self._get(execution_id)
         signals = self._signals[execution_id]
@@ -252,9 +276,12 @@ class InMemoryDurableStore(DurableStore):
         if record.status in ("sleeping", "waiting"):
             record.status, record.blocked_on, record.due_at = "pending", None, now
         record.updated_at = now
+        self._add(audit)
         return True
 
-    async def recover(self, execution_id: str, now: float) -> bool:
+    async def recover(
+        self, execution_id: str, now: float, *, audit: Sequence[AuditEntry] = ()
+    ) -> bool:
         record = self._get(execution_id)
         if record.status != "failed":
             return False
@@ -263,6 +290,7 @@ class InMemoryDurableStore(DurableStore):
             del journal[address]
         record.status, record.error, record.result = "pending", None, None
         record.due_at = record.updated_at = now
+        self._add(audit)
         return True
 
     async def wake(self, execution_id: str, now: float) -> bool:
@@ -272,11 +300,19 @@ class InMemoryDurableStore(DurableStore):
         record.due_at = record.updated_at = now
         return True
 
-    async def cancel(self, execution_id: str, error: dict[str, Any], now: float) -> bool:
+    async def cancel(
+        self,
+        execution_id: str,
+        error: dict[str, Any],
+        now: float,
+        *,
+        audit: Sequence[AuditEntry] = (),
+    ) -> bool:
         record = self._get(execution_id)
         if record.status in FINISHED:
             return False
         self._end(record, "cancelled", None, error, now)
+        self._add(audit)
         return True
 
     async def delete(self, execution_id: str) -> bool:
@@ -287,7 +323,29 @@ class InMemoryDurableStore(DurableStore):
         del self._journals[execution_id]
         del self._signals[execution_id]
         self._waiters.pop(execution_id, None)
+        self._audit = [a for a in self._audit if a.execution_id != execution_id]
         return True
+
+    def _add(self, entries: Sequence[AuditEntry]) -> None:
+        for entry in entries:
+            self._audit_seq += 1
+            stored = copy.deepcopy(entry)
+            stored.seq = self._audit_seq
+            self._audit.append(stored)
+
+    async def add_audit(self, entries: Sequence[AuditEntry]) -> None:
+        self._add(entries)
+
+    async def audit(
+        self, *, execution_id: str | None = None, after: int = 0, limit: int = 1000
+    ) -> list[AuditEntry]:
+        found = []
+        for entry in self._audit:
+            if entry.seq > after and execution_id in (None, entry.execution_id):
+                found.append(copy.deepcopy(entry))
+                if len(found) >= limit:
+                    break
+        return found
 
 
 def _within(branch: str, roots: set[str]) -> bool:

@@ -13,6 +13,7 @@ from .errors import rebuild_error
 
 __all__ = [
     "FINISHED",
+    "AuditEntry",
     "ExecutionRecord",
     "ExecutionStatus",
     "JournalEntry",
@@ -127,6 +128,44 @@ class History:
 
     entries: list[JournalEntry] = field(default_factory=list)
     signals: list[Signal] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class AuditEntry:
+    """One line of an execution's audit timeline: what happened, when.
+
+    ``kind`` says what (``status``, ``step``, ``retry_wait``, ``sleep``,
+    ``signal_sent``, ``signal_consumed``, ``resume``, ``note``, ``switch``,
+    ``rollback``, ``schedule_tick``...), ``step`` the journal path it is about (if
+    any), ``data`` the details (JSON). ``seq`` is assigned by the store: strictly
+    increasing across every execution of the store, so it is a feed cursor.
+    Errors in ``data`` are stored errors (`error_to_record`), operator part included.
+    """
+
+    execution_id: str
+    kind: str
+    at: float
+    step: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0
+
+    def to_json(self, *, operator: bool = True) -> dict[str, Any]:
+        """``{seq, kind, at, step?, data}``; ``operator=False`` drops what only
+        operators may see (the original type and message of non-user errors)."""
+        data = self.data if operator else _redact(self.data)
+        body: dict[str, Any] = {"seq": self.seq, "kind": self.kind, "at": _iso(self.at)}
+        if self.step is not None:
+            body["step"] = self.step
+        body["data"] = data
+        return body
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _redact(v) for k, v in value.items() if k != "operator"}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True, slots=True)

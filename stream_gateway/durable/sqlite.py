@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 from ._sqlite_conn import SqliteConnection
 from .errors import ExecutionNotFoundError, LeaseLostError
-from .records import ExecutionRecord, ExecutionStatus, History, JournalEntry, Lease, Signal
+from .records import (
+    AuditEntry,
+    ExecutionRecord,
+    ExecutionStatus,
+    History,
+    JournalEntry,
+    Lease,
+    Signal,
+)
 from .store import DurableStore
 
 __all__ = ["SqliteDurableStore"]
@@ -67,6 +75,15 @@ CREATE TABLE IF NOT EXISTS signals (
     consumed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS signals_execution ON signals (execution_id, consumed);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    execution_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at REAL NOT NULL,
+    step TEXT,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_execution ON audit (execution_id, seq);
 CREATE TABLE IF NOT EXISTS waits (
     target TEXT NOT NULL,
     waiter TEXT NOT NULL,
@@ -78,7 +95,7 @@ _COLUMNS = (
     "id, flow, status, input, owner, created_at, updated_at, due_at, lease_owner, "
     "lease_token, blocked_on, result, error, seq, parent"
 )
-_VERSION = 2
+_VERSION = 3
 _LIVE = "('pending', 'sleeping', 'waiting', 'running')"
 _FENCE = "id = ? AND status = 'running' AND lease_owner = ? AND lease_token = ?"
 
@@ -100,6 +117,13 @@ def _record(row: tuple[Any, ...]) -> ExecutionRecord:
         error=json.loads(row[12]) if row[12] is not None else None,
         seq=row[13],
         parent=row[14],
+    )
+
+
+def _add_audit(conn: sqlite3.Connection, entries: Sequence[AuditEntry]) -> None:
+    conn.executemany(
+        "INSERT INTO audit (execution_id, kind, at, step, data) VALUES (?, ?, ?, ?, ?)",
+        [(a.execution_id, a.kind, a.at, a.step, json.dumps(a.data)) for a in entries],
     )
 
 
@@ -234,7 +258,9 @@ class SqliteDurableStore(DurableStore):
 
     # -- writes --------------------------------------------------------------------
 
-    async def create(self, record: ExecutionRecord) -> tuple[ExecutionRecord, bool]:
+    async def create(
+        self, record: ExecutionRecord, *, audit: Sequence[AuditEntry] = ()
+    ) -> tuple[ExecutionRecord, bool]:
         def body(conn: sqlite3.Connection) -> tuple[ExecutionRecord, bool]:
             cursor = conn.execute(
                 "INSERT INTO executions (id, flow, status, input, owner, created_at, "
@@ -255,6 +281,8 @@ class SqliteDurableStore(DurableStore):
             row = conn.execute(
                 f"SELECT {_COLUMNS} FROM executions WHERE id = ?", (record.id,)
             ).fetchone()
+            if cursor.rowcount == 1:
+                _add_audit(conn, audit)
             return _record(row), cursor.rowcount == 1
 
         return await self._db.write(body)
@@ -312,7 +340,13 @@ class SqliteDurableStore(DurableStore):
             raise LeaseLostError(f"lease on flow {lease.execution_id} was lost")
 
     async def append(
-        self, lease: Lease, entry: JournalEntry, now: float, *, consume: Collection[int] = ()
+        self,
+        lease: Lease,
+        entry: JournalEntry,
+        now: float,
+        *,
+        consume: Collection[int] = (),
+        audit: Sequence[AuditEntry] = (),
     ) -> None:
         def body(conn: sqlite3.Connection) -> None:
             self._check(conn, lease)
@@ -350,6 +384,7 @@ class SqliteDurableStore(DurableStore):
             )
             if cursor.rowcount != 1:
                 raise ValueError(f"journal entry {entry.path!r} is final")
+            _add_audit(conn, audit)
 
         await self._db.write(body)
 
@@ -377,6 +412,7 @@ class SqliteDurableStore(DurableStore):
         now: float,
         wait_for: Collection[str] = (),
         signals: Collection[str] = (),
+        audit: Sequence[AuditEntry] = (),
     ) -> None:
         names = sorted(set(signals))
 
@@ -406,6 +442,7 @@ class SqliteDurableStore(DurableStore):
                 "lease_owner = NULL, updated_at = ? WHERE id = ?",
                 (status, blocked_on, due, now, lease.execution_id),
             )
+            _add_audit(conn, audit)
 
         await self._db.write(body)
 
@@ -438,10 +475,12 @@ class SqliteDurableStore(DurableStore):
         result: str | None,
         error: dict[str, Any] | None,
         now: float,
+        audit: Sequence[AuditEntry] = (),
     ) -> None:
         def body(conn: sqlite3.Connection) -> None:
             self._check(conn, lease)
             self._end(conn, lease.execution_id, status, result, error, now)
+            _add_audit(conn, audit)
 
         await self._db.write(body)
 
@@ -454,7 +493,14 @@ class SqliteDurableStore(DurableStore):
         return row[0], row[1]
 
     async def send_signal(
-        self, execution_id: str, name: str, payload: str, now: float, *, unique: bool = False
+        self,
+        execution_id: str,
+        name: str,
+        payload: str,
+        now: float,
+        *,
+        unique: bool = False,
+        audit: Sequence[AuditEntry] = (),
     ) -> bool:
         def body(conn: sqlite3.Connection) -> bool:
             status, _ = self._status(conn, execution_id)
@@ -477,11 +523,14 @@ class SqliteDurableStore(DurableStore):
                 "blocked_on = NULL WHERE id = ? AND status IN ('sleeping', 'waiting')",
                 (now, now, execution_id),
             )
+            _add_audit(conn, audit)
             return True
 
         return await self._db.write(body)
 
-    async def recover(self, execution_id: str, now: float) -> bool:
+    async def recover(
+        self, execution_id: str, now: float, *, audit: Sequence[AuditEntry] = ()
+    ) -> bool:
         def body(conn: sqlite3.Connection) -> bool:
             status, _ = self._status(conn, execution_id)
             if status != "failed":
@@ -494,6 +543,7 @@ class SqliteDurableStore(DurableStore):
                 "due_at = ?, updated_at = ? WHERE id = ?",
                 (now, now, execution_id),
             )
+            _add_audit(conn, audit)
             return True
 
         return await self._db.write(body)
@@ -511,12 +561,20 @@ class SqliteDurableStore(DurableStore):
 
         return await self._db.write(body)
 
-    async def cancel(self, execution_id: str, error: dict[str, Any], now: float) -> bool:
+    async def cancel(
+        self,
+        execution_id: str,
+        error: dict[str, Any],
+        now: float,
+        *,
+        audit: Sequence[AuditEntry] = (),
+    ) -> bool:
         def body(conn: sqlite3.Connection) -> bool:
             status, _ = self._status(conn, execution_id)
             if status in ("completed", "failed", "cancelled"):
                 return False
             self._end(conn, execution_id, "cancelled", None, error, now)
+            _add_audit(conn, audit)
             return True
 
         return await self._db.write(body)
@@ -531,8 +589,29 @@ class SqliteDurableStore(DurableStore):
                 ("journal", "execution_id"),
                 ("signals", "execution_id"),
                 ("waits", "waiter"),
+                ("audit", "execution_id"),
             ):
                 conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (execution_id,))
             return True
 
         return await self._db.write(body)
+
+    # -- audit timeline ----------------------------------------------------------------
+
+    async def add_audit(self, entries: Sequence[AuditEntry]) -> None:
+        if entries:
+            await self._db.write(lambda conn: _add_audit(conn, entries))
+
+    async def audit(
+        self, *, execution_id: str | None = None, after: int = 0, limit: int = 1000
+    ) -> list[AuditEntry]:
+        where, params = "seq > ?", [after]
+        if execution_id is not None:
+            where += " AND execution_id = ?"
+            params.append(execution_id)  # type: ignore[arg-type]
+        rows = await self._read(
+            f"SELECT seq, execution_id, kind, at, step, data FROM audit WHERE {where} "
+            "ORDER BY seq LIMIT ?",
+            [*params, limit],
+        )
+        return [AuditEntry(r[1], r[2], r[3], r[4], json.loads(r[5]), r[0]) for r in rows]

@@ -11,6 +11,13 @@ exact lease is current (same worker, same token, status ``running``); otherwise 
 raises `LeaseLostError` and changes nothing. So a worker whose lease lapsed (it
 stalled, or was presumed dead) can never overwrite what its successor did.
 
+Audit timeline: the fenced writes (`append`, `suspend`, `finish`) take ``audit``
+entries (`AuditEntry`) and store them in the same transaction as the write they
+describe, so a step's audit line exists exactly when its journal entry does.
+So do `create`, `send_signal`, `recover` and `cancel` (stored only when the change
+is made). `add_audit` stores lines on their own; `audit` reads them back, per
+execution or as a feed of all.
+
 Times are POSIX seconds given by the caller, so tests and callers agree on "now".
 Missing ids raise `ExecutionNotFoundError` unless a method says otherwise.
 """
@@ -18,11 +25,11 @@ Missing ids raise `ExecutionNotFoundError` unless a method says otherwise.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from types import TracebackType
 from typing import Any, Self
 
-from .records import ExecutionRecord, ExecutionStatus, History, JournalEntry, Lease
+from .records import AuditEntry, ExecutionRecord, ExecutionStatus, History, JournalEntry, Lease
 
 __all__ = ["DurableStore"]
 
@@ -49,8 +56,11 @@ class DurableStore(ABC):
         """Release connections. The data stays (for a persistent store)."""
 
     @abstractmethod
-    async def create(self, record: ExecutionRecord) -> tuple[ExecutionRecord, bool]:
-        """Insert ``record`` unless its id exists; atomically.
+    async def create(
+        self, record: ExecutionRecord, *, audit: Sequence[AuditEntry] = ()
+    ) -> tuple[ExecutionRecord, bool]:
+        """Insert ``record`` unless its id exists; atomically (``audit`` is stored
+        only if it was created now).
 
         Returns the stored record and whether it was created now. An existing id is
         returned unchanged (that is how idempotency keys work: derived ids). The store
@@ -113,7 +123,13 @@ class DurableStore(ABC):
 
     @abstractmethod
     async def append(
-        self, lease: Lease, entry: JournalEntry, now: float, *, consume: Collection[int] = ()
+        self,
+        lease: Lease,
+        entry: JournalEntry,
+        now: float,
+        *,
+        consume: Collection[int] = (),
+        audit: Sequence[AuditEntry] = (),
     ) -> None:
         """Write ``entry`` at its address ``(branch, key)`` (fenced), and mark the
         signals ``consume`` (ids) consumed; atomically.
@@ -139,6 +155,7 @@ class DurableStore(ABC):
         now: float,
         wait_for: Collection[str] = (),
         signals: Collection[str] = (),
+        audit: Sequence[AuditEntry] = (),
     ) -> None:
         """Release the lease and park the execution (fenced) as ``status`` until
         ``wake_at`` (``None``: until a signal, resume or wake).
@@ -158,30 +175,48 @@ class DurableStore(ABC):
         result: str | None,
         error: dict[str, Any] | None,
         now: float,
+        audit: Sequence[AuditEntry] = (),
     ) -> None:
         """End the execution (fenced) as completed/failed, and wake every execution
         waiting for it."""
 
     @abstractmethod
     async def send_signal(
-        self, execution_id: str, name: str, payload: str, now: float, *, unique: bool = False
+        self,
+        execution_id: str,
+        name: str,
+        payload: str,
+        now: float,
+        *,
+        unique: bool = False,
+        audit: Sequence[AuditEntry] = (),
     ) -> bool:
         """Queue a signal for the execution; atomically. A sleeping or waiting
         execution becomes due now. False (nothing stored) if the execution is
-        finished, or with ``unique`` if a signal of that name was ever sent to it."""
+        finished, or with ``unique`` if a signal of that name was ever sent to it.
+        ``audit`` is stored with the signal (not if it is refused)."""
 
     @abstractmethod
-    async def recover(self, execution_id: str, now: float) -> bool:
+    async def recover(
+        self, execution_id: str, now: float, *, audit: Sequence[AuditEntry] = ()
+    ) -> bool:
         """Make a *failed* execution pending and due now, with its failed journal
         entries deleted (those steps run again, their attempts counted afresh).
-        False if it is not failed."""
+        False if it is not failed (then ``audit`` is not stored either)."""
 
     @abstractmethod
     async def wake(self, execution_id: str, now: float) -> bool:
         """Make a pending, sleeping or waiting execution due now. False otherwise."""
 
     @abstractmethod
-    async def cancel(self, execution_id: str, error: dict[str, Any], now: float) -> bool:
+    async def cancel(
+        self,
+        execution_id: str,
+        error: dict[str, Any],
+        now: float,
+        *,
+        audit: Sequence[AuditEntry] = (),
+    ) -> bool:
         """End an unfinished execution as ``cancelled`` with ``error``; atomically.
 
         Its timers are dropped (``due_at=None``), its lease revoked (the worker's next
@@ -190,7 +225,29 @@ class DurableStore(ABC):
 
     @abstractmethod
     async def delete(self, execution_id: str) -> bool:
-        """Remove a *finished* execution with its journal and payloads.
+        """Remove a *finished* execution with its journal, payloads and audit timeline.
 
         False if it is not finished (nothing removed).
         """
+
+    # -- audit timeline ----------------------------------------------------------------
+
+    @abstractmethod
+    async def add_audit(self, entries: Sequence[AuditEntry]) -> None:
+        """Store ``entries`` (not fenced), atomically, in their order.
+
+        Each gets the next ``seq`` of the store (strictly increasing across all
+        executions, never reused; the ``seq`` given is ignored). Whether the
+        execution exists is not checked. The fenced writes' ``audit`` argument
+        follows the same rules, inside their own transaction (and stores nothing
+        if the write is refused).
+        """
+
+    @abstractmethod
+    async def audit(
+        self, *, execution_id: str | None = None, after: int = 0, limit: int = 1000
+    ) -> list[AuditEntry]:
+        """Audit entries with ``seq > after``, oldest first, at most ``limit``: one
+        execution's timeline, or (``execution_id=None``) every execution's, which
+        is how feeds follow the store (pass the last ``seq`` seen as ``after``).
+        An unknown execution simply has none."""
