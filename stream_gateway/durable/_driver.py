@@ -19,6 +19,7 @@ import anyio
 
 from .._errors import GatewayError, InternalError
 from .._json import loads
+from ._compensation import fail_with_rollback
 from ._replay import Abandon, Cursor, ProbeFound, Run, Suspend, classify
 from ._steps import check_size
 from ._time import MAX_TS
@@ -27,6 +28,7 @@ from .errors import (
     DurableStoreError,
     DurableUsageError,
     LeaseLostError,
+    RollbackError,
     error_to_record,
     public_error,
 )
@@ -112,6 +114,15 @@ async def _conclude(
             suspend = Suspend.merge(suspends)
         else:
             error = InternalError("the flow ended by a control-flow exception it caught")
+    if isinstance(error, RollbackError):
+        try:
+            error, rolling = await fail_with_rollback(run, error)
+        except Abandon:
+            logger.warning("flow %s stopped: %s; it will replay", record.id, run.abandoned)
+            await _hand_back(store, lease, time.time() + RETRY_LATER)
+            return None
+        if rolling is not None:
+            suspend = rolling
     if error is None and suspend is None and forgotten:
         error = DurableUsageError(
             f"{forgotten[0]} was never awaited: add `await` (a durable call that is not "

@@ -29,7 +29,7 @@ from .._codec import Codec
 from .._errors import InvalidArgumentError
 from .._json import JsonValue, dumps, loads
 from ..flow import Flow, FlowContext
-from . import _branches, _decisions
+from . import _branches, _compensation, _decisions
 from ._decisions import Case
 from ._ids import validate_flow_id
 from ._replay import Cursor, ProbeFound, Run, Suspend
@@ -38,6 +38,7 @@ from ._time import epoch, seconds
 from .definition import DurableFlow, RetryPolicy
 from .errors import (
     ExecutionNotFoundError,
+    RollbackError,
     SignalTimeoutError,
     error_to_record,
 )
@@ -151,6 +152,7 @@ class DurableContext:
         retry: RetryPolicy | None = DEFAULT_RETRY,
         timeout: float | None = None,
         output: type[T],
+        rollback: Callable[[Any], Any] | None = None,
     ) -> Coroutine[Any, Any, T]: ...
 
     @overload
@@ -162,6 +164,7 @@ class DurableContext:
         retry: RetryPolicy | None = DEFAULT_RETRY,
         timeout: float | None = None,
         output: None = None,
+        rollback: Callable[[Any], Any] | None = None,
     ) -> Coroutine[Any, Any, Any]: ...
 
     def run(
@@ -172,6 +175,7 @@ class DurableContext:
         retry: RetryPolicy | None = DEFAULT_RETRY,
         timeout: float | None = None,
         output: Any = None,
+        rollback: Callable[[Any], Any] | None = None,
     ) -> Coroutine[Any, Any, Any]:
         """Run ``fn`` once, as the step ``name``, and memoize its result.
 
@@ -189,13 +193,25 @@ class DurableContext:
         a `CriticalError` is not retried; the last failure raises `StepExhaustedError`.
         Once completed, never run again; if the process dies while ``fn`` runs, it
         runs again (at-least-once).
+
+        ``rollback=undo`` registers ``undo(result)`` (sync or async) as the step's
+        compensation once it completed: see `rollback_checkpoint`. Raising
+        `RollbackError` in ``fn`` rolls the execution back and fails it.
         """
         codec = Codec(output)
         limit = seconds(timeout, "timeout") if timeout is not None else None
 
         async def body(pos: int, key: str) -> Any:
-            raw = await attempt(self._cursor, pos, "step", key, fn, _encoder(codec), retry, limit)
-            return _decode(raw, codec)
+            cursor = self._cursor
+            try:
+                raw = await attempt(cursor, pos, "step", key, fn, _encoder(codec), retry, limit)
+            except RollbackError as exc:
+                self._run.fatal = self._run.fatal or exc
+                raise
+            value = _decode(raw, codec)
+            if rollback is not None:
+                _compensation.register(cursor, key, rollback, value, retry)
+            return value
 
         return self._call("step", name, body)
 
@@ -655,6 +671,45 @@ class DurableContext:
             raise InvalidArgumentError("kind names the removed call's journal kind")
         return self._call(
             kind, name, lambda pos, key: _decisions.placeholder(self._cursor, pos, kind, key)
+        )
+
+    # -- compensation ----------------------------------------------------------------
+
+    def rollback_checkpoint(self, name: str) -> Coroutine[Any, Any, None]:
+        """Start the compensable region: a later rollback runs the ``rollback=``
+        handlers of the steps completed after this point (the last checkpoint
+        reached counts), newest first. Without one, a rollback fails the execution
+        with `RollbackCheckpointError`."""
+
+        async def body(pos: int, key: str) -> None:
+            run, cursor = self._run, self._cursor
+            if (cursor.branch, key) not in run.entries:
+                now = time.time()
+                await run.write(
+                    JournalEntry(
+                        pos,
+                        "checkpoint",
+                        key,
+                        "completed",
+                        "null",
+                        started_at=now,
+                        finished_at=now,
+                        branch=cursor.branch,
+                    )
+                )
+            _compensation.checkpoint(run)
+
+        return self._call("checkpoint", name, body)
+
+    def rollback(self) -> Coroutine[Any, Any, None]:
+        """Roll back now: status ``rolling_back`` while the handlers registered since
+        the last checkpoint run, newest first, each exactly once across crashes
+        (one in flight at a crash runs again; failures are retried with its step's
+        policy); then the status is ``running`` again and the flow decides how the
+        execution ends. A handler that exhausts its retries fails the execution
+        with `RollbackFailedError`. Recorded: a replay does not roll back again."""
+        return self._call(
+            "rollback", "rollback", lambda pos, key: _compensation.manual(self._cursor, pos, key)
         )
 
     def _branch(self, cursor: Cursor) -> DurableContext:

@@ -27,10 +27,11 @@ from .._errors import (
 from .._json import JsonValue, dumps
 from ._ids import derive_flow_id, new_flow_id, validate_flow_id
 from ._replay import WAKE
+from ._schedules import check_spec, next_tick
 from ._time import due_time
 from ._timeline import ExecutionDetail, audit_line, follow
 from .definition import DurableFlow
-from .errors import NotFinishedError, NotWaitingError, error_to_record
+from .errors import NotFinishedError, NotWaitingError, ScheduleNotFoundError, error_to_record
 from .records import (
     STATUSES,
     AuditEntry,
@@ -38,7 +39,9 @@ from .records import (
     ExecutionStatus,
     JournalEntry,
     Operation,
+    Overlap,
     Page,
+    Schedule,
 )
 from .store import DurableStore
 
@@ -473,6 +476,153 @@ class DurableEngine:
     async def _audit(self, flow_id: str, kind: str, step: str | None = None, **data: Any) -> None:
         await self.store.add_audit([audit_line(flow_id, kind, step, **data)])
         self.notifier.audited()
+
+    # -- recurring schedules -----------------------------------------------------------
+
+    async def ensure_schedule(
+        self,
+        flow: str | DurableFlow[Any, Any],
+        input: Any = None,
+        *,
+        id: str,
+        cron: str | None = None,
+        interval: float | timedelta | None = None,
+        timezone: str = "UTC",
+        overlap: Overlap = "skip",
+        owner: str | None = None,
+    ) -> Schedule:
+        """Make sure the recurring schedule ``id`` exists with this definition: ``flow``
+        started with ``input`` at every tick of ``cron`` (5 fields, wall-clock time
+        in ``timezone``, an IANA name) or every ``interval``.
+
+        Idempotent: calling it again (every app start) with the same definition
+        changes nothing; with another definition it updates the schedule (as
+        `update_schedule`); a paused schedule stays paused. An id taken by another
+        owner raises `AlreadyExistsError`. Every worker fires due ticks; each tick
+        starts exactly one execution (its id derived from the schedule id and the
+        tick). ``overlap="skip"`` skips a tick while the previous execution is
+        unfinished; ``"allow"`` starts it anyway. `InvalidArgumentError` for a bad
+        cron expression, interval, timezone, overlap or input.
+        """
+        definition = self.flow(flow)
+        schedule_id = validate_flow_id(id)
+        cron_text, seconds = check_spec(cron, interval, timezone, overlap)
+        now = time.time()
+        wanted = Schedule(
+            id=schedule_id,
+            flow=definition.name,
+            input=definition.dump_input(input),
+            owner=owner,
+            cron=cron_text,
+            interval=seconds,
+            timezone=timezone,
+            overlap=overlap,
+            created_at=now,
+            updated_at=now,
+        )
+        wanted.next_at = next_tick(wanted, now)
+        stored, created = await self.store.create_schedule(wanted)
+        if created:
+            self.notifier.due()
+            return stored
+        if stored.owner != owner:
+            raise AlreadyExistsError(f"schedule id {schedule_id!r} is taken")
+        same = (stored.flow, stored.input, stored.cron, stored.interval, stored.timezone) == (
+            wanted.flow,
+            wanted.input,
+            wanted.cron,
+            wanted.interval,
+            wanted.timezone,
+        )
+        if same and stored.overlap == overlap:
+            return stored
+        stored.flow, stored.input, stored.overlap = wanted.flow, wanted.input, overlap
+        if not same:
+            stored.cron, stored.interval, stored.timezone = cron_text, seconds, timezone
+            stored.next_at = next_tick(stored, now)
+        return await self._put_schedule(stored, now)
+
+    async def update_schedule(
+        self,
+        schedule_id: str,
+        *,
+        input: Any = ...,
+        cron: str | None = None,
+        interval: float | timedelta | None = None,
+        timezone: str | None = None,
+        overlap: Overlap | None = None,
+    ) -> Schedule:
+        """Change what is given: ``input``, the timing (``cron`` or ``interval``, and
+        ``timezone``) or ``overlap``. A new timing takes effect at once: the next
+        tick is recomputed from now. `ScheduleNotFoundError` for an unknown id."""
+        stored = await self.get_schedule(schedule_id)
+        now = time.time()
+        if input is not ...:
+            stored.input = self.flow(stored.flow).dump_input(input)
+        if cron is not None or interval is not None or timezone is not None:
+            if cron is None and interval is None:
+                cron, interval = stored.cron, stored.interval
+            zone_name = timezone or stored.timezone
+            stored.cron, stored.interval = check_spec(
+                cron, interval, zone_name, overlap or stored.overlap
+            )
+            stored.timezone = zone_name
+            stored.next_at = next_tick(stored, now)
+        if overlap is not None:
+            check_spec(stored.cron, stored.interval, stored.timezone, overlap)
+            stored.overlap = overlap
+        return await self._put_schedule(stored, now)
+
+    async def pause_schedule(self, schedule_id: str) -> Schedule:
+        """Stop firing ticks (executions already started go on). Idempotent."""
+        stored = await self.get_schedule(schedule_id)
+        stored.paused = True
+        return await self._put_schedule(stored, time.time())
+
+    async def resume_schedule(self, schedule_id: str) -> Schedule:
+        """Fire ticks again, from the first one after now (ticks that fell while it
+        was paused do not fire). Idempotent."""
+        stored = await self.get_schedule(schedule_id)
+        if not stored.paused:
+            return stored
+        now = time.time()
+        stored.paused = False
+        stored.next_at = next_tick(stored, now)
+        return await self._put_schedule(stored, now)
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        """The schedule, with its next tick (``next_at``) and its last one;
+        `ScheduleNotFoundError` for an unknown id."""
+        return await self.store.get_schedule(validate_flow_id(schedule_id))
+
+    async def list_schedules(
+        self,
+        *,
+        owner: str | None = None,
+        any_owner: bool = True,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> builtins.list[Schedule]:
+        """Schedules by id (those after the id ``after``); ``any_owner=False`` lists
+        only ``owner``'s. `InvalidArgumentError` for a limit outside 1-1000."""
+        if not 1 <= limit <= _MAX_LIMIT:
+            raise InvalidArgumentError(f"limit must be within 1-{_MAX_LIMIT}")
+        return await self.store.list_schedules(
+            owner=owner, any_owner=any_owner, after=after, limit=limit
+        )
+
+    async def remove_schedule(self, schedule_id: str) -> None:
+        """Delete the schedule for good (its executions stay);
+        `ScheduleNotFoundError` if there is none."""
+        if not await self.store.delete_schedule(validate_flow_id(schedule_id)):
+            raise ScheduleNotFoundError("schedule not found")
+
+    async def _put_schedule(self, schedule: Schedule, now: float) -> Schedule:
+        schedule.updated_at = now
+        if not await self.store.put_schedule(schedule):
+            raise ScheduleNotFoundError("schedule not found")
+        self.notifier.due()
+        return schedule
 
     def notify(self, flow_id: str) -> None:
         """Wake local `wait` callers of ``flow_id`` (workers call this)."""

@@ -11,7 +11,7 @@ import copy
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from .errors import ExecutionNotFoundError, LeaseLostError
+from .errors import ExecutionNotFoundError, LeaseLostError, ScheduleNotFoundError
 from .records import (
     FINISHED,
     AuditEntry,
@@ -20,13 +20,15 @@ from .records import (
     History,
     JournalEntry,
     Lease,
+    Schedule,
     Signal,
 )
 from .store import DurableStore
 
 __all__ = ["InMemoryDurableStore"]
 
-_DUE_STATUSES = frozenset({"pending", "sleeping", "waiting", "running"})
+_DUE_STATUSES = frozenset({"pending", "sleeping", "waiting", "running", "rolling_back"})
+_LEASED = frozenset({"running", "rolling_back"})
 
 
 class InMemoryDurableStore(DurableStore):
@@ -43,6 +45,7 @@ class InMemoryDurableStore(DurableStore):
         self._token = 0
         self._audit: list[AuditEntry] = []
         self._audit_seq = 0
+        self._schedules: dict[str, Schedule] = {}
 
     def _get(self, execution_id: str) -> ExecutionRecord:
         record = self._records.get(execution_id)
@@ -54,7 +57,7 @@ class InMemoryDurableStore(DurableStore):
         record = self._records.get(lease.execution_id)
         if (
             record is None
-            or record.status != "running"
+            or record.status not in _LEASED
             or record.lease_owner != lease.worker
             or record.lease_token != lease.token
         ):
@@ -133,14 +136,14 @@ class InMemoryDurableStore(DurableStore):
             and r.flow in names
             and (
                 (r.due_at is not None and r.due_at <= now)
-                or (reclaim_own and r.status == "running" and r.lease_owner == worker)
+                or (reclaim_own and r.status in _LEASED and r.lease_owner == worker)
             )
         ]
         due.sort(key=lambda r: (r.due_at or 0.0, r.seq))
         claimed = []
         for record in due[:limit]:
             self._token += 1
-            record.status = "running"
+            record.status = "rolling_back" if record.status == "rolling_back" else "running"
             record.lease_owner = worker
             record.lease_token = self._token
             record.due_at = lease_until
@@ -155,7 +158,7 @@ class InMemoryDurableStore(DurableStore):
             record = self._records.get(lease.execution_id)
             if (
                 record is not None
-                and record.status == "running"
+                and record.status in _LEASED
                 and record.lease_owner == worker
                 and record.lease_token == lease.token
             ):
@@ -184,6 +187,21 @@ class InMemoryDurableStore(DurableStore):
         for signal_id in consume:
             signals[signal_id] = (signals[signal_id][0], True)
         journal[(entry.branch, entry.key)] = copy.copy(entry)
+        record.updated_at = now
+        self._add(audit)
+
+    async def set_status(
+        self,
+        lease: Lease,
+        status: ExecutionStatus,
+        now: float,
+        *,
+        audit: Sequence[AuditEntry] = (),
+    ) -> None:
+        if status not in _LEASED:
+            raise ValueError(f"set_status takes running or rolling_back, not {status!r}")
+        record = self._fenced(lease)
+        record.status = status
         record.updated_at = now
         self._add(audit)
 
@@ -346,6 +364,74 @@ class InMemoryDurableStore(DurableStore):
                 if len(found) >= limit:
                     break
         return found
+
+    # -- recurring schedules -----------------------------------------------------------
+
+    async def create_schedule(self, schedule: Schedule) -> tuple[Schedule, bool]:
+        existing = self._schedules.get(schedule.id)
+        if existing is not None:
+            return copy.copy(existing), False
+        self._schedules[schedule.id] = copy.copy(schedule)
+        return copy.copy(schedule), True
+
+    async def put_schedule(self, schedule: Schedule) -> bool:
+        if schedule.id not in self._schedules:
+            return False
+        self._schedules[schedule.id] = copy.copy(schedule)
+        return True
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        found = self._schedules.get(schedule_id)
+        if found is None:
+            raise ScheduleNotFoundError("schedule not found")
+        return copy.copy(found)
+
+    async def list_schedules(
+        self,
+        *,
+        owner: str | None = None,
+        any_owner: bool = True,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> list[Schedule]:
+        found = [
+            copy.copy(s)
+            for _, s in sorted(self._schedules.items())
+            if (after is None or s.id > after) and (any_owner or s.owner == owner)
+        ]
+        return found[:limit]
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        return self._schedules.pop(schedule_id, None) is not None
+
+    async def due_schedules(self, now: float, limit: int) -> list[Schedule]:
+        due = [
+            s
+            for s in self._schedules.values()
+            if not s.paused and s.next_at is not None and s.next_at <= now
+        ]
+        due.sort(key=lambda s: (s.next_at or 0.0, s.id))
+        return [copy.copy(s) for s in due[:limit]]
+
+    async def fire_schedule(
+        self,
+        schedule_id: str,
+        *,
+        tick: float,
+        next_at: float | None,
+        execution: ExecutionRecord | None,
+        now: float,
+        audit: Sequence[AuditEntry] = (),
+    ) -> bool:
+        schedule = self._schedules.get(schedule_id)
+        if schedule is None or schedule.paused or schedule.next_at != tick:
+            return False
+        if execution is not None:
+            await self.create(execution)
+            schedule.last_execution = execution.id
+        schedule.next_at, schedule.last_tick, schedule.updated_at = next_at, tick, now
+        self._add(audit)
+        return True
 
 
 def _within(branch: str, roots: set[str]) -> bool:

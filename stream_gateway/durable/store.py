@@ -6,9 +6,10 @@ waits for whom". It knows nothing of flows or steps: the engine above decides
 what to write; the store makes each write atomic and fenced.
 
 Fencing: a worker acts on an execution only under a `Lease` got from `claim`. Every
-write made under a lease (`append`, `suspend`, `finish`) succeeds only while that
-exact lease is current (same worker, same token, status ``running``); otherwise it
-raises `LeaseLostError` and changes nothing. So a worker whose lease lapsed (it
+write made under a lease (`append`, `suspend`, `finish`, `set_status`, `prune`)
+succeeds only while that exact lease is current (same worker, same token, status
+``running`` or ``rolling_back``); otherwise it raises `LeaseLostError` and changes
+nothing. So a worker whose lease lapsed (it
 stalled, or was presumed dead) can never overwrite what its successor did.
 
 Audit timeline: the fenced writes (`append`, `suspend`, `finish`) take ``audit``
@@ -29,7 +30,15 @@ from collections.abc import Collection, Sequence
 from types import TracebackType
 from typing import Any, Self
 
-from .records import AuditEntry, ExecutionRecord, ExecutionStatus, History, JournalEntry, Lease
+from .records import (
+    AuditEntry,
+    ExecutionRecord,
+    ExecutionStatus,
+    History,
+    JournalEntry,
+    Lease,
+    Schedule,
+)
 
 __all__ = ["DurableStore"]
 
@@ -110,10 +119,12 @@ class DurableStore(ABC):
     ) -> list[ExecutionRecord]:
         """Atomically take up to ``limit`` due executions of ``flows``, earliest due first.
 
-        Due: pending/sleeping/waiting with ``due_at <= now``, or running with a lapsed
-        lease (``due_at <= now``); with ``reclaim_own`` also running ones leased to
-        ``worker`` (a restarted worker taking back its own). Each claimed record comes
-        back ``running`` with ``lease_owner=worker``, a fresh ``lease_token`` and
+        Due: pending/sleeping/waiting/rolling_back with ``due_at <= now``, or
+        running/rolling_back with a lapsed lease (``due_at <= now``); with
+        ``reclaim_own`` also running/rolling_back ones leased to ``worker`` (a
+        restarted worker taking back its own). Each claimed record comes back
+        ``running`` (``rolling_back`` stays ``rolling_back``: a compensation in
+        progress) with ``lease_owner=worker``, a fresh ``lease_token`` and
         ``due_at=lease_until``. Two concurrent claims never return the same execution.
         """
 
@@ -140,6 +151,19 @@ class DurableStore(ABC):
         """
 
     @abstractmethod
+    async def set_status(
+        self,
+        lease: Lease,
+        status: ExecutionStatus,
+        now: float,
+        *,
+        audit: Sequence[AuditEntry] = (),
+    ) -> None:
+        """Switch a leased execution between ``running`` and ``rolling_back`` (fenced,
+        the lease kept), with ``audit``; atomically. Any other status is a
+        `ValueError` (nothing written)."""
+
+    @abstractmethod
     async def prune(self, lease: Lease, branches: Collection[str], now: float) -> None:
         """Delete the entries of ``branches`` and of the branches nested in them
         (``b/...``), fenced: what a loop forgets of its old iterations."""
@@ -158,7 +182,9 @@ class DurableStore(ABC):
         audit: Sequence[AuditEntry] = (),
     ) -> None:
         """Release the lease and park the execution (fenced) as ``status`` until
-        ``wake_at`` (``None``: until a signal, resume or wake).
+        ``wake_at`` (``None``: until a signal, resume or wake). A ``rolling_back``
+        execution parked this way (a rollback handler's retry backoff) is claimed
+        again as ``rolling_back``.
 
         With ``wait_for``, the execution is woken when any of those executions
         finishes; if one already has (or does not exist), it is due at once. With
@@ -251,3 +277,59 @@ class DurableStore(ABC):
         execution's timeline, or (``execution_id=None``) every execution's, which
         is how feeds follow the store (pass the last ``seq`` seen as ``after``).
         An unknown execution simply has none."""
+
+    # -- recurring schedules -----------------------------------------------------------
+
+    @abstractmethod
+    async def create_schedule(self, schedule: Schedule) -> tuple[Schedule, bool]:
+        """Insert ``schedule`` unless its id exists; atomically. Returns the stored
+        schedule and whether it was created now (an existing one is unchanged)."""
+
+    @abstractmethod
+    async def put_schedule(self, schedule: Schedule) -> bool:
+        """Replace the stored schedule of that id with ``schedule``, every field;
+        atomically. False (nothing written) if no schedule has that id."""
+
+    @abstractmethod
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        """The schedule; `ScheduleNotFoundError` for an unknown id."""
+
+    @abstractmethod
+    async def list_schedules(
+        self,
+        *,
+        owner: str | None = None,
+        any_owner: bool = True,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> list[Schedule]:
+        """Schedules ordered by id, those with ``id > after``; ``any_owner=False``
+        keeps only ``owner``'s (``None``: no owner)."""
+
+    @abstractmethod
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        """Remove the schedule (its executions stay). False if there was none."""
+
+    @abstractmethod
+    async def due_schedules(self, now: float, limit: int) -> list[Schedule]:
+        """Up to ``limit`` schedules not paused with ``next_at <= now``, earliest first."""
+
+    @abstractmethod
+    async def fire_schedule(
+        self,
+        schedule_id: str,
+        *,
+        tick: float,
+        next_at: float | None,
+        execution: ExecutionRecord | None,
+        now: float,
+        audit: Sequence[AuditEntry] = (),
+    ) -> bool:
+        """Fire the tick ``tick`` of a schedule, once; atomically.
+
+        Only if the schedule exists, is not paused and its ``next_at`` is exactly
+        ``tick``: sets ``next_at``, ``last_tick=tick``, and with ``execution`` creates
+        it (insert-or-get by id, as `create`) and sets ``last_execution`` to its id;
+        stores ``audit``. Returns whether it fired: of several workers firing one
+        tick concurrently exactly one gets True; the others change nothing.
+        """

@@ -166,3 +166,61 @@ async def test_a_sync_step_longer_than_the_lease_runs_once_across_two_workers(
                     proc.send_signal(signal.SIGTERM)
     assert final.status == "completed" and final.response == 1
     assert len(log.read_text().splitlines()) == 1
+
+
+HANDLERS = 3
+ROLLBACK_KILLS = 20
+
+
+async def test_sigkills_during_a_rollback_run_each_handler_once_in_reverse(
+    tmp_path: Path,
+) -> None:
+    db, log = tmp_path / "durable.sqlite3", tmp_path / "undo.log"
+    engine = DurableEngine(FLOWS, store=SqliteDurableStore(db))
+    rng = random.Random(4321)
+    in_flight_at_kill: Counter[int] = Counter()
+    keys = [f"undo:s{i}" for i in reversed(range(HANDLERS))]  # the order they run in
+    async with engine:
+        op = await engine.schedule(
+            "compensated", Job(log=str(log), steps=HANDLERS, delay=5 * DELAY)
+        )
+        with anyio.fail_after(120):
+            unfinished = keys
+            spare = await WorkerProcess.spawn(db, "--worker-id", "w", "--lease", "2")
+            for kill in range(ROLLBACK_KILLS):
+                ahead = len(unfinished) / (ROLLBACK_KILLS - kill) < HANDLERS / ROLLBACK_KILLS
+                delay = rng.uniform(0, (2.0 if ahead else 6.0) * DELAY)
+                worker = spare
+                await worker.go()
+                spare = await WorkerProcess.spawn(db, "--worker-id", "w", "--lease", "2")
+                await anyio.sleep(delay)
+                await worker.kill()  # SIGKILL
+                done = {
+                    e.key
+                    for e in await engine.history(op.name)
+                    if e.branch == "$rollback" and e.status == "completed"
+                }
+                unfinished = [k for k in keys if k not in done]
+                if unfinished:
+                    in_flight_at_kill[int(unfinished[0].removeprefix("undo:s"))] += 1
+            await spare.go()
+            final = await engine.wait(op.name)
+            spare.proc.send_signal(signal.SIGTERM)
+            await spare.proc.wait()
+            await spare.kill()
+        detail = await engine.detail(op.name)
+
+    assert final.status == "failed" and final.error is not None
+    assert final.error.message == "declined", final.to_json()
+    assert "rolling_back" in [a.data.get("status") for a in detail.timeline]
+    ran = [int(line.split()[1]) for line in log.read_text().splitlines()]
+    counts = Counter(ran)
+    for i in range(HANDLERS):
+        assert counts[i] >= 1, f"handler {i} never ran"
+        assert counts[i] - 1 <= in_flight_at_kill[i], (
+            f"handler {i} ran {counts[i]} times but was in flight at only "
+            f"{in_flight_at_kill[i]} kills: a completed handler ran again"
+        )
+    assert list(dict.fromkeys(ran)) == list(reversed(range(HANDLERS)))  # reverse order
+    print(f"in flight at kills: {dict(in_flight_at_kill)}; runs: {dict(counts)}")
+    assert sum(in_flight_at_kill.values()) >= ROLLBACK_KILLS // 2
