@@ -2,6 +2,7 @@
 
 ```
 GET    /                      the durable flows with their JSON Schemas
+GET    /{flow}/shape          the flow's static shape (`DurableEngine.describe`)
 POST   /{flow}                schedule: {"data", "delay"?, "at"?, "idempotencyKey"?}
 GET    /ops                   list the caller's: ?status=&flow=&cursor=&limit=
 GET    /ops/{id}              the operation
@@ -140,6 +141,9 @@ class _DurableEndpoints:
             for f in self.engine.flows.values()
         ]
         return JSONResponse({"flows": flows})
+
+    async def shape(self, request: Request, owner: str | None) -> Response:
+        return JSONResponse(await self.engine.describe(request.path_params["flow"]))
 
     async def schedule(self, request: Request, owner: str | None) -> Response:
         flow = self.engine.flow(request.path_params["flow"])
@@ -296,5 +300,6 @@ def durable_routes(
             Route("/schedules/{id}/pause", e.guarded(e.pause_schedule), methods=["POST"]),
             Route("/schedules/{id}/resume", e.guarded(e.resume_schedule), methods=["POST"]),
             Route("/{flow}", e.guarded(e.schedule), methods=["POST"]),
+            Route("/{flow}/shape", e.guarded(e.shape), methods=["GET"]),
         ],
     )

@@ -32,7 +32,7 @@ from .errors import (
     error_to_record,
     public_error,
 )
-from .records import ExecutionRecord, Lease
+from .records import ExecutionRecord, ExecutionStatus, Lease
 
 __all__ = ["RETRY_LATER", "probe", "replay"]
 
@@ -85,7 +85,7 @@ async def replay(
     except LeaseLostError:
         logger.warning("flow %s: lease lost before its end was recorded", record.id)
     except DurableStoreError:
-        await _hand_back(store, lease, time.time() + RETRY_LATER)
+        await _hand_back(store, lease, time.time() + RETRY_LATER, _parked(run))
     return None
 
 
@@ -97,7 +97,7 @@ async def _conclude(
     forgotten = run.forgotten()
     if run.abandoned is not None:
         logger.warning("flow %s stopped: %s; it will replay", record.id, run.abandoned)
-        await _hand_back(store, lease, time.time() + RETRY_LATER)
+        await _hand_back(store, lease, time.time() + RETRY_LATER, _parked(run))
         return None
     error: BaseException | None = run.fatal
     suspend: Suspend | None = None
@@ -106,7 +106,7 @@ async def _conclude(
     elif error is None and caught is not None:
         suspends, controls, errors = classify(caught)
         if any(isinstance(c, Abandon) for c in controls):
-            await _hand_back(store, lease, time.time() + RETRY_LATER)
+            await _hand_back(store, lease, time.time() + RETRY_LATER, _parked(run))
             return None
         if errors:
             error = errors[0]
@@ -119,7 +119,7 @@ async def _conclude(
             error, rolling = await fail_with_rollback(run, error)
         except Abandon:
             logger.warning("flow %s stopped: %s; it will replay", record.id, run.abandoned)
-            await _hand_back(store, lease, time.time() + RETRY_LATER)
+            await _hand_back(store, lease, time.time() + RETRY_LATER, _parked(run))
             return None
         if rolling is not None:
             suspend = rolling
@@ -174,13 +174,20 @@ async def _conclude(
     return None
 
 
-async def _hand_back(store: Any, lease: Lease, when: float) -> None:
+def _parked(run: Run) -> ExecutionStatus:
+    """How a run handed back is parked: a rollback in progress stays ``rolling_back``."""
+    return "rolling_back" if run.record.status == "rolling_back" else "pending"
+
+
+async def _hand_back(
+    store: Any, lease: Lease, when: float, status: ExecutionStatus = "pending"
+) -> None:
     """Release the execution to be replayed at ``when`` (best effort: if the store is
     down, the lease lapses and any worker takes it then)."""
     try:
         with anyio.CancelScope(shield=True):
             await store.suspend(
-                lease, status="pending", blocked_on=None, wake_at=when, now=time.time()
+                lease, status=status, blocked_on=None, wake_at=when, now=time.time()
             )
     except (LeaseLostError, DurableStoreError):
         pass

@@ -477,6 +477,22 @@ class DurableEngine:
         await self.store.add_audit([audit_line(flow_id, kind, step, **data)])
         self.notifier.audited()
 
+    async def describe(
+        self, flow: str | DurableFlow[Any, Any], sample_input: Any = None
+    ) -> dict[str, Any]:
+        """The static shape of a flow, JSON: ``{flow, description, input, output,
+        nodes, complete}``. Nodes (``type``: step, action, poll, sleep, interrupt with
+        its schema, signal, messages, wait_for, join/race with their branches, loop
+        with one iteration's body, switch with its cases, note, removed, checkpoint,
+        rollback, value) are recorded by running the flow against a recording context:
+        no step body runs and nothing is stored. Durable calls return a placeholder
+        that is truthy, so the shape follows the path where every check passes;
+        ``complete`` is false if the flow failed on a placeholder or made over 500
+        calls. ``sample_input`` (validated) replaces the placeholder input."""
+        from ._describe import describe_flow
+
+        return await describe_flow(self.flow(flow), sample_input)
+
     # -- recurring schedules -----------------------------------------------------------
 
     async def ensure_schedule(

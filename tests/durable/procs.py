@@ -136,7 +136,19 @@ async def compensated(job: Job, ctx: DurableContext) -> int:
     return 0
 
 
-FLOWS: list[DurableFlow[Any, Any]] = [counted, guarded, fanned, blocking, compensated]
+@durable_flow(input=str, output=int)
+async def ticked(log: str, ctx: DurableContext) -> int:
+    """Started by a recurring schedule: one step logs this execution's id and pid."""
+
+    def step() -> int:
+        _append(log, f"{ctx.flow_id} {os.getpid()}")
+        return 1
+
+    done: int = await ctx.run("log", step)
+    return done
+
+
+FLOWS: list[DurableFlow[Any, Any]] = [counted, guarded, fanned, blocking, compensated, ticked]
 
 ROOT = Path(__file__).resolve().parents[2]
 

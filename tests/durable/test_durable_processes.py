@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from stream_gateway.durable import DurableEngine, SqliteDurableStore
+from stream_gateway.durable._schedules import tick_execution_id
 
 from .procs import FLOWS, Fan, Job, WorkerProcess, worker_process
 
@@ -224,3 +225,50 @@ async def test_sigkills_during_a_rollback_run_each_handler_once_in_reverse(
     assert list(dict.fromkeys(ran)) == list(reversed(range(HANDLERS)))  # reverse order
     print(f"in flight at kills: {dict(in_flight_at_kill)}; runs: {dict(counts)}")
     assert sum(in_flight_at_kill.values()) >= ROLLBACK_KILLS // 2
+
+
+async def test_three_worker_processes_start_exactly_one_execution_per_tick(
+    tmp_path: Path,
+) -> None:
+    db, log = tmp_path / "durable.sqlite3", tmp_path / "ticks.log"
+    engine = DurableEngine(FLOWS, store=SqliteDurableStore(db))
+    interval = 0.5
+    async with engine:
+        async with (
+            worker_process(db, "--lease", "2") as a,
+            worker_process(db, "--lease", "2") as b,
+            worker_process(db, "--lease", "2") as c,
+        ):
+            first = await engine.ensure_schedule(
+                "ticked", str(log), id="half-second", interval=interval, overlap="allow"
+            )
+            await anyio.sleep(10)
+            await engine.pause_schedule("half-second")
+            await anyio.sleep(1)  # a tick fired just before the pause may still run
+            with anyio.fail_after(30):
+                while True:
+                    ops = (await engine.list(flow="ticked", limit=1000)).items
+                    if all(op.done for op in ops):
+                        break
+                    await anyio.sleep(0.05)
+            paused_count = len(ops)
+            await anyio.sleep(2 * interval)
+            assert len((await engine.list(flow="ticked", limit=1000)).items) == paused_count
+            await engine.remove_schedule("half-second")
+            pids = {p.pid for p in (a, b, c)}
+        ticks = []
+        for op in ops:
+            assert op.status == "completed", op.to_json()
+            timeline = (await engine.detail(op.name)).timeline
+            [tick_line] = [x for x in timeline if x.kind == "schedule_tick"]
+            ticks.append(tick_line.data["tick"])
+
+    assert len(ticks) == len(set(ticks)) >= 10  # no tick twice
+    assert first.next_at is not None
+    for t in ticks:  # every tick on the schedule's grid
+        steps = (t - first.next_at) / interval
+        assert abs(steps - round(steps)) < 1e-6, (t, first.next_at)
+    assert {tick_execution_id("half-second", t) for t in ticks} == {op.name for op in ops}
+    ran = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(r[0] for r in ran) == sorted(op.name for op in ops)  # each ran once
+    print(f"{len(ticks)} ticks; workers used: {len({r[1] for r in ran})} of {len(pids)}")
