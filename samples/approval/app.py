@@ -21,13 +21,13 @@ from starlette.routing import Mount
 from stream_gateway import RequestContext, UnauthenticatedError
 from stream_gateway.durable import DurableEngine, SqliteDurableStore, durable_routes
 
-from .flows import expense_approval
+from .flows import FLOWS, pending_digest
 
 
 def make_engine(db_path: str | None = None) -> DurableEngine:
     """The engine on the sample's SQLite file."""
     path = db_path or os.environ.get("APPROVAL_DB", ".data/approval.sqlite3")
-    return DurableEngine([expense_approval], store=SqliteDurableStore(path))
+    return DurableEngine(FLOWS, store=SqliteDurableStore(path))
 
 
 async def user_from_header(request: Request) -> RequestContext:
@@ -45,6 +45,11 @@ def make_app(engine: DurableEngine | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         async with engine, engine.worker(poll_interval=0.2):
+            # Idempotent: every start ensures the same schedule (one run per tick,
+            # however many app processes run).
+            await engine.ensure_schedule(
+                pending_digest, id="pending-digest", cron="0 9 * * mon-fri", timezone="Europe/Paris"
+            )
             yield
 
     routes = [Mount("/durable", durable_routes(engine, context_provider=user_from_header))]

@@ -2,13 +2,22 @@
 
 ```
 GET    /                      the durable flows with their JSON Schemas
+GET    /{flow}/shape          the flow's static shape (`DurableEngine.describe`)
 POST   /{flow}                schedule: {"data", "delay"?, "at"?, "idempotencyKey"?}
 GET    /ops                   list the caller's: ?status=&flow=&cursor=&limit=
 GET    /ops/{id}              the operation
+GET    /ops/{id}/detail       the operation, its steps and its audit timeline
 POST   /ops/{id}/resume       {"step", "payload"}: answer an interrupt
 POST   /ops/{id}/signals/{name}  {"payload"}: send a signal (buffered, FIFO per name)
 DELETE /ops/{id}              cancel (also POST /ops/{id}/cancel)
 POST   /ops/{id}/cleanup      delete a finished execution's state
+GET    /schedules             the caller's recurring schedules: ?after=&limit=
+PUT    /schedules/{id}        ensure {"flow", "data"?, "cron" | "interval", "timezone"?,
+                              "overlap"?}
+GET    /schedules/{id}        the schedule, with its next tick
+PATCH  /schedules/{id}        update {"data"?, "cron"?, "interval"?, "timezone"?, "overlap"?}
+POST   /schedules/{id}/pause  (and /resume)
+DELETE /schedules/{id}        remove
 ```
 
 The context provider runs on every request. An execution is owned by the hash of the
@@ -35,8 +44,8 @@ from .._errors import InvalidArgumentError, NotFoundError
 from .._ids import owner_key
 from ..durable._ids import validate_flow_id
 from ..durable.engine import DurableEngine
-from ..durable.errors import ExecutionNotFoundError
-from ..durable.records import ExecutionRecord
+from ..durable.errors import ExecutionNotFoundError, ScheduleNotFoundError
+from ..durable.records import ExecutionRecord, Schedule
 from ..flow import ContextProvider, RequestContext
 from ._http import Handler, error_response, guarded, read_json_body
 
@@ -79,6 +88,24 @@ def _when(body: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _timing(body: dict[str, Any]) -> dict[str, Any]:
+    """``cron``/``interval``/``timezone``/``overlap`` as the engine takes them (it
+    validates their values)."""
+    options: dict[str, Any] = {}
+    for name, kinds in (("cron", str), ("timezone", str), ("overlap", str)):
+        value = body.get(name)
+        if value is not None:
+            if not isinstance(value, kinds):
+                raise InvalidArgumentError(f"{name} must be a string")
+            options[name] = value
+    interval = body.get("interval")
+    if interval is not None:
+        if isinstance(interval, bool) or not isinstance(interval, int | float):
+            raise InvalidArgumentError("interval must be a number of seconds")
+        options["interval"] = interval
+    return options
+
+
 class _DurableEndpoints:
     def __init__(
         self, engine: DurableEngine, context_provider: ContextProvider | None, max_body_bytes: int
@@ -106,6 +133,9 @@ class _DurableEndpoints:
             for f in self.engine.flows.values()
         ]
         return JSONResponse({"flows": flows})
+
+    async def shape(self, request: Request, owner: str | None) -> Response:
+        return JSONResponse(await self.engine.describe(request.path_params["flow"]))
 
     async def schedule(self, request: Request, owner: str | None) -> Response:
         flow = self.engine.flow(request.path_params["flow"])
@@ -138,6 +168,68 @@ class _DurableEndpoints:
     async def get(self, request: Request, owner: str | None) -> Response:
         record = await self.owned(request, owner)
         return JSONResponse((await self.engine.get_state(record.id)).to_json())
+
+    async def detail(self, request: Request, owner: str | None) -> Response:
+        record = await self.owned(request, owner)
+        detail = await self.engine.detail(record.id)
+        return JSONResponse(detail.to_json(operator=False))
+
+    async def owned_schedule(self, request: Request, owner: str | None) -> Schedule:
+        schedule = await self.engine.get_schedule(request.path_params["id"])
+        if schedule.owner != owner:
+            raise ScheduleNotFoundError("schedule not found")
+        return schedule
+
+    async def list_schedules(self, request: Request, owner: str | None) -> Response:
+        raw_limit = request.query_params.get("limit", "50")
+        if not (raw_limit.isascii() and raw_limit.isdigit()) or len(raw_limit) > 6:
+            raise InvalidArgumentError("limit must be a positive integer")
+        schedules = await self.engine.list_schedules(
+            owner=owner,
+            any_owner=False,
+            after=request.query_params.get("after") or None,
+            limit=int(raw_limit),
+        )
+        return JSONResponse({"schedules": [s.to_json() for s in schedules]})
+
+    async def ensure_schedule(self, request: Request, owner: str | None) -> Response:
+        body = _object(await read_json_body(request, self.max_body_bytes))
+        flow = body.get("flow")
+        if not isinstance(flow, str):
+            raise InvalidArgumentError('body must name the flow: {"flow", "data", "cron"}')
+        schedule = await self.engine.ensure_schedule(
+            flow,
+            body.get("data"),
+            id=request.path_params["id"],
+            owner=owner,
+            **_timing(body),
+        )
+        return JSONResponse(schedule.to_json())
+
+    async def get_schedule(self, request: Request, owner: str | None) -> Response:
+        return JSONResponse((await self.owned_schedule(request, owner)).to_json())
+
+    async def update_schedule(self, request: Request, owner: str | None) -> Response:
+        schedule = await self.owned_schedule(request, owner)
+        body = _object(await read_json_body(request, self.max_body_bytes))
+        options = _timing(body)
+        if "data" in body:
+            options["input"] = body["data"]
+        updated = await self.engine.update_schedule(schedule.id, **options)
+        return JSONResponse(updated.to_json())
+
+    async def pause_schedule(self, request: Request, owner: str | None) -> Response:
+        schedule = await self.owned_schedule(request, owner)
+        return JSONResponse((await self.engine.pause_schedule(schedule.id)).to_json())
+
+    async def resume_schedule(self, request: Request, owner: str | None) -> Response:
+        schedule = await self.owned_schedule(request, owner)
+        return JSONResponse((await self.engine.resume_schedule(schedule.id)).to_json())
+
+    async def remove_schedule(self, request: Request, owner: str | None) -> Response:
+        schedule = await self.owned_schedule(request, owner)
+        await self.engine.remove_schedule(schedule.id)
+        return JSONResponse({"id": schedule.id, "deleted": True})
 
     async def resume(self, request: Request, owner: str | None) -> Response:
         record = await self.owned(request, owner)
@@ -187,10 +279,19 @@ def durable_routes(
             Route("/ops", e.guarded(e.list), methods=["GET"]),
             Route("/ops/{id}", e.guarded(e.get), methods=["GET"]),
             Route("/ops/{id}", e.guarded(e.cancel), methods=["DELETE"]),
+            Route("/ops/{id}/detail", e.guarded(e.detail), methods=["GET"]),
             Route("/ops/{id}/cancel", e.guarded(e.cancel), methods=["POST"]),
             Route("/ops/{id}/resume", e.guarded(e.resume), methods=["POST"]),
             Route("/ops/{id}/signals/{name}", e.guarded(e.signal), methods=["POST"]),
             Route("/ops/{id}/cleanup", e.guarded(e.cleanup), methods=["POST"]),
+            Route("/schedules", e.guarded(e.list_schedules), methods=["GET"]),
+            Route("/schedules/{id}", e.guarded(e.ensure_schedule), methods=["PUT"]),
+            Route("/schedules/{id}", e.guarded(e.get_schedule), methods=["GET"]),
+            Route("/schedules/{id}", e.guarded(e.update_schedule), methods=["PATCH"]),
+            Route("/schedules/{id}", e.guarded(e.remove_schedule), methods=["DELETE"]),
+            Route("/schedules/{id}/pause", e.guarded(e.pause_schedule), methods=["POST"]),
+            Route("/schedules/{id}/resume", e.guarded(e.resume_schedule), methods=["POST"]),
             Route("/{flow}", e.guarded(e.schedule), methods=["POST"]),
+            Route("/{flow}/shape", e.guarded(e.shape), methods=["GET"]),
         ],
     )

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._decisions import Case
+from ._timeline import ExecutionDetail
 from .context import DEFAULT_RETRY, DurableContext, Loop, Message
 from .definition import DurableFlow, RetryPolicy, durable_flow
 from .engine import DurableEngine, Notifier
@@ -45,9 +47,14 @@ from .errors import (
     JoinError,
     JournalTooLargeError,
     LeaseLostError,
+    NoMatchingCaseError,
     NotFinishedError,
     NotWaitingError,
     RaceError,
+    RollbackCheckpointError,
+    RollbackError,
+    RollbackFailedError,
+    ScheduleNotFoundError,
     SignalTimeoutError,
     StepExhaustedError,
     StepOutputError,
@@ -55,12 +62,14 @@ from .errors import (
 )
 from .memory import InMemoryDurableStore
 from .records import (
+    AuditEntry,
     ExecutionRecord,
     ExecutionStatus,
     JournalEntry,
     Lease,
     Operation,
     Page,
+    Schedule,
     Signal,
 )
 from .sqlite import SqliteDurableStore
@@ -92,6 +101,8 @@ def durable_routes(
 
 
 __all__ = [
+    "AuditEntry",
+    "Case",
     "CriticalError",
     "DEFAULT_RETRY",
     "DurableContext",
@@ -100,6 +111,7 @@ __all__ = [
     "DurableStore",
     "DurableStoreError",
     "DurableUsageError",
+    "ExecutionDetail",
     "ExecutionNotFoundError",
     "ExecutionRecord",
     "ExecutionStatus",
@@ -112,6 +124,7 @@ __all__ = [
     "LeaseLostError",
     "Loop",
     "Message",
+    "NoMatchingCaseError",
     "NotFinishedError",
     "NotWaitingError",
     "Notifier",
@@ -119,6 +132,11 @@ __all__ = [
     "Page",
     "RaceError",
     "RetryPolicy",
+    "RollbackCheckpointError",
+    "RollbackError",
+    "RollbackFailedError",
+    "Schedule",
+    "ScheduleNotFoundError",
     "Signal",
     "SignalTimeoutError",
     "SqliteDurableStore",

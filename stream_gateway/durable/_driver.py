@@ -19,6 +19,7 @@ import anyio
 
 from .._errors import GatewayError, InternalError
 from .._json import loads
+from ._compensation import fail_with_rollback
 from ._replay import Abandon, Cursor, ProbeFound, Run, Suspend, classify
 from ._steps import check_size
 from ._time import MAX_TS
@@ -27,10 +28,11 @@ from .errors import (
     DurableStoreError,
     DurableUsageError,
     LeaseLostError,
+    RollbackError,
     error_to_record,
     public_error,
 )
-from .records import ExecutionRecord, Lease
+from .records import ExecutionRecord, ExecutionStatus, Lease
 
 __all__ = ["RETRY_LATER", "probe", "replay"]
 
@@ -57,6 +59,7 @@ async def replay(
         await _hand_back(store, lease, time.time() + RETRY_LATER)
         return None
     run = Run(engine, record, lease, history)
+    run.log("status", status="running", worker=lease.worker)
     root = Cursor(run, "", None)
     ctx = DurableContext(run, root)
     caught: BaseException | None = None
@@ -82,7 +85,7 @@ async def replay(
     except LeaseLostError:
         logger.warning("flow %s: lease lost before its end was recorded", record.id)
     except DurableStoreError:
-        await _hand_back(store, lease, time.time() + RETRY_LATER)
+        await _hand_back(store, lease, time.time() + RETRY_LATER, _parked(run))
     return None
 
 
@@ -94,7 +97,7 @@ async def _conclude(
     forgotten = run.forgotten()
     if run.abandoned is not None:
         logger.warning("flow %s stopped: %s; it will replay", record.id, run.abandoned)
-        await _hand_back(store, lease, time.time() + RETRY_LATER)
+        await _hand_back(store, lease, time.time() + RETRY_LATER, _parked(run))
         return None
     error: BaseException | None = run.fatal
     suspend: Suspend | None = None
@@ -103,7 +106,7 @@ async def _conclude(
     elif error is None and caught is not None:
         suspends, controls, errors = classify(caught)
         if any(isinstance(c, Abandon) for c in controls):
-            await _hand_back(store, lease, time.time() + RETRY_LATER)
+            await _hand_back(store, lease, time.time() + RETRY_LATER, _parked(run))
             return None
         if errors:
             error = errors[0]
@@ -111,6 +114,15 @@ async def _conclude(
             suspend = Suspend.merge(suspends)
         else:
             error = InternalError("the flow ended by a control-flow exception it caught")
+    if isinstance(error, RollbackError):
+        try:
+            error, rolling = await fail_with_rollback(run, error)
+        except Abandon:
+            logger.warning("flow %s stopped: %s; it will replay", record.id, run.abandoned)
+            await _hand_back(store, lease, time.time() + RETRY_LATER, _parked(run))
+            return None
+        if rolling is not None:
+            suspend = rolling
     if error is None and suspend is None and forgotten:
         error = DurableUsageError(
             f"{forgotten[0]} was never awaited: add `await` (a durable call that is not "
@@ -118,6 +130,7 @@ async def _conclude(
         )
     if suspend is not None:
         wake_at = min(suspend.wake_at, MAX_TS) if suspend.wake_at is not None else None
+        run.log("status", status=suspend.status, blocked_on=suspend.blocked_on, wake_at=wake_at)
         await store.suspend(
             lease,
             status=suspend.status,
@@ -126,6 +139,7 @@ async def _conclude(
             now=time.time(),
             wait_for=suspend.wait_for,
             signals=suspend.signals,
+            audit=run.audit,
         )
         logger.debug("flow %s %s on %r", record.id, suspend.status, suspend.blocked_on)
         return wake_at
@@ -137,30 +151,43 @@ async def _conclude(
         except GatewayError as exc:
             error = exc
         else:
-            await store.finish(lease, status="completed", result=raw, error=None, now=time.time())
+            run.log("status", status="completed")
+            await store.finish(
+                lease,
+                status="completed",
+                result=raw,
+                error=None,
+                now=time.time(),
+                audit=run.audit,
+            )
             logger.info("flow %s (%s) completed", record.id, record.flow)
             return None
     if isinstance(error, GatewayError):
         logger.warning("flow %s (%s) failed: %s", record.id, record.flow, error.message)
     else:
         logger.error("flow %s (%s) failed", record.id, record.flow, exc_info=error)
+    stored = error_to_record(public_error(error))
+    run.log("status", status="failed", error=stored)
     await store.finish(
-        lease,
-        status="failed",
-        result=None,
-        error=error_to_record(public_error(error)),
-        now=time.time(),
+        lease, status="failed", result=None, error=stored, now=time.time(), audit=run.audit
     )
     return None
 
 
-async def _hand_back(store: Any, lease: Lease, when: float) -> None:
+def _parked(run: Run) -> ExecutionStatus:
+    """How a run handed back is parked: a rollback in progress stays ``rolling_back``."""
+    return "rolling_back" if run.record.status == "rolling_back" else "pending"
+
+
+async def _hand_back(
+    store: Any, lease: Lease, when: float, status: ExecutionStatus = "pending"
+) -> None:
     """Release the execution to be replayed at ``when`` (best effort: if the store is
     down, the lease lapses and any worker takes it then)."""
     try:
         with anyio.CancelScope(shield=True):
             await store.suspend(
-                lease, status="pending", blocked_on=None, wake_at=when, now=time.time()
+                lease, status=status, blocked_on=None, wake_at=when, now=time.time()
             )
     except (LeaseLostError, DurableStoreError):
         pass

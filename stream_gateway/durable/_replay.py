@@ -35,7 +35,15 @@ from .errors import (
     JournalTooLargeError,
     LeaseLostError,
 )
-from .records import ExecutionRecord, ExecutionStatus, History, JournalEntry, Lease, Signal
+from .records import (
+    AuditEntry,
+    ExecutionRecord,
+    ExecutionStatus,
+    History,
+    JournalEntry,
+    Lease,
+    Signal,
+)
 
 if TYPE_CHECKING:
     from .engine import DurableEngine
@@ -169,6 +177,8 @@ class Run:
         self._settled = anyio.Event()
         self._scopes: set[anyio.CancelScope] = set()
         self._made: list[tuple[Coroutine[Any, Any, Any], str]] = []
+        #: Audit lines waiting for the next fenced write (stored in its transaction).
+        self.audit: list[AuditEntry] = []
 
     # -- journal -------------------------------------------------------------------
 
@@ -199,8 +209,9 @@ class Run:
             raise error
         if self.woken:
             consume = [*consume, *self.woken]
+        audit, self.audit = self.audit, []
         try:
-            await self.store.append(self.lease, entry, time.time(), consume=consume)
+            await self.store.append(self.lease, entry, time.time(), consume=consume, audit=audit)
         except LeaseLostError:
             raise self.abandon("its lease was lost") from None
         except DurableStoreError as exc:
@@ -227,6 +238,11 @@ class Run:
             keys = self.branch_keys.get(entry.branch)
             if keys is not None:
                 keys.discard(entry.key)
+
+    def log(self, kind: str, step: str | None = None, **data: Any) -> None:
+        """Add an audit line; it is stored with the next fenced write of this run."""
+        if self.lease is not None:
+            self.audit.append(AuditEntry(self.record.id, kind, time.time(), step, data))
 
     def abandon(self, why: str) -> Abandon:
         """Mark the run abandoned (it replays later) and return the exception to raise."""

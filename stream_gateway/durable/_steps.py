@@ -151,9 +151,11 @@ async def attempt(
             ) from exc
         check_size(cursor, key, raw)
     except _NOT_RETRIED as exc:
+        run.log(kind, path, attempt=number, outcome="failed", error=error_to_record(exc))
         await _fail(cursor, pos, kind, key, number, started, exc)
         raise
     except Exception as exc:
+        run.log(kind, path, attempt=number, outcome="error", error=error_to_record(exc))
         if number >= policy.max_attempts:
             error = StepExhaustedError(
                 f"step {path!r} failed after {number} attempt(s)",
@@ -165,9 +167,11 @@ async def attempt(
             logger.warning(
                 "step %r of flow %s exhausted its attempts", path, run.record.id, exc_info=exc
             )
+            run.log(kind, path, attempt=number, outcome="failed", error=error_to_record(error))
             await _fail(cursor, pos, kind, key, number, started, error)
             raise error from exc
         wake = time.time() + policy.backoff(number)
+        run.log("retry_wait", path, attempt=number, until=wake)
         logger.info(
             "step %r of flow %s failed (attempt %d/%d): %r; retrying in %.2fs",
             path,
@@ -193,6 +197,7 @@ async def attempt(
         raise Suspend("sleeping", path, wake) from None
     finally:
         in_step.reset(token)
+    run.log(kind, path, attempt=number, outcome="completed")
     await run.write(
         _entry(
             cursor,

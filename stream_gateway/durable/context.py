@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -29,7 +29,8 @@ from .._codec import Codec
 from .._errors import InvalidArgumentError
 from .._json import JsonValue, dumps, loads
 from ..flow import Flow, FlowContext
-from . import _branches
+from . import _branches, _compensation, _decisions
+from ._decisions import Case
 from ._ids import validate_flow_id
 from ._replay import Cursor, ProbeFound, Run, Suspend
 from ._steps import attempt, child, guarded, outcome, poll
@@ -37,6 +38,7 @@ from ._time import epoch, seconds
 from .definition import DurableFlow, RetryPolicy
 from .errors import (
     ExecutionNotFoundError,
+    RollbackError,
     SignalTimeoutError,
     error_to_record,
 )
@@ -150,6 +152,7 @@ class DurableContext:
         retry: RetryPolicy | None = DEFAULT_RETRY,
         timeout: float | None = None,
         output: type[T],
+        rollback: Callable[[Any], Any] | None = None,
     ) -> Coroutine[Any, Any, T]: ...
 
     @overload
@@ -161,6 +164,7 @@ class DurableContext:
         retry: RetryPolicy | None = DEFAULT_RETRY,
         timeout: float | None = None,
         output: None = None,
+        rollback: Callable[[Any], Any] | None = None,
     ) -> Coroutine[Any, Any, Any]: ...
 
     def run(
@@ -171,6 +175,7 @@ class DurableContext:
         retry: RetryPolicy | None = DEFAULT_RETRY,
         timeout: float | None = None,
         output: Any = None,
+        rollback: Callable[[Any], Any] | None = None,
     ) -> Coroutine[Any, Any, Any]:
         """Run ``fn`` once, as the step ``name``, and memoize its result.
 
@@ -188,13 +193,25 @@ class DurableContext:
         a `CriticalError` is not retried; the last failure raises `StepExhaustedError`.
         Once completed, never run again; if the process dies while ``fn`` runs, it
         runs again (at-least-once).
+
+        ``rollback=undo`` registers ``undo(result)`` (sync or async) as the step's
+        compensation once it completed: see `rollback_checkpoint`. Raising
+        `RollbackError` in ``fn`` rolls the execution back and fails it.
         """
         codec = Codec(output)
         limit = seconds(timeout, "timeout") if timeout is not None else None
 
         async def body(pos: int, key: str) -> Any:
-            raw = await attempt(self._cursor, pos, "step", key, fn, _encoder(codec), retry, limit)
-            return _decode(raw, codec)
+            cursor = self._cursor
+            try:
+                raw = await attempt(cursor, pos, "step", key, fn, _encoder(codec), retry, limit)
+            except RollbackError as exc:
+                self._run.fatal = self._run.fatal or exc
+                raise
+            value = _decode(raw, codec)
+            if rollback is not None:
+                _compensation.register(cursor, key, rollback, value, retry)
+            return value
 
         return self._call("step", name, body)
 
@@ -313,6 +330,7 @@ class DurableContext:
                     finished_at=now,
                     branch=cursor.branch,
                 )
+                run.log("sleep", cursor.path(key), until=loads(entry.result or "{}")["until"])
                 await run.write(entry)
             wake = float(loads(entry.result or "{}")["until"])
             if run.probe is None and time.time() < wake:
@@ -366,6 +384,7 @@ class DurableContext:
                 entry.status, entry.result, entry.error = "failed", None, error_to_record(error)
                 await run.write(entry, consume=[taken[0].id])
                 raise error from None
+            run.log("resume", path)
             await run.write(entry, consume=[taken[0].id])
             return value
 
@@ -445,6 +464,7 @@ class DurableContext:
         taken = run.take_signals(names, count)
         if taken:
             raw = dumps([{"name": s.name, "payload": loads(s.payload)} for s in taken]).decode()
+            run.log("signal_consumed", path, signals=[s.name for s in taken])
             await run.write(
                 JournalEntry(
                     pos,
@@ -595,6 +615,101 @@ class DurableContext:
             lambda pos, key: _branches.loop(
                 self, pos, key, body, state, commit_interval, history_keep
             ),
+        )
+
+    # -- decisions, notes, migrations -------------------------------------------------
+
+    def switch(
+        self,
+        name: str,
+        value: Any,
+        cases: Sequence[Case],
+        default: Callable[[Any], Any] | None = None,
+        *,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+    ) -> Coroutine[Any, Any, tuple[str, Any]]:
+        """Run the first `Case` whose ``match`` accepts ``value`` (else ``default``,
+        recorded as ``"default"``) as the step ``name``; returns ``(case id, result)``.
+
+        The case's id and result are recorded: a replay returns them without calling
+        any matcher or body again. A case body is a step body (``run(value)``, sync
+        on a worker thread or ``async``; retried per ``retry``; no durable calls
+        inside: branch on the returned id for that). No match and no default fails
+        the step with `NoMatchingCaseError` (not retried).
+        """
+        _decisions.check_cases(cases)
+        chosen = list(cases)
+        return self._call(
+            "switch",
+            name,
+            lambda pos, key: _decisions.switch(
+                self._cursor, pos, key, value, chosen, default, retry
+            ),
+        )
+
+    def note(self, message: str, **meta: JsonValue) -> Coroutine[Any, Any, None]:
+        """Add ``message`` (with JSON ``meta``) to the execution's audit timeline,
+        once: replays do not add it again. It takes a journal position like any
+        durable call (name ``"note"``)."""
+        if not isinstance(message, str):
+            raise InvalidArgumentError("a note's message is a string")
+        try:
+            dumps(meta)
+        except (TypeError, ValueError, InvalidArgumentError):
+            raise InvalidArgumentError("a note's meta values must be JSON") from None
+        return self._call(
+            "note", "note", lambda pos, key: _decisions.note(self._cursor, pos, key, message, meta)
+        )
+
+    def removed(self, name: str, *, kind: str = "step") -> Coroutine[Any, Any, None]:
+        """The placeholder of a durable call deleted from the code: put it where the
+        call was, with the call's name and ``kind`` (the journal's ``kind``:
+        ``"step"``, ``"sleep"``, ``"signal"``...). An execution journaled by the old
+        code replays past the old entry; a new execution records a placeholder.
+        Returns ``None`` either way."""
+        if not isinstance(kind, str) or not kind:
+            raise InvalidArgumentError("kind names the removed call's journal kind")
+        return self._call(
+            kind, name, lambda pos, key: _decisions.placeholder(self._cursor, pos, kind, key)
+        )
+
+    # -- compensation ----------------------------------------------------------------
+
+    def rollback_checkpoint(self, name: str) -> Coroutine[Any, Any, None]:
+        """Start the compensable region: a later rollback runs the ``rollback=``
+        handlers of the steps completed after this point (the last checkpoint
+        reached counts), newest first. Without one, a rollback fails the execution
+        with `RollbackCheckpointError`."""
+
+        async def body(pos: int, key: str) -> None:
+            run, cursor = self._run, self._cursor
+            if (cursor.branch, key) not in run.entries:
+                now = time.time()
+                await run.write(
+                    JournalEntry(
+                        pos,
+                        "checkpoint",
+                        key,
+                        "completed",
+                        "null",
+                        started_at=now,
+                        finished_at=now,
+                        branch=cursor.branch,
+                    )
+                )
+            _compensation.checkpoint(run)
+
+        return self._call("checkpoint", name, body)
+
+    def rollback(self) -> Coroutine[Any, Any, None]:
+        """Roll back now: status ``rolling_back`` while the handlers registered since
+        the last checkpoint run, newest first, each exactly once across crashes
+        (one in flight at a crash runs again; failures are retried with its step's
+        policy); then the status is ``running`` again and the flow decides how the
+        execution ends. A handler that exhausts its retries fails the execution
+        with `RollbackFailedError`. Recorded: a replay does not roll back again."""
+        return self._call(
+            "rollback", "rollback", lambda pos, key: _compensation.manual(self._cursor, pos, key)
         )
 
     def _branch(self, cursor: Cursor) -> DurableContext:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
@@ -27,10 +27,22 @@ from .._errors import (
 from .._json import JsonValue, dumps
 from ._ids import derive_flow_id, new_flow_id, validate_flow_id
 from ._replay import WAKE
+from ._schedules import check_spec, next_tick
 from ._time import due_time
+from ._timeline import ExecutionDetail, audit_line, follow
 from .definition import DurableFlow
-from .errors import NotFinishedError, NotWaitingError, error_to_record
-from .records import STATUSES, ExecutionRecord, ExecutionStatus, JournalEntry, Operation, Page
+from .errors import NotFinishedError, NotWaitingError, ScheduleNotFoundError, error_to_record
+from .records import (
+    STATUSES,
+    AuditEntry,
+    ExecutionRecord,
+    ExecutionStatus,
+    JournalEntry,
+    Operation,
+    Overlap,
+    Page,
+    Schedule,
+)
 from .store import DurableStore
 
 if TYPE_CHECKING:
@@ -64,6 +76,7 @@ class Notifier:
     def __init__(self) -> None:
         self._listeners: list[_Listener] = []
         self._changed: dict[str, anyio.Event] = {}
+        self._audit: anyio.Event | None = None
 
     def subscribe(self, listener: _Listener) -> None:
         self._listeners.append(listener)
@@ -75,6 +88,7 @@ class Notifier:
     def due(self) -> None:
         for listener in self._listeners:
             listener.wake()
+        self.audited()
 
     def cancelled(self, execution_id: str) -> None:
         for listener in self._listeners:
@@ -85,6 +99,18 @@ class Notifier:
         event = self._changed.pop(execution_id, None)
         if event is not None:
             event.set()
+        self.audited()
+
+    def audited(self) -> None:
+        """Audit lines were stored here: wake the local audit feeds."""
+        event, self._audit = self._audit, None
+        if event is not None:
+            event.set()
+
+    def audit_event(self) -> anyio.Event:
+        if self._audit is None:
+            self._audit = anyio.Event()
+        return self._audit
 
     def event(self, execution_id: str) -> anyio.Event:
         return self._changed.setdefault(execution_id, anyio.Event())
@@ -193,7 +219,8 @@ class DurableEngine:
             updated_at=now,
             due_at=due,
         )
-        stored, created = await self.store.create(record)
+        line = audit_line(flow_id, "status", status="pending", due_at=due)
+        stored, created = await self.store.create(record, audit=[line])
         if not created and (stored.flow != definition.name or stored.owner != owner):
             raise AlreadyExistsError(f"flow id {flow_id!r} is taken")
         self.notifier.due()
@@ -220,7 +247,8 @@ class DurableEngine:
             due_at=now,
             parent=parent,
         )
-        stored, created = await self.store.create(record)
+        line = audit_line(flow_id, "status", status="pending", parent=parent)
+        stored, created = await self.store.create(record, audit=[line])
         if created:
             self.notifier.due()
         return stored
@@ -312,7 +340,10 @@ class DurableEngine:
         if not isinstance(name, str) or not 0 < len(name) <= 256 or name.startswith("$"):
             raise InvalidArgumentError("a signal name is 1-256 characters, not starting with '$'")
         flow_id = validate_flow_id(flow_id)
-        if not await self.store.send_signal(flow_id, name, _json(payload), time.time()):
+        line = audit_line(flow_id, "signal_sent", signal=name)
+        if not await self.store.send_signal(
+            flow_id, name, _json(payload), time.time(), audit=[line]
+        ):
             raise NotWaitingError("flow has finished: it takes no more signals")
         self.notifier.due()
         return await self.get_state(flow_id)
@@ -334,8 +365,9 @@ class DurableEngine:
         if record.done:
             raise NotWaitingError(f"flow has finished; it does not wait on step {step!r}")
         payload = await self._validated(record, step, payload)
+        line = audit_line(record.id, "resume_sent", step)
         if not await self.store.send_signal(
-            record.id, f"$resume:{step}", _json(payload), time.time(), unique=True
+            record.id, f"$resume:{step}", _json(payload), time.time(), unique=True, audit=[line]
         ):
             raise NotWaitingError(f"step {step!r} was already resumed (or the flow finished)")
         self.notifier.due()
@@ -362,7 +394,8 @@ class DurableEngine:
 
     async def _cancel(self, flow_id: str, depth: int) -> None:
         error = error_to_record(CancelledError("flow cancelled"))
-        if await self.store.cancel(flow_id, error, time.time()):
+        line = audit_line(flow_id, "status", status="cancelled")
+        if await self.store.cancel(flow_id, error, time.time(), audit=[line]):
             self.notifier.cancelled(flow_id)
         if depth > 32:
             return
@@ -378,7 +411,9 @@ class DurableEngine:
         """Run a *failed* execution again: its failed steps run again with their
         attempts counted afresh; completed steps keep their results.
         `FailedPreconditionError` if it has not failed."""
-        if not await self.store.recover(validate_flow_id(flow_id), time.time()):
+        flow_id = validate_flow_id(flow_id)
+        line = audit_line(flow_id, "status", status="pending", recovered=True)
+        if not await self.store.recover(flow_id, time.time(), audit=[line]):
             raise FailedPreconditionError("only a failed flow can be recovered")
         self.notifier.due()
         return await self.get_state(flow_id)
@@ -392,7 +427,9 @@ class DurableEngine:
         now = time.time()
         if not await self.store.wake(flow_id, now):
             raise FailedPreconditionError("only a pending, sleeping or waiting flow can be woken")
-        await self.store.send_signal(flow_id, WAKE, "null", now)
+        await self.store.send_signal(
+            flow_id, WAKE, "null", now, audit=[audit_line(flow_id, "wake")]
+        )
         self.notifier.due()
         return await self.get_state(flow_id)
 
@@ -403,6 +440,205 @@ class DurableEngine:
         """
         if not await self.store.delete(validate_flow_id(flow_id)):
             raise NotFinishedError("flow has not finished; cancel it first")
+
+    # -- audit timeline --------------------------------------------------------------
+
+    async def detail(self, flow_id: str) -> ExecutionDetail:
+        """The execution, its journal entries and its audit timeline (`ExecutionDetail`):
+        every status change, step attempt (with its error), retry wait, sleep, signal
+        sent and consumed, resume, note, switch decision and rollback handler, with
+        its time. `ExecutionNotFoundError` for an unknown id."""
+        flow_id = validate_flow_id(flow_id)
+        record = await self.store.get(flow_id)
+        history = await self.store.history(flow_id)
+        timeline: builtins.list[AuditEntry] = []
+        while True:
+            after = timeline[-1].seq if timeline else 0
+            batch = await self.store.audit(execution_id=flow_id, after=after, limit=_MAX_LIMIT)
+            timeline.extend(batch)
+            if len(batch) < _MAX_LIMIT:
+                break
+        return ExecutionDetail(Operation.from_record(record), list(history.entries), timeline)
+
+    def audit_feed(
+        self, flow_id: str | None = None, *, after: int = 0
+    ) -> AsyncIterator[AuditEntry]:
+        """Audit entries as they are stored (one execution's, or every execution's
+        with ``flow_id=None``), oldest first, starting after the ``seq`` ``after``:
+        ``async for entry in engine.audit_feed(): ...``. It never ends by itself
+        (break out, or cancel it). It follows the store, so it sees what workers in
+        other processes record (within ``poll_interval``); keep the last ``seq`` to
+        pick up where a feed left off, e.g. for notifications."""
+        if flow_id is not None:
+            flow_id = validate_flow_id(flow_id)
+        return follow(self, execution_id=flow_id, after=after, poll_interval=self.poll_interval)
+
+    async def _audit(self, flow_id: str, kind: str, step: str | None = None, **data: Any) -> None:
+        await self.store.add_audit([audit_line(flow_id, kind, step, **data)])
+        self.notifier.audited()
+
+    async def describe(
+        self, flow: str | DurableFlow[Any, Any], sample_input: Any = None
+    ) -> dict[str, Any]:
+        """The static shape of a flow, JSON: ``{flow, description, input, output,
+        nodes, complete}``. Nodes (``type``: step, action, poll, sleep, interrupt with
+        its schema, signal, messages, wait_for, join/race with their branches, loop
+        with one iteration's body, switch with its cases, note, removed, checkpoint,
+        rollback, value) are recorded by running the flow against a recording context:
+        no step body runs and nothing is stored. Durable calls return a placeholder
+        that is truthy, so the shape follows the path where every check passes;
+        ``complete`` is false if the flow failed on a placeholder or made over 500
+        calls. ``sample_input`` (validated) replaces the placeholder input."""
+        from ._describe import describe_flow
+
+        return await describe_flow(self.flow(flow), sample_input)
+
+    # -- recurring schedules -----------------------------------------------------------
+
+    async def ensure_schedule(
+        self,
+        flow: str | DurableFlow[Any, Any],
+        input: Any = None,
+        *,
+        id: str,
+        cron: str | None = None,
+        interval: float | timedelta | None = None,
+        timezone: str = "UTC",
+        overlap: Overlap = "skip",
+        owner: str | None = None,
+    ) -> Schedule:
+        """Make sure the recurring schedule ``id`` exists with this definition: ``flow``
+        started with ``input`` at every tick of ``cron`` (5 fields, wall-clock time
+        in ``timezone``, an IANA name) or every ``interval``.
+
+        Idempotent: calling it again (every app start) with the same definition
+        changes nothing; with another definition it updates the schedule (as
+        `update_schedule`); a paused schedule stays paused. An id taken by another
+        owner raises `AlreadyExistsError`. Every worker fires due ticks; each tick
+        starts exactly one execution (its id derived from the schedule id and the
+        tick). ``overlap="skip"`` skips a tick while the previous execution is
+        unfinished; ``"allow"`` starts it anyway. `InvalidArgumentError` for a bad
+        cron expression, interval, timezone, overlap or input.
+        """
+        definition = self.flow(flow)
+        schedule_id = validate_flow_id(id)
+        cron_text, seconds = check_spec(cron, interval, timezone, overlap)
+        now = time.time()
+        wanted = Schedule(
+            id=schedule_id,
+            flow=definition.name,
+            input=definition.dump_input(input),
+            owner=owner,
+            cron=cron_text,
+            interval=seconds,
+            timezone=timezone,
+            overlap=overlap,
+            created_at=now,
+            updated_at=now,
+        )
+        wanted.next_at = next_tick(wanted, now)
+        stored, created = await self.store.create_schedule(wanted)
+        if created:
+            self.notifier.due()
+            return stored
+        if stored.owner != owner:
+            raise AlreadyExistsError(f"schedule id {schedule_id!r} is taken")
+        same = (stored.flow, stored.input, stored.cron, stored.interval, stored.timezone) == (
+            wanted.flow,
+            wanted.input,
+            wanted.cron,
+            wanted.interval,
+            wanted.timezone,
+        )
+        if same and stored.overlap == overlap:
+            return stored
+        stored.flow, stored.input, stored.overlap = wanted.flow, wanted.input, overlap
+        if not same:
+            stored.cron, stored.interval, stored.timezone = cron_text, seconds, timezone
+            stored.next_at = next_tick(stored, now)
+        return await self._put_schedule(stored, now)
+
+    async def update_schedule(
+        self,
+        schedule_id: str,
+        *,
+        input: Any = ...,
+        cron: str | None = None,
+        interval: float | timedelta | None = None,
+        timezone: str | None = None,
+        overlap: Overlap | None = None,
+    ) -> Schedule:
+        """Change what is given: ``input``, the timing (``cron`` or ``interval``, and
+        ``timezone``) or ``overlap``. A new timing takes effect at once: the next
+        tick is recomputed from now. `ScheduleNotFoundError` for an unknown id."""
+        stored = await self.get_schedule(schedule_id)
+        now = time.time()
+        if input is not ...:
+            stored.input = self.flow(stored.flow).dump_input(input)
+        if cron is not None or interval is not None or timezone is not None:
+            if cron is None and interval is None:
+                cron, interval = stored.cron, stored.interval
+            zone_name = timezone or stored.timezone
+            stored.cron, stored.interval = check_spec(
+                cron, interval, zone_name, overlap or stored.overlap
+            )
+            stored.timezone = zone_name
+            stored.next_at = next_tick(stored, now)
+        if overlap is not None:
+            check_spec(stored.cron, stored.interval, stored.timezone, overlap)
+            stored.overlap = overlap
+        return await self._put_schedule(stored, now)
+
+    async def pause_schedule(self, schedule_id: str) -> Schedule:
+        """Stop firing ticks (executions already started go on). Idempotent."""
+        stored = await self.get_schedule(schedule_id)
+        stored.paused = True
+        return await self._put_schedule(stored, time.time())
+
+    async def resume_schedule(self, schedule_id: str) -> Schedule:
+        """Fire ticks again, from the first one after now (ticks that fell while it
+        was paused do not fire). Idempotent."""
+        stored = await self.get_schedule(schedule_id)
+        if not stored.paused:
+            return stored
+        now = time.time()
+        stored.paused = False
+        stored.next_at = next_tick(stored, now)
+        return await self._put_schedule(stored, now)
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        """The schedule, with its next tick (``next_at``) and its last one;
+        `ScheduleNotFoundError` for an unknown id."""
+        return await self.store.get_schedule(validate_flow_id(schedule_id))
+
+    async def list_schedules(
+        self,
+        *,
+        owner: str | None = None,
+        any_owner: bool = True,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> builtins.list[Schedule]:
+        """Schedules by id (those after the id ``after``); ``any_owner=False`` lists
+        only ``owner``'s. `InvalidArgumentError` for a limit outside 1-1000."""
+        if not 1 <= limit <= _MAX_LIMIT:
+            raise InvalidArgumentError(f"limit must be within 1-{_MAX_LIMIT}")
+        return await self.store.list_schedules(
+            owner=owner, any_owner=any_owner, after=after, limit=limit
+        )
+
+    async def remove_schedule(self, schedule_id: str) -> None:
+        """Delete the schedule for good (its executions stay);
+        `ScheduleNotFoundError` if there is none."""
+        if not await self.store.delete_schedule(validate_flow_id(schedule_id)):
+            raise ScheduleNotFoundError("schedule not found")
+
+    async def _put_schedule(self, schedule: Schedule, now: float) -> Schedule:
+        schedule.updated_at = now
+        if not await self.store.put_schedule(schedule):
+            raise ScheduleNotFoundError("schedule not found")
+        self.notifier.due()
+        return schedule
 
     def notify(self, flow_id: str) -> None:
         """Wake local `wait` callers of ``flow_id`` (workers call this)."""

@@ -4,13 +4,17 @@
 GatewayError
 ├── InvalidArgumentError
 ├── NotFoundError
-│   └── ExecutionNotFoundError        NOT_FOUND            no such flow id
+│   ├── ExecutionNotFoundError        NOT_FOUND            no such flow id
+│   └── ScheduleNotFoundError         NOT_FOUND            no such schedule id
 ├── FailedPreconditionError
 │   ├── HistoryDivergedError          FAILED_PRECONDITION  code no longer matches journal
 │   ├── DurableUsageError             FAILED_PRECONDITION  a primitive used where it cannot work
 │   ├── NotWaitingError               FAILED_PRECONDITION  resume of a step not waited on
 │   ├── NotFinishedError              FAILED_PRECONDITION  cleanup of a live execution
 │   ├── CriticalError                 FAILED_PRECONDITION  a step failure never retried
+│   │   ├── NoMatchingCaseError       FAILED_PRECONDITION  a switch with no case for its value
+│   │   └── RollbackError             FAILED_PRECONDITION  raised by a step: compensate and fail
+│   ├── RollbackCheckpointError       FAILED_PRECONDITION  a rollback with no checkpoint before it
 │   ├── StepOutputError               FAILED_PRECONDITION  a step's result fails encoding/`output`
 │   └── LeaseLostError                FAILED_PRECONDITION  another worker owns it now
 ├── ResourceExhaustedError
@@ -21,7 +25,8 @@ GatewayError
 ├── InternalError
 │   ├── StepExhaustedError            INTERNAL             last retry failed; has cause
 │   ├── JoinError                     INTERNAL             some join branches failed
-│   └── RaceError                     INTERNAL             every race branch failed
+│   ├── RaceError                     INTERNAL             every race branch failed
+│   └── RollbackFailedError           INTERNAL             a rollback handler exhausted its retries
 └── UnavailableError
     └── DurableStoreError             UNAVAILABLE          the store failed; try again later
 ```
@@ -64,9 +69,14 @@ __all__ = [
     "JoinError",
     "JournalTooLargeError",
     "LeaseLostError",
+    "NoMatchingCaseError",
     "NotFinishedError",
     "NotWaitingError",
     "RaceError",
+    "RollbackCheckpointError",
+    "RollbackError",
+    "RollbackFailedError",
+    "ScheduleNotFoundError",
     "SignalTimeoutError",
     "StepExhaustedError",
     "StepOutputError",
@@ -82,6 +92,12 @@ class ExecutionNotFoundError(NotFoundError):
     """No durable execution with this id (or not visible to the caller)."""
 
     code: ClassVar[str] = "execution_not_found"
+
+
+class ScheduleNotFoundError(NotFoundError):
+    """No recurring schedule with this id (or not visible to the caller)."""
+
+    code: ClassVar[str] = "schedule_not_found"
 
 
 class HistoryDivergedError(FailedPreconditionError):
@@ -122,6 +138,28 @@ class CriticalError(FailedPreconditionError):
     """Raise inside a step to fail it at once: no further attempts are made."""
 
     code: ClassVar[str] = "critical"
+
+
+class NoMatchingCaseError(CriticalError):
+    """`DurableContext.switch` found no case for its value and has no default."""
+
+    code: ClassVar[str] = "no_matching_case"
+
+
+class RollbackError(CriticalError):
+    """Raise inside a step (`DurableContext.run`) to roll the execution back: the
+    rollback handlers registered since the last `DurableContext.rollback_checkpoint`
+    run in reverse order (status ``rolling_back``), then the execution fails with
+    this error, even if the flow catches it."""
+
+    code: ClassVar[str] = "rollback"
+
+
+class RollbackCheckpointError(FailedPreconditionError):
+    """A rollback was asked for (`RollbackError`, `DurableContext.rollback`) but the
+    flow never reached a `DurableContext.rollback_checkpoint`."""
+
+    code: ClassVar[str] = "rollback_checkpoint"
 
 
 class StepOutputError(FailedPreconditionError):
@@ -198,6 +236,16 @@ class RaceError(InternalError):
         }
 
 
+class RollbackFailedError(InternalError):
+    """A rollback handler failed on its last attempt: the compensation stopped there.
+
+    ``details`` holds ``{"reason": why the rollback started (or null for a
+    `DurableContext.rollback`), "handler": the handler's error}``.
+    """
+
+    code: ClassVar[str] = "rollback_failed"
+
+
 class DurableStoreError(UnavailableError):
     """The durable store failed (busy, I/O); trying again later may work.
 
@@ -224,9 +272,14 @@ _CODED: tuple[type[GatewayError], ...] = (
     JoinError,
     JournalTooLargeError,
     LeaseLostError,
+    NoMatchingCaseError,
     NotFinishedError,
     NotWaitingError,
     RaceError,
+    RollbackCheckpointError,
+    RollbackError,
+    RollbackFailedError,
+    ScheduleNotFoundError,
     SignalTimeoutError,
     StepExhaustedError,
     StepOutputError,

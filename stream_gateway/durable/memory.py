@@ -8,24 +8,27 @@ one instance (that is how the tests simulate restarts). Each method runs without
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from .errors import ExecutionNotFoundError, LeaseLostError
+from .errors import ExecutionNotFoundError, LeaseLostError, ScheduleNotFoundError
 from .records import (
     FINISHED,
+    AuditEntry,
     ExecutionRecord,
     ExecutionStatus,
     History,
     JournalEntry,
     Lease,
+    Schedule,
     Signal,
 )
 from .store import DurableStore
 
 __all__ = ["InMemoryDurableStore"]
 
-_DUE_STATUSES = frozenset({"pending", "sleeping", "waiting", "running"})
+_DUE_STATUSES = frozenset({"pending", "sleeping", "waiting", "running", "rolling_back"})
+_LEASED = frozenset({"running", "rolling_back"})
 
 
 class InMemoryDurableStore(DurableStore):
@@ -40,6 +43,9 @@ class InMemoryDurableStore(DurableStore):
         self._waiters: dict[str, set[str]] = {}  # target id -> waiting execution ids
         self._seq = 0
         self._token = 0
+        self._audit: list[AuditEntry] = []
+        self._audit_seq = 0
+        self._schedules: dict[str, Schedule] = {}
 
     def _get(self, execution_id: str) -> ExecutionRecord:
         record = self._records.get(execution_id)
@@ -51,14 +57,16 @@ class InMemoryDurableStore(DurableStore):
         record = self._records.get(lease.execution_id)
         if (
             record is None
-            or record.status != "running"
+            or record.status not in _LEASED
             or record.lease_owner != lease.worker
             or record.lease_token != lease.token
         ):
             raise LeaseLostError(f"lease on flow {lease.execution_id} was lost")
         return record
 
-    async def create(self, record: ExecutionRecord) -> tuple[ExecutionRecord, bool]:
+    async def create(
+        self, record: ExecutionRecord, *, audit: Sequence[AuditEntry] = ()
+    ) -> tuple[ExecutionRecord, bool]:
         existing = self._records.get(record.id)
         if existing is not None:
             return copy.copy(existing), False
@@ -68,6 +76,7 @@ class InMemoryDurableStore(DurableStore):
         self._records[record.id] = stored
         self._journals[record.id] = {}
         self._signals[record.id] = {}
+        self._add(audit)
         return copy.copy(stored), True
 
     async def get(self, execution_id: str) -> ExecutionRecord:
@@ -127,14 +136,14 @@ class InMemoryDurableStore(DurableStore):
             and r.flow in names
             and (
                 (r.due_at is not None and r.due_at <= now)
-                or (reclaim_own and r.status == "running" and r.lease_owner == worker)
+                or (reclaim_own and r.status in _LEASED and r.lease_owner == worker)
             )
         ]
         due.sort(key=lambda r: (r.due_at or 0.0, r.seq))
         claimed = []
         for record in due[:limit]:
             self._token += 1
-            record.status = "running"
+            record.status = "rolling_back" if record.status == "rolling_back" else "running"
             record.lease_owner = worker
             record.lease_token = self._token
             record.due_at = lease_until
@@ -149,7 +158,7 @@ class InMemoryDurableStore(DurableStore):
             record = self._records.get(lease.execution_id)
             if (
                 record is not None
-                and record.status == "running"
+                and record.status in _LEASED
                 and record.lease_owner == worker
                 and record.lease_token == lease.token
             ):
@@ -158,7 +167,13 @@ class InMemoryDurableStore(DurableStore):
         return held
 
     async def append(
-        self, lease: Lease, entry: JournalEntry, now: float, *, consume: Collection[int] = ()
+        self,
+        lease: Lease,
+        entry: JournalEntry,
+        now: float,
+        *,
+        consume: Collection[int] = (),
+        audit: Sequence[AuditEntry] = (),
     ) -> None:
         record = self._fenced(lease)
         journal = self._journals[lease.execution_id]
@@ -173,6 +188,22 @@ class InMemoryDurableStore(DurableStore):
             signals[signal_id] = (signals[signal_id][0], True)
         journal[(entry.branch, entry.key)] = copy.copy(entry)
         record.updated_at = now
+        self._add(audit)
+
+    async def set_status(
+        self,
+        lease: Lease,
+        status: ExecutionStatus,
+        now: float,
+        *,
+        audit: Sequence[AuditEntry] = (),
+    ) -> None:
+        if status not in _LEASED:
+            raise ValueError(f"set_status takes running or rolling_back, not {status!r}")
+        record = self._fenced(lease)
+        record.status = status
+        record.updated_at = now
+        self._add(audit)
 
     async def prune(self, lease: Lease, branches: Collection[str], now: float) -> None:
         self._fenced(lease)
@@ -191,6 +222,7 @@ class InMemoryDurableStore(DurableStore):
         now: float,
         wait_for: Collection[str] = (),
         signals: Collection[str] = (),
+        audit: Sequence[AuditEntry] = (),
     ) -> None:
         record = self._fenced(lease)
         names = set(signals)
@@ -206,6 +238,7 @@ class InMemoryDurableStore(DurableStore):
         record.due_at = wake_at
         record.lease_owner = None
         record.updated_at = now
+        self._add(audit)
 
     def _end(
         self,
@@ -235,11 +268,20 @@ class InMemoryDurableStore(DurableStore):
         result: str | None,
         error: dict[str, Any] | None,
         now: float,
+        audit: Sequence[AuditEntry] = (),
     ) -> None:
         self._end(self._fenced(lease), status, result, error, now)
+        self._add(audit)
 
     async def send_signal(
-        self, execution_id: str, name: str, payload: str, now: float, *, unique: bool = False
+        self,
+        execution_id: str,
+        name: str,
+        payload: str,
+        now: float,
+        *,
+        unique: bool = False,
+        audit: Sequence[AuditEntry] = (),
     ) -> bool:
         record = self._get(execution_id)
         signals = self._signals[execution_id]
@@ -252,9 +294,12 @@ class InMemoryDurableStore(DurableStore):
         if record.status in ("sleeping", "waiting"):
             record.status, record.blocked_on, record.due_at = "pending", None, now
         record.updated_at = now
+        self._add(audit)
         return True
 
-    async def recover(self, execution_id: str, now: float) -> bool:
+    async def recover(
+        self, execution_id: str, now: float, *, audit: Sequence[AuditEntry] = ()
+    ) -> bool:
         record = self._get(execution_id)
         if record.status != "failed":
             return False
@@ -263,6 +308,7 @@ class InMemoryDurableStore(DurableStore):
             del journal[address]
         record.status, record.error, record.result = "pending", None, None
         record.due_at = record.updated_at = now
+        self._add(audit)
         return True
 
     async def wake(self, execution_id: str, now: float) -> bool:
@@ -272,11 +318,19 @@ class InMemoryDurableStore(DurableStore):
         record.due_at = record.updated_at = now
         return True
 
-    async def cancel(self, execution_id: str, error: dict[str, Any], now: float) -> bool:
+    async def cancel(
+        self,
+        execution_id: str,
+        error: dict[str, Any],
+        now: float,
+        *,
+        audit: Sequence[AuditEntry] = (),
+    ) -> bool:
         record = self._get(execution_id)
         if record.status in FINISHED:
             return False
         self._end(record, "cancelled", None, error, now)
+        self._add(audit)
         return True
 
     async def delete(self, execution_id: str) -> bool:
@@ -287,6 +341,96 @@ class InMemoryDurableStore(DurableStore):
         del self._journals[execution_id]
         del self._signals[execution_id]
         self._waiters.pop(execution_id, None)
+        self._audit = [a for a in self._audit if a.execution_id != execution_id]
+        return True
+
+    def _add(self, entries: Sequence[AuditEntry]) -> None:
+        for entry in entries:
+            self._audit_seq += 1
+            stored = copy.deepcopy(entry)
+            stored.seq = self._audit_seq
+            self._audit.append(stored)
+
+    async def add_audit(self, entries: Sequence[AuditEntry]) -> None:
+        self._add(entries)
+
+    async def audit(
+        self, *, execution_id: str | None = None, after: int = 0, limit: int = 1000
+    ) -> list[AuditEntry]:
+        found = []
+        for entry in self._audit:
+            if entry.seq > after and execution_id in (None, entry.execution_id):
+                found.append(copy.deepcopy(entry))
+                if len(found) >= limit:
+                    break
+        return found
+
+    # -- recurring schedules -----------------------------------------------------------
+
+    async def create_schedule(self, schedule: Schedule) -> tuple[Schedule, bool]:
+        existing = self._schedules.get(schedule.id)
+        if existing is not None:
+            return copy.copy(existing), False
+        self._schedules[schedule.id] = copy.copy(schedule)
+        return copy.copy(schedule), True
+
+    async def put_schedule(self, schedule: Schedule) -> bool:
+        if schedule.id not in self._schedules:
+            return False
+        self._schedules[schedule.id] = copy.copy(schedule)
+        return True
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        found = self._schedules.get(schedule_id)
+        if found is None:
+            raise ScheduleNotFoundError("schedule not found")
+        return copy.copy(found)
+
+    async def list_schedules(
+        self,
+        *,
+        owner: str | None = None,
+        any_owner: bool = True,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> list[Schedule]:
+        found = [
+            copy.copy(s)
+            for _, s in sorted(self._schedules.items())
+            if (after is None or s.id > after) and (any_owner or s.owner == owner)
+        ]
+        return found[:limit]
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        return self._schedules.pop(schedule_id, None) is not None
+
+    async def due_schedules(self, now: float, limit: int) -> list[Schedule]:
+        due = [
+            s
+            for s in self._schedules.values()
+            if not s.paused and s.next_at is not None and s.next_at <= now
+        ]
+        due.sort(key=lambda s: (s.next_at or 0.0, s.id))
+        return [copy.copy(s) for s in due[:limit]]
+
+    async def fire_schedule(
+        self,
+        schedule_id: str,
+        *,
+        tick: float,
+        next_at: float | None,
+        execution: ExecutionRecord | None,
+        now: float,
+        audit: Sequence[AuditEntry] = (),
+    ) -> bool:
+        schedule = self._schedules.get(schedule_id)
+        if schedule is None or schedule.paused or schedule.next_at != tick:
+            return False
+        if execution is not None:
+            await self.create(execution)
+            schedule.last_execution = execution.id
+        schedule.next_at, schedule.last_tick, schedule.updated_at = next_at, tick, now
+        self._add(audit)
         return True
 
 

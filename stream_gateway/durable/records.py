@@ -13,17 +13,19 @@ from .errors import rebuild_error
 
 __all__ = [
     "FINISHED",
+    "AuditEntry",
     "ExecutionRecord",
     "ExecutionStatus",
     "JournalEntry",
     "Lease",
     "Operation",
     "Page",
+    "Schedule",
     "Signal",
 ]
 
 ExecutionStatus = Literal[
-    "pending", "running", "sleeping", "waiting", "completed", "failed", "cancelled"
+    "pending", "running", "sleeping", "waiting", "rolling_back", "completed", "failed", "cancelled"
 ]
 STATUSES: frozenset[str] = frozenset(get_args(ExecutionStatus))
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
@@ -127,6 +129,94 @@ class History:
 
     entries: list[JournalEntry] = field(default_factory=list)
     signals: list[Signal] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class AuditEntry:
+    """One line of an execution's audit timeline: what happened, when.
+
+    ``kind`` says what (``status``, ``step``, ``retry_wait``, ``sleep``,
+    ``signal_sent``, ``signal_consumed``, ``resume``, ``note``, ``switch``,
+    ``rollback``, ``schedule_tick``...), ``step`` the journal path it is about (if
+    any), ``data`` the details (JSON). ``seq`` is assigned by the store: strictly
+    increasing across every execution of the store, so it is a feed cursor.
+    Errors in ``data`` are stored errors (`error_to_record`), operator part included.
+    """
+
+    execution_id: str
+    kind: str
+    at: float
+    step: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0
+
+    def to_json(self, *, operator: bool = True) -> dict[str, Any]:
+        """``{seq, kind, at, step?, data}``; ``operator=False`` drops what only
+        operators may see (the original type and message of non-user errors)."""
+        data = self.data if operator else _redact(self.data)
+        body: dict[str, Any] = {"seq": self.seq, "kind": self.kind, "at": _iso(self.at)}
+        if self.step is not None:
+            body["step"] = self.step
+        body["data"] = data
+        return body
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _redact(v) for k, v in value.items() if k != "operator"}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
+
+
+Overlap = Literal["skip", "allow"]
+
+
+@dataclass(slots=True)
+class Schedule:
+    """A recurring schedule: ``flow`` started with ``input`` (JSON text) at every tick
+    of ``cron`` (in ``timezone``) or every ``interval`` seconds.
+
+    ``next_at`` is the next tick (``None``: never again); ``last_tick`` and
+    ``last_execution`` the last tick fired and the execution it started. With
+    ``overlap="skip"`` a tick is skipped while the last execution is unfinished.
+    A paused schedule fires nothing; resuming it starts from the next tick.
+    """
+
+    id: str
+    flow: str
+    input: str
+    owner: str | None = None
+    cron: str | None = None
+    interval: float | None = None
+    timezone: str = "UTC"
+    overlap: Overlap = "skip"
+    paused: bool = False
+    next_at: float | None = None
+    last_tick: float | None = None
+    last_execution: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """``{id, flow, input, cron?, interval?, timezone, overlap, paused, nextAt,
+        lastTick, lastExecution, createdAt, updatedAt}``."""
+        body: dict[str, Any] = {"id": self.id, "flow": self.flow, "input": loads(self.input)}
+        if self.cron is not None:
+            body["cron"] = self.cron
+        if self.interval is not None:
+            body["interval"] = self.interval
+        body.update(
+            timezone=self.timezone,
+            overlap=self.overlap,
+            paused=self.paused,
+            nextAt=_iso(self.next_at),
+            lastTick=_iso(self.last_tick),
+            lastExecution=self.last_execution,
+            createdAt=_iso(self.created_at),
+            updatedAt=_iso(self.updated_at),
+        )
+        return body
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,13 +12,22 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 from ._sqlite_conn import SqliteConnection
-from .errors import ExecutionNotFoundError, LeaseLostError
-from .records import ExecutionRecord, ExecutionStatus, History, JournalEntry, Lease, Signal
+from .errors import ExecutionNotFoundError, LeaseLostError, ScheduleNotFoundError
+from .records import (
+    AuditEntry,
+    ExecutionRecord,
+    ExecutionStatus,
+    History,
+    JournalEntry,
+    Lease,
+    Schedule,
+    Signal,
+)
 from .store import DurableStore
 
 __all__ = ["SqliteDurableStore"]
@@ -67,6 +76,32 @@ CREATE TABLE IF NOT EXISTS signals (
     consumed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS signals_execution ON signals (execution_id, consumed);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    execution_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at REAL NOT NULL,
+    step TEXT,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_execution ON audit (execution_id, seq);
+CREATE TABLE IF NOT EXISTS schedules (
+    id TEXT PRIMARY KEY,
+    flow TEXT NOT NULL,
+    input TEXT NOT NULL,
+    owner TEXT,
+    cron TEXT,
+    interval REAL,
+    timezone TEXT NOT NULL,
+    overlap TEXT NOT NULL,
+    paused INTEGER NOT NULL,
+    next_at REAL,
+    last_tick REAL,
+    last_execution TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS schedules_due ON schedules (next_at) WHERE paused = 0;
 CREATE TABLE IF NOT EXISTS waits (
     target TEXT NOT NULL,
     waiter TEXT NOT NULL,
@@ -78,9 +113,9 @@ _COLUMNS = (
     "id, flow, status, input, owner, created_at, updated_at, due_at, lease_owner, "
     "lease_token, blocked_on, result, error, seq, parent"
 )
-_VERSION = 2
-_LIVE = "('pending', 'sleeping', 'waiting', 'running')"
-_FENCE = "id = ? AND status = 'running' AND lease_owner = ? AND lease_token = ?"
+_VERSION = 3
+_LIVE = "('pending', 'sleeping', 'waiting', 'running', 'rolling_back')"
+_FENCE = "id = ? AND status IN ('running', 'rolling_back') AND lease_owner = ? AND lease_token = ?"
 
 
 def _record(row: tuple[Any, ...]) -> ExecutionRecord:
@@ -100,6 +135,57 @@ def _record(row: tuple[Any, ...]) -> ExecutionRecord:
         error=json.loads(row[12]) if row[12] is not None else None,
         seq=row[13],
         parent=row[14],
+    )
+
+
+def _add_audit(conn: sqlite3.Connection, entries: Sequence[AuditEntry]) -> None:
+    conn.executemany(
+        "INSERT INTO audit (execution_id, kind, at, step, data) VALUES (?, ?, ?, ?, ?)",
+        [(a.execution_id, a.kind, a.at, a.step, json.dumps(a.data)) for a in entries],
+    )
+
+
+_SCHEDULE_COLUMNS = (
+    "id, flow, input, owner, cron, interval, timezone, overlap, paused, next_at, "
+    "last_tick, last_execution, created_at, updated_at"
+)
+
+
+def _schedule(row: tuple[Any, ...]) -> Schedule:
+    return Schedule(
+        id=row[0],
+        flow=row[1],
+        input=row[2],
+        owner=row[3],
+        cron=row[4],
+        interval=row[5],
+        timezone=row[6],
+        overlap=row[7],
+        paused=bool(row[8]),
+        next_at=row[9],
+        last_tick=row[10],
+        last_execution=row[11],
+        created_at=row[12],
+        updated_at=row[13],
+    )
+
+
+def _schedule_row(s: Schedule) -> tuple[Any, ...]:
+    return (
+        s.id,
+        s.flow,
+        s.input,
+        s.owner,
+        s.cron,
+        s.interval,
+        s.timezone,
+        s.overlap,
+        int(s.paused),
+        s.next_at,
+        s.last_tick,
+        s.last_execution,
+        s.created_at,
+        s.updated_at,
     )
 
 
@@ -234,30 +320,37 @@ class SqliteDurableStore(DurableStore):
 
     # -- writes --------------------------------------------------------------------
 
-    async def create(self, record: ExecutionRecord) -> tuple[ExecutionRecord, bool]:
-        def body(conn: sqlite3.Connection) -> tuple[ExecutionRecord, bool]:
-            cursor = conn.execute(
-                "INSERT INTO executions (id, flow, status, input, owner, created_at, "
-                "updated_at, due_at, parent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (id) DO NOTHING",
-                (
-                    record.id,
-                    record.flow,
-                    record.status,
-                    record.input,
-                    record.owner,
-                    record.created_at,
-                    record.updated_at,
-                    record.due_at,
-                    record.parent,
-                ),
-            )
-            row = conn.execute(
-                f"SELECT {_COLUMNS} FROM executions WHERE id = ?", (record.id,)
-            ).fetchone()
-            return _record(row), cursor.rowcount == 1
+    async def create(
+        self, record: ExecutionRecord, *, audit: Sequence[AuditEntry] = ()
+    ) -> tuple[ExecutionRecord, bool]:
+        return await self._db.write(lambda conn: self._create(conn, record, audit))
 
-        return await self._db.write(body)
+    @staticmethod
+    def _create(
+        conn: sqlite3.Connection, record: ExecutionRecord, audit: Sequence[AuditEntry]
+    ) -> tuple[ExecutionRecord, bool]:
+        cursor = conn.execute(
+            "INSERT INTO executions (id, flow, status, input, owner, created_at, "
+            "updated_at, due_at, parent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO NOTHING",
+            (
+                record.id,
+                record.flow,
+                record.status,
+                record.input,
+                record.owner,
+                record.created_at,
+                record.updated_at,
+                record.due_at,
+                record.parent,
+            ),
+        )
+        row = conn.execute(
+            f"SELECT {_COLUMNS} FROM executions WHERE id = ?", (record.id,)
+        ).fetchone()
+        if cursor.rowcount == 1:
+            _add_audit(conn, audit)
+        return _record(row), cursor.rowcount == 1
 
     async def claim(
         self,
@@ -272,13 +365,18 @@ class SqliteDurableStore(DurableStore):
         names = sorted(flows)
 
         def body(conn: sqlite3.Connection) -> list[ExecutionRecord]:
-            own = "OR (status = 'running' AND lease_owner = ?)" if reclaim_own else ""
+            own = (
+                "OR (status IN ('running', 'rolling_back') AND lease_owner = ?)"
+                if reclaim_own
+                else ""
+            )
             marks = ",".join("?" * len(names))
             params: list[Any] = [worker, lease_until, now, now]
             if reclaim_own:
                 params.append(worker)
             rows = conn.execute(
-                "UPDATE executions SET status = 'running', lease_owner = ?, "
+                "UPDATE executions SET status = CASE status WHEN 'rolling_back' "
+                "THEN 'rolling_back' ELSE 'running' END, lease_owner = ?, "
                 "lease_token = lease_token + 1, due_at = ?, blocked_on = NULL, updated_at = ? "
                 "WHERE seq IN (SELECT seq FROM executions WHERE "
                 f"((due_at <= ? AND status IN {_LIVE}) {own}) AND flow IN ({marks}) "
@@ -312,7 +410,13 @@ class SqliteDurableStore(DurableStore):
             raise LeaseLostError(f"lease on flow {lease.execution_id} was lost")
 
     async def append(
-        self, lease: Lease, entry: JournalEntry, now: float, *, consume: Collection[int] = ()
+        self,
+        lease: Lease,
+        entry: JournalEntry,
+        now: float,
+        *,
+        consume: Collection[int] = (),
+        audit: Sequence[AuditEntry] = (),
     ) -> None:
         def body(conn: sqlite3.Connection) -> None:
             self._check(conn, lease)
@@ -350,6 +454,28 @@ class SqliteDurableStore(DurableStore):
             )
             if cursor.rowcount != 1:
                 raise ValueError(f"journal entry {entry.path!r} is final")
+            _add_audit(conn, audit)
+
+        await self._db.write(body)
+
+    async def set_status(
+        self,
+        lease: Lease,
+        status: ExecutionStatus,
+        now: float,
+        *,
+        audit: Sequence[AuditEntry] = (),
+    ) -> None:
+        if status not in ("running", "rolling_back"):
+            raise ValueError(f"set_status takes running or rolling_back, not {status!r}")
+
+        def body(conn: sqlite3.Connection) -> None:
+            self._check(conn, lease)
+            conn.execute(
+                "UPDATE executions SET status = ?, updated_at = ? WHERE id = ?",
+                (status, now, lease.execution_id),
+            )
+            _add_audit(conn, audit)
 
         await self._db.write(body)
 
@@ -377,6 +503,7 @@ class SqliteDurableStore(DurableStore):
         now: float,
         wait_for: Collection[str] = (),
         signals: Collection[str] = (),
+        audit: Sequence[AuditEntry] = (),
     ) -> None:
         names = sorted(set(signals))
 
@@ -406,6 +533,7 @@ class SqliteDurableStore(DurableStore):
                 "lease_owner = NULL, updated_at = ? WHERE id = ?",
                 (status, blocked_on, due, now, lease.execution_id),
             )
+            _add_audit(conn, audit)
 
         await self._db.write(body)
 
@@ -438,10 +566,12 @@ class SqliteDurableStore(DurableStore):
         result: str | None,
         error: dict[str, Any] | None,
         now: float,
+        audit: Sequence[AuditEntry] = (),
     ) -> None:
         def body(conn: sqlite3.Connection) -> None:
             self._check(conn, lease)
             self._end(conn, lease.execution_id, status, result, error, now)
+            _add_audit(conn, audit)
 
         await self._db.write(body)
 
@@ -454,7 +584,14 @@ class SqliteDurableStore(DurableStore):
         return row[0], row[1]
 
     async def send_signal(
-        self, execution_id: str, name: str, payload: str, now: float, *, unique: bool = False
+        self,
+        execution_id: str,
+        name: str,
+        payload: str,
+        now: float,
+        *,
+        unique: bool = False,
+        audit: Sequence[AuditEntry] = (),
     ) -> bool:
         def body(conn: sqlite3.Connection) -> bool:
             status, _ = self._status(conn, execution_id)
@@ -477,11 +614,14 @@ class SqliteDurableStore(DurableStore):
                 "blocked_on = NULL WHERE id = ? AND status IN ('sleeping', 'waiting')",
                 (now, now, execution_id),
             )
+            _add_audit(conn, audit)
             return True
 
         return await self._db.write(body)
 
-    async def recover(self, execution_id: str, now: float) -> bool:
+    async def recover(
+        self, execution_id: str, now: float, *, audit: Sequence[AuditEntry] = ()
+    ) -> bool:
         def body(conn: sqlite3.Connection) -> bool:
             status, _ = self._status(conn, execution_id)
             if status != "failed":
@@ -494,6 +634,7 @@ class SqliteDurableStore(DurableStore):
                 "due_at = ?, updated_at = ? WHERE id = ?",
                 (now, now, execution_id),
             )
+            _add_audit(conn, audit)
             return True
 
         return await self._db.write(body)
@@ -511,12 +652,20 @@ class SqliteDurableStore(DurableStore):
 
         return await self._db.write(body)
 
-    async def cancel(self, execution_id: str, error: dict[str, Any], now: float) -> bool:
+    async def cancel(
+        self,
+        execution_id: str,
+        error: dict[str, Any],
+        now: float,
+        *,
+        audit: Sequence[AuditEntry] = (),
+    ) -> bool:
         def body(conn: sqlite3.Connection) -> bool:
             status, _ = self._status(conn, execution_id)
             if status in ("completed", "failed", "cancelled"):
                 return False
             self._end(conn, execution_id, "cancelled", None, error, now)
+            _add_audit(conn, audit)
             return True
 
         return await self._db.write(body)
@@ -531,8 +680,129 @@ class SqliteDurableStore(DurableStore):
                 ("journal", "execution_id"),
                 ("signals", "execution_id"),
                 ("waits", "waiter"),
+                ("audit", "execution_id"),
             ):
                 conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (execution_id,))
+            return True
+
+        return await self._db.write(body)
+
+    # -- audit timeline ----------------------------------------------------------------
+
+    async def add_audit(self, entries: Sequence[AuditEntry]) -> None:
+        if entries:
+            await self._db.write(lambda conn: _add_audit(conn, entries))
+
+    async def audit(
+        self, *, execution_id: str | None = None, after: int = 0, limit: int = 1000
+    ) -> list[AuditEntry]:
+        where, params = "seq > ?", [after]
+        if execution_id is not None:
+            where += " AND execution_id = ?"
+            params.append(execution_id)  # type: ignore[arg-type]
+        rows = await self._read(
+            f"SELECT seq, execution_id, kind, at, step, data FROM audit WHERE {where} "
+            "ORDER BY seq LIMIT ?",
+            [*params, limit],
+        )
+        return [AuditEntry(r[1], r[2], r[3], r[4], json.loads(r[5]), r[0]) for r in rows]
+
+    # -- recurring schedules -----------------------------------------------------------
+
+    async def create_schedule(self, schedule: Schedule) -> tuple[Schedule, bool]:
+        def body(conn: sqlite3.Connection) -> tuple[Schedule, bool]:
+            marks = ",".join("?" * 14)
+            cursor = conn.execute(
+                f"INSERT INTO schedules ({_SCHEDULE_COLUMNS}) VALUES ({marks}) "
+                "ON CONFLICT (id) DO NOTHING",
+                _schedule_row(schedule),
+            )
+            row = conn.execute(
+                f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE id = ?", (schedule.id,)
+            ).fetchone()
+            return _schedule(row), cursor.rowcount == 1
+
+        return await self._db.write(body)
+
+    async def put_schedule(self, schedule: Schedule) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            columns = _SCHEDULE_COLUMNS.split(", ")[1:]
+            sets = ", ".join(f"{c} = ?" for c in columns)
+            row = _schedule_row(schedule)
+            cursor = conn.execute(
+                f"UPDATE schedules SET {sets} WHERE id = ?", (*row[1:], schedule.id)
+            )
+            return cursor.rowcount == 1
+
+        return await self._db.write(body)
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        rows = await self._read(
+            f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE id = ?", (schedule_id,)
+        )
+        if not rows:
+            raise ScheduleNotFoundError("schedule not found")
+        return _schedule(rows[0])
+
+    async def list_schedules(
+        self,
+        *,
+        owner: str | None = None,
+        any_owner: bool = True,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> list[Schedule]:
+        where: list[str] = ["1"]
+        params: list[Any] = []
+        if after is not None:
+            where.append("id > ?")
+            params.append(after)
+        if not any_owner:
+            where.append("owner IS ?")
+            params.append(owner)
+        rows = await self._read(
+            f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE {' AND '.join(where)} "
+            "ORDER BY id LIMIT ?",
+            [*params, limit],
+        )
+        return [_schedule(r) for r in rows]
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM schedules WHERE id = ?", (schedule_id,)).rowcount == 1
+
+        return await self._db.write(body)
+
+    async def due_schedules(self, now: float, limit: int) -> list[Schedule]:
+        rows = await self._read(
+            f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE paused = 0 AND next_at <= ? "
+            "ORDER BY next_at, id LIMIT ?",
+            (now, limit),
+        )
+        return [_schedule(r) for r in rows]
+
+    async def fire_schedule(
+        self,
+        schedule_id: str,
+        *,
+        tick: float,
+        next_at: float | None,
+        execution: ExecutionRecord | None,
+        now: float,
+        audit: Sequence[AuditEntry] = (),
+    ) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE schedules SET next_at = ?, last_tick = ?, updated_at = ?, "
+                "last_execution = COALESCE(?, last_execution) "
+                "WHERE id = ? AND paused = 0 AND next_at = ?",
+                (next_at, tick, now, execution.id if execution else None, schedule_id, tick),
+            )
+            if cursor.rowcount != 1:
+                return False
+            if execution is not None:
+                self._create(conn, execution, ())
+            _add_audit(conn, audit)
             return True
 
         return await self._db.write(body)

@@ -21,6 +21,7 @@ from anyio.abc import TaskGroup
 from .._errors import GatewayError
 from ._driver import replay
 from ._ids import new_flow_id
+from ._schedules import fire_due_quietly
 from .engine import DurableEngine
 from .errors import DurableStoreError, LeaseLostError
 from .records import ExecutionRecord, Lease
@@ -167,6 +168,7 @@ class Worker:
     async def _claim_loop(self) -> None:
         while not self._closing:
             self._wake = anyio.Event()
+            await fire_due_quietly(self.engine)
             try:
                 claimed = await self._claim()
             except Exception:  # the store is down: keep polling, never die

@@ -15,7 +15,7 @@ import anyio
 from anyio.abc import Process
 from pydantic import BaseModel
 
-from stream_gateway.durable import DurableContext, DurableFlow, durable_flow
+from stream_gateway.durable import DurableContext, DurableFlow, RollbackError, durable_flow
 
 
 class Job(BaseModel):
@@ -112,7 +112,43 @@ async def blocking(job: Job, ctx: DurableContext) -> int:
     return done
 
 
-FLOWS: list[DurableFlow[Any, Any]] = [counted, guarded, fanned, blocking]
+@durable_flow(input=Job, output=int)
+async def compensated(job: Job, ctx: DurableContext) -> int:
+    """``steps`` quick steps with rollback handlers (handler ``i`` logs ``undo i``
+    halfway through ``delay`` seconds of work), then a step raising `RollbackError`."""
+    await ctx.rollback_checkpoint("start")
+    for i in range(job.steps):
+
+        async def undo(result: int) -> None:
+            await anyio.sleep(job.delay / 2)
+            _append(job.log, f"undo {result} {os.getpid()}")
+            await anyio.sleep(job.delay / 2)
+
+        def step(i: int = i) -> int:
+            return i
+
+        await ctx.run(f"s{i}", step, rollback=undo)
+
+    def decline() -> None:
+        raise RollbackError("declined")
+
+    await ctx.run("charge", decline)
+    return 0
+
+
+@durable_flow(input=str, output=int)
+async def ticked(log: str, ctx: DurableContext) -> int:
+    """Started by a recurring schedule: one step logs this execution's id and pid."""
+
+    def step() -> int:
+        _append(log, f"{ctx.flow_id} {os.getpid()}")
+        return 1
+
+    done: int = await ctx.run("log", step)
+    return done
+
+
+FLOWS: list[DurableFlow[Any, Any]] = [counted, guarded, fanned, blocking, compensated, ticked]
 
 ROOT = Path(__file__).resolve().parents[2]
 

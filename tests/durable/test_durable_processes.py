@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from stream_gateway.durable import DurableEngine, SqliteDurableStore
+from stream_gateway.durable._schedules import tick_execution_id
 
 from .procs import FLOWS, Fan, Job, WorkerProcess, worker_process
 
@@ -166,3 +167,108 @@ async def test_a_sync_step_longer_than_the_lease_runs_once_across_two_workers(
                     proc.send_signal(signal.SIGTERM)
     assert final.status == "completed" and final.response == 1
     assert len(log.read_text().splitlines()) == 1
+
+
+HANDLERS = 3
+ROLLBACK_KILLS = 20
+
+
+async def test_sigkills_during_a_rollback_run_each_handler_once_in_reverse(
+    tmp_path: Path,
+) -> None:
+    db, log = tmp_path / "durable.sqlite3", tmp_path / "undo.log"
+    engine = DurableEngine(FLOWS, store=SqliteDurableStore(db))
+    rng = random.Random(4321)
+    in_flight_at_kill: Counter[int] = Counter()
+    keys = [f"undo:s{i}" for i in reversed(range(HANDLERS))]  # the order they run in
+    async with engine:
+        op = await engine.schedule(
+            "compensated", Job(log=str(log), steps=HANDLERS, delay=5 * DELAY)
+        )
+        with anyio.fail_after(120):
+            unfinished = keys
+            spare = await WorkerProcess.spawn(db, "--worker-id", "w", "--lease", "2")
+            for kill in range(ROLLBACK_KILLS):
+                ahead = len(unfinished) / (ROLLBACK_KILLS - kill) < HANDLERS / ROLLBACK_KILLS
+                delay = rng.uniform(0, (2.0 if ahead else 6.0) * DELAY)
+                worker = spare
+                await worker.go()
+                spare = await WorkerProcess.spawn(db, "--worker-id", "w", "--lease", "2")
+                await anyio.sleep(delay)
+                await worker.kill()  # SIGKILL
+                done = {
+                    e.key
+                    for e in await engine.history(op.name)
+                    if e.branch == "$rollback" and e.status == "completed"
+                }
+                unfinished = [k for k in keys if k not in done]
+                if unfinished:
+                    in_flight_at_kill[int(unfinished[0].removeprefix("undo:s"))] += 1
+            await spare.go()
+            final = await engine.wait(op.name)
+            spare.proc.send_signal(signal.SIGTERM)
+            await spare.proc.wait()
+            await spare.kill()
+        detail = await engine.detail(op.name)
+
+    assert final.status == "failed" and final.error is not None
+    assert final.error.message == "declined", final.to_json()
+    assert "rolling_back" in [a.data.get("status") for a in detail.timeline]
+    ran = [int(line.split()[1]) for line in log.read_text().splitlines()]
+    counts = Counter(ran)
+    for i in range(HANDLERS):
+        assert counts[i] >= 1, f"handler {i} never ran"
+        assert counts[i] - 1 <= in_flight_at_kill[i], (
+            f"handler {i} ran {counts[i]} times but was in flight at only "
+            f"{in_flight_at_kill[i]} kills: a completed handler ran again"
+        )
+    assert list(dict.fromkeys(ran)) == list(reversed(range(HANDLERS)))  # reverse order
+    print(f"in flight at kills: {dict(in_flight_at_kill)}; runs: {dict(counts)}")
+    assert sum(in_flight_at_kill.values()) >= ROLLBACK_KILLS // 2
+
+
+async def test_three_worker_processes_start_exactly_one_execution_per_tick(
+    tmp_path: Path,
+) -> None:
+    db, log = tmp_path / "durable.sqlite3", tmp_path / "ticks.log"
+    engine = DurableEngine(FLOWS, store=SqliteDurableStore(db))
+    interval = 0.5
+    async with engine:
+        async with (
+            worker_process(db, "--lease", "2") as a,
+            worker_process(db, "--lease", "2") as b,
+            worker_process(db, "--lease", "2") as c,
+        ):
+            first = await engine.ensure_schedule(
+                "ticked", str(log), id="half-second", interval=interval, overlap="allow"
+            )
+            await anyio.sleep(10)
+            await engine.pause_schedule("half-second")
+            await anyio.sleep(1)  # a tick fired just before the pause may still run
+            with anyio.fail_after(30):
+                while True:
+                    ops = (await engine.list(flow="ticked", limit=1000)).items
+                    if all(op.done for op in ops):
+                        break
+                    await anyio.sleep(0.05)
+            paused_count = len(ops)
+            await anyio.sleep(2 * interval)
+            assert len((await engine.list(flow="ticked", limit=1000)).items) == paused_count
+            await engine.remove_schedule("half-second")
+            pids = {p.pid for p in (a, b, c)}
+        ticks = []
+        for op in ops:
+            assert op.status == "completed", op.to_json()
+            timeline = (await engine.detail(op.name)).timeline
+            [tick_line] = [x for x in timeline if x.kind == "schedule_tick"]
+            ticks.append(tick_line.data["tick"])
+
+    assert len(ticks) == len(set(ticks)) >= 10  # no tick twice
+    assert first.next_at is not None
+    for t in ticks:  # every tick on the schedule's grid
+        steps = (t - first.next_at) / interval
+        assert abs(steps - round(steps)) < 1e-6, (t, first.next_at)
+    assert {tick_execution_id("half-second", t) for t in ticks} == {op.name for op in ops}
+    ran = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(r[0] for r in ran) == sorted(op.name for op in ops)  # each ran once
+    print(f"{len(ticks)} ticks; workers used: {len({r[1] for r in ran})} of {len(pids)}")

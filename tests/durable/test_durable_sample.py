@@ -69,3 +69,37 @@ async def test_approval_sample_end_to_end_with_a_restart(
     response = done["result"]["response"]
     assert response["status"] == "ordered" and response["comment"] == "ok"
     assert response["quote"] == {"item": "laptop", "list_price": 105.0}
+
+
+async def test_sample_trip_compensation_and_its_recurring_schedule(tmp_path: Path) -> None:
+    engine = make_engine(str(tmp_path / "approval.sqlite3"))
+    app = make_app(engine)
+    c = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x")
+    async with app.router.lifespan_context(app), c:
+        schedule = await engine.get_schedule("pending-digest")
+        assert schedule.cron == "0 9 * * mon-fri" and schedule.next_at is not None
+        ok = (
+            await c.post(
+                "/durable/trip_booking",
+                headers=ANN,
+                json={"data": {"destination": "Lisbon", "budget": 500}},
+            )
+        ).json()
+        declined = (
+            await c.post(
+                "/durable/trip_booking",
+                headers=ANN,
+                json={"data": {"destination": "Lisbon", "budget": 5000}},
+            )
+        ).json()
+        booked = await state(c, ok["name"], "completed")
+        failed = await state(c, declined["name"], "failed")
+        detail = (await c.get(f"/durable/ops/{declined['name']}/detail", headers=ANN)).json()
+        digest = await engine.run("pending_digest")
+    assert booked["result"]["response"]["payment"] == {"charged": 500.0}
+    assert "payment declined" in failed["result"]["error"]["message"]
+    timeline = [(a["kind"], a.get("step"), a["data"].get("status")) for a in detail["timeline"]]
+    assert ("status", None, "rolling_back") in timeline
+    undone = [step for kind, step, _ in timeline if kind == "rollback"]
+    assert undone == ["$rollback/undo:hotel", "$rollback/undo:flight"]
+    assert digest == {"waiting": 0}

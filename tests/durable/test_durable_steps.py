@@ -81,11 +81,14 @@ async def test_results_come_back_as_json_and_typed_with_output(start: StartEngin
         p = await ctx.run("p", lambda: Point(x=3), output=Point)
         raw: dict[str, int] = await ctx.run("raw", lambda: Point(x=4))  # JSON, not a Point
         seen.extend([p, raw])
-        await ctx.sleep("nap", 0.01)  # forces a replay
+        await ctx.wait_for_signal("go", "go")  # parks: the signal's arrival replays
         return p.x + raw["x"]
 
     async with start([f]) as (engine, _):
-        op = await finished(engine, (await engine.schedule(f)).name)
+        started = await engine.schedule(f)
+        await until_status(engine, started.name, "waiting")
+        await engine.signal(started.name, "go")
+        op = await finished(engine, started.name)
     assert op.response == 7
     assert seen[0] == Point(x=3) and seen[1] == {"x": 4}
     assert seen[:2] == seen[2:]  # the same on the first run and on replay
