@@ -74,7 +74,7 @@ return 1
 
 # KEYS: meta, log. ARGV: kind, payload, now, expires_at, expire at (ms).
 # A conditional FINISH: only an open stream whose lease lapsed before `now`, at the
-# length the log holds (APPEND refuses a finished stream, so nothing lands after it).
+# length the record holds (APPEND refuses a finished stream, so nothing lands after).
 # Returns 1 when the end was recorded here, else 0.
 ABANDON = """
 local meta = redis.call('HMGET', KEYS[1], 'status', 'lease_until', 'length')
@@ -83,7 +83,9 @@ if not meta[2] or tonumber(meta[2]) >= tonumber(ARGV[3]) then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'tkind', ARGV[1], 'tpayload', ARGV[2],
   'updated_at', ARGV[3], 'expires_at', ARGV[4])
 redis.call('HDEL', KEYS[1], 'lease_until')
-redis.call('XADD', KEYS[2], meta[3] .. '-1', 't', ARGV[1])
+-- The end marker wakes blocking readers; a log that lost acknowledged batches (a
+-- crash without fsync) may refuse its id, and the record alone then tells the end.
+redis.pcall('XADD', KEYS[2], meta[3] .. '-1', 't', ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], ARGV[5])
 redis.call('PEXPIREAT', KEYS[2], ARGV[5])
 return 1
