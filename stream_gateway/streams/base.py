@@ -63,6 +63,8 @@ class StreamRecord:
     lease_until: float | None = None
     cancel_requested: bool = False
     terminal: Terminal | None = None
+    #: A stop was requested (`StreamStorage.request_stop`): finish now, with a result.
+    stop_requested: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -201,12 +203,25 @@ class StreamStorage(abc.ABC):
         self, stream_ids: Sequence[str], lease_until: float, expires_at: float
     ) -> set[str]:
         """Extend the writer lease of open streams; return the ids whose cancellation
-        was requested (by any process), and those no longer open (their end was
-        recorded elsewhere, e.g. by `abandon`): the manager stops their writers."""
+        was requested (by any process), those whose stop was requested (see
+        `request_stop`), and those no longer open (their end was recorded elsewhere,
+        e.g. by `abandon`): the manager loads these records and stops or cancels
+        their writers."""
 
     @abc.abstractmethod
     async def request_cancel(self, stream_id: str) -> bool:
         """Flag an open stream for cancellation. False if unknown or already finished."""
+
+    async def request_stop(self, stream_id: str) -> bool:
+        """Flag an open stream's flow to stop (finish now with its partial result).
+
+        False if unknown or already finished. The flag shows in `load`
+        (``stop_requested``), and `renew` reports a flagged stream as it reports a
+        cancelled one (the manager then loads the record to tell the two apart).
+        The default raises `NotImplementedError`: a stop then reaches only a writer in
+        the process that receives it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot carry a stop to another process")
 
     @abc.abstractmethod
     async def purge(self, now: float) -> int:

@@ -317,19 +317,26 @@ class StreamManager:
         """Ask the stream's flow to finish now with what it has (see `StreamWriter.stop_requested`).
 
         Returns False when the stream has already finished. Unknown id:
-        `StreamNotFoundError`. Reaches a writer in this process only: a stream open
-        but written by another process raises `FailedPreconditionError` (send the stop
-        to the process running the flow, or cancel instead).
+        `StreamNotFoundError`. The writer in this process hears at once, one in
+        another process at its next lease renewal (within a third of ``lease``); a
+        store without `StreamStorage.request_stop` raises `FailedPreconditionError`
+        for a stream written by another process.
         """
         record = await self.info(stream_id)
         if record.status != "open":
             return False
         writer = self._writers.get(stream_id)
         if writer is None:
-            raise FailedPreconditionError(
-                "the stream is written by another process: a stop reaches only the process"
-                " running its flow (cancel reaches every process)"
-            )
+            try:
+                requested = await self._retrying(lambda: self.storage.request_stop(stream_id))
+            except NotImplementedError:
+                raise FailedPreconditionError(
+                    "the stream is written by another process, and this stream store"
+                    " cannot carry a stop there (cancel reaches every process)"
+                ) from None
+            if requested:
+                logger.info("stream %s: stop requested", stream_id)
+            return requested
         if writer.closed:
             return False
         logger.info("stream %s: stop requested", stream_id)
@@ -620,7 +627,22 @@ class StreamManager:
             for sid in cancelled:
                 writer = self._writers.get(sid)
                 if writer is not None:
-                    writer._request_cancel()
+                    await self._flagged(writer)
+
+    async def _flagged(self, writer: StreamWriter) -> None:
+        """A renewal reported the writer's stream: stop or cancel its flow."""
+        try:
+            record = await self.storage.load(writer.stream_id)
+        except Exception as exc:
+            logger.warning(
+                "could not load stream %s (next renewal retries): %r", writer.stream_id, exc
+            )
+            return
+        if record is not None and record.status == "open" and not record.cancel_requested:
+            if record.stop_requested:
+                writer._request_stop()
+                return
+        writer._request_cancel()
 
     async def _purge_loop(self) -> None:
         while True:

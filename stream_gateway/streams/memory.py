@@ -109,7 +109,7 @@ class InMemoryStreamStorage(StreamStorage):
                 continue
             entry.record.lease_until = lease_until
             entry.record.expires_at = expires_at
-            if entry.record.cancel_requested:
+            if entry.record.cancel_requested or entry.record.stop_requested:
                 cancelled.add(sid)
         return cancelled
 
@@ -118,6 +118,13 @@ class InMemoryStreamStorage(StreamStorage):
         if entry is None or entry.record.status != "open":
             return False
         entry.record.cancel_requested = True
+        return True
+
+    async def request_stop(self, stream_id: str) -> bool:
+        entry = self._entries.get(stream_id)
+        if entry is None or entry.record.status != "open":
+            return False
+        entry.record.stop_requested = True
         return True
 
     async def purge(self, now: float) -> int:

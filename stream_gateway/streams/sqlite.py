@@ -277,8 +277,20 @@ class SqliteStreamStorage(StreamStorage):
         return await self._run(True, lambda conn: db.transaction(conn, body))
 
     async def request_cancel(self, stream_id: str) -> bool:
-        sql = "UPDATE streams SET cancel_requested = 1 WHERE id = ? AND status = 'open'"
+        sql = f"UPDATE streams SET cancel_requested = {db.CANCEL} WHERE id = ? AND status = 'open'"
         return bool(await self._run(True, lambda conn: conn.execute(sql, (stream_id,)).rowcount))
+
+    async def request_stop(self, stream_id: str) -> bool:
+        # A cancel already requested outranks the stop (the column keeps the cancel).
+        sql = f"""UPDATE streams SET cancel_requested = {db.STOP}
+            WHERE id = ? AND status = 'open' AND cancel_requested = 0"""
+        check = "SELECT 1 FROM streams WHERE id = ? AND status = 'open'"
+
+        def body(conn: sqlite3.Connection) -> bool:
+            conn.execute(sql, (stream_id,))
+            return conn.execute(check, (stream_id,)).fetchone() is not None
+
+        return await self._run(True, lambda conn: db.transaction(conn, body))
 
     async def purge(self, now: float) -> int:
         def one_round(conn: sqlite3.Connection) -> int:

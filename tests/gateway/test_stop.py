@@ -14,6 +14,7 @@ from stream_gateway import FailedPreconditionError, FlowContext, Gateway, Stream
 from stream_gateway._json import loads
 from stream_gateway.client import stream_flow
 from tests.backends import BackendHarness
+from tests.faults import FlakyStorage
 from tests.gateway.conftest import serve
 from tests.gateway.test_resume import STREAM, parse_sse
 
@@ -132,12 +133,14 @@ async def test_stop_of_unknown_stream_is_not_found(harness: BackendHarness) -> N
         assert response.json()["error"]["status"] == "NOT_FOUND"
 
 
-async def test_stop_names_what_to_do_for_a_stream_written_elsewhere(
+async def test_stop_names_what_to_do_when_the_store_cannot_carry_it(
     harness: BackendHarness,
 ) -> None:
-    async with StreamManager(harness.new_storage()) as a, StreamManager(harness.new_storage()) as b:
+    # A store without `request_stop` (FlakyStorage does not pass it on).
+    without = FlakyStorage(harness.new_storage())
+    async with StreamManager(harness.new_storage()) as a, StreamManager(without) as b:
         writer = await a.open(flow="words")
-        with pytest.raises(FailedPreconditionError, match="another process"):
+        with pytest.raises(FailedPreconditionError, match="cancel reaches every process"):
             await b.stop(writer.stream_id)
         assert await a.stop(writer.stream_id) is True
         assert writer.stop_requested

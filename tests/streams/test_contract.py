@@ -288,6 +288,34 @@ async def test_cancel_from_another_process(make_manager: MakeManager) -> None:
         assert (await collect(b, writer.stream_id))[-1] == ErrorEvent("CANCELLED", "stopped")
 
 
+async def test_stop_from_another_process(make_manager: MakeManager) -> None:
+    async with make_manager(lease=0.6) as a, make_manager() as b:
+        writer = await a.open()
+        await writer.write("partial")
+        assert await b.stop(writer.stream_id) is True
+        assert (await b.info(writer.stream_id)).stop_requested
+        with anyio.fail_after(10):  # heard at a's next renewal
+            while not writer.stop_requested:  # noqa: ASYNC110 - the writer offers no event
+                await anyio.sleep(0.02)
+        assert not writer.cancel_requested
+        await writer.done("partial answer")
+        assert await b.stop(writer.stream_id) is False
+        events = await collect(b, writer.stream_id)
+        assert events == [ChunkEvent(0, b'"partial"'), ResultEvent(b'"partial answer"')]
+
+
+async def test_a_cancel_outranks_a_stop(make_manager: MakeManager) -> None:
+    async with make_manager(lease=0.6) as a, make_manager() as b:
+        writer = await a.open()
+        assert await b.stop(writer.stream_id) is True
+        assert await b.cancel(writer.stream_id) is True
+        with anyio.fail_after(10):
+            await writer.wait_cancel_requested()
+        record = await b.info(writer.stream_id)
+        assert record.cancel_requested
+        await writer.cancelled()
+
+
 async def test_finished_streams_expire_and_purge(make_manager: MakeManager) -> None:
     async with make_manager(ttl=0.3) as manager:
         writer = await manager.open()

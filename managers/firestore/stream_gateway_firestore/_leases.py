@@ -57,7 +57,7 @@ async def renew_leases(
                 update["length"] = lengths[snap.id]
             guard = client.write_option(last_update_time=snap.update_time)
             writes.append((snap.reference, update, guard))
-            if fields.get("cancel_requested"):
+            if fields.get("cancel_requested") or fields.get("stop_requested"):
                 cancelled.add(snap.id)
         try:
             await _commit(client, writes, rpc_timeout=rpc_timeout)
@@ -77,23 +77,26 @@ async def _commit(client: AsyncClient, writes: list[_Write], *, rpc_timeout: flo
 
 
 async def flag_cancel(
-    client: AsyncClient, record: AsyncDocumentReference, *, rpc_timeout: float
+    client: AsyncClient,
+    record: AsyncDocumentReference,
+    *,
+    rpc_timeout: float,
+    flag: str = "cancel_requested",
 ) -> bool:
-    """Set ``cancel_requested`` on an open stream; False if unknown or finished."""
+    """Set ``flag`` (``cancel_requested``, or ``stop_requested``) on an open stream;
+    False if unknown or finished."""
     for _ in range(_ATTEMPTS):
         with translated("loading a stream"):
             snap = await record.get(retry=None, timeout=rpc_timeout)
         fields = snap.to_dict() or {}
         if fields.get("status") != "open":
             return False
-        if fields.get("cancel_requested"):
+        if fields.get(flag):
             return True
         guard = client.write_option(last_update_time=snap.update_time)
         try:
             with translated("requesting cancellation"):
-                await record.update(
-                    {"cancel_requested": True}, option=guard, retry=None, timeout=rpc_timeout
-                )
+                await record.update({flag: True}, option=guard, retry=None, timeout=rpc_timeout)
         except gexc.FailedPrecondition:
             continue  # the record changed meanwhile (renewed, finished): look again
         return True

@@ -276,6 +276,14 @@ class FirestoreStreamStorage(StreamStorage):
     async def request_cancel(self, stream_id: str) -> bool:
         return await flag_cancel(self.client, self._record(stream_id), rpc_timeout=self.rpc_timeout)
 
+    async def request_stop(self, stream_id: str) -> bool:
+        return await flag_cancel(
+            self.client,
+            self._record(stream_id),
+            rpc_timeout=self.rpc_timeout,
+            flag="stop_requested",
+        )
+
     async def purge(self, now: float) -> int:
         return await delete_expired(
             self.client, self.collection, to_timestamp(now), rpc_timeout=self.rpc_timeout

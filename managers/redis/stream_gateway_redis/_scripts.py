@@ -7,7 +7,7 @@ strings and back through ``tonumber``; offsets stay far below 2^53, so they are 
 
 from __future__ import annotations
 
-__all__ = ["ABANDON", "APPEND", "CANCEL", "CREATE", "FINISH", "PURGE", "READ", "RENEW"]
+__all__ = ["ABANDON", "APPEND", "CANCEL", "CREATE", "FINISH", "PURGE", "READ", "RENEW", "STOP"]
 
 # KEYS: meta, log. ARGV: expire at (ms), created_at, flow, then the record's fields.
 # A create whose reply was lost finds its own record on retry (same created_at and
@@ -92,14 +92,23 @@ return 1
 """
 
 # KEYS: meta, log. ARGV: lease_until, expires_at, expire at (ms).
-# Returns -1 (not open: left alone), 0 (renewed) or 1 (renewed; cancel requested).
+# Returns -1 (not open: left alone), 0 (renewed) or 1 (renewed; cancel or stop
+# requested).
 RENEW = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'open' then return -1 end
 redis.call('HSET', KEYS[1], 'lease_until', ARGV[1], 'expires_at', ARGV[2])
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 redis.call('PEXPIREAT', KEYS[2], ARGV[3])
 if redis.call('HGET', KEYS[1], 'cancel') == '1' then return 1 end
+if redis.call('HGET', KEYS[1], 'stop') == '1' then return 1 end
 return 0
+"""
+
+# KEYS: meta. Returns 1 if the stop flag was set on an open stream, else 0.
+STOP = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'open' then return 0 end
+redis.call('HSET', KEYS[1], 'stop', '1')
+return 1
 """
 
 # KEYS: meta. Returns 1 if the cancel flag was set on an open stream, else 0.

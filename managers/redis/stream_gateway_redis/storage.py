@@ -168,7 +168,7 @@ class RedisStreamStorage(StreamStorage):
         # EVALSHA, loading the script again when a restarted server forgot it.
         self._registered = {
             name: self._client.register_script(getattr(_scripts, name))
-            for name in ("CREATE", "APPEND", "FINISH", "ABANDON", "CANCEL", "READ")
+            for name in ("CREATE", "APPEND", "FINISH", "ABANDON", "CANCEL", "STOP", "READ")
         }
 
     async def close(self) -> None:
@@ -295,6 +295,10 @@ class RedisStreamStorage(StreamStorage):
     async def request_cancel(self, stream_id: str) -> bool:
         with _translated():
             return bool(await self._script("CANCEL")(keys=[meta_key(self.prefix, stream_id)]))
+
+    async def request_stop(self, stream_id: str) -> bool:
+        with _translated():
+            return bool(await self._script("STOP")(keys=[meta_key(self.prefix, stream_id)]))
 
     async def purge(self, now: float) -> int:
         index = expiry_key(self.prefix)

@@ -309,7 +309,7 @@ class RtdbStreamStorage(StreamStorage):
                 update[f"{sid}/expires_at"] = expires_at
                 if written.length > _int(meta.get("length")):
                     update[f"{sid}/length"] = written.length
-                if meta.get("cancel_requested") is True:
+                if meta.get("cancel_requested") is True or meta.get("stop_requested") is True:
                     cancelled.add(sid)
             if update:
                 await self.client.patch(f"{self.root}/meta", update)
@@ -320,15 +320,22 @@ class RtdbStreamStorage(StreamStorage):
 
     @operation
     async def request_cancel(self, stream_id: str) -> bool:
+        return await self._flag(stream_id, "cancel_requested")
+
+    @operation
+    async def request_stop(self, stream_id: str) -> bool:
+        return await self._flag(stream_id, "stop_requested")
+
+    async def _flag(self, stream_id: str, flag: str) -> bool:
         path = self._meta(stream_id)
         for _ in range(_CANCEL_TRIES):  # a transaction: read, then write if unchanged
             current, etag = await self.client.get_with_etag(path)
             if not isinstance(current, dict) or current.get("status") != "open":
                 return False
-            if current.get("cancel_requested") is True:
+            if current.get(flag) is True:
                 return True
             try:
-                await self.client.put(path, {**current, "cancel_requested": True}, if_match=etag)
+                await self.client.put(path, {**current, flag: True}, if_match=etag)
             except Conflict:
                 continue
             return True
