@@ -25,7 +25,7 @@ from ._errors import (
     error_from_status,
 )
 from .asgi import FlowHandler, Gateway
-from .flow import ContextProvider, Flow, FlowContext, RequestContext, flow
+from .flow import ContextProvider, Flow, FlowContext, RequestContext, StopRequest, flow
 from .streams import (
     InMemoryStreamManager,
     SqliteStreamManager,
@@ -68,6 +68,7 @@ __all__ = [
     "SqliteStreamManager",
     "SqliteStreamStorage",
     "StepExhaustedError",
+    "StopRequest",
     "StreamAbandonedError",
     "StreamClosedError",
     "StreamExistsError",

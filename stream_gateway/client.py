@@ -114,6 +114,20 @@ class FlowStream:
         _raise_for_error(response.status_code, response.content)
         return bool(response.json().get("cancelled"))
 
+    async def stop(self) -> bool:
+        """Ask the flow to finish now with what it has (``POST <url>/streams/<id>/stop``).
+
+        The stream then ends with the flow's partial result, which `result` returns;
+        keep reading it. False when the stream had already finished.
+        """
+        if self.stream_id is None:
+            raise UnavailableError("no stream id yet: nothing to stop")
+        response = await self._http.post(
+            f"{self.url.rstrip('/')}/streams/{self.stream_id}/stop", headers=self._headers
+        )
+        _raise_for_error(response.status_code, response.content)
+        return bool(response.json().get("stopped"))
+
     async def aclose(self) -> None:
         """Stop reading (the flow goes on on the server)."""
         await self._chunks.aclose()

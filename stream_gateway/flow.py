@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, overload
 
+import anyio
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ._codec import Codec
@@ -21,6 +22,7 @@ __all__ = [
     "Flow",
     "FlowContext",
     "RequestContext",
+    "StopRequest",
     "flow",
 ]
 
@@ -60,6 +62,44 @@ class ContextProvider(Protocol):
     async def __call__(self, request: Any, /) -> RequestContext: ...
 
 
+class StopRequest:
+    """Whether the caller asked the flow to finish now with what it has.
+
+    Set by ``POST .../streams/{id}/stop`` (or `StreamManager.stop`). Poll it
+    (``if ctx.stop_requested:`` or ``ctx.stop_requested.is_set()``) between chunks, or
+    ``await ctx.stop_requested.wait()`` in a task. The flow then returns its partial
+    result, and its stream ends ``done`` with it; a flow that does not return within
+    the gateway's ``stop_grace`` seconds is cancelled.
+    """
+
+    __slots__ = ("_event", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: anyio.Event | None = None  # made when first awaited, in the loop
+
+    def is_set(self) -> bool:
+        """True once a stop was requested."""
+        return self._set
+
+    def __bool__(self) -> bool:
+        return self._set
+
+    async def wait(self) -> None:
+        """Return once a stop is requested (at once if it was)."""
+        if self._set:
+            return
+        if self._event is None:
+            self._event = anyio.Event()
+        await self._event.wait()
+
+    def set(self) -> None:
+        """Request the stop (the runner calls this; idempotent)."""
+        self._set = True
+        if self._event is not None:
+            self._event.set()
+
+
 class FlowContext(Generic[ChunkT]):
     """What a running flow sees: a way to send chunks, and who called it."""
 
@@ -75,6 +115,8 @@ class FlowContext(Generic[ChunkT]):
         self.stream_id = stream_id
         self.request = request or RequestContext()
         self._sink = sink
+        #: Set when the caller asks the flow to finish now (see `StopRequest`).
+        self.stop_requested = StopRequest()
 
     @property
     def principal(self) -> str | None:

@@ -56,6 +56,12 @@ class FlakyStorage(StreamStorage):
         self._check()
         await self.inner.finish(stream_id, length, terminal, now=now, expires_at=expires_at)
 
+    async def abandon(
+        self, stream_id: str, terminal: Terminal, *, now: float, expires_at: float
+    ) -> bool:
+        self._check()
+        return await self.inner.abandon(stream_id, terminal, now=now, expires_at=expires_at)
+
     async def load(self, stream_id: str) -> StreamRecord | None:
         self._check()
         return await self.inner.load(stream_id)

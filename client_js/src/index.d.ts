@@ -132,7 +132,7 @@ export interface SubscribeOptions extends CommonStreamOptions {
   transport?: 'genkit' | 'sse';
 }
 
-/** What `streamFlow` and `subscribe` return (Genkit's shape, plus `cancel`). */
+/** What `streamFlow` and `subscribe` return (Genkit's shape, plus `cancel` and `stop`). */
 export interface FlowStream<O = any, S = any> {
   /**
    * The chunks, each exactly once and in order, across reconnects. Ends when the
@@ -150,6 +150,12 @@ export interface FlowStream<O = any, S = any> {
    * flow (`false` when it had already finished).
    */
   cancel(): Promise<boolean>;
+  /**
+   * Ask the flow to finish now with what it has (`POST <url>/streams/<id>/stop`): the
+   * stream then ends normally and `output` resolves with the flow's partial result.
+   * Resolves with whether a running flow was asked (`false` when it had finished).
+   */
+  stop(): Promise<boolean>;
 }
 
 export interface RunFlowOptions<I = any> {

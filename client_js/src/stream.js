@@ -28,7 +28,7 @@ const RETRYABLE_HTTP = new Set([408, 429, 502, 503, 504]);
 
 /**
  * Start a flow and stream it (or reattach to one: `streamId`, or what `persistKey`
- * remembers). Returns at once `{stream, output, streamId, cancel}`.
+ * remembers). Returns at once `{stream, output, streamId, cancel, stop}`.
  */
 export function streamFlow(options) {
   const storage = resolveStorage(options.storage);
@@ -173,7 +173,30 @@ class StreamSession {
       output: this.#output,
       streamId: this.#idPromise,
       cancel: () => this.#cancel(),
+      stop: () => this.#requestStop(),
     };
+  }
+
+  async #requestStop() {
+    // The flow finishes now with what it has; the stream then ends with that result,
+    // which `output` resolves with. Keep reading: nothing is cut here.
+    if (this.#finished && this.#ended) return false;
+    const streamId = await this.#idPromise;
+    if (streamId === null) {
+      throw new FlowError('FAILED_PRECONDITION', 'the server named no stream: there is nothing to stop');
+    }
+    let response;
+    try {
+      response = await this.#fetch(`${streamUrl(this.#url, streamId)}/stop`, {
+        method: 'POST',
+        headers: buildHeaders({ accept: 'application/json' }, this.#headers),
+      });
+    } catch (cause) {
+      throw new FlowError('UNAVAILABLE', `could not send the stop: ${cause?.message ?? cause}`, undefined, { cause });
+    }
+    if (!response.ok) throw await errorFromResponse(response);
+    const body = await response.json().catch(() => ({}));
+    return body?.stopped === true;
   }
 
   async #run() {

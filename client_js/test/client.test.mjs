@@ -273,6 +273,20 @@ describe('subscribe', () => {
   });
 });
 
+describe('stop', () => {
+  it('ends the stream with the partial result the flow returns', T, async () => {
+    const handle = streamFlow({ url: flow('words'), input: null });
+    const iterator = handle.stream[Symbol.asyncIterator]();
+    const seen = await take(iterator, 3);
+    assert.equal(await handle.stop(), true);
+    for (let step = await iterator.next(); !step.done; step = await iterator.next()) seen.push(step.value);
+    const output = await handle.output;
+    assert.equal(output.stopped, true);
+    assert.deepStrictEqual(output.said, seen);
+    assert.equal(await handle.stop(), false);
+  });
+});
+
 describe('cancel', () => {
   it('stops the flow on the server and ends the local stream with CANCELLED', T, async () => {
     const handle = streamFlow({ url: flow('count'), input: { n: 100_000, delay: 0.01 } });

@@ -254,6 +254,19 @@ class FlowEndpoints:
         cancelled = await self.settings.stream_manager.cancel(stream_id)
         return JSONResponse({"streamId": stream_id, "cancelled": cancelled})
 
+    async def stop(self, request: Request) -> Response:
+        """Ask the stream's flow to finish now; the stream then ends ``done`` with the
+        partial result the flow returns (cancelled if it does not within the grace)."""
+        return await self._guarded(self._stop, request)
+
+    async def _stop(self, request: Request) -> Response:
+        context = await self._authenticate(request)
+        stream_id = validate_stream_id(request.path_params["stream_id"])
+        await self._owned_record(stream_id, context)
+        assert self.settings.stream_manager is not None
+        stopped = await self.settings.stream_manager.stop(stream_id)
+        return JSONResponse({"streamId": stream_id, "stopped": stopped})
+
     async def describe(self, request: Request) -> Response:
         """The flow's name, description and JSON Schemas."""
         return await self._guarded(self._describe, request)

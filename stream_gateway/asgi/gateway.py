@@ -69,6 +69,7 @@ class Gateway:
         max_running_flows_per_principal: int | None = None,
         durable: DurableEngine | Worker | None = None,
         drain_on_signal: bool = True,
+        stop_grace: float = 10.0,
     ) -> None:
         """``max_chunk_bytes`` / ``max_stream_chunks`` apply to every run of these
         flows; they default to the manager's limits. ``max_running_flows`` caps the
@@ -82,6 +83,9 @@ class Gateway:
 
         ``drain_on_signal``: start the drain on SIGTERM/SIGINT (the server's own
         handler still runs); False leaves it to the lifespan shutdown.
+
+        ``stop_grace``: seconds a flow asked to stop (``POST .../streams/{id}/stop``)
+        has to return its partial result before it is cancelled.
         """
         self.drain_on_signal = drain_on_signal
         self.durable_worker: Worker | None = None
@@ -99,6 +103,7 @@ class Gateway:
             grace=drain_grace,
             max_running=max_running_flows,
             max_running_per_principal=max_running_flows_per_principal,
+            stop_grace=stop_grace,
         )
         self.settings = GatewaySettings(
             stream_manager=manager,
@@ -135,6 +140,7 @@ class Gateway:
             Route("/{flow}", self._dispatch("describe"), methods=["GET"]),
             Route("/{flow}/streams/{stream_id}", self._dispatch("sse"), methods=["GET"]),
             Route("/{flow}/streams/{stream_id}", self._dispatch("cancel"), methods=["DELETE"]),
+            Route("/{flow}/streams/{stream_id}/stop", self._dispatch("stop"), methods=["POST"]),
         ]
 
     def _durable_routes(self) -> list[BaseRoute]:
@@ -300,4 +306,5 @@ class FlowHandler(Gateway):
             Route("/", endpoints.describe, methods=["GET"]),
             Route("/streams/{stream_id}", endpoints.sse, methods=["GET"]),
             Route("/streams/{stream_id}", endpoints.cancel, methods=["DELETE"]),
+            Route("/streams/{stream_id}/stop", endpoints.stop, methods=["POST"]),
         ]

@@ -25,14 +25,17 @@ logger = logging.getLogger("stream_gateway.runner")
 _Outcome = tuple[bytes | None, BaseException | None]
 #: The recorded end of a flow that the drain grace did not let finish.
 SHUTDOWN_MESSAGE = "server shut down before the flow finished"
+#: The recorded end of a flow asked to stop that did not return within its grace.
+STOP_EXPIRED_MESSAGE = "flow did not stop within its grace period"
 
 
 class _Run:
-    __slots__ = ("admission", "scope", "shutdown")
+    __slots__ = ("admission", "scope", "shutdown", "stopping")
 
     def __init__(self) -> None:
         self.scope = anyio.CancelScope()
         self.shutdown = False
+        self.stopping = False  # a stop was requested: cancelled only past its grace
         self.admission: Admission | None = None
 
 
@@ -81,10 +84,16 @@ class FlowRunner:
         grace: float = 10.0,
         max_running: int = 1000,
         max_running_per_principal: int | None = None,
+        stop_grace: float = 10.0,
     ) -> None:
+        """``stop_grace``: seconds a flow asked to stop (`StreamManager.stop`) has to
+        return its partial result before it is cancelled."""
         if max_running < 1 or (max_running_per_principal or 1) < 1:
             raise ValueError("max_running and max_running_per_principal must be >= 1")
+        if stop_grace < 0:
+            raise ValueError("stop_grace must be >= 0")
         self.grace = grace
+        self.stop_grace = stop_grace
         self.max_running = max_running
         self.max_running_per_principal = max_running_per_principal
         self._admitted = 0
@@ -261,6 +270,15 @@ class FlowRunner:
     ) -> None:
         writer.on_cancel_requested(run.scope.cancel)
         writer.on_failure(run.scope.cancel)  # its stream cannot be written: stop it
+
+        def stop() -> None:
+            # The flow sees it and returns what it has; past the grace, it is cancelled.
+            run.stopping = True
+            ctx.stop_requested.set()
+            deadline = anyio.current_time() + self.stop_grace
+            run.scope.deadline = min(run.scope.deadline, deadline)
+
+        writer.on_stop_requested(stop)
         outcome: _Outcome | None = None  # None: cancelled by request or shutdown
         try:
             with run.scope:
@@ -311,6 +329,8 @@ class FlowRunner:
                     await writer.error(writer.failure)
                 elif run.shutdown:
                     await writer.error(UnavailableError(SHUTDOWN_MESSAGE))
+                elif run.stopping and not writer.cancel_requested:
+                    await writer.cancelled(STOP_EXPIRED_MESSAGE)
                 else:
                     await writer.cancelled()
             elif outcome[0] is not None:

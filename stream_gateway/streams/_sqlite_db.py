@@ -96,13 +96,22 @@ def parts(ids: Collection[str]) -> list[list[str]]:
     return [ordered[i : i + _MAX_PARAMS] for i in range(0, len(ordered), _MAX_PARAMS)]
 
 
+#: Values of the ``cancel_requested`` column: a cancel (1) outranks a stop (2).
+CANCEL, STOP = 1, 2
+
+
+def flags(record: StreamRecord) -> int:
+    """The ``cancel_requested`` column of a record."""
+    return CANCEL if record.cancel_requested else STOP if record.stop_requested else 0
+
+
 def record_row(record: StreamRecord) -> tuple[Any, ...]:
     """The ``streams`` row of a record, in `COLUMNS` order."""
     terminal = record.terminal
     return (
         record.stream_id, record.flow, record.created_at, record.updated_at,
         record.expires_at, record.owner, record.status, record.length,
-        record.lease_until, int(record.cancel_requested),
+        record.lease_until, flags(record),
         None if terminal is None else terminal.kind,
         None if terminal is None else terminal.payload,
         dumps(record.extra).decode(),
@@ -122,7 +131,8 @@ def row_record(row: Any) -> StreamRecord:
         status=cast(StreamStatus, status),
         length=length,
         lease_until=lease,
-        cancel_requested=bool(cancel),
+        cancel_requested=cancel == CANCEL,
+        stop_requested=cancel == STOP,
         terminal=None if kind is None else Terminal(kind, row[11]),
         extra=loads(row[12]),
     )

@@ -63,6 +63,8 @@ class StreamRecord:
     lease_until: float | None = None
     cancel_requested: bool = False
     terminal: Terminal | None = None
+    #: A stop was requested (`StreamStorage.request_stop`): finish now, with a result.
+    stop_requested: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -155,7 +157,33 @@ class StreamStorage(abc.ABC):
 
         Sets status, ``length``, ``updated_at = now``, ``expires_at``; clears the
         lease. Called once, after every append of the stream has returned.
+
+        A stream that is no longer open (its end was recorded by `abandon` while its
+        writer stalled) is left as it is: the first end recorded stands, so every
+        reader, now or later, sees the same one. A retried call is harmless.
         """
+
+    async def abandon(
+        self, stream_id: str, terminal: Terminal, *, now: float, expires_at: float
+    ) -> bool:
+        """Record ``terminal`` as the end of a stream whose writer's lease lapsed.
+
+        A conditional `finish`, atomic against the writer's renewals, appends and
+        finish: only if the stream is open and its ``lease_until`` is before ``now``.
+        The recorded ``length`` is the exact committed length (as `load` counts it);
+        ``updated_at = now``, ``expires_at`` as given, the lease cleared. Returns True
+        when this call recorded the end; False when the stream is unknown, finished,
+        or its lease still runs (renewed meanwhile).
+
+        Afterwards the stalled writer must not change what readers see: a backend
+        either refuses its appends (`StreamClosedError`) or keeps them past the
+        recorded ``length``, where the manager never reads on a finished stream; its
+        `renew` reports the stream (see there) and its `finish` changes nothing.
+
+        Every backend implements it; the default raises `NotImplementedError`, and the
+        manager then only tells its own subscribers (the verdict is not recorded).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot record abandonment")
 
     @abc.abstractmethod
     async def load(self, stream_id: str) -> StreamRecord | None:
@@ -175,11 +203,25 @@ class StreamStorage(abc.ABC):
         self, stream_ids: Sequence[str], lease_until: float, expires_at: float
     ) -> set[str]:
         """Extend the writer lease of open streams; return the ids whose cancellation
-        was requested (by any process)."""
+        was requested (by any process), those whose stop was requested (see
+        `request_stop`), and those no longer open (their end was recorded elsewhere,
+        e.g. by `abandon`): the manager loads these records and stops or cancels
+        their writers."""
 
     @abc.abstractmethod
     async def request_cancel(self, stream_id: str) -> bool:
         """Flag an open stream for cancellation. False if unknown or already finished."""
+
+    async def request_stop(self, stream_id: str) -> bool:
+        """Flag an open stream's flow to stop (finish now with its partial result).
+
+        False if unknown or already finished. The flag shows in `load`
+        (``stop_requested``), and `renew` reports a flagged stream as it reports a
+        cancelled one (the manager then loads the record to tell the two apart).
+        The default raises `NotImplementedError`: a stop then reaches only a writer in
+        the process that receives it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot carry a stop to another process")
 
     @abc.abstractmethod
     async def purge(self, now: float) -> int:

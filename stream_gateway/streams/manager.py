@@ -22,8 +22,10 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._errors import (
+    FailedPreconditionError,
     GatewayError,
     InvalidArgumentError,
+    StreamClosedError,
     StreamInterruptedError,
     StreamNotFoundError,
     UnavailableError,
@@ -39,7 +41,7 @@ from .base import (
     StreamStorage,
     Terminal,
 )
-from .writer import StreamWriter
+from .writer import StreamWriter, error_terminal
 
 __all__ = ["StreamManager"]
 
@@ -311,6 +313,36 @@ class StreamManager:
             writer._request_cancel()
         return requested
 
+    async def stop(self, stream_id: str) -> bool:
+        """Ask the stream's flow to finish now with what it has (see `StreamWriter.stop_requested`).
+
+        Returns False when the stream has already finished. Unknown id:
+        `StreamNotFoundError`. The writer in this process hears at once, one in
+        another process at its next lease renewal (within a third of ``lease``); a
+        store without `StreamStorage.request_stop` raises `FailedPreconditionError`
+        for a stream written by another process.
+        """
+        record = await self.info(stream_id)
+        if record.status != "open":
+            return False
+        writer = self._writers.get(stream_id)
+        if writer is None:
+            try:
+                requested = await self._retrying(lambda: self.storage.request_stop(stream_id))
+            except NotImplementedError:
+                raise FailedPreconditionError(
+                    "the stream is written by another process, and this stream store"
+                    " cannot carry a stop there (cancel reaches every process)"
+                ) from None
+            if requested:
+                logger.info("stream %s: stop requested", stream_id)
+            return requested
+        if writer.closed:
+            return False
+        logger.info("stream %s: stop requested", stream_id)
+        writer._request_stop()
+        return True
+
     async def purge(self) -> int:
         """Delete expired streams now (the manager also does this periodically)."""
         return await self.storage.purge(self.clock())
@@ -344,22 +376,44 @@ class StreamManager:
 
         The gateway uses it to send waiting frames in one write.
         """
-        check_offset(await self.info(stream_id), from_offset)
+        known = await self.info(stream_id)
+        check_offset(known, from_offset)
         listener = self._acquire(stream_id)
         try:
             cursor = from_offset
             missing = 0
+            # The recorded length of a finished stream: nothing past it is read (a
+            # stalled writer may still have appended there after its end was recorded).
+            end = None if known.terminal is None else known.length
+            lease_until = known.lease_until
             while True:
                 if self._tg is None:
                     raise StreamInterruptedError("stream manager stopped")
                 seen = listener.version
                 writer = self._writers.get(stream_id)
-                chunks = listener.recall(cursor, self.read_batch)
+                if (
+                    end is None
+                    and writer is None
+                    and lease_until is not None
+                    and lease_until < self.clock()
+                ):
+                    # The writer's lease lapsed: read on only up to its recorded end,
+                    # never what a stalled writer may append after it. Record it first.
+                    latest = await self._retrying(lambda: self.storage.load(stream_id))
+                    if latest is not None:
+                        lease_until = latest.lease_until
+                        if latest.terminal is not None:
+                            end = latest.length
+                        elif self.is_abandoned(latest):
+                            if await self._record_abandoned(stream_id, latest):
+                                continue
+                limit = self.read_batch if end is None else min(self.read_batch, end - cursor)
+                chunks = listener.recall(cursor, limit) if limit > 0 else []
                 # A writer in this process knows its committed length: past it there
                 # is nothing to read (and a backend that is down need not be asked).
-                if not chunks and (writer is None or cursor < writer.committed):
+                if not chunks and limit > 0 and (writer is None or cursor < writer.committed):
                     chunks = await self._retrying(
-                        functools.partial(self.storage.read, stream_id, cursor, self.read_batch)
+                        functools.partial(self.storage.read, stream_id, cursor, limit)
                     )
                     if chunks:
                         listener.remember(cursor, chunks)
@@ -369,11 +423,13 @@ class StreamManager:
                     cursor += len(chunks)
                     continue
                 failure = None if writer is None else writer.failure
-                if failure is not None and cursor >= writer.committed:  # type: ignore[union-attr]
+                if isinstance(failure, StreamClosedError):
+                    pass  # its end was recorded elsewhere (abandoned): the store tells
+                elif failure is not None and cursor >= writer.committed:  # type: ignore[union-attr]
                     # This process's writer gave up: the stream can only end in error.
                     yield [ErrorEvent(failure.status, failure.message, failure.details)]
                     return
-                if writer is not None:
+                if writer is not None and failure is None:
                     # Written here and healthy: the writer notifies on every commit, on
                     # failure and when it has ended (it then leaves `_writers`), so no
                     # timer. Renewals that keep failing past the lease wake us too
@@ -388,7 +444,10 @@ class StreamManager:
                 if record is None or record.expires_at <= self.clock():
                     yield [ErrorEvent("NOT_FOUND", "stream not found")]
                     return
-                if record.length > cursor:
+                lease_until = record.lease_until
+                if record.terminal is not None:
+                    end = record.length
+                if record.length > cursor and (end is None or end > cursor):
                     # The record promises chunks the read did not return. Usually a
                     # commit landed between our read and our load: read again at once.
                     # If reads keep coming back empty, data was lost under a live
@@ -405,6 +464,8 @@ class StreamManager:
                     yield [terminal_event(record.terminal)]
                     return
                 if self.is_abandoned(record):
+                    if await self._record_abandoned(stream_id, record):
+                        continue  # recorded (here or by another reader): read the end
                     if not listener.abandon_logged:
                         listener.abandon_logged = True
                         logger.info(
@@ -419,6 +480,27 @@ class StreamManager:
                 await listener.wait(seen, max(0.01, min(self.poll_fallback, lease_left + 0.01)))
         finally:
             self._release(stream_id, listener)
+
+    async def _record_abandoned(self, stream_id: str, record: StreamRecord) -> bool:
+        """Record the end of a stream whose writer's lease lapsed, so that every reader,
+        now or later, sees the same end. False when the backend cannot record it (the
+        caller then gives its own subscribers the verdict, unrecorded)."""
+        now = self.clock()
+        terminal = error_terminal(UnavailableError("stream abandoned"))
+        try:
+            recorded = await self._retrying(
+                lambda: self.storage.abandon(
+                    stream_id, terminal, now=now, expires_at=now + self.ttl
+                )
+            )
+        except NotImplementedError:
+            return False
+        if recorded:
+            logger.info(
+                "stream %s (flow %r) abandoned: its writer's lease lapsed; end recorded",
+                stream_id, record.flow,
+            )  # fmt: skip
+        return True
 
     # -- called by writers -------------------------------------------------------------
 
@@ -545,7 +627,22 @@ class StreamManager:
             for sid in cancelled:
                 writer = self._writers.get(sid)
                 if writer is not None:
-                    writer._request_cancel()
+                    await self._flagged(writer)
+
+    async def _flagged(self, writer: StreamWriter) -> None:
+        """A renewal reported the writer's stream: stop or cancel its flow."""
+        try:
+            record = await self.storage.load(writer.stream_id)
+        except Exception as exc:
+            logger.warning(
+                "could not load stream %s (next renewal retries): %r", writer.stream_id, exc
+            )
+            return
+        if record is not None and record.status == "open" and not record.cancel_requested:
+            if record.stop_requested:
+                writer._request_stop()
+                return
+        writer._request_cancel()
 
     async def _purge_loop(self) -> None:
         while True:

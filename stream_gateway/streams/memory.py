@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from .._errors import ResourceExhaustedError, StreamExistsError
+from .._errors import ResourceExhaustedError, StreamClosedError, StreamExistsError
 from .base import StreamRecord, StreamStorage, Terminal
 from .manager import StreamManager
 
@@ -53,6 +53,8 @@ class InMemoryStreamStorage(StreamStorage):
 
     async def append(self, stream_id: str, offset: int, chunks: Sequence[bytes]) -> None:
         entry = self._entries[stream_id]
+        if entry.record.status != "open":
+            raise StreamClosedError(f"stream {stream_id} is finished")
         if offset > len(entry.chunks):
             raise AssertionError(f"append at {offset} leaves a gap after {len(entry.chunks)}")
         replaced = sum(map(len, entry.chunks[offset:]))  # a retried batch
@@ -67,12 +69,26 @@ class InMemoryStreamStorage(StreamStorage):
         self, stream_id: str, length: int, terminal: Terminal, *, now: float, expires_at: float
     ) -> None:
         record = self._entries[stream_id].record
+        if record.status != "open":
+            return  # its end was recorded already (abandoned): the first end stands
         record.status = terminal.kind
         record.terminal = terminal
         record.length = length
         record.expires_at = expires_at
         record.updated_at = now
         record.lease_until = None
+
+    async def abandon(
+        self, stream_id: str, terminal: Terminal, *, now: float, expires_at: float
+    ) -> bool:
+        entry = self._entries.get(stream_id)
+        if entry is None:
+            return False
+        record = entry.record
+        if record.status != "open" or record.lease_until is None or record.lease_until >= now:
+            return False
+        await self.finish(stream_id, len(entry.chunks), terminal, now=now, expires_at=expires_at)
+        return True
 
     async def load(self, stream_id: str) -> StreamRecord | None:
         entry = self._entries.get(stream_id)
@@ -89,10 +105,11 @@ class InMemoryStreamStorage(StreamStorage):
         for sid in stream_ids:
             entry = self._entries.get(sid)
             if entry is None or entry.record.status != "open":
+                cancelled.add(sid)  # finished elsewhere (or gone): its writer stops
                 continue
             entry.record.lease_until = lease_until
             entry.record.expires_at = expires_at
-            if entry.record.cancel_requested:
+            if entry.record.cancel_requested or entry.record.stop_requested:
                 cancelled.add(sid)
         return cancelled
 
@@ -101,6 +118,13 @@ class InMemoryStreamStorage(StreamStorage):
         if entry is None or entry.record.status != "open":
             return False
         entry.record.cancel_requested = True
+        return True
+
+    async def request_stop(self, stream_id: str) -> bool:
+        entry = self._entries.get(stream_id)
+        if entry is None or entry.record.status != "open":
+            return False
+        entry.record.stop_requested = True
         return True
 
     async def purge(self, now: float) -> int:

@@ -38,6 +38,7 @@ import anyio
 from .._errors import (
     InternalError,
     InvalidArgumentError,
+    StreamClosedError,
     StreamExistsError,
     StreamNotFoundError,
     UnavailableError,
@@ -189,27 +190,55 @@ class SqliteStreamStorage(StreamStorage):
         if data.count(b"\n") != len(chunks) - 1:
             raise InvalidArgumentError("a chunk contains a raw newline: not compact JSON")
 
-        def body(conn: sqlite3.Connection) -> int:
+        def body(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT status FROM streams WHERE id = ?", (stream_id,)).fetchone()
+            if row is None or row[0] != "open":
+                return None if row is None else str(row[0])
             conn.execute(
                 "INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?)",
                 (stream_id, offset, len(chunks), data),
             )
-            return conn.execute(
+            conn.execute(
                 "UPDATE streams SET length = MAX(length, ?) WHERE id = ?",
                 (offset + len(chunks), stream_id),
-            ).rowcount
+            )
+            return "open"
 
-        if not await self._run(True, lambda conn: db.transaction(conn, body)):
+        status = await self._run(True, lambda conn: db.transaction(conn, body))
+        if status is None:
             raise StreamNotFoundError(f"stream {stream_id} not found")
+        if status != "open":
+            raise StreamClosedError(f"stream {stream_id} is finished")
 
     async def finish(
         self, stream_id: str, length: int, terminal: Terminal, *, now: float, expires_at: float
     ) -> None:
+        # Only an open stream: an end recorded already (abandoned) stands.
         sql = """UPDATE streams SET status = ?, terminal_kind = ?, terminal_payload = ?,
-            length = ?, updated_at = ?, expires_at = ?, lease_until = NULL WHERE id = ?"""
+            length = ?, updated_at = ?, expires_at = ?, lease_until = NULL
+            WHERE id = ? AND status = 'open'"""
         args = (terminal.kind, terminal.kind, terminal.payload, length, now, expires_at, stream_id)
-        if not await self._run(True, lambda conn: conn.execute(sql, args).rowcount):
+
+        def body(conn: sqlite3.Connection) -> bool:
+            if conn.execute(sql, args).rowcount:
+                return True
+            return (
+                conn.execute("SELECT 1 FROM streams WHERE id = ?", (stream_id,)).fetchone()
+                is not None
+            )
+
+        if not await self._run(True, lambda conn: db.transaction(conn, body)):
             raise StreamNotFoundError(f"stream {stream_id} not found")
+
+    async def abandon(
+        self, stream_id: str, terminal: Terminal, *, now: float, expires_at: float
+    ) -> bool:
+        # ``length`` is exact here: every append updates it in its own transaction.
+        sql = """UPDATE streams SET status = ?, terminal_kind = ?, terminal_payload = ?,
+            updated_at = ?, expires_at = ?, lease_until = NULL
+            WHERE id = ? AND status = 'open' AND lease_until < ?"""
+        args = (terminal.kind, terminal.kind, terminal.payload, now, expires_at, stream_id, now)
+        return bool(await self._run(True, lambda conn: conn.execute(sql, args).rowcount))
 
     async def load(self, stream_id: str) -> StreamRecord | None:
         sql = f"SELECT {db.COLUMNS} FROM streams WHERE id = ?"
@@ -240,13 +269,30 @@ class SqliteStreamStorage(StreamStorage):
                 )
                 rows = conn.execute(f"SELECT id FROM streams {where} AND cancel_requested", part)
                 cancelled.update(sid for (sid,) in rows)
+                # Finished elsewhere (abandoned) or gone: their writers stop.
+                still_open = {
+                    sid for (sid,) in conn.execute(f"SELECT id FROM streams {where}", part)
+                }
+                cancelled.update(set(part) - still_open)
             return cancelled
 
         return await self._run(True, lambda conn: db.transaction(conn, body))
 
     async def request_cancel(self, stream_id: str) -> bool:
-        sql = "UPDATE streams SET cancel_requested = 1 WHERE id = ? AND status = 'open'"
+        sql = f"UPDATE streams SET cancel_requested = {db.CANCEL} WHERE id = ? AND status = 'open'"
         return bool(await self._run(True, lambda conn: conn.execute(sql, (stream_id,)).rowcount))
+
+    async def request_stop(self, stream_id: str) -> bool:
+        # A cancel already requested outranks the stop (the column keeps the cancel).
+        sql = f"""UPDATE streams SET cancel_requested = {db.STOP}
+            WHERE id = ? AND status = 'open' AND cancel_requested = 0"""
+        check = "SELECT 1 FROM streams WHERE id = ? AND status = 'open'"
+
+        def body(conn: sqlite3.Connection) -> bool:
+            conn.execute(sql, (stream_id,))
+            return conn.execute(check, (stream_id,)).fetchone() is not None
+
+        return await self._run(True, lambda conn: db.transaction(conn, body))
 
     async def purge(self, now: float) -> int:
         def one_round(conn: sqlite3.Connection) -> int:

@@ -58,6 +58,8 @@ class StreamWriter:
         self._flusher_running = False  # at most one background flusher per writer
         self._cancel_event = anyio.Event()
         self._cancel_callbacks: list[Callable[[], object]] = []
+        self._stop_event = anyio.Event()
+        self._stop_callbacks: list[Callable[[], object]] = []
         self._failure: GatewayError | None = None  # set once a flush gave up
         self._failure_callbacks: list[Callable[[], object]] = []
 
@@ -123,6 +125,26 @@ class StreamWriter:
         if not self._cancel_event.is_set():
             self._cancel_event.set()
             for callback in self._cancel_callbacks:
+                callback()
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once someone asked (via `StreamManager.stop`) that the flow finish now,
+        with what it has: unlike a cancel, the stream still ends with its result."""
+        return self._stop_event.is_set()
+
+    def on_stop_requested(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` (synchronously) when a stop is requested; at once if it
+        already was."""
+        if self._stop_event.is_set():
+            callback()
+        else:
+            self._stop_callbacks.append(callback)
+
+    def _request_stop(self) -> None:
+        if not self._stop_event.is_set():
+            self._stop_event.set()
+            for callback in self._stop_callbacks:
                 callback()
 
     async def write(self, chunk: Any) -> None:

@@ -153,6 +153,33 @@ async def test_cancel_on_b_stops_the_flow_running_on_a(shared: BackendHarness) -
     assert len(rest) < 100_000
 
 
+async def test_stop_on_b_ends_the_flow_running_on_a_with_its_partial_result(
+    shared: BackendHarness,
+) -> None:
+    with gateway(shared, lease=1.5) as (a, _), gateway(shared) as (b, _):
+        async with httpx.AsyncClient(timeout=30) as http:
+            async with http.stream(
+                "POST", a + "/words", json={"data": None}, headers=STREAM
+            ) as response:
+                stream_id = response.headers["x-genkit-stream-id"]
+            with anyio.fail_after(60):
+                stop = await http.post(f"{b}/words/streams/{stream_id}/stop")
+                assert stop.json() == {"streamId": stream_id, "stopped": True}
+                events: list[tuple[str, Any]] = []
+                async with http.stream("GET", f"{b}/words/streams/{stream_id}") as sse:
+                    buffer = ""
+                    async for text in sse.aiter_text():
+                        buffer += text
+                        *done, buffer = buffer.split("\n\n")
+                        for block in done:
+                            if not block.startswith(":"):
+                                fields = dict(line.split(": ", 1) for line in block.split("\n"))
+                                events.append((fields["event"], loads(fields["data"])))
+    kind, result = events[-1]
+    assert kind == "result" and result["stopped"] is True
+    assert result["said"] == [data for event, data in events if event == "chunk"]
+
+
 async def test_writer_process_killed_subscriber_elsewhere_sees_abandoned(
     shared: BackendHarness,
 ) -> None:

@@ -224,8 +224,10 @@ async def test_sigkill_after_the_orchestrators_timeout_leaves_no_client_hanging(
     for client in clients:
         assert client.stream_id is not None
         record = stored[client.stream_id]
-        # Every committed chunk, once; then the honest end of a writer that died.
-        assert record.status == "open"
+        # Every committed chunk, once; then the honest end of a writer that died,
+        # recorded by the first reader that found its lease lapsed.
+        assert record.status == "error"
+        assert record.terminal is not None and b"stream abandoned" in record.terminal.payload
         assert client.chunks == [{"i": k} for k in range(record.length)]
         assert client.error is not None
         assert (client.error.status, client.error.message) == ("UNAVAILABLE", "stream abandoned")

@@ -124,7 +124,20 @@ async def big(size: int, ctx: FlowContext[str]) -> int:
     return size
 
 
-FLOWS = [echo, count, text, fail, crash, typed, big]
+@flow
+async def words(data: Any, ctx: FlowContext[str]) -> dict[str, Any]:
+    """Say ``w0``, ``w1``, ... every 10 ms until asked to stop; return what was said."""
+    said: list[str] = []
+    for k in range(100_000):
+        if ctx.stop_requested:
+            break
+        said.append(f"w{k}")
+        await ctx.send_chunk(f"w{k}")
+        await anyio.sleep(0.01)
+    return {"said": said, "stopped": bool(ctx.stop_requested)}
+
+
+FLOWS = [echo, count, text, fail, crash, typed, big, words]
 
 
 async def bearer_auth(request: Request) -> RequestContext:

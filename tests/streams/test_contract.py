@@ -5,6 +5,7 @@ Backend differences are capability flags on the storage (``shared``), never type
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
@@ -28,8 +29,11 @@ from stream_gateway.streams import (
     ResultEvent,
     StreamEvent,
     StreamManager,
+    StreamRecord,
+    Terminal,
 )
 from tests.backends import BACKENDS, BackendHarness, selected_backends
+from tests.faults import FlakyStorage
 
 pytestmark = pytest.mark.anyio
 
@@ -284,6 +288,34 @@ async def test_cancel_from_another_process(make_manager: MakeManager) -> None:
         assert (await collect(b, writer.stream_id))[-1] == ErrorEvent("CANCELLED", "stopped")
 
 
+async def test_stop_from_another_process(make_manager: MakeManager) -> None:
+    async with make_manager(lease=0.6) as a, make_manager() as b:
+        writer = await a.open()
+        await writer.write("partial")
+        assert await b.stop(writer.stream_id) is True
+        assert (await b.info(writer.stream_id)).stop_requested
+        with anyio.fail_after(10):  # heard at a's next renewal
+            while not writer.stop_requested:  # noqa: ASYNC110 - the writer offers no event
+                await anyio.sleep(0.02)
+        assert not writer.cancel_requested
+        await writer.done("partial answer")
+        assert await b.stop(writer.stream_id) is False
+        events = await collect(b, writer.stream_id)
+        assert events == [ChunkEvent(0, b'"partial"'), ResultEvent(b'"partial answer"')]
+
+
+async def test_a_cancel_outranks_a_stop(make_manager: MakeManager) -> None:
+    async with make_manager(lease=0.6) as a, make_manager() as b:
+        writer = await a.open()
+        assert await b.stop(writer.stream_id) is True
+        assert await b.cancel(writer.stream_id) is True
+        with anyio.fail_after(10):
+            await writer.wait_cancel_requested()
+        record = await b.info(writer.stream_id)
+        assert record.cancel_requested
+        await writer.cancelled()
+
+
 async def test_finished_streams_expire_and_purge(make_manager: MakeManager) -> None:
     async with make_manager(ttl=0.3) as manager:
         writer = await manager.open()
@@ -321,6 +353,83 @@ async def test_abandoned_stream_ends_with_unavailable(make_manager: MakeManager)
             events = await collect(survivor, writer.stream_id)
     assert chunks_of(events) == [(0, 0), (1, 1), (2, 2)]
     assert events[-1] == ErrorEvent("UNAVAILABLE", "stream abandoned")
+
+
+async def test_abandonment_is_recorded_and_the_stalled_writer_refused(
+    backend: BackendHarness, make_manager: MakeManager
+) -> None:
+    stalling = FlakyStorage(backend.new_storage())
+    async with (
+        StreamManager(stalling, lease=0.6, flush_interval=0) as writing,
+        make_manager() as first,
+        make_manager() as second,
+    ):
+        writer = await writing.open(flow="f")
+        for i in range(3):
+            await writer.write(i)
+        await writer.flush()
+        stalling.renewals_down = True  # the writer stalls: its lease lapses
+        async with anyio.create_task_group() as tg:
+            seen: dict[str, list[StreamEvent]] = {}
+
+            async def follow(name: str, manager: StreamManager) -> None:
+                seen[name] = await collect(manager, writer.stream_id)
+
+            tg.start_soon(follow, "first", first)
+            tg.start_soon(follow, "second", second)
+        abandoned = ErrorEvent("UNAVAILABLE", "stream abandoned")
+        expected = [ChunkEvent(i, str(i).encode()) for i in range(3)] + [abandoned]
+        assert seen["first"] == seen["second"] == expected
+        record = await first.info(writer.stream_id)
+        assert (record.status, record.length, record.lease_until) == ("error", 3, None)
+
+        # The stalled writer wakes up: its renewal finds the stream finished and asks
+        # it to stop; what it still writes changes nothing any reader sees.
+        stalling.renewals_down = False
+        with anyio.fail_after(10):
+            await writer.wait_cancel_requested()
+        with contextlib.suppress(StreamClosedError):
+            await writer.write("late")
+            await writer.flush()
+        await writer.done("late result")
+        async with make_manager() as late:
+            assert await collect(late, writer.stream_id) == expected
+            assert (await late.info(writer.stream_id)).status == "error"
+        assert await collect(first, writer.stream_id) == expected
+
+
+async def test_abandonment_is_recorded_once(backend: BackendHarness) -> None:
+    storage = backend.new_storage()
+    async with StreamManager(storage, lease=0.2) as manager:
+        writer = await manager.open()
+        await writer.write("x")
+        await writer.flush()
+    record = await _load_after_lapse(backend, writer.stream_id)
+    assert record.status == "open"
+    async with StreamManager(backend.new_storage()) as reader:
+        store = reader.storage
+        end = Terminal("error", b'{"status":"UNAVAILABLE","message":"stream abandoned"}')
+        assert not await store.abandon(writer.stream_id, end, now=0.0, expires_at=1e12)
+        now = reader.clock()
+        won = [
+            await store.abandon(writer.stream_id, end, now=now, expires_at=now + 60)
+            for _ in range(2)
+        ]
+        assert won == [True, False]
+        assert not await store.abandon("never-made-stream-0001", end, now=now, expires_at=now + 60)
+        stored = await store.load(writer.stream_id)
+        assert stored is not None and (stored.terminal, stored.length) == (end, 1)
+
+
+async def _load_after_lapse(backend: BackendHarness, stream_id: str) -> StreamRecord:
+    storage = backend.new_storage()
+    async with StreamManager(storage) as manager:
+        with anyio.fail_after(10):
+            while True:
+                record = await manager.info(stream_id)
+                if record.lease_until is not None and record.lease_until < manager.clock():
+                    return record
+                await anyio.sleep(0.05)
 
 
 async def test_chunk_and_length_limits(make_manager: MakeManager) -> None:

@@ -169,10 +169,12 @@ async def test_killed_writer_is_abandoned_and_its_flushed_chunks_survive(tmp_pat
     assert followed == [(i, {"i": i}) for i in range(len(followed))]
     assert len(followed) >= flushed
 
-    # "After a restart": a fresh storage on the same file has every flushed chunk.
+    # "After a restart": a fresh storage on the same file has every flushed chunk, and
+    # the end the subscriber recorded.
     async with started(db) as storage:
         stored = await storage.load(sid)
-        assert stored is not None and stored.status == "open"
+        assert stored is not None and stored.status == "error"
+        assert stored.terminal is not None and b"stream abandoned" in stored.terminal.payload
         assert stored.length >= flushed
         chunks = await storage.read(sid, 0, 1_000_000)
         assert len(chunks) == stored.length

@@ -34,7 +34,8 @@ export async function example(signal: AbortSignal): Promise<void> {
   const total: number = (await run.output).total;
   const id: string | null = await run.streamId;
   const cancelled: boolean = await run.cancel();
-  console.log(total, id, cancelled, DEFAULT_RETRY.maxAttempts);
+  const stopped: boolean = await run.stop();
+  console.log(total, id, cancelled, stopped, DEFAULT_RETRY.maxAttempts);
 
   const follow = subscribe<string, string>({
     url: new URL('http://127.0.0.1/flows/chat'),

@@ -159,6 +159,7 @@ def record_fields(record: StreamRecord, create_token: str) -> dict[str, Any]:
         "owner": record.owner,
         "lease_until": None if lease is None else to_timestamp(lease),
         "cancel_requested": record.cancel_requested,
+        "stop_requested": record.stop_requested,
         "terminal": terminal_fields(record.terminal),
         "extra": dict(record.extra),
         "create_token": create_token,
@@ -187,6 +188,7 @@ def record_from_fields(stream_id: str, fields: dict[str, Any]) -> StreamRecord:
         length=int(fields.get("length") or 0),
         lease_until=None if lease is None else from_timestamp(lease),
         cancel_requested=bool(fields.get("cancel_requested")),
+        stop_requested=bool(fields.get("stop_requested")),
         terminal=None
         if terminal is None
         else Terminal(terminal["kind"], bytes(terminal["payload"])),

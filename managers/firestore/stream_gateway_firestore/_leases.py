@@ -7,7 +7,8 @@ clears a cancellation it did not see.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -18,7 +19,7 @@ from stream_gateway import UnavailableError
 from ._google import translated
 from ._layout import WRITES_PER_COMMIT
 
-__all__ = ["flag_cancel", "renew_leases"]
+__all__ = ["finish_open", "flag_cancel", "renew_leases"]
 
 _ATTEMPTS = 5
 _Write = tuple[AsyncDocumentReference, dict[str, Any], Any]
@@ -35,7 +36,8 @@ async def renew_leases(
     """Apply ``changes`` to the records still open, in batched writes.
 
     ``lengths`` are committed lengths known locally; a stored length behind one is
-    refreshed in the same write. Returns the ids whose cancellation was requested.
+    refreshed in the same write. Returns the ids whose cancellation was requested and
+    those no longer open (finished elsewhere, or gone).
     One ``get_all`` and one commit in the usual case.
     """
     for _ in range(_ATTEMPTS):
@@ -48,13 +50,14 @@ async def renew_leases(
         for snap in snaps:
             fields = snap.to_dict() or {}
             if fields.get("status") != "open":
-                continue  # finished, purged or lost: nothing to renew
+                cancelled.add(snap.id)  # finished elsewhere (abandoned) or gone: stop it
+                continue
             update = dict(changes)
             if lengths.get(snap.id, 0) > int(fields.get("length") or 0):
                 update["length"] = lengths[snap.id]
             guard = client.write_option(last_update_time=snap.update_time)
             writes.append((snap.reference, update, guard))
-            if fields.get("cancel_requested"):
+            if fields.get("cancel_requested") or fields.get("stop_requested"):
                 cancelled.add(snap.id)
         try:
             await _commit(client, writes, rpc_timeout=rpc_timeout)
@@ -74,24 +77,63 @@ async def _commit(client: AsyncClient, writes: list[_Write], *, rpc_timeout: flo
 
 
 async def flag_cancel(
-    client: AsyncClient, record: AsyncDocumentReference, *, rpc_timeout: float
+    client: AsyncClient,
+    record: AsyncDocumentReference,
+    *,
+    rpc_timeout: float,
+    flag: str = "cancel_requested",
 ) -> bool:
-    """Set ``cancel_requested`` on an open stream; False if unknown or finished."""
+    """Set ``flag`` (``cancel_requested``, or ``stop_requested``) on an open stream;
+    False if unknown or finished."""
     for _ in range(_ATTEMPTS):
         with translated("loading a stream"):
             snap = await record.get(retry=None, timeout=rpc_timeout)
         fields = snap.to_dict() or {}
         if fields.get("status") != "open":
             return False
-        if fields.get("cancel_requested"):
+        if fields.get(flag):
             return True
         guard = client.write_option(last_update_time=snap.update_time)
         try:
             with translated("requesting cancellation"):
-                await record.update(
-                    {"cancel_requested": True}, option=guard, retry=None, timeout=rpc_timeout
-                )
+                await record.update({flag: True}, option=guard, retry=None, timeout=rpc_timeout)
         except gexc.FailedPrecondition:
             continue  # the record changed meanwhile (renewed, finished): look again
         return True
     raise UnavailableError("cancellation kept racing other writes to the stream record")
+
+
+async def finish_open(
+    client: AsyncClient,
+    record: AsyncDocumentReference,
+    fields: Callable[[dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any] | None] | None],
+    *,
+    rpc_timeout: float,
+) -> bool | None:
+    """Apply ``fields(stored)`` to the record if it is still open, atomically.
+
+    ``fields`` sees the stored fields and returns the update, or ``None`` to leave
+    the record alone. Returns True when written, False when the record is finished
+    (or ``fields`` declined), ``None`` when it does not exist.
+    """
+    for _ in range(_ATTEMPTS):
+        with translated("loading a stream"):
+            snap = await record.get(retry=None, timeout=rpc_timeout)
+        if not snap.exists:
+            return None
+        stored = snap.to_dict() or {}
+        if stored.get("status") != "open":
+            return False
+        update = fields(stored)
+        if inspect.isawaitable(update):
+            update = await update
+        if update is None:
+            return False
+        guard = client.write_option(last_update_time=snap.update_time)
+        try:
+            with translated("finishing a stream"):
+                await record.update(update, option=guard, retry=None, timeout=rpc_timeout)
+        except gexc.FailedPrecondition:
+            continue  # the record changed meanwhile (renewed, finished): look again
+        return True
+    raise UnavailableError("finishing kept racing other writes to the stream record")

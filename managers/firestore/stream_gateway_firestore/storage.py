@@ -22,7 +22,7 @@ from google.cloud.firestore_v1 import (
 from stream_gateway import StreamExistsError, StreamNotFoundError, UnavailableError
 from stream_gateway.streams import StreamRecord, StreamStorage, Terminal
 
-from ._google import to_timestamp, translated
+from ._google import from_timestamp, to_timestamp, translated
 from ._layout import (
     BATCHES,
     batch_id,
@@ -33,7 +33,7 @@ from ._layout import (
     record_from_fields,
     terminal_fields,
 )
-from ._leases import flag_cancel, renew_leases
+from ._leases import finish_open, flag_cancel, renew_leases
 from ._maintenance import delete_expired, restamp_batches
 from ._reads import last_end, read_chunks
 from ._watch import listen
@@ -198,15 +198,39 @@ class FirestoreStreamStorage(StreamStorage):
             "expires_at": to_timestamp(expires_at),
             "lease_until": None,
         }
-        try:
-            with translated("finishing a stream"):
-                await ref.update(fields, retry=None, timeout=self.rpc_timeout)
-        except gexc.NotFound:
-            self._local.pop(stream_id, None)
+        # Only an open stream: an end recorded already (abandoned) stands.
+        written = await finish_open(
+            self.client, ref, lambda stored: fields, rpc_timeout=self.rpc_timeout
+        )
+        self._local.pop(stream_id, None)
+        if written is None:
             raise StreamNotFoundError(
                 "stream not found: its record was deleted (or lost) while it was written"
-            ) from None
-        self._local.pop(stream_id, None)
+            )
+
+    async def abandon(
+        self, stream_id: str, terminal: Terminal, *, now: float, expires_at: float
+    ) -> bool:
+        batches = self._batches(stream_id)
+
+        async def end_of(stored: dict[str, Any]) -> dict[str, Any] | None:
+            lease = stored.get("lease_until")
+            if lease is None or from_timestamp(lease) >= now:
+                return None  # still leased (renewed meanwhile)
+            committed = await last_end(batches, rpc_timeout=self.rpc_timeout)
+            return {
+                "status": terminal.kind,
+                "terminal": terminal_fields(terminal),
+                "length": max(int(stored.get("length") or 0), committed),
+                "updated_at": to_timestamp(now),
+                "expires_at": to_timestamp(expires_at),
+                "lease_until": None,
+            }
+
+        written = await finish_open(
+            self.client, self._record(stream_id), end_of, rpc_timeout=self.rpc_timeout
+        )
+        return bool(written)
 
     async def load(self, stream_id: str) -> StreamRecord | None:
         ref = self._record(stream_id)
@@ -251,6 +275,14 @@ class FirestoreStreamStorage(StreamStorage):
 
     async def request_cancel(self, stream_id: str) -> bool:
         return await flag_cancel(self.client, self._record(stream_id), rpc_timeout=self.rpc_timeout)
+
+    async def request_stop(self, stream_id: str) -> bool:
+        return await flag_cancel(
+            self.client,
+            self._record(stream_id),
+            rpc_timeout=self.rpc_timeout,
+            flag="stop_requested",
+        )
 
     async def purge(self, now: float) -> int:
         return await delete_expired(

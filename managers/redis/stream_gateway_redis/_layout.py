@@ -2,7 +2,7 @@
 
 ```
 <prefix>:{<id>}:meta   hash    flow, status, length, created_at, updated_at, expires_at,
-                               lease_until, owner, cancel, tkind, tpayload, extra
+                               lease_until, owner, cancel, stop, tkind, tpayload, extra
 <prefix>:{<id>}:log    stream  entry <first offset>-<count>  {d: chunks joined by "\\n"}
                                ...
                                entry <length>-1              {t: kind}  (the terminal)
@@ -99,6 +99,8 @@ def encode_record(record: StreamRecord) -> dict[str, bytes | str]:
         fields["lease_until"] = _time(record.lease_until)
     if record.cancel_requested:
         fields["cancel"] = "1"
+    if record.stop_requested:
+        fields["stop"] = "1"
     if record.terminal is not None:
         fields["tkind"] = record.terminal.kind
         fields["tpayload"] = record.terminal.payload
@@ -140,6 +142,7 @@ def decode_record(stream_id: str, raw: Mapping[Any, Any]) -> StreamRecord | None
             length=int(text("length") or 0),
             lease_until=None if lease is None else float(lease),
             cancel_requested=text("cancel") == "1",
+            stop_requested=text("stop") == "1",
             terminal=terminal,
             extra=json.loads(extra) if extra else {},
         )

@@ -7,7 +7,7 @@ strings and back through ``tonumber``; offsets stay far below 2^53, so they are 
 
 from __future__ import annotations
 
-__all__ = ["APPEND", "CANCEL", "CREATE", "FINISH", "PURGE", "READ", "RENEW"]
+__all__ = ["ABANDON", "APPEND", "CANCEL", "CREATE", "FINISH", "PURGE", "READ", "RENEW", "STOP"]
 
 # KEYS: meta, log. ARGV: expire at (ms), created_at, flow, then the record's fields.
 # A create whose reply was lost finds its own record on retry (same created_at and
@@ -72,15 +72,43 @@ redis.call('PEXPIREAT', KEYS[2], ARGV[6])
 return 1
 """
 
+# KEYS: meta, log. ARGV: kind, payload, now, expires_at, expire at (ms).
+# A conditional FINISH: only an open stream whose lease lapsed before `now`, at the
+# length the record holds (APPEND refuses a finished stream, so nothing lands after).
+# Returns 1 when the end was recorded here, else 0.
+ABANDON = """
+local meta = redis.call('HMGET', KEYS[1], 'status', 'lease_until', 'length')
+if meta[1] ~= 'open' then return 0 end
+if not meta[2] or tonumber(meta[2]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'tkind', ARGV[1], 'tpayload', ARGV[2],
+  'updated_at', ARGV[3], 'expires_at', ARGV[4])
+redis.call('HDEL', KEYS[1], 'lease_until')
+-- The end marker wakes blocking readers; a log that lost acknowledged batches (a
+-- crash without fsync) may refuse its id, and the record alone then tells the end.
+redis.pcall('XADD', KEYS[2], meta[3] .. '-1', 't', ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], ARGV[5])
+redis.call('PEXPIREAT', KEYS[2], ARGV[5])
+return 1
+"""
+
 # KEYS: meta, log. ARGV: lease_until, expires_at, expire at (ms).
-# Returns -1 (not open: left alone), 0 (renewed) or 1 (renewed; cancel requested).
+# Returns -1 (not open: left alone), 0 (renewed) or 1 (renewed; cancel or stop
+# requested).
 RENEW = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'open' then return -1 end
 redis.call('HSET', KEYS[1], 'lease_until', ARGV[1], 'expires_at', ARGV[2])
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 redis.call('PEXPIREAT', KEYS[2], ARGV[3])
 if redis.call('HGET', KEYS[1], 'cancel') == '1' then return 1 end
+if redis.call('HGET', KEYS[1], 'stop') == '1' then return 1 end
 return 0
+"""
+
+# KEYS: meta. Returns 1 if the stop flag was set on an open stream, else 0.
+STOP = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'open' then return 0 end
+redis.call('HSET', KEYS[1], 'stop', '1')
+return 1
 """
 
 # KEYS: meta. Returns 1 if the cancel flag was set on an open stream, else 0.

@@ -168,7 +168,7 @@ class RedisStreamStorage(StreamStorage):
         # EVALSHA, loading the script again when a restarted server forgot it.
         self._registered = {
             name: self._client.register_script(getattr(_scripts, name))
-            for name in ("CREATE", "APPEND", "FINISH", "CANCEL", "READ")
+            for name in ("CREATE", "APPEND", "FINISH", "ABANDON", "CANCEL", "STOP", "READ")
         }
 
     async def close(self) -> None:
@@ -220,6 +220,16 @@ class RedisStreamStorage(StreamStorage):
         with _translated():
             await self._script("FINISH")(keys=self._keys(stream_id), args=[*args, _ms(expires_at)])
             await self.client.zadd(expiry_key(self.prefix), {stream_id: expires_at})
+
+    async def abandon(
+        self, stream_id: str, terminal: Terminal, *, now: float, expires_at: float
+    ) -> bool:
+        args = [terminal.kind, terminal.payload, repr(now), repr(expires_at), _ms(expires_at)]
+        with _translated():
+            recorded = await self._script("ABANDON")(keys=self._keys(stream_id), args=args)
+            if recorded:
+                await self.client.zadd(expiry_key(self.prefix), {stream_id: expires_at})
+        return bool(recorded)
 
     async def load(self, stream_id: str) -> StreamRecord | None:
         # Subscribers of one stream wake together and all load: one HGETALL serves them.
@@ -279,11 +289,16 @@ class RedisStreamStorage(StreamStorage):
             renewed = {sid: expires_at for sid, r in zip(ids, results, strict=True) if r >= 0}
             if renewed:
                 await self.client.zadd(expiry_key(self.prefix), dict(renewed))
-        return {sid for sid, r in zip(ids, results, strict=True) if r == 1}
+        # 1: cancellation requested; -1: finished elsewhere (abandoned) or gone.
+        return {sid for sid, r in zip(ids, results, strict=True) if r != 0}
 
     async def request_cancel(self, stream_id: str) -> bool:
         with _translated():
             return bool(await self._script("CANCEL")(keys=[meta_key(self.prefix, stream_id)]))
+
+    async def request_stop(self, stream_id: str) -> bool:
+        with _translated():
+            return bool(await self._script("STOP")(keys=[meta_key(self.prefix, stream_id)]))
 
     async def purge(self, now: float) -> int:
         index = expiry_key(self.prefix)

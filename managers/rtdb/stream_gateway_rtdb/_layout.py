@@ -3,7 +3,8 @@
 ```
 <root>/
   meta/<id>        {flow, status, length, created_at, updated_at, expires_at, owner,
-                    lease_until, cancel_requested, terminal: {kind, payload}, extra}
+                    lease_until, cancel_requested, stop_requested, terminal: {kind, payload},
+                    extra}
   batches/<id>/
     000000000000   {"o": 0,  "n": 20, "c": ["<chunk json>", ...]}
     000000000020   {"o": 20, "n": 17, "c": [...]}
@@ -95,6 +96,7 @@ def encode_record(record: StreamRecord) -> dict[str, Any]:
         "updated_at": record.updated_at,
         "expires_at": record.expires_at,
         "cancel_requested": record.cancel_requested,
+        "stop_requested": record.stop_requested,
     }
     if record.owner is not None:
         meta["owner"] = record.owner
@@ -132,6 +134,7 @@ def decode_record(stream_id: str, meta: object) -> StreamRecord | None:
         length=int(_number(meta.get("length"))),
         lease_until=None if meta.get("lease_until") is None else _number(meta["lease_until"]),
         cancel_requested=meta.get("cancel_requested") is True,
+        stop_requested=meta.get("stop_requested") is True,
         terminal=_decode_terminal(terminal),
         extra=_decode_extra(meta.get("extra")),
     )

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, nullcontext
 from dataclasses import dataclass, field
@@ -196,8 +197,62 @@ class RtdbStreamStorage(StreamStorage):
         }
         written = self._written.get(stream_id)
         async with written.lock if written is not None else nullcontext():
-            await self.client.patch(self._meta(stream_id), update)
+            # Only an open stream: an end recorded already (abandoned) stands.
+            if await self._finish_open(stream_id, lambda meta: update) is None:
+                await self.client.patch(self._meta(stream_id), update)
             self._written.pop(stream_id, None)
+
+    @operation
+    async def abandon(
+        self, stream_id: str, terminal: Terminal, *, now: float, expires_at: float
+    ) -> bool:
+        batches = self._batches(stream_id)
+
+        async def end_of(meta: dict[str, Any]) -> dict[str, Any] | None:
+            lease = meta.get("lease_until")
+            if not isinstance(lease, int | float) or lease >= now:
+                return None  # still leased (renewed meanwhile)
+            committed = await self._reader.last_end(self.client, batches)
+            return {
+                "status": terminal.kind,
+                "terminal": encode_terminal(terminal),
+                "length": max(_int(meta.get("length")), committed),
+                "updated_at": now,
+                "expires_at": expires_at,
+                "lease_until": None,
+            }
+
+        return bool(await self._finish_open(stream_id, end_of))
+
+    async def _finish_open(
+        self,
+        stream_id: str,
+        fields: Callable[
+            [dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any] | None] | None
+        ],
+    ) -> bool | None:
+        """Apply ``fields(meta)`` to the stream's meta if it is open, conditionally on
+        its ETag. True when written; False when finished (or ``fields`` declined);
+        ``None`` when there is no meta."""
+        path = self._meta(stream_id)
+        for _ in range(_CANCEL_TRIES):  # a transaction: read, then write if unchanged
+            current, etag = await self.client.get_with_etag(path)
+            if not isinstance(current, dict):
+                return None
+            if current.get("status") != "open":
+                return False
+            update = fields(current)
+            if inspect.isawaitable(update):
+                update = await update
+            if update is None:
+                return False
+            value = {k: v for k, v in {**current, **update}.items() if v is not None}
+            try:
+                await self.client.put(path, value, if_match=etag)
+            except Conflict:
+                continue
+            return True
+        raise UnavailableError("stream metadata kept changing; its end was not recorded")
 
     @operation
     async def load(self, stream_id: str) -> StreamRecord | None:
@@ -245,13 +300,16 @@ class RtdbStreamStorage(StreamStorage):
             for sid in ids:
                 meta = metas.get(sid)
                 written = self._written.get(sid)
-                if not isinstance(meta, dict) or meta.get("status") != "open" or written is None:
+                if not isinstance(meta, dict) or meta.get("status") != "open":
+                    cancelled.add(sid)  # finished elsewhere (abandoned) or gone: stop it
+                    continue
+                if written is None:
                     continue
                 update[f"{sid}/lease_until"] = lease_until
                 update[f"{sid}/expires_at"] = expires_at
                 if written.length > _int(meta.get("length")):
                     update[f"{sid}/length"] = written.length
-                if meta.get("cancel_requested") is True:
+                if meta.get("cancel_requested") is True or meta.get("stop_requested") is True:
                     cancelled.add(sid)
             if update:
                 await self.client.patch(f"{self.root}/meta", update)
@@ -262,15 +320,22 @@ class RtdbStreamStorage(StreamStorage):
 
     @operation
     async def request_cancel(self, stream_id: str) -> bool:
+        return await self._flag(stream_id, "cancel_requested")
+
+    @operation
+    async def request_stop(self, stream_id: str) -> bool:
+        return await self._flag(stream_id, "stop_requested")
+
+    async def _flag(self, stream_id: str, flag: str) -> bool:
         path = self._meta(stream_id)
         for _ in range(_CANCEL_TRIES):  # a transaction: read, then write if unchanged
             current, etag = await self.client.get_with_etag(path)
             if not isinstance(current, dict) or current.get("status") != "open":
                 return False
-            if current.get("cancel_requested") is True:
+            if current.get(flag) is True:
                 return True
             try:
-                await self.client.put(path, {**current, "cancel_requested": True}, if_match=etag)
+                await self.client.put(path, {**current, flag: True}, if_match=etag)
             except Conflict:
                 continue
             return True

@@ -45,10 +45,11 @@ async def test_writes_are_coalesced_and_the_meta_is_not_rewritten_per_flush(
     renewals = log.writes().count(("PATCH", "/streams/meta.json"))
     assert renewals >= 2  # every lease / 3 = 0.5 s
     assert window - renewals <= 10 * elapsed + 1, (window, renewals, elapsed)
-    # The meta: one PUT at create, multi-path PATCHes to renew, one PATCH at finish.
+    # The meta: one PUT at create, multi-path PATCHes to renew, one conditional PUT
+    # (ETag) at finish, which leaves an end recorded elsewhere (abandoned) alone.
     meta_writes = log.writes("/meta")
     assert meta_writes[0] == ("PUT", f"/streams/meta/{sid}.json")
-    assert meta_writes[-1] == ("PATCH", f"/streams/meta/{sid}.json")
+    assert meta_writes[-1] == ("PUT", f"/streams/meta/{sid}.json")
     assert set(meta_writes[1:-1]) == {("PATCH", "/streams/meta.json")}
     batch_writes = log.writes("/batches")
     assert all(method == "PUT" for method, _ in batch_writes)
