@@ -52,11 +52,21 @@ STREAMS_MIGRATIONS = [
         );
         """,
     ),
+    # A stop (finish now, with the partial result) carried to the writer's process
+    # like a cancel. A cancel outranks it: requesting one clears the stop.
+    Migration(
+        2,
+        "stop requests",
+        """
+        ALTER TABLE {schema}.streams
+            ADD COLUMN stop_requested boolean NOT NULL DEFAULT false;
+        """,
+    ),
 ]
 
 RECORD_COLUMNS = (
     "stream_id, flow, owner, status, length, created_at, updated_at, expires_at, "
-    "lease_until, cancel_requested, terminal_payload, extra"
+    "lease_until, cancel_requested, stop_requested, terminal_payload, extra"
 )
 
 
@@ -80,20 +90,32 @@ class Statements:
         self.create_token = f"SELECT create_token FROM {s}.streams WHERE stream_id = $1"
         # The record's length moves with its batch, in the same statement: `load` is
         # exact without reading batches. A retried batch replaces the one at its offset.
+        # Only an open stream takes chunks: a finished one (abandoned while its writer
+        # stalled) keeps what readers saw; `exists` then tells closed from unknown.
         self.append = f"""WITH record AS (
                 UPDATE {s}.streams SET length = greatest(length, $2::bigint + $3::integer)
-                WHERE stream_id = $1 RETURNING stream_id),
+                WHERE stream_id = $1 AND status = 'open' RETURNING stream_id),
             batch AS (
                 INSERT INTO {s}.stream_batches (stream_id, first_offset, count, chunks)
                 SELECT stream_id, $2::bigint, $3::integer, $4::bytea FROM record
                 ON CONFLICT (stream_id, first_offset)
                 DO UPDATE SET count = excluded.count, chunks = excluded.chunks)
             SELECT true FROM record, pg_notify($5, '')"""
+        # Only an open stream: an end recorded already (by `abandon`) stands.
         self.finish = f"""WITH record AS (
                 UPDATE {s}.streams SET status = $2, terminal_payload = $3, length = $4,
                     updated_at = $5, expires_at = $6, lease_until = NULL
-                WHERE stream_id = $1 RETURNING stream_id)
+                WHERE stream_id = $1 AND status = 'open' RETURNING stream_id)
             SELECT true FROM record, pg_notify($7, '')"""
+        # A conditional finish at the committed length (each flush moves `length` in
+        # its own statement, and this waits on the row lock a flush in flight holds).
+        self.abandon = f"""WITH record AS (
+                UPDATE {s}.streams SET status = $2, terminal_payload = $3,
+                    updated_at = $4, expires_at = $5, lease_until = NULL
+                WHERE stream_id = $1 AND status = 'open' AND lease_until < $4
+                RETURNING stream_id)
+            SELECT true FROM record, pg_notify($6, '')"""
+        self.exists = f"SELECT true FROM {s}.streams WHERE stream_id = $1"
         self.load = f"SELECT {RECORD_COLUMNS} FROM {s}.streams WHERE stream_id = $1"
         # The batch holding `offset` (the last one starting at or before it) and those
         # after it up to `end`: two seeks on the primary key, however long the stream.
@@ -105,9 +127,17 @@ class Statements:
             ORDER BY first_offset"""
         self.renew = f"""UPDATE {s}.streams SET lease_until = $2, expires_at = $3
             WHERE stream_id = ANY($1::text[]) AND status = 'open'
-            RETURNING stream_id, cancel_requested"""
-        self.request_cancel = f"""UPDATE {s}.streams SET cancel_requested = true
+            RETURNING stream_id, cancel_requested, stop_requested"""
+        # A cancel outranks a stop: it clears one, and a stop never overrides it.
+        self.request_cancel = f"""UPDATE {s}.streams
+            SET cancel_requested = true, stop_requested = false
             WHERE stream_id = $1 AND status = 'open' RETURNING true"""
+        self.request_stop = f"""WITH flagged AS (
+                UPDATE {s}.streams SET stop_requested = true
+                WHERE stream_id = $1 AND status = 'open' AND NOT cancel_requested
+                RETURNING true)
+            SELECT EXISTS (SELECT 1 FROM flagged) OR EXISTS (
+                SELECT 1 FROM {s}.streams WHERE stream_id = $1 AND status = 'open')"""
         # A bounded round per statement, skipping rows another transaction holds (a
         # stream being written is not expired anyway); batches go by the cascade.
         self.purge = f"""WITH doomed AS (

@@ -15,6 +15,7 @@ import asyncpg
 
 from stream_gateway import (
     InvalidArgumentError,
+    StreamClosedError,
     StreamExistsError,
     StreamNotFoundError,
     UnavailableError,
@@ -60,6 +61,8 @@ def _record(row: asyncpg.Record) -> StreamRecord:
         expires_at=row["expires_at"].timestamp(),
         lease_until=_seconds(row["lease_until"]),
         cancel_requested=row["cancel_requested"],
+        # A cancel outranks a stop (`request_cancel` clears it; this is only defence).
+        stop_requested=row["stop_requested"] and not row["cancel_requested"],
         terminal=None if status == "open" or payload is None else Terminal(status, payload),
         extra=json.loads(row["extra"]),
     )
@@ -214,11 +217,18 @@ class PostgresStreamStorage(StreamStorage):
         if data.count(b"\n") != len(chunks) - 1:
             raise InvalidArgumentError("a chunk contains a raw newline: not compact JSON")
         args = (stream_id, offset, len(chunks), data, channel(self.schema, stream_id))
-        found = await self._call(
-            "appending chunks", lambda conn: conn.fetchval(self._sql.append, *args)
-        )
-        if not found:
+
+        async def body(conn: Connection) -> bool | None:
+            if await conn.fetchval(self._sql.append, *args):
+                return True
+            # Refused: a finished stream (its end recorded, e.g. by `abandon`) or none.
+            return False if await conn.fetchval(self._sql.exists, stream_id) else None
+
+        appended = await self._call("appending chunks", body)
+        if appended is None:
             raise StreamNotFoundError(f"stream {stream_id} not found")
+        if not appended:
+            raise StreamClosedError(f"stream {stream_id} is finished")
 
     async def finish(
         self, stream_id: str, length: int, terminal: Terminal, *, now: float, expires_at: float
@@ -227,13 +237,31 @@ class PostgresStreamStorage(StreamStorage):
             stream_id, terminal.kind, terminal.payload, length, _time(now), _time(expires_at),
             channel(self.schema, stream_id),
         )  # fmt: skip
-        found = await self._call(
-            "finishing a stream", lambda conn: conn.fetchval(self._sql.finish, *args)
-        )
-        if not found:
+
+        async def body(conn: Connection) -> bool:
+            if await conn.fetchval(self._sql.finish, *args):
+                return True
+            # Not open: an end recorded already stands (a retry, or an abandonment).
+            return bool(await conn.fetchval(self._sql.exists, stream_id))
+
+        if not await self._call("finishing a stream", body):
             raise StreamNotFoundError(
                 f"stream {stream_id} not found: its record was deleted while it was written"
             )
+
+    async def abandon(
+        self, stream_id: str, terminal: Terminal, *, now: float, expires_at: float
+    ) -> bool:
+        args = (
+            stream_id, terminal.kind, terminal.payload, _time(now), _time(expires_at),
+            channel(self.schema, stream_id),
+        )  # fmt: skip
+        return bool(
+            await self._call(
+                "recording an abandoned stream",
+                lambda conn: conn.fetchval(self._sql.abandon, *args),
+            )
+        )
 
     async def load(self, stream_id: str) -> StreamRecord | None:
         row = await self._call(
@@ -265,13 +293,24 @@ class PostgresStreamStorage(StreamStorage):
             "renewing leases",
             lambda conn: conn.fetch(self._sql.renew, ids, _time(lease_until), _time(expires_at)),
         )
-        return {row["stream_id"] for row in rows if row["cancel_requested"]}
+        # Cancelled or stopped (the manager loads the record to tell which), and those
+        # no longer open (finished elsewhere, e.g. abandoned, or gone): their writers stop.
+        flagged = {r["stream_id"] for r in rows if r["cancel_requested"] or r["stop_requested"]}
+        return flagged | (set(ids) - {row["stream_id"] for row in rows})
 
     async def request_cancel(self, stream_id: str) -> bool:
         return bool(
             await self._call(
                 "requesting cancellation",
                 lambda conn: conn.fetchval(self._sql.request_cancel, stream_id),
+            )
+        )
+
+    async def request_stop(self, stream_id: str) -> bool:
+        return bool(
+            await self._call(
+                "requesting a stop",
+                lambda conn: conn.fetchval(self._sql.request_stop, stream_id),
             )
         )
 

@@ -218,13 +218,15 @@ async def test_killed_writer_is_abandoned_and_its_flushed_chunks_survive(
     assert followed == [(i, {"i": i}) for i in range(len(followed))]
     assert len(followed) >= flushed
 
-    # A storage started afresh (another process, later) finds every flushed chunk.
+    # A storage started afresh (another process, later) finds every flushed chunk and
+    # the abandonment recorded at the committed length: the end the follower saw.
     storage = PostgresStreamStorage(server.dsn, schema=schema)
     await storage.start()
     try:
         stored = await storage.load(sid)
-        assert stored is not None and stored.status == "open"
-        assert stored.length >= flushed
+        assert stored is not None and stored.status == "error"
+        assert stored.terminal is not None and b"stream abandoned" in stored.terminal.payload
+        assert stored.length == len(followed) and stored.length >= flushed
         chunks = await storage.read(sid, 0, 1_000_000)
         assert [json.loads(c) for c in chunks] == [{"i": i} for i in range(stored.length)]
     finally:

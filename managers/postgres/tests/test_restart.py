@@ -14,7 +14,13 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from stream_gateway.streams import ChunkEvent, ResultEvent, StreamEvent, StreamManager
+from stream_gateway.streams import (
+    ChunkEvent,
+    ResultEvent,
+    StreamEvent,
+    StreamManager,
+    StreamWriter,
+)
 from stream_gateway_postgres import PostgresStreamStorage
 from stream_gateway_postgres.testing import PostgresServer, new_schema
 
@@ -43,7 +49,10 @@ class Reader:
         self.manager, self.stream_id, self.start = manager, stream_id, start
         self.events: list[StreamEvent] = []
 
-    async def run(self) -> None:
+    async def run(self, writer: StreamWriter) -> None:
+        # A resume names an offset the stream has reached (a later one is refused).
+        while writer.committed < self.start:  # noqa: ASYNC110 - the writer offers no event
+            await anyio.sleep(0.01)
         async for event in self.manager.subscribe(self.stream_id, self.start):
             self.events.append(event)
 
@@ -83,7 +92,7 @@ async def test_server_restarted_mid_stream(
         with anyio.fail_after(120):
             async with anyio.create_task_group() as tg:
                 for reader in readers:
-                    tg.start_soon(reader.run)
+                    tg.start_soon(reader.run, writer)
                 tg.start_soon(restart_at, 100)
                 for i in range(CHUNKS):
                     await writer.write({"i": i})

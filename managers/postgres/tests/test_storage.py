@@ -14,6 +14,7 @@ import pytest
 
 from stream_gateway import (
     PermissionDeniedError,
+    StreamClosedError,
     StreamExistsError,
     StreamNotFoundError,
     UnavailableError,
@@ -90,7 +91,7 @@ async def test_a_component_adds_migrations_later(
         assert await migrate(conn, schema, "example", [first, second]) == [2]
         assert await migrate(conn, schema, "example", [first, second]) == []
         # Another component's versions are its own.
-        assert await migrate(conn, schema, "streams", STREAMS_MIGRATIONS) == [1]
+        assert await migrate(conn, schema, "streams", STREAMS_MIGRATIONS) == [1, 2]
         await conn.execute(f'INSERT INTO "{schema}".things VALUES (1, $1)', "kept")
         # An older release (knowing only the first step) uses the newer schema as is.
         with caplog.at_level(logging.WARNING):
@@ -99,6 +100,32 @@ async def test_a_component_adds_migrations_later(
         assert await conn.fetchval(f'SELECT name FROM "{schema}".things') == "kept"
         with pytest.raises(ValueError, match="numbered"):
             await migrate(conn, schema, "example", [second])
+
+
+async def test_a_database_made_by_the_first_release_is_migrated_in_place(
+    make_storage: MakeStorage, server: PostgresServer, schema: str
+) -> None:
+    sid = "first-release-stream1"
+    async with connected(server) as conn:
+        assert await migrate(conn, schema, "streams", STREAMS_MIGRATIONS[:1]) == [1]
+        await conn.execute(
+            f"""INSERT INTO "{schema}".streams (stream_id, flow, created_at, updated_at,
+                expires_at, lease_until, cancel_requested)
+                VALUES ($1, 'f', now(), now(), now() + interval '1 hour',
+                        now() + interval '1 hour', true)""",
+            sid,
+        )
+    async with started(make_storage) as storage:
+        loaded = await storage.load(sid)
+        assert loaded is not None and loaded.status == "open"
+        assert (loaded.cancel_requested, loaded.stop_requested) == (True, False)
+        await storage.create(record("second-release-strm1"))
+        assert await storage.request_stop("second-release-strm1") is True
+        stopped = await storage.load("second-release-strm1")
+        assert stopped is not None and stopped.stop_requested
+    async with connected(server) as conn:
+        versions = await conn.fetch(f'SELECT version FROM "{schema}".schema_migrations ORDER BY 1')
+    assert [row["version"] for row in versions] == [1, 2]
 
 
 async def test_a_failed_migration_leaves_nothing_half_done(
@@ -179,7 +206,9 @@ async def test_writes_to_a_missing_stream_are_refused(make_storage: MakeStorage)
                 "missing-stream-00001", 0, Terminal("done", b"1"), now=1.0, expires_at=2.0
             )
         assert await storage.request_cancel("missing-stream-00001") is False
-        assert await storage.renew(["missing-stream-00001"], 1.0, 2.0) == set()
+        assert await storage.request_stop("missing-stream-00001") is False
+        # Gone: reported, so that a writer of it stops.
+        assert await storage.renew(["missing-stream-00001"], 1.0, 2.0) == {"missing-stream-00001"}
 
 
 async def test_a_create_whose_answer_was_lost_is_not_a_conflict(
@@ -204,24 +233,107 @@ async def test_a_create_whose_answer_was_lost_is_not_a_conflict(
                 await other.create(record(sid))
 
 
-async def test_renew_reports_cancellations_and_never_revives_a_finished_stream(
+async def test_renew_reports_cancels_stops_and_ends_and_never_revives_a_finished_stream(
     make_storage: MakeStorage,
 ) -> None:
+    ids = [f"renewed-stream-{n:05}" for n in range(1, 5)]
     async with started(make_storage) as storage:
-        for sid in ("renewed-stream-00001", "renewed-stream-00002", "renewed-stream-00003"):
+        for sid in ids:
             await storage.create(record(sid))
-        assert await storage.request_cancel("renewed-stream-00002") is True
-        await storage.finish(
-            "renewed-stream-00003", 0, Terminal("done", b"1"), now=1.0, expires_at=50.0
-        )
-        assert await storage.request_cancel("renewed-stream-00003") is False
-        ids = ["renewed-stream-00003", "renewed-stream-00001", "renewed-stream-00002"]
-        assert await storage.renew(ids, 3000.0, 9000.0) == {"renewed-stream-00002"}
-        first = await storage.load("renewed-stream-00001")
-        finished = await storage.load("renewed-stream-00003")
+        assert await storage.request_cancel(ids[1]) is True
+        await storage.finish(ids[2], 0, Terminal("done", b"1"), now=1.0, expires_at=50.0)
+        assert await storage.request_cancel(ids[2]) is False
+        assert await storage.request_stop(ids[2]) is False
+        assert await storage.request_stop(ids[3]) is True
+        renewed = await storage.renew([ids[2], ids[0], ids[1], ids[3]], 3000.0, 9000.0)
+        assert renewed == {ids[1], ids[2], ids[3]}
+        first = await storage.load(ids[0])
+        finished = await storage.load(ids[2])
+        stopped = await storage.load(ids[3])
     assert first is not None and (first.lease_until, first.expires_at) == (3000.0, 9000.0)
+    assert (first.cancel_requested, first.stop_requested) == (False, False)
     assert finished is not None
     assert (finished.status, finished.lease_until, finished.expires_at) == ("done", None, 50.0)
+    assert stopped is not None and stopped.lease_until == 3000.0
+    assert (stopped.cancel_requested, stopped.stop_requested) == (False, True)
+
+
+async def test_a_cancel_outranks_a_stop_either_way(make_storage: MakeStorage) -> None:
+    async with started(make_storage) as storage:
+        for sid in ("ranked-stream-000001", "ranked-stream-000002"):
+            await storage.create(record(sid))
+        assert await storage.request_stop("ranked-stream-000001") is True
+        assert await storage.request_cancel("ranked-stream-000001") is True
+        # A stop after a cancel is accepted (the stream is open) but changes nothing.
+        assert await storage.request_cancel("ranked-stream-000002") is True
+        assert await storage.request_stop("ranked-stream-000002") is True
+        for sid in ("ranked-stream-000001", "ranked-stream-000002"):
+            loaded = await storage.load(sid)
+            assert loaded is not None
+            assert (loaded.cancel_requested, loaded.stop_requested) == (True, False)
+
+
+# -- abandonment ------------------------------------------------------------------------
+
+_ABANDONED = Terminal("error", b'{"status":"UNAVAILABLE","message":"stream abandoned"}')
+
+
+async def test_abandon_records_the_committed_length_and_wakes_watchers(
+    make_storage: MakeStorage,
+) -> None:
+    sid = "abandoned-stream-0001"
+    async with started(make_storage) as storage, started(make_storage) as writer:
+        await writer.create(record(sid))  # lease until 1010
+        await writer.append(sid, 0, [b"1", b"2"])
+        await writer.append(sid, 2, [b"3"])
+        async with aclosing(watching(storage, sid)) as watch:
+            await next_wake(watch)  # in place
+            # Still leased at 1005; lapsed at 1011.
+            assert await storage.abandon(sid, _ABANDONED, now=1005.0, expires_at=2000.0) is False
+            assert await storage.abandon(sid, _ABANDONED, now=1011.0, expires_at=2000.0) is True
+            await next_wake(watch)  # the NOTIFY went out with the commit
+        assert await storage.abandon(sid, _ABANDONED, now=1012.0, expires_at=3000.0) is False
+        assert (
+            await storage.abandon("never-made-stream-01", _ABANDONED, now=1.0, expires_at=2.0)
+            is False
+        )
+        loaded = await storage.load(sid)
+        assert loaded is not None and loaded.terminal == _ABANDONED
+        assert (loaded.status, loaded.length, loaded.lease_until) == ("error", 3, None)
+        assert (loaded.updated_at, loaded.expires_at) == (1011.0, 2000.0)
+
+        # The stalled writer comes back: its flush is refused, its finish changes
+        # nothing, its renewal reports the stream, and no stop or cancel is taken.
+        with pytest.raises(StreamClosedError):
+            await writer.append(sid, 3, [b"4"])
+        await writer.finish(sid, 4, Terminal("done", b"9"), now=1013.0, expires_at=4000.0)
+        assert await writer.renew([sid], 5000.0, 6000.0) == {sid}
+        assert await writer.request_stop(sid) is False
+        assert await writer.request_cancel(sid) is False
+        after = await storage.load(sid)
+        assert after == loaded
+        assert await storage.read(sid, 0, 10) == [b"1", b"2", b"3"]
+        with pytest.raises(StreamNotFoundError):
+            await writer.finish(
+                "never-made-stream-01", 0, Terminal("done", b"1"), now=1.0, expires_at=2.0
+            )
+
+
+async def test_a_finished_stream_refuses_appends_and_keeps_its_first_end(
+    make_storage: MakeStorage,
+) -> None:
+    sid = "finished-stream-00001"
+    async with started(make_storage) as storage:
+        await storage.create(record(sid))
+        await storage.append(sid, 0, [b"1"])
+        await storage.finish(sid, 1, Terminal("done", b"1"), now=1001.0, expires_at=2000.0)
+        await storage.finish(sid, 1, Terminal("done", b"1"), now=1001.0, expires_at=2000.0)
+        await storage.finish(sid, 1, Terminal("done", b"2"), now=1002.0, expires_at=3000.0)
+        with pytest.raises(StreamClosedError):
+            await storage.append(sid, 1, [b"2"])
+        loaded = await storage.load(sid)
+    assert loaded is not None and loaded.terminal == Terminal("done", b"1")
+    assert (loaded.length, loaded.updated_at, loaded.expires_at) == (1, 1001.0, 2000.0)
 
 
 async def test_purge_deletes_in_rounds_with_the_batches(
