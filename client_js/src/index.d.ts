@@ -120,6 +120,12 @@ export interface StreamFlowOptions<I = any> extends CommonStreamOptions {
   init?: unknown;
   /** Reattach to this stream instead of starting a run (Genkit's `streamId`). */
   streamId?: string;
+  /**
+   * Sent as `Idempotency-Key` with the start (default: a random UUID). A start that
+   * fails before the server answers is repeated with it, and the server returns the
+   * run the first attempt may have started instead of starting a second one.
+   */
+  idempotencyKey?: string;
 }
 
 export interface SubscribeOptions extends CommonStreamOptions {

@@ -14,10 +14,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .._errors import (
+    AlreadyExistsError,
     CancelledError,
     GatewayError,
     InternalError,
     InvalidArgumentError,
+    StreamExistsError,
     StreamNotFoundError,
     UnavailableError,
 )
@@ -35,6 +37,7 @@ from ._http import (
     read_json_body,
     while_connected,
 )
+from ._idempotency import IDEMPOTENCY_HEADER, IdempotentStart
 from .frames import KEEP_ALIVE, genkit_frames, sse_frames
 from .runner import SHUTDOWN_MESSAGE, FlowRunner
 
@@ -94,7 +97,12 @@ class FlowEndpoints:
         if _wants_stream(request):
             if self.settings.stream_manager is None:
                 return self._stream_attached(input, context)
-            return await self._stream_detached(input, context)
+            key = request.headers.get(IDEMPOTENCY_HEADER)
+            start = None
+            if key is not None:
+                owner = owner_key(context.principal)
+                start = IdempotentStart.of(self.flow.name, owner, key, body)
+            return await self._stream_detached(input, context, start)
         return await self._run_once(request, input, context)
 
     def _input_of(self, body: Any) -> Any:
@@ -118,22 +126,46 @@ class FlowEndpoints:
 
     async def _reconnect(self, request: Request, context: RequestContext, raw_id: str) -> Response:
         stream_id = validate_stream_id(raw_id)
-        offset = _offset(request.headers.get(OFFSET_HEADER, "0"), OFFSET_HEADER)
+        wanted = _offset_or_now(request.headers.get(OFFSET_HEADER, "0"), OFFSET_HEADER)
         try:
             record = await self._owned_record(stream_id, context)
         except StreamNotFoundError:
             return Response(status_code=204)  # what Genkit's client reads as NOT_FOUND
+        offset = record.length if wanted is None else wanted
         check_offset(record, offset)
         logger.info("stream %s (flow %r): resumed at offset %d", stream_id, self.flow.name, offset)
         return self._genkit_response(stream_id, offset)
 
-    async def _stream_detached(self, input: Any, context: RequestContext) -> Response:
+    async def _stream_detached(
+        self, input: Any, context: RequestContext, start: IdempotentStart | None = None
+    ) -> Response:
         manager = self.settings.stream_manager
         assert manager is not None
+        if start is not None:
+            # A retry of a start that got through: follow it, and count nothing.
+            replay = await self._replay(start, context)
+            if replay is not None:
+                return replay
         # Admitted before the stream exists: a refused start writes nothing.
         admission = self.settings.runner.admit(context.principal)
         try:
-            writer = await manager.open(flow=self.flow.name, owner=owner_key(context.principal))
+            writer = await manager.open(
+                None if start is None else start.stream_id,
+                flow=self.flow.name,
+                owner=owner_key(context.principal),
+                extra=None if start is None else start.extra,
+            )
+        except StreamExistsError:
+            admission.release()
+            if start is not None:
+                # An identical start won the race: its record is there now.
+                replay = await self._replay(start, context)
+                if replay is not None:
+                    return replay
+                raise AlreadyExistsError(
+                    "this Idempotency-Key belongs to an expired stream; use a new key"
+                ) from None
+            raise
         except BaseException:
             admission.release()
             raise
@@ -152,6 +184,18 @@ class FlowEndpoints:
             await writer.error(exc)
             raise
         return self._genkit_response(writer.stream_id, 0)
+
+    async def _replay(self, start: IdempotentStart, context: RequestContext) -> Response | None:
+        """The response to a repeated keyed start, or None if its stream does not exist."""
+        try:
+            record = await self._owned_record(start.stream_id, context)
+        except StreamNotFoundError:
+            return None
+        start.check(record)
+        logger.info(
+            "stream %s (flow %r): start repeated with its key", record.stream_id, self.flow.name
+        )
+        return self._genkit_response(record.stream_id, 0)
 
     def _genkit_response(self, stream_id: str, offset: int) -> Response:
         async def produce(write: Write) -> None:
@@ -218,11 +262,14 @@ class FlowEndpoints:
         context = await self._authenticate(request)
         stream_id = validate_stream_id(request.path_params["stream_id"])
         last_id = request.headers.get("last-event-id")
+        wanted: int | None
         if last_id is not None:
-            offset = _offset(last_id, "Last-Event-ID") + 1
+            wanted = _offset(last_id, "Last-Event-ID") + 1
         else:
-            offset = _offset(request.query_params.get("offset", "0"), "offset")
-        check_offset(await self._owned_record(stream_id, context), offset)
+            wanted = _offset_or_now(request.query_params.get("offset", "0"), "offset")
+        record = await self._owned_record(stream_id, context)
+        offset = record.length if wanted is None else wanted
+        check_offset(record, offset)
         if offset:
             logger.info(
                 "stream %s (flow %r): resumed at offset %d (SSE)", stream_id, self.flow.name, offset
@@ -344,4 +391,14 @@ _DIGITS = re.compile(r"[0-9]{1,18}")
 def _offset(value: str, name: str) -> int:
     if not _DIGITS.fullmatch(value):
         raise InvalidArgumentError(f"{name} must be a non-negative integer")
+    return int(value)
+
+
+def _offset_or_now(value: str, name: str) -> int | None:
+    """An offset, or None for ``now``: the stream's committed length when asked (its
+    live tail; a finished stream then gives only its terminal event)."""
+    if value == "now":
+        return None
+    if not _DIGITS.fullmatch(value):
+        raise InvalidArgumentError(f'{name} must be a non-negative integer or "now"')
     return int(value)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import anyio
+import httpx
 import pytest
 
-from stream_gateway import InvalidArgumentError, NotFoundError, StreamNotFoundError
+from stream_gateway import (
+    InvalidArgumentError,
+    NotFoundError,
+    StreamNotFoundError,
+)
 from stream_gateway.client import Reconnect, run_flow, stream_flow
-from tests.gateway.conftest import Live
+from tests.gateway.conftest import Live, StartLive
 
 pytestmark = pytest.mark.anyio
 
@@ -72,3 +77,55 @@ async def test_cancel_from_client(live: Live) -> None:
         async for _ in iterator:
             pass
     assert getattr(caught.value, "status", None) == "CANCELLED"
+
+
+class LoseFirstStart(httpx.AsyncBaseTransport):
+    """Delivers the first start to the server, then loses its response (a reset)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.keys: list[str | None] = []
+        self.lost_stream_id: str | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.keys.append(request.headers.get("idempotency-key"))
+        response = await self.inner.handle_async_request(request)
+        if len(self.keys) == 1:
+            self.lost_stream_id = response.headers.get("x-genkit-stream-id")
+            await response.aclose()
+            raise httpx.ReadError("connection reset", request=request)
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_start_lost_before_its_response_is_repeated_with_its_key(live: Live) -> None:
+    transport = LoseFirstStart()
+    async with httpx.AsyncClient(transport=transport, timeout=30) as http:
+        stream = stream_flow(
+            live.flow("count"), {"n": 5}, http=http, reconnect=Reconnect(base=0.001)
+        )
+        assert [c async for c in stream] == [{"i": i} for i in range(5)]
+        assert await stream.result() == {"total": 5}
+    first, second = transport.keys
+    assert first is not None and first == second == stream.idempotency_key
+    # The repeat joined the run the lost start began.
+    assert transport.lost_stream_id is not None
+    assert stream.stream_id == transport.lost_stream_id
+
+
+async def test_without_a_stream_manager_a_lost_start_ends_with_its_connection(
+    start_live: StartLive,
+) -> None:
+    # There the run lives inside its response: losing the response ends the run, and
+    # the repeated start is a run of its own, the only one left.
+    async with start_live(manager=False) as live:
+        transport = LoseFirstStart()
+        async with httpx.AsyncClient(transport=transport, timeout=30) as http:
+            stream = stream_flow(
+                live.flow("count"), {"n": 5}, http=http, reconnect=Reconnect(base=0.001)
+            )
+            assert await stream.result() == {"total": 5}
+    assert len(transport.keys) == 2
+    assert transport.lost_stream_id is None and stream.stream_id is None
