@@ -38,6 +38,7 @@ from ._http import (
     while_connected,
 )
 from ._idempotency import IDEMPOTENCY_HEADER, IdempotentStart
+from .conversations import CONVERSATION_HEADER, Conversation, validate_conversation_id
 from .frames import KEEP_ALIVE, genkit_frames, sse_frames
 from .runner import SHUTDOWN_MESSAGE, FlowRunner
 
@@ -53,7 +54,9 @@ _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 # Only for a flow that runs inside its response (no stream manager): nothing to resume.
 _SHUTTING_DOWN = ErrorEvent("UNAVAILABLE", SHUTDOWN_MESSAGE)
 # Fields a Genkit client may send next to "data" (``init`` when the input is undefined).
-_PROTOCOL_FIELDS = frozenset({"data", "init"})
+_PROTOCOL_FIELDS = frozenset({"data", "init", "conversation"})
+# Starts that may find their turn taken, in a row, before one gives up.
+_MAX_TURN_RACES = 100
 
 
 async def _anonymous(request: Request) -> RequestContext:
@@ -96,13 +99,26 @@ class FlowEndpoints:
         input = self._input_of(body)
         if _wants_stream(request):
             if self.settings.stream_manager is None:
+                if self._conversation_of(request, body) is not None:
+                    raise InvalidArgumentError("conversations need a stream manager on the server")
                 return self._stream_attached(input, context)
             key = request.headers.get(IDEMPOTENCY_HEADER)
             start = None
             if key is not None:
                 owner = owner_key(context.principal)
                 start = IdempotentStart.of(self.flow.name, owner, key, body)
+            conversation_id = self._conversation_of(request, body)
+            if conversation_id is not None:
+                owner = owner_key(context.principal)
+                conversation = Conversation(
+                    self.settings.stream_manager, self.flow.name, owner, conversation_id
+                )
+                return await self._start_in_conversation(input, context, start, conversation)
             return await self._stream_detached(input, context, start)
+        if self._conversation_of(request, body) is not None:
+            raise InvalidArgumentError(
+                "a conversation needs a streaming request (Accept: text/event-stream)"
+            )
         return await self._run_once(request, input, context)
 
     def _input_of(self, body: Any) -> Any:
@@ -146,26 +162,78 @@ class FlowEndpoints:
             replay = await self._replay(start, context)
             if replay is not None:
                 return replay
+        if start is None:
+            return await self._open_and_run(input, context, None, None)
+        try:
+            return await self._open_and_run(input, context, start.stream_id, start.extra)
+        except StreamExistsError:
+            # An identical start won the race: its record is there now.
+            replay = await self._replay(start, context)
+            if replay is not None:
+                return replay
+            raise AlreadyExistsError(
+                "this Idempotency-Key belongs to an expired stream; use a new key"
+            ) from None
+
+    def _conversation_of(self, request: Request, body: Any) -> str | None:
+        """The conversation the request names (header or ``conversation`` field), if any."""
+        named = request.headers.get(CONVERSATION_HEADER)
+        if named is None and isinstance(body, dict):
+            named = body.get("conversation")
+        return None if named is None else validate_conversation_id(named)
+
+    async def _start_in_conversation(
+        self,
+        input: Any,
+        context: RequestContext,
+        start: IdempotentStart | None,
+        conversation: Conversation,
+    ) -> Response:
+        """Start the conversation's next turn, as the flow's policy says."""
+        manager = self.settings.stream_manager
+        assert manager is not None
+        start_key = None if start is None else start.stream_id
+        for _ in range(_MAX_TURN_RACES):
+            latest = await conversation.latest()
+            if start is not None and latest is not None and conversation.started_by(latest, start):
+                start.check(latest)  # a repeat of the start that began this turn
+                return self._genkit_response(latest.stream_id, 0)
+            if latest is not None and conversation.is_active(latest):
+                policy = self.flow.conversation_policy
+                if policy == "reject":
+                    raise AlreadyExistsError(
+                        "the conversation has an active run: follow it, or try again when it"
+                        " has ended",
+                        details={"streamId": latest.stream_id},
+                    )
+                if policy == "interrupt":
+                    await manager.cancel(latest.stream_id)
+                await conversation.wait_until_ended(latest)
+            turn = 0 if latest is None else Conversation.turn_of(latest) + 1
+            extra = {**conversation.extra(turn, start_key), **(start.extra if start else {})}
+            try:
+                return await self._open_and_run(input, context, conversation.turn_id(turn), extra)
+            except StreamExistsError:
+                continue  # another start took this turn: look again
+        raise UnavailableError("too many starts raced in this conversation; try again")
+
+    async def _open_and_run(
+        self,
+        input: Any,
+        context: RequestContext,
+        stream_id: str | None,
+        extra: dict[str, Any] | None,
+    ) -> Response:
+        """Admit, open ``stream_id`` (None: a fresh one) and start the flow on it. A
+        taken id raises `StreamExistsError` and costs nothing."""
+        manager = self.settings.stream_manager
+        assert manager is not None
         # Admitted before the stream exists: a refused start writes nothing.
         admission = self.settings.runner.admit(context.principal)
         try:
             writer = await manager.open(
-                None if start is None else start.stream_id,
-                flow=self.flow.name,
-                owner=owner_key(context.principal),
-                extra=None if start is None else start.extra,
+                stream_id, flow=self.flow.name, owner=owner_key(context.principal), extra=extra
             )
-        except StreamExistsError:
-            admission.release()
-            if start is not None:
-                # An identical start won the race: its record is there now.
-                replay = await self._replay(start, context)
-                if replay is not None:
-                    return replay
-                raise AlreadyExistsError(
-                    "this Idempotency-Key belongs to an expired stream; use a new key"
-                ) from None
-            raise
         except BaseException:
             admission.release()
             raise
@@ -184,6 +252,34 @@ class FlowEndpoints:
             await writer.error(exc)
             raise
         return self._genkit_response(writer.stream_id, 0)
+
+    async def conversation(self, request: Request) -> Response:
+        """The conversation's active stream as ``{"streamId", "conversation", "turn"}``,
+        or 204 when no run is active (or the conversation is unknown)."""
+        return await self._guarded(self._conversation, request)
+
+    async def _conversation(self, request: Request) -> Response:
+        context = await self._authenticate(request)
+        conversation_id = request.path_params["conversation_id"]
+        if self.settings.stream_manager is None:
+            validate_conversation_id(conversation_id)
+            return Response(status_code=204)
+        conversation = Conversation(
+            self.settings.stream_manager,
+            self.flow.name,
+            owner_key(context.principal),
+            conversation_id,
+        )
+        active = await conversation.active()
+        if active is None:
+            return Response(status_code=204)
+        return JSONResponse(
+            {
+                "streamId": active.stream_id,
+                "conversation": conversation.id,
+                "turn": Conversation.turn_of(active),
+            }
+        )
 
     async def _replay(self, start: IdempotentStart, context: RequestContext) -> Response | None:
         """The response to a repeated keyed start, or None if its stream does not exist."""

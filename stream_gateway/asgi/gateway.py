@@ -135,6 +135,11 @@ class Gateway:
             Route("/{flow}", self._dispatch("describe"), methods=["GET"]),
             Route("/{flow}/streams/{stream_id}", self._dispatch("sse"), methods=["GET"]),
             Route("/{flow}/streams/{stream_id}", self._dispatch("cancel"), methods=["DELETE"]),
+            Route(
+                "/{flow}/conversations/{conversation_id}",
+                self._dispatch("conversation"),
+                methods=["GET"],
+            ),
         ]
 
     def _durable_routes(self) -> list[BaseRoute]:
@@ -300,4 +305,5 @@ class FlowHandler(Gateway):
             Route("/", endpoints.describe, methods=["GET"]),
             Route("/streams/{stream_id}", endpoints.sse, methods=["GET"]),
             Route("/streams/{stream_id}", endpoints.cancel, methods=["DELETE"]),
+            Route("/conversations/{conversation_id}", endpoints.conversation, methods=["GET"]),
         ]
