@@ -45,6 +45,7 @@ export function streamFlow(options) {
   const body = JSON.stringify({
     data: options.input,
     ...(options.init !== undefined && { init: options.init }),
+    ...(options.conversation !== undefined && { conversation: options.conversation }),
   });
   const key = target === null ? (options.idempotencyKey ?? randomKey()) : null;
   if (key !== null && (typeof key !== 'string' || !/^[\x21-\x7e]{16,255}$/.test(key))) {

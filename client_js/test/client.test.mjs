@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 
-import { FlowError, getPersistedStream, runFlow, streamFlow, subscribe } from '../src/index.js';
+import { FlowError, attach, getPersistedStream, runFlow, streamFlow, subscribe } from '../src/index.js';
 import { MemoryStorage, drain, startServer } from './helpers/server.mjs';
 
 const FAST_RETRY = { initialDelayMs: 1, maxDelayMs: 20 };
@@ -548,5 +548,37 @@ describe('dropped connections', () => {
     await setDrops(1, 2, 100);
     const { error } = await drain(streamFlow({ url: flow('count'), input: { n: 200 }, retry: false }));
     assertFlowError(error, 'UNAVAILABLE');
+  });
+});
+
+describe('conversations', () => {
+  it('attach follows the run a conversation has in progress, to the same answer', T, async () => {
+    const conversation = `js-${Math.random().toString(36).slice(2)}`;
+    const first = streamFlow({ url: flow('gate'), input: conversation, conversation });
+    const firstId = await first.streamId;
+    const second = await attach({ url: flow('gate'), conversationId: conversation });
+    assert.notEqual(second, null);
+    assert.equal(await second.streamId, firstId);
+    // A second start meanwhile is refused (the flow's policy is 'reject').
+    const refused = await drain(streamFlow({ url: flow('gate'), input: 'other', conversation }));
+    assertFlowError(refused.error, 'ALREADY_EXISTS');
+    assert.equal(refused.error.details.streamId, firstId);
+    assert.equal((await fetch(`${root}/_test/gates/${conversation}`, { method: 'POST' })).status, 200);
+    const [a, b] = await Promise.all([drain(first), drain(second)]);
+    assert.deepStrictEqual(a, { chunks: ['waiting'], output: `opened ${conversation}` });
+    assert.deepStrictEqual(b, a);
+    // Over: nothing to attach to, and the next turn may start.
+    assert.equal(await attach({ url: flow('gate'), conversationId: conversation }), null);
+    const next = await drain(streamFlow({ url: flow('gate'), input: conversation, conversation }));
+    assert.equal(next.output, `opened ${conversation}`);
+  });
+
+  it('attach to an unknown conversation resolves null; a bad id is INVALID_ARGUMENT', T, async () => {
+    assert.equal(await attach({ url: flow('count'), conversationId: 'never-used' }), null);
+    await assert.rejects(attach({ url: flow('count'), conversationId: 'has space' }), (error) => {
+      assertFlowError(error, 'INVALID_ARGUMENT');
+      return true;
+    });
+    await assert.rejects(attach({ url: flow('count') }), TypeError);
   });
 });
