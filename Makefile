@@ -23,7 +23,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(PY_STAMP): $(BIN)/python pyproject.toml $(wildcard managers/*/pyproject.toml)
-	$(BIN)/pip install --quiet -e '.[dev]' $(foreach m,$(wildcard managers/*/pyproject.toml),-e ./$(dir $(m)))
+	$(BIN)/pip install --quiet -e '.[dev,pydantic-ai]' $(foreach m,$(wildcard managers/*/pyproject.toml),-e ./$(dir $(m)))
 	touch $@
 
 install: $(PY_STAMP)
