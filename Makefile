@@ -73,7 +73,7 @@ lint: $(PY_STAMP)
 # cannot resolve) are errors.
 API_MODULES := stream_gateway stream_gateway.streams stream_gateway.asgi \
 	stream_gateway.client stream_gateway.durable stream_gateway_firestore stream_gateway_rtdb \
-	stream_gateway.protocols stream_gateway_redis
+	stream_gateway.protocols stream_gateway_redis stream_gateway.adapters.pydantic_ai
 
 docs: $(PY_STAMP)
 	rm -rf build/api
