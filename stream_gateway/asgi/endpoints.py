@@ -155,15 +155,12 @@ class FlowEndpoints:
     async def _stream_detached(
         self, input: Any, context: RequestContext, start: IdempotentStart | None = None
     ) -> Response:
-        manager = self.settings.stream_manager
-        assert manager is not None
-        if start is not None:
-            # A retry of a start that got through: follow it, and count nothing.
-            replay = await self._replay(start, context)
-            if replay is not None:
-                return replay
         if start is None:
             return await self._open_and_run(input, context, None, None)
+        # A repeat of a start that got through follows it, and counts nothing.
+        replay = await self._replay(start, context)
+        if replay is not None:
+            return replay
         try:
             return await self._open_and_run(input, context, start.stream_id, start.extra)
         except StreamExistsError:
