@@ -83,6 +83,7 @@ class FlowEndpoints:
         self.flow = flow
         self.settings = settings
         self._authenticate = settings.context_provider or _anonymous
+        self._starting: dict[str, anyio.Event] = {}  # keyed starts under way, by stream id
 
     # -- POST <flow url>: the Genkit protocol -------------------------------------------
 
@@ -157,20 +158,29 @@ class FlowEndpoints:
     ) -> Response:
         if start is None:
             return await self._open_and_run(input, context, None, None)
-        # A repeat of a start that got through follows it, and counts nothing.
-        replay = await self._replay(start, context)
-        if replay is not None:
-            return replay
+        # Identical starts in this process go one at a time, so that the repeats
+        # find the first one's stream instead of meeting its admission slot (429).
+        while (pending := self._starting.get(start.stream_id)) is not None:
+            await pending.wait()
+        self._starting[start.stream_id] = done = anyio.Event()
         try:
-            return await self._open_and_run(input, context, start.stream_id, start.extra)
-        except StreamExistsError:
-            # An identical start won the race: its record is there now.
+            # A repeat of a start that got through follows it, and counts nothing.
             replay = await self._replay(start, context)
             if replay is not None:
                 return replay
-            raise AlreadyExistsError(
-                "this Idempotency-Key belongs to an expired stream; use a new key"
-            ) from None
+            try:
+                return await self._open_and_run(input, context, start.stream_id, start.extra)
+            except StreamExistsError:
+                # An identical start in another process won the race: its record is there.
+                replay = await self._replay(start, context)
+                if replay is not None:
+                    return replay
+                raise AlreadyExistsError(
+                    "this Idempotency-Key belongs to an expired stream; use a new key"
+                ) from None
+        finally:
+            del self._starting[start.stream_id]
+            done.set()
 
     def _conversation_of(self, request: Request, body: Any) -> str | None:
         """The conversation the request names (header or ``conversation`` field), if any."""
