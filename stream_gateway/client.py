@@ -87,8 +87,10 @@ class FlowStream:
         offset: int = 0,
         reconnect: Reconnect | None = None,
         idempotency_key: str | None = None,
+        conversation: str | None = None,
     ) -> None:
         self.url = url
+        self.conversation = conversation
         self.idempotency_key = idempotency_key or str(uuid.uuid4())
         self._answered = False  # a start got a response: retrying it is no longer blind
         self.stream_id = None if stream_id is None else validate_stream_id(stream_id)
@@ -167,6 +169,8 @@ class FlowStream:
             headers["x-genkit-stream-offset"] = str(self.offset)
         else:
             headers["idempotency-key"] = self.idempotency_key
+            if self.conversation is not None:
+                headers["x-conversation-id"] = self.conversation
         body = dumps({"data": self._input})
         async with self._http.stream(
             "POST", self.url, content=body, headers=headers, timeout=_STREAM_TIMEOUT
@@ -236,12 +240,14 @@ def stream_flow(
     offset: int = 0,
     reconnect: Reconnect | None = None,
     idempotency_key: str | None = None,
+    conversation: str | None = None,
 ) -> FlowStream:
     """Start a streaming run (or, with ``stream_id``, follow an existing stream from
     ``offset``). Nothing is sent until the stream is iterated.
 
     The start is sent with ``idempotency_key`` (default: a random UUID) and repeated
-    safely if it fails before the server answers; see `FlowStream`.
+    safely if it fails before the server answers; see `FlowStream`. ``conversation``
+    runs it as the next turn of that conversation (see docs/conversations.md).
     """
     return FlowStream(
         url,
@@ -252,6 +258,7 @@ def stream_flow(
         offset=offset,
         reconnect=reconnect,
         idempotency_key=idempotency_key,
+        conversation=conversation,
     )
 
 

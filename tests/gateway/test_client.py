@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
 import anyio
 import httpx
 import pytest
 
 from stream_gateway import (
+    AlreadyExistsError,
     InvalidArgumentError,
     NotFoundError,
     StreamNotFoundError,
@@ -129,3 +132,17 @@ async def test_without_a_stream_manager_a_lost_start_ends_with_its_connection(
             assert await stream.result() == {"total": 5}
     assert len(transport.keys) == 2
     assert transport.lost_stream_id is None and stream.stream_id is None
+
+
+async def test_a_run_in_a_conversation_is_found_by_another_client(live: Live) -> None:
+    gate = f"py-gate-{uuid.uuid4()}"  # gates outlive a test in this process: a fresh one
+    stream = stream_flow(live.flow("gate"), gate, http=live.http, conversation="py-chat")
+    chunks = aiter(stream)
+    assert await anext(chunks) == "waiting"
+    found = await live.http.get(live.flow("gate") + "/conversations/py-chat")
+    assert found.json()["streamId"] == stream.stream_id
+    again = stream_flow(live.flow("gate"), "other", http=live.http, conversation="py-chat")
+    with pytest.raises(AlreadyExistsError):
+        await again.result()
+    await live.http.post(f"{live.url}/_test/gates/{gate}")
+    assert await stream.result() == f"opened {gate}"
