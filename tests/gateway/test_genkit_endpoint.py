@@ -250,6 +250,7 @@ async def test_describe_and_list(live: Live) -> None:
         "crash",
         "typed",
         "big",
+        "gate",
     ]
     typed = (await live.http.get(live.flow("typed"))).json()
     assert typed["schemas"]["input"]["required"] == ["name", "age"]
