@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,11 @@ class FlowStream:
     (or raises the flow's error as a `GatewayError`). After a dropped connection it
     reconnects with the stream id and the next offset it needs. ``stream_id`` is
     known once the first response has arrived.
+
+    A start carries an ``Idempotency-Key`` (``idempotency_key``, else a random UUID):
+    if it fails before the server answered (connection error, 502/503/504), it is
+    sent again with the same key and body, and a server with a stream manager
+    returns the run the first attempt may have started instead of starting another.
     """
 
     def __init__(
@@ -80,8 +86,13 @@ class FlowStream:
         stream_id: str | None = None,
         offset: int = 0,
         reconnect: Reconnect | None = None,
+        idempotency_key: str | None = None,
+        conversation: str | None = None,
     ) -> None:
         self.url = url
+        self.conversation = conversation
+        self.idempotency_key = idempotency_key or str(uuid.uuid4())
+        self._answered = False  # a start got a response: retrying it is no longer blind
         self.stream_id = None if stream_id is None else validate_stream_id(stream_id)
         self.offset = offset
         self._input = input
@@ -143,7 +154,9 @@ class FlowStream:
                     raise httpx.RemoteProtocolError("stream ended without a terminal frame")
             except _RESUMABLE as exc:
                 failures += 1
-                if self.stream_id is None:
+                if self.stream_id is None and self._answered:
+                    # The server answered without a stream id (it has no stream
+                    # manager): the run cannot be found again.
                     raise UnavailableError(f"connection lost before a stream id: {exc!r}") from exc
                 if failures > self._reconnect.attempts:
                     raise UnavailableError(
@@ -153,7 +166,7 @@ class FlowStream:
                 delay = self._reconnect.delay(failures)
                 logger.info(
                     "stream %s dropped at offset %d (%s); resuming in %.2fs",
-                    self.stream_id,
+                    self.stream_id or f"(start, key {self.idempotency_key})",
                     self.offset,
                     exc,
                     delay,
@@ -168,14 +181,19 @@ class FlowStream:
         if self.stream_id is not None:
             headers["x-genkit-stream-id"] = self.stream_id
             headers["x-genkit-stream-offset"] = str(self.offset)
+        else:
+            headers["idempotency-key"] = self.idempotency_key
+            if self.conversation is not None:
+                headers["x-conversation-id"] = self.conversation
         body = dumps({"data": self._input})
         async with self._http.stream(
             "POST", self.url, content=body, headers=headers, timeout=_STREAM_TIMEOUT
         ) as response:
             if response.status_code == 204:
                 raise StreamNotFoundError("stream not found")
-            if response.status_code in (502, 503, 504) and self.stream_id is not None:
+            if response.status_code in (502, 503, 504):
                 raise _ServerBusy(f"HTTP {response.status_code}")
+            self._answered = True
             if response.status_code != 200:
                 _raise_for_error(response.status_code, await response.aread())
             self.stream_id = self.stream_id or response.headers.get("x-genkit-stream-id")
@@ -235,9 +253,16 @@ def stream_flow(
     stream_id: str | None = None,
     offset: int = 0,
     reconnect: Reconnect | None = None,
+    idempotency_key: str | None = None,
+    conversation: str | None = None,
 ) -> FlowStream:
     """Start a streaming run (or, with ``stream_id``, follow an existing stream from
-    ``offset``). Nothing is sent until the stream is iterated."""
+    ``offset``). Nothing is sent until the stream is iterated.
+
+    The start is sent with ``idempotency_key`` (default: a random UUID) and repeated
+    safely if it fails before the server answers; see `FlowStream`. ``conversation``
+    runs it as the next turn of that conversation (see docs/conversations.md).
+    """
     return FlowStream(
         url,
         input,
@@ -246,6 +271,8 @@ def stream_flow(
         stream_id=stream_id,
         offset=offset,
         reconnect=reconnect,
+        idempotency_key=idempotency_key,
+        conversation=conversation,
     )
 
 

@@ -6,7 +6,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar, overload
+from typing import Any, Generic, Literal, Protocol, TypeVar, overload
 
 import anyio
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -19,6 +19,7 @@ __all__ = [
     "ChunkSink",
     "OnChunk",
     "ContextProvider",
+    "ConversationPolicy",
     "Flow",
     "FlowContext",
     "RequestContext",
@@ -37,6 +38,9 @@ ChunkSink = Callable[[bytes], Awaitable[None]]
 
 OnChunk = Callable[[Any], Awaitable[None] | None]
 """Receives an in-process run's chunks, decoded from JSON; sync or async."""
+
+ConversationPolicy = Literal["reject", "interrupt", "enqueue"]
+"""What a start in a conversation that has an active run does."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +181,7 @@ class Flow(Generic[InT, OutT, ChunkT]):
         output: Any = None,
         chunk: Any = None,
         description: str | None = None,
+        conversation_policy: ConversationPolicy = "reject",
     ) -> None:
         if not name or "/" in name:
             raise ValueError(f"flow name must be non-empty and contain no '/': {name!r}")
@@ -184,6 +189,13 @@ class Flow(Generic[InT, OutT, ChunkT]):
         self.fn = fn
         self.name = name
         self.description = description if description is not None else (fn.__doc__ or "")
+        if conversation_policy not in ("reject", "interrupt", "enqueue"):
+            raise ValueError(
+                "conversation_policy must be 'reject', 'interrupt' or 'enqueue',"
+                f" not {conversation_policy!r}"
+            )
+        #: What a start in a conversation with an active run does (see docs/conversations.md).
+        self.conversation_policy: ConversationPolicy = conversation_policy
         self._input = Codec(input)
         self._output = Codec(output)
         self._chunk = Codec(chunk)
@@ -326,6 +338,7 @@ def flow(
     output: Any = None,
     chunk: Any = None,
     description: str | None = None,
+    conversation_policy: ConversationPolicy = "reject",
 ) -> Callable[[Callable[[InT, FlowContext[ChunkT]], Awaitable[OutT]]], Flow[InT, OutT, ChunkT]]: ...
 
 
@@ -336,8 +349,13 @@ def flow(
     output: Any = None,
     chunk: Any = None,
     description: str | None = None,
+    conversation_policy: ConversationPolicy = "reject",
 ) -> Any:
     """Decorate ``async def fn(input, ctx)`` into a `Flow`; the name defaults to ``fn``'s.
+
+    ``conversation_policy``: what a start naming a conversation that has an active
+    run does: ``"reject"`` (409), ``"interrupt"`` (cancel the active run, then
+    start) or ``"enqueue"`` (start once the active run has ended).
 
     >>> @flow(input=str, output=str, chunk=str)
     ... async def shout(text: str, ctx: FlowContext[str]) -> str:
@@ -355,6 +373,7 @@ def flow(
             output=output,
             chunk=chunk,
             description=description,
+            conversation_policy=conversation_policy,
         )
 
     return wrap

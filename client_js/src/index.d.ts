@@ -120,6 +120,24 @@ export interface StreamFlowOptions<I = any> extends CommonStreamOptions {
   init?: unknown;
   /** Reattach to this stream instead of starting a run (Genkit's `streamId`). */
   streamId?: string;
+  /**
+   * Sent as `Idempotency-Key` with the start (default: a random UUID). A start that
+   * fails before the server answers is repeated with it, and the server returns the
+   * run the first attempt may have started instead of starting a second one.
+   */
+  idempotencyKey?: string;
+  /**
+   * Run as the next turn of this conversation (sent as the body's `conversation`):
+   * another tab can then find the run with `attach`. A start while the conversation
+   * has a run in progress follows the flow's policy (`reject` answers 409 with the
+   * active `streamId` in the error's details).
+   */
+  conversation?: string;
+}
+
+export interface AttachOptions extends CommonStreamOptions {
+  /** The conversation whose run in progress to follow. */
+  conversationId: string;
 }
 
 export interface SubscribeOptions extends CommonStreamOptions {
@@ -170,6 +188,12 @@ export interface RunFlowOptions<I = any> {
 
 /** Start a flow and stream it, or reattach (`streamId`, `persistKey`). */
 export function streamFlow<O = any, S = any, I = any>(options: StreamFlowOptions<I>): FlowStream<O, S>;
+
+/**
+ * Follow the run a conversation has in progress from its first chunk (`GET
+ * <url>/conversations/<id>`, then `subscribe`); `null` when none is in progress.
+ */
+export function attach<O = any, S = any>(options: AttachOptions): Promise<FlowStream<O, S> | null>;
 
 /** Follow an existing stream by id (or the one remembered under `persistKey`). */
 export function subscribe<O = any, S = any>(options: SubscribeOptions): FlowStream<O, S>;

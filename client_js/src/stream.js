@@ -25,6 +25,9 @@ const STREAM_ID_HEADER = 'x-genkit-stream-id';
 const OFFSET_HEADER = 'x-genkit-stream-offset';
 /** Statuses of a reconnect that say "try again later" rather than "no". */
 const RETRYABLE_HTTP = new Set([408, 429, 502, 503, 504]);
+/** Statuses of a start that say the server (or a proxy) did not take it. */
+const RETRYABLE_START = new Set([502, 503, 504]);
+const IDEMPOTENCY_HEADER = 'idempotency-key';
 
 /**
  * Start a flow and stream it (or reattach to one: `streamId`, or what `persistKey`
@@ -42,8 +45,18 @@ export function streamFlow(options) {
   const body = JSON.stringify({
     data: options.input,
     ...(options.init !== undefined && { init: options.init }),
+    ...(options.conversation !== undefined && { conversation: options.conversation }),
   });
-  return new StreamSession(options, storage, target, body).start();
+  const key = target === null ? (options.idempotencyKey ?? randomKey()) : null;
+  if (key !== null && (typeof key !== 'string' || !/^[\x21-\x7e]{16,255}$/.test(key))) {
+    throw new TypeError('`idempotencyKey` must be 16-255 visible ASCII characters (a random UUID, say)');
+  }
+  return new StreamSession(options, storage, target, body, key).start();
+}
+
+/** A random UUID where the platform has one; else no key (a failed start is then final). */
+function randomKey() {
+  return typeof globalThis.crypto?.randomUUID === 'function' ? globalThis.crypto.randomUUID() : null;
 }
 
 /**
@@ -102,8 +115,11 @@ class StreamSession {
   #ended = false; // the stream itself is over (result, error, not found, cancel)
   #cleared = false;
   #cancelling = null;
+  #idempotencyKey; // sent with the start, so that repeating a failed start is safe
+  #answered = false; // the start got a response: repeating it is no longer blind
 
-  constructor(options, storage, target, body) {
+  constructor(options, storage, target, body, idempotencyKey = null) {
+    this.#idempotencyKey = idempotencyKey;
     this.#url = checkUrl(options.url);
     this.#headers = options.headers;
     this.#fetch = resolveFetch(options.fetch);
@@ -213,7 +229,8 @@ class StreamSession {
         if (!(error instanceof Lost)) throw error;
         lost = error;
       }
-      if (this.#streamId === null) {
+      const repeatStart = !this.#resume && this.#idempotencyKey !== null && !this.#answered;
+      if (this.#streamId === null && !repeatStart) {
         const reason = lost.cause?.message ?? String(lost.cause);
         throw new FlowError(
           'UNAVAILABLE',
@@ -226,7 +243,7 @@ class StreamSession {
           { cause: lost.cause },
         );
       }
-      this.#resume = true;
+      this.#resume = this.#streamId !== null;
       attempt = progressed ? 1 : attempt + 1;
       if (this.#policy === null || attempt > this.#policy.maxAttempts) {
         throw new FlowError(
@@ -259,6 +276,11 @@ class StreamSession {
       throw new Lost(cause);
     }
     if (!this.#resume) {
+      // A proxy's "try later" to a keyed start: the start is repeated with its key.
+      if (this.#idempotencyKey !== null && RETRYABLE_START.has(response.status)) {
+        throw new Lost(await errorFromResponse(response));
+      }
+      this.#answered = true;
       const id = response.headers.get(STREAM_ID_HEADER);
       if (response.status === 200) this.#learnId(id || null);
     }
@@ -319,6 +341,8 @@ class StreamSession {
     if (this.#resume) {
       headers.set(STREAM_ID_HEADER, this.#streamId);
       headers.set(OFFSET_HEADER, String(this.#next));
+    } else if (this.#idempotencyKey !== null) {
+      headers.set(IDEMPOTENCY_HEADER, this.#idempotencyKey);
     }
     // A reconnect's body is ignored by the server: do not send the input again.
     const body = this.#resume ? '{}' : this.#body;

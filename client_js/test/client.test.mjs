@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 
-import { FlowError, getPersistedStream, runFlow, streamFlow, subscribe } from '../src/index.js';
+import { FlowError, attach, getPersistedStream, runFlow, streamFlow, subscribe } from '../src/index.js';
 import { MemoryStorage, drain, startServer } from './helpers/server.mjs';
 
 const FAST_RETRY = { initialDelayMs: 1, maxDelayMs: 20 };
@@ -515,9 +515,84 @@ describe('dropped connections', () => {
     assert.deepStrictEqual([...chunks, ...resumed.chunks], range(0, 200));
   });
 
+  it('repeats a start lost before its response with the same key: one run', T, async () => {
+    // The first start reaches the server (the run starts), but its response is lost.
+    const seen = [];
+    let calls = 0;
+    const losingFirst = async (url, init) => {
+      calls += 1;
+      seen.push(new Headers(init.headers).get('idempotency-key'));
+      const response = await fetch(url, init);
+      if (calls > 1) return response;
+      seen.push(response.headers.get('x-genkit-stream-id'));
+      await response.body.cancel();
+      throw new TypeError('connection reset');
+    };
+    const handle = streamFlow({ url: flow('count'), input: { n: 50 }, fetch: losingFirst, retry: FAST_RETRY });
+    const { chunks, output, error } = await drain(handle);
+    assert.equal(error, undefined, error?.stack);
+    assert.deepStrictEqual(chunks, range(0, 50));
+    assert.deepStrictEqual(output, { total: 50 });
+    const [firstKey, firstStream, secondKey] = seen;
+    assert.match(firstKey, /^[0-9a-f-]{36}$/);
+    assert.equal(secondKey, firstKey);
+    assert.equal(await handle.streamId, firstStream, 'the repeat joined the first run');
+  });
+
+  it('repeats a keyed start answered 503 by a proxy', T, async () => {
+    let calls = 0;
+    const busyFirst = (url, init) => {
+      calls += 1;
+      if (calls === 1) return Promise.resolve(new Response('busy', { status: 503 }));
+      return fetch(url, init);
+    };
+    const { chunks, output } = await drain(
+      streamFlow({ url: flow('count'), input: { n: 5 }, fetch: busyFirst, retry: FAST_RETRY, idempotencyKey: 'k'.repeat(20) }),
+    );
+    assert.deepStrictEqual(chunks, range(0, 5));
+    assert.deepStrictEqual(output, { total: 5 });
+    assert.equal(calls, 2);
+  });
+
+  it('refuses a malformed idempotencyKey', () => {
+    assert.throws(() => streamFlow({ url: flow('count'), idempotencyKey: 'short' }), TypeError);
+  });
+
   it('with retry: false, a drop is a final UNAVAILABLE', T, async () => {
     await setDrops(1, 2, 100);
     const { error } = await drain(streamFlow({ url: flow('count'), input: { n: 200 }, retry: false }));
     assertFlowError(error, 'UNAVAILABLE');
+  });
+});
+
+describe('conversations', () => {
+  it('attach follows the run a conversation has in progress, to the same answer', T, async () => {
+    const conversation = `js-${Math.random().toString(36).slice(2)}`;
+    const first = streamFlow({ url: flow('gate'), input: conversation, conversation });
+    const firstId = await first.streamId;
+    const second = await attach({ url: flow('gate'), conversationId: conversation });
+    assert.notEqual(second, null);
+    assert.equal(await second.streamId, firstId);
+    // A second start meanwhile is refused (the flow's policy is 'reject').
+    const refused = await drain(streamFlow({ url: flow('gate'), input: 'other', conversation }));
+    assertFlowError(refused.error, 'ALREADY_EXISTS');
+    assert.equal(refused.error.details.streamId, firstId);
+    assert.equal((await fetch(`${root}/_test/gates/${conversation}`, { method: 'POST' })).status, 200);
+    const [a, b] = await Promise.all([drain(first), drain(second)]);
+    assert.deepStrictEqual(a, { chunks: ['waiting'], output: `opened ${conversation}` });
+    assert.deepStrictEqual(b, a);
+    // Over: nothing to attach to, and the next turn may start.
+    assert.equal(await attach({ url: flow('gate'), conversationId: conversation }), null);
+    const next = await drain(streamFlow({ url: flow('gate'), input: conversation, conversation }));
+    assert.equal(next.output, `opened ${conversation}`);
+  });
+
+  it('attach to an unknown conversation resolves null; a bad id is INVALID_ARGUMENT', T, async () => {
+    assert.equal(await attach({ url: flow('count'), conversationId: 'never-used' }), null);
+    await assert.rejects(attach({ url: flow('count'), conversationId: 'has space' }), (error) => {
+      assertFlowError(error, 'INVALID_ARGUMENT');
+      return true;
+    });
+    await assert.rejects(attach({ url: flow('count') }), TypeError);
   });
 });

@@ -14,6 +14,7 @@ describe('exports', () => {
     assert.deepStrictEqual(Object.keys(api).sort(), [
       'DEFAULT_RETRY',
       'FlowError',
+      'attach',
       'clearPersistedStream',
       'getPersistedStream',
       'runFlow',

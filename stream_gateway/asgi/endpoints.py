@@ -14,9 +14,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .._errors import (
+    AlreadyExistsError,
     CancelledError,
     GatewayError,
     InvalidArgumentError,
+    StreamExistsError,
     StreamNotFoundError,
     UnavailableError,
 )
@@ -37,6 +39,8 @@ from ._http import (
     read_json_body,
     while_connected,
 )
+from ._idempotency import IDEMPOTENCY_HEADER, IdempotentStart
+from .conversations import CONVERSATION_HEADER, Conversation, validate_conversation_id
 from .frames import KEEP_ALIVE, genkit_frames, sse_frames
 from .runner import SHUTDOWN_MESSAGE, FlowRunner
 
@@ -52,7 +56,9 @@ _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 # Only for a flow that runs inside its response (no stream manager): nothing to resume.
 _SHUTTING_DOWN = ErrorEvent("UNAVAILABLE", SHUTDOWN_MESSAGE)
 # Fields a Genkit client may send next to "data" (``init`` when the input is undefined).
-_PROTOCOL_FIELDS = frozenset({"data", "init"})
+_PROTOCOL_FIELDS = frozenset({"data", "init", "conversation"})
+# Starts that may find their turn taken, in a row, before one gives up.
+_MAX_TURN_RACES = 100
 
 
 async def _anonymous(request: Request) -> RequestContext:
@@ -79,6 +85,7 @@ class FlowEndpoints:
         self.flow = flow
         self.settings = settings
         self._authenticate = settings.context_provider or _anonymous
+        self._starting: dict[str, anyio.Event] = {}  # keyed starts under way, by stream id
 
     # -- POST <flow url>: the Genkit protocol -------------------------------------------
 
@@ -95,8 +102,26 @@ class FlowEndpoints:
         input = self._input_of(body)
         if _wants_stream(request):
             if self.settings.stream_manager is None:
+                if self._conversation_of(request, body) is not None:
+                    raise InvalidArgumentError("conversations need a stream manager on the server")
                 return self._stream_attached(input, context)
-            return await self._stream_detached(input, context)
+            key = request.headers.get(IDEMPOTENCY_HEADER)
+            start = None
+            if key is not None:
+                owner = owner_key(context.principal)
+                start = IdempotentStart.of(self.flow.name, owner, key, body)
+            conversation_id = self._conversation_of(request, body)
+            if conversation_id is not None:
+                owner = owner_key(context.principal)
+                conversation = Conversation(
+                    self.settings.stream_manager, self.flow.name, owner, conversation_id
+                )
+                return await self._start_in_conversation(input, context, start, conversation)
+            return await self._stream_detached(input, context, start)
+        if self._conversation_of(request, body) is not None:
+            raise InvalidArgumentError(
+                "a conversation needs a streaming request (Accept: text/event-stream)"
+            )
         return await self._run_once(request, input, context)
 
     def _input_of(self, body: Any) -> Any:
@@ -120,22 +145,104 @@ class FlowEndpoints:
 
     async def _reconnect(self, request: Request, context: RequestContext, raw_id: str) -> Response:
         stream_id = validate_stream_id(raw_id)
-        offset = _offset(request.headers.get(OFFSET_HEADER, "0"), OFFSET_HEADER)
+        wanted = _offset_or_now(request.headers.get(OFFSET_HEADER, "0"), OFFSET_HEADER)
         try:
             record = await self._owned_record(stream_id, context)
         except StreamNotFoundError:
             return Response(status_code=204)  # what Genkit's client reads as NOT_FOUND
+        offset = record.length if wanted is None else wanted
         check_offset(record, offset)
         logger.info("stream %s (flow %r): resumed at offset %d", stream_id, self.flow.name, offset)
         return self._genkit_response(stream_id, offset)
 
-    async def _stream_detached(self, input: Any, context: RequestContext) -> Response:
+    async def _stream_detached(
+        self, input: Any, context: RequestContext, start: IdempotentStart | None = None
+    ) -> Response:
+        if start is None:
+            return await self._open_and_run(input, context, None, None)
+        # Identical starts in this process go one at a time, so that the repeats
+        # find the first one's stream instead of meeting its admission slot (429).
+        while (pending := self._starting.get(start.stream_id)) is not None:
+            await pending.wait()
+        self._starting[start.stream_id] = done = anyio.Event()
+        try:
+            # A repeat of a start that got through follows it, and counts nothing.
+            replay = await self._replay(start, context)
+            if replay is not None:
+                return replay
+            try:
+                return await self._open_and_run(input, context, start.stream_id, start.extra)
+            except StreamExistsError:
+                # An identical start in another process won the race: its record is there.
+                replay = await self._replay(start, context)
+                if replay is not None:
+                    return replay
+                raise AlreadyExistsError(
+                    "this Idempotency-Key belongs to an expired stream; use a new key"
+                ) from None
+        finally:
+            del self._starting[start.stream_id]
+            done.set()
+
+    def _conversation_of(self, request: Request, body: Any) -> str | None:
+        """The conversation the request names (header or ``conversation`` field), if any."""
+        named = request.headers.get(CONVERSATION_HEADER)
+        if named is None and isinstance(body, dict):
+            named = body.get("conversation")
+        return None if named is None else validate_conversation_id(named)
+
+    async def _start_in_conversation(
+        self,
+        input: Any,
+        context: RequestContext,
+        start: IdempotentStart | None,
+        conversation: Conversation,
+    ) -> Response:
+        """Start the conversation's next turn, as the flow's policy says."""
+        manager = self.settings.stream_manager
+        assert manager is not None
+        start_key = None if start is None else start.stream_id
+        for _ in range(_MAX_TURN_RACES):
+            latest = await conversation.latest()
+            if start is not None and latest is not None and conversation.started_by(latest, start):
+                start.check(latest)  # a repeat of the start that began this turn
+                return self._genkit_response(latest.stream_id, 0)
+            if latest is not None and conversation.is_active(latest):
+                policy = self.flow.conversation_policy
+                if policy == "reject":
+                    raise AlreadyExistsError(
+                        "the conversation has an active run: follow it, or try again when it"
+                        " has ended",
+                        details={"streamId": latest.stream_id},
+                    )
+                if policy == "interrupt":
+                    await manager.cancel(latest.stream_id)
+                await conversation.wait_until_ended(latest)
+            turn = 0 if latest is None else Conversation.turn_of(latest) + 1
+            extra = {**conversation.extra(turn, start_key), **(start.extra if start else {})}
+            try:
+                return await self._open_and_run(input, context, conversation.turn_id(turn), extra)
+            except StreamExistsError:
+                continue  # another start took this turn: look again
+        raise UnavailableError("too many starts raced in this conversation; try again")
+
+    async def _open_and_run(
+        self,
+        input: Any,
+        context: RequestContext,
+        stream_id: str | None,
+        extra: dict[str, Any] | None,
+    ) -> Response:
+        """Admit, open ``stream_id`` (None: a fresh one) and start the flow on it. A
+        taken id raises `StreamExistsError` and costs nothing."""
         manager = self.settings.stream_manager
         assert manager is not None
         # Admitted before the stream exists: a refused start writes nothing.
         admission = self.settings.runner.admit(context.principal)
         try:
-            writer = await manager.open(flow=self.flow.name, owner=owner_key(context.principal))
+            writer = await manager.open(
+                stream_id, flow=self.flow.name, owner=owner_key(context.principal), extra=extra
+            )
         except BaseException:
             admission.release()
             raise
@@ -154,6 +261,46 @@ class FlowEndpoints:
             await writer.error(exc)
             raise
         return self._genkit_response(writer.stream_id, 0)
+
+    async def conversation(self, request: Request) -> Response:
+        """The conversation's active stream as ``{"streamId", "conversation", "turn"}``,
+        or 204 when no run is active (or the conversation is unknown)."""
+        return await self._guarded(self._conversation, request)
+
+    async def _conversation(self, request: Request) -> Response:
+        context = await self._authenticate(request)
+        conversation_id = request.path_params["conversation_id"]
+        if self.settings.stream_manager is None:
+            validate_conversation_id(conversation_id)
+            return Response(status_code=204)
+        conversation = Conversation(
+            self.settings.stream_manager,
+            self.flow.name,
+            owner_key(context.principal),
+            conversation_id,
+        )
+        active = await conversation.active()
+        if active is None:
+            return Response(status_code=204)
+        return JSONResponse(
+            {
+                "streamId": active.stream_id,
+                "conversation": conversation.id,
+                "turn": Conversation.turn_of(active),
+            }
+        )
+
+    async def _replay(self, start: IdempotentStart, context: RequestContext) -> Response | None:
+        """The response to a repeated keyed start, or None if its stream does not exist."""
+        try:
+            record = await self._owned_record(start.stream_id, context)
+        except StreamNotFoundError:
+            return None
+        start.check(record)
+        logger.info(
+            "stream %s (flow %r): start repeated with its key", record.stream_id, self.flow.name
+        )
+        return self._genkit_response(record.stream_id, 0)
 
     def _genkit_response(self, stream_id: str, offset: int) -> Response:
         async def produce(write: Write) -> None:
@@ -220,11 +367,14 @@ class FlowEndpoints:
         context = await self._authenticate(request)
         stream_id = validate_stream_id(request.path_params["stream_id"])
         last_id = request.headers.get("last-event-id")
+        wanted: int | None
         if last_id is not None:
-            offset = _offset(last_id, "Last-Event-ID") + 1
+            wanted = _offset(last_id, "Last-Event-ID") + 1
         else:
-            offset = _offset(request.query_params.get("offset", "0"), "offset")
-        check_offset(await self._owned_record(stream_id, context), offset)
+            wanted = _offset_or_now(request.query_params.get("offset", "0"), "offset")
+        record = await self._owned_record(stream_id, context)
+        offset = record.length if wanted is None else wanted
+        check_offset(record, offset)
         if offset:
             logger.info(
                 "stream %s (flow %r): resumed at offset %d (SSE)", stream_id, self.flow.name, offset
@@ -350,4 +500,14 @@ _DIGITS = re.compile(r"[0-9]{1,18}")
 def _offset(value: str, name: str) -> int:
     if not _DIGITS.fullmatch(value):
         raise InvalidArgumentError(f"{name} must be a non-negative integer")
+    return int(value)
+
+
+def _offset_or_now(value: str, name: str) -> int | None:
+    """An offset, or None for ``now``: the stream's committed length when asked (its
+    live tail; a finished stream then gives only its terminal event)."""
+    if value == "now":
+        return None
+    if not _DIGITS.fullmatch(value):
+        raise InvalidArgumentError(f'{name} must be a non-negative integer or "now"')
     return int(value)

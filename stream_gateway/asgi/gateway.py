@@ -141,6 +141,11 @@ class Gateway:
             Route("/{flow}/streams/{stream_id}", self._dispatch("sse"), methods=["GET"]),
             Route("/{flow}/streams/{stream_id}", self._dispatch("cancel"), methods=["DELETE"]),
             Route("/{flow}/streams/{stream_id}/stop", self._dispatch("stop"), methods=["POST"]),
+            Route(
+                "/{flow}/conversations/{conversation_id}",
+                self._dispatch("conversation"),
+                methods=["GET"],
+            ),
         ]
 
     def _durable_routes(self) -> list[BaseRoute]:
@@ -307,4 +312,5 @@ class FlowHandler(Gateway):
             Route("/streams/{stream_id}", endpoints.sse, methods=["GET"]),
             Route("/streams/{stream_id}", endpoints.cancel, methods=["DELETE"]),
             Route("/streams/{stream_id}/stop", endpoints.stop, methods=["POST"]),
+            Route("/conversations/{conversation_id}", endpoints.conversation, methods=["GET"]),
         ]

@@ -13,10 +13,10 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -264,11 +264,18 @@ class StreamManager:
     # -- the contract --------------------------------------------------------------
 
     async def open(
-        self, stream_id: str | None = None, *, flow: str = "", owner: str | None = None
+        self,
+        stream_id: str | None = None,
+        *,
+        flow: str = "",
+        owner: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> StreamWriter:
         """Create a stream and return its writer. A taken id raises `StreamExistsError`.
 
         ``owner`` is stored as given (the gateway passes a hash of the principal).
+        ``extra`` (JSON-able) is stored in the record with the stream's creation, in
+        the same atomic step, so whoever finds the id taken also finds it.
         """
         self.task_group  # noqa: B018 - fail early if not started
         stream_id = new_stream_id() if stream_id is None else validate_stream_id(stream_id)
@@ -281,6 +288,7 @@ class StreamManager:
             expires_at=now + self.lease + self.ttl,
             owner=owner,
             lease_until=now + self.lease,
+            extra=dict(extra or {}),
         )
         await self._retrying(lambda: self.storage.create(record))
         writer = StreamWriter(self, stream_id, flow=flow)

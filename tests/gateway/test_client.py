@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
+
 import anyio
+import httpx
 import pytest
 
-from stream_gateway import InvalidArgumentError, NotFoundError, StreamNotFoundError
+from stream_gateway import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    NotFoundError,
+    StreamNotFoundError,
+)
 from stream_gateway.client import Reconnect, run_flow, stream_flow
-from tests.gateway.conftest import Live
+from tests.gateway.conftest import Live, StartLive
 
 pytestmark = pytest.mark.anyio
 
@@ -72,3 +80,69 @@ async def test_cancel_from_client(live: Live) -> None:
         async for _ in iterator:
             pass
     assert getattr(caught.value, "status", None) == "CANCELLED"
+
+
+class LoseFirstStart(httpx.AsyncBaseTransport):
+    """Delivers the first start to the server, then loses its response (a reset)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.keys: list[str | None] = []
+        self.lost_stream_id: str | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.keys.append(request.headers.get("idempotency-key"))
+        response = await self.inner.handle_async_request(request)
+        if len(self.keys) == 1:
+            self.lost_stream_id = response.headers.get("x-genkit-stream-id")
+            await response.aclose()
+            raise httpx.ReadError("connection reset", request=request)
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_start_lost_before_its_response_is_repeated_with_its_key(live: Live) -> None:
+    transport = LoseFirstStart()
+    async with httpx.AsyncClient(transport=transport, timeout=30) as http:
+        stream = stream_flow(
+            live.flow("count"), {"n": 5}, http=http, reconnect=Reconnect(base=0.001)
+        )
+        assert [c async for c in stream] == [{"i": i} for i in range(5)]
+        assert await stream.result() == {"total": 5}
+    first, second = transport.keys
+    assert first is not None and first == second == stream.idempotency_key
+    # The repeat joined the run the lost start began.
+    assert transport.lost_stream_id is not None
+    assert stream.stream_id == transport.lost_stream_id
+
+
+async def test_without_a_stream_manager_a_lost_start_ends_with_its_connection(
+    start_live: StartLive,
+) -> None:
+    # There the run lives inside its response: losing the response ends the run, and
+    # the repeated start is a run of its own, the only one left.
+    async with start_live(manager=False) as live:
+        transport = LoseFirstStart()
+        async with httpx.AsyncClient(transport=transport, timeout=30) as http:
+            stream = stream_flow(
+                live.flow("count"), {"n": 5}, http=http, reconnect=Reconnect(base=0.001)
+            )
+            assert await stream.result() == {"total": 5}
+    assert len(transport.keys) == 2
+    assert transport.lost_stream_id is None and stream.stream_id is None
+
+
+async def test_a_run_in_a_conversation_is_found_by_another_client(live: Live) -> None:
+    gate = f"py-gate-{uuid.uuid4()}"  # gates outlive a test in this process: a fresh one
+    stream = stream_flow(live.flow("gate"), gate, http=live.http, conversation="py-chat")
+    chunks = aiter(stream)
+    assert await anext(chunks) == "waiting"
+    found = await live.http.get(live.flow("gate") + "/conversations/py-chat")
+    assert found.json()["streamId"] == stream.stream_id
+    again = stream_flow(live.flow("gate"), "other", http=live.http, conversation="py-chat")
+    with pytest.raises(AlreadyExistsError):
+        await again.result()
+    await live.http.post(f"{live.url}/_test/gates/{gate}")
+    assert await stream.result() == f"opened {gate}"

@@ -251,6 +251,7 @@ async def test_describe_and_list(live: Live) -> None:
         "typed",
         "big",
         "words",
+        "gate",
     ]
     typed = (await live.http.get(live.flow("typed"))).json()
     assert typed["schemas"]["input"]["required"] == ["name", "age"]

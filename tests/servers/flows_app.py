@@ -11,6 +11,8 @@ prints ``flows-app listening on http://...`` when ready. Flows (all under ``/flo
 - ``crash``: chunks, then an unexpected exception (must surface as INTERNAL).
 - ``typed``: input ``{"name": str, "age": int >= 0}``, returns a greeting.
 - ``big``: ``{"size"}`` -> one chunk of that many characters (limit tests).
+- ``gate``: a gate name -> chunk ``"waiting"``, then waits until the gate is opened
+  (``POST /_test/gates/<name>``) and returns ``"opened <name>"``.
 
 Auth: ``Authorization: Bearer <user>`` makes ``<user>`` the principal; ``Bearer
 denied`` is 403, ``Bearer invalid`` 401; no header is the anonymous principal.
@@ -18,7 +20,7 @@ denied`` is 403, ``Bearer invalid`` 401; no header is the anonymous principal.
 Test control (not part of the product): ``POST /_test/drops`` with ``{"count", "seed",
 "max_bytes"?}`` makes the next ``count`` streaming responses break off after a random
 number of body bytes, as a dropped connection would; ``GET /_test/drops`` tells how
-many are left.
+many are left. ``POST /_test/gates/<name>`` opens the gate ``gate`` runs wait on.
 """
 
 from __future__ import annotations
@@ -137,7 +139,20 @@ async def words(data: Any, ctx: FlowContext[str]) -> dict[str, Any]:
     return {"said": said, "stopped": bool(ctx.stop_requested)}
 
 
-FLOWS = [echo, count, text, fail, crash, typed, big, words]
+
+# The gates `gate` runs wait on, by name (this test server's process only).
+GATES: dict[str, anyio.Event] = {}
+
+
+@flow(input=str, output=str, chunk=str)
+async def gate(name: str, ctx: FlowContext[str]) -> str:
+    """Wait until the gate ``name`` is opened."""
+    await ctx.send_chunk("waiting")
+    await GATES.setdefault(name, anyio.Event()).wait()
+    return f"opened {name}"
+
+
+FLOWS = [echo, count, text, fail, crash, typed, big, words, gate]
 
 
 async def bearer_auth(request: Request) -> RequestContext:
@@ -217,11 +232,16 @@ def build_app(
         assert drops is not None
         return JSONResponse({"left": drops.left})
 
+    async def open_gate(request: Request) -> JSONResponse:
+        GATES.setdefault(request.path_params["name"], anyio.Event()).set()
+        return JSONResponse({"opened": request.path_params["name"]})
+
     app = Starlette(
         routes=[
             Mount("/flows", app=gateway),
             Route("/_test/drops", set_drops, methods=["POST"]),
             Route("/_test/drops", get_drops, methods=["GET"]),
+            Route("/_test/gates/{name}", open_gate, methods=["POST"]),
         ],
         lifespan=gateway.lifespan,
     )

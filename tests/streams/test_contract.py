@@ -204,6 +204,17 @@ async def test_open_existing_id_is_an_error(manager: StreamManager) -> None:
     assert chunks_of(await collect(manager, writer.stream_id)) == [(0, "kept")]
 
 
+async def test_extra_is_stored_with_the_stream(manager: StreamManager) -> None:
+    # The gateway keys idempotent starts on it: whoever finds the id taken must find it.
+    writer = await manager.open(
+        "extra-stream-id-00001", flow="f", extra={"requestDigest": "abc", "n": 1}
+    )
+    assert (await manager.info(writer.stream_id)).extra == {"requestDigest": "abc", "n": 1}
+    await writer.write("x")
+    await writer.done(1)
+    assert (await manager.info(writer.stream_id)).extra == {"requestDigest": "abc", "n": 1}
+
+
 async def test_nothing_after_terminal(manager: StreamManager) -> None:
     writer = await manager.open()
     await writer.done(1)

@@ -150,6 +150,43 @@ after(async () => {
 });
 
 describe('chat page', () => {
+  it('two browsers on one conversation: the second joins the run in progress, same answer', T, async () => {
+    // A slow model, so that the second browser arrives while the answer is running
+    // (it waits to see the first tokens before it opens the page).
+    const slow = await startServer('tests.browser.chat_server', ['--manager', 'sqlite'], {
+      env: { CHAT_TOKENS_PER_SECOND: '3' },
+    });
+    try {
+      const prompt = 'Two browsers, one conversation';
+      const { text } = expectedAnswer(prompt);
+      const address = `${slow.url}/?chat=conversation-${Date.now()}`;
+      await withPage(
+        'conversation-first',
+        async (first) => {
+          await first.goto(address);
+          await ask(first, prompt);
+          await waitForTokens(first, 1);
+          await withPage(
+            'conversation-second',
+            async (second) => {
+              await second.goto(address);
+              await waitForState(second, 'streaming');
+              const streamId = await first.locator('#answer').getAttribute('data-stream-id');
+              assert.equal(await second.locator('#answer').getAttribute('data-stream-id'), streamId);
+              await Promise.all([waitForState(first, 'done'), waitForState(second, 'done')]);
+              assert.equal(await answerText(first), text);
+              assert.equal(await answerText(second), text);
+            },
+            { url: slow.url },
+          );
+        },
+        { url: slow.url },
+      );
+    } finally {
+      await slow.close();
+    }
+  });
+
   it('streams an answer; the status, stream id and offset stay true after a reload', T, async () => {
     const prompt = 'Plain run: does it stream?';
     const { text, tokens } = expectedAnswer(prompt);

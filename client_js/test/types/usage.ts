@@ -2,6 +2,7 @@
 // src/index.d.ts must describe the way the README uses the client.
 import {
   DEFAULT_RETRY,
+  attach,
   FlowError,
   clearPersistedStream,
   getPersistedStream,
@@ -64,4 +65,18 @@ export async function example(signal: AbortSignal): Promise<void> {
 
   // Genkit's option names still type-check.
   streamFlow({ url: '/flows/x', input: 1, abortSignal: signal, streamId: 'abc', init: {} });
+}
+
+export async function conversations(): Promise<void> {
+  const run = streamFlow<string, string>({
+    url: '/flows/chat',
+    input: 'hi',
+    conversation: 'c-1',
+    idempotencyKey: '0f6b3a52-7d4e-4b8e-9a51-3c2f5d9e1a7b',
+  });
+  const other: FlowStream<string, string> | null = await attach<string, string>({
+    url: '/flows/chat',
+    conversationId: 'c-1',
+  });
+  if (other !== null) console.log(await other.output, await run.output);
 }

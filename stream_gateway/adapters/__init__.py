@@ -1,0 +1,1 @@
+"""Adapters that serve agent frameworks' runs as flows (each an optional extra)."""
