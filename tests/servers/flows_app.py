@@ -139,7 +139,6 @@ async def words(data: Any, ctx: FlowContext[str]) -> dict[str, Any]:
     return {"said": said, "stopped": bool(ctx.stop_requested)}
 
 
-
 # The gates `gate` runs wait on, by name (this test server's process only).
 GATES: dict[str, anyio.Event] = {}
 
