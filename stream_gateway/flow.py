@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar, overload
 
 import anyio
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ._codec import Codec
 from ._errors import InternalError, InvalidArgumentError
@@ -150,18 +150,12 @@ class FlowContext(Generic[ChunkT]):
             await self._sink(raw)
 
 
-def validate_input(codec: Codec | TypeAdapter[Any] | None, data: JsonValue, flow_name: str) -> Any:
+def validate_input(codec: Codec, data: JsonValue, flow_name: str) -> Any:
     """``data`` validated as a flow's input (as is when there is no type).
 
     Raises `InvalidArgumentError` carrying pydantic's errors (without the input and
     the exception objects, so the details are JSON and echo nothing back).
     """
-    if codec is None:
-        return data
-    if not isinstance(codec, Codec):
-        wrapped = Codec()
-        wrapped.adapter = codec
-        codec = wrapped
     return codec.validate(data, f"input for flow {flow_name!r}")
 
 
