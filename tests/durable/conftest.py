@@ -3,10 +3,8 @@ stopped and started again on the same data (a restart)."""
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,24 +13,32 @@ from stream_gateway.durable import (
     DurableEngine,
     DurableFlow,
     DurableStore,
-    InMemoryDurableStore,
-    SqliteDurableStore,
     Worker,
 )
+
+from .backends import DURABLE_BACKENDS, DurableHarness, backends_for
 
 NewStore = Callable[[], DurableStore]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def new_store(request: pytest.FixtureRequest) -> Iterable[NewStore]:
-    """Makes stores that all see the same data, as processes sharing a file would."""
-    if request.param == "memory":
-        shared = InMemoryDurableStore()
-        yield lambda: shared
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "durable.sqlite3"
-        yield lambda: SqliteDurableStore(path)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Runs each test that uses a store against the stores its module is for (see
+    `tests.durable.backends`)."""
+    if "durable_harness" in metafunc.fixturenames:
+        names = backends_for(metafunc.module.__name__)
+        metafunc.parametrize("durable_harness", names, indirect=True)
+
+
+@pytest.fixture
+async def durable_harness(request: pytest.FixtureRequest) -> AsyncIterator[DurableHarness]:
+    async with DURABLE_BACKENDS[request.param]() as harness:
+        yield harness
+
+
+@pytest.fixture
+def new_store(durable_harness: DurableHarness) -> NewStore:
+    """Makes stores that all see the same data, as processes sharing a database do."""
+    return durable_harness.new_store
 
 
 Running = AbstractAsyncContextManager[tuple[DurableEngine, Worker]]
