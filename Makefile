@@ -90,9 +90,12 @@ docs: $(PY_STAMP)
 test: $(PY_STAMP) $(NODE_STAMP) $(GENKIT_STAMP) $(PROTOCOLS_STAMP) $(AISDK_BUNDLE) /usr/bin/chromium /usr/bin/redis-server postgres-server lint docs
 	scripts/with_servers.sh $(MAKE) --no-print-directory test-python test-node test-browser
 
+# The core suite runs on three pytest-xdist workers: most of its time is spent waiting
+# (worker processes, leases, timers), not computing. Each worker process gets its own
+# Firestore project, RTDB namespace, Redis prefix and Postgres schema.
 # The plugins' test folders import their own helpers as top-level modules: one run each.
 test-python:
-	$(BIN)/python -m pytest -p no:cacheprovider
+	$(BIN)/python -m pytest -p no:cacheprovider -n 3 --dist worksteal
 	$(BIN)/python -m pytest -p no:cacheprovider managers/firestore/tests
 	$(BIN)/python -m pytest -p no:cacheprovider managers/rtdb/tests
 	$(BIN)/python -m pytest -p no:cacheprovider managers/redis/tests
