@@ -251,16 +251,18 @@ class Run:
         self._index(entry)
 
     async def flush(self) -> None:
-        """Write the deferred entries now (before the run parks or ends). Store
-        errors propagate (`LeaseLostError`, `DurableStoreError`)."""
+        """Write the deferred entries now, with the audit lines so far (before the
+        run parks or ends). Store errors propagate (`LeaseLostError`,
+        `DurableStoreError`)."""
         if not self.deferred or self.lease is None:
             return
         *earlier, last = self.deferred
+        audit = self.audit  # the steps' own lines go with their entries
         if earlier:
-            await self.store.append(self.lease, last, time.time(), preceding=earlier)
+            await self.store.append(self.lease, last, time.time(), audit=audit, preceding=earlier)
         else:
-            await self.store.append(self.lease, last, time.time())
-        self.deferred = []
+            await self.store.append(self.lease, last, time.time(), audit=audit)
+        self.deferred, self.audit = [], []
 
     async def prune(self, branches: Collection[str]) -> None:
         """Forget the entries of ``branches`` (and nested ones)."""
