@@ -515,8 +515,11 @@ class DurableEngine:
         rollback, value) are recorded by running the flow against a recording context:
         no step body runs and nothing is stored. Durable calls return a placeholder
         that is truthy, so the shape follows the path where every check passes;
-        ``complete`` is false if the flow failed on a placeholder or made over 500
-        calls. ``sample_input`` (validated) replaces the placeholder input."""
+        each `switch` case and `race` winner is explored (``cases``/``winners``:
+        ``{id, nodes}`` with the nodes on that path only; the nodes all paths
+        share follow the decision). ``complete`` is false if the flow failed on a
+        placeholder, made over 500 calls or has over 64 paths. ``sample_input``
+        (validated) replaces the placeholder input."""
         from ._describe import describe_flow
 
         return await describe_flow(self.flow(flow), sample_input)
