@@ -110,6 +110,7 @@ class RecordingContext:
         self.flow_id = "describe"
         self.owner = None
         self.branch = ""
+        self.evicted = False
 
     def _add(self, node_type: str, /, **fields: Any) -> None:
         self._recorder.add(self._nodes, {"type": node_type, **fields})

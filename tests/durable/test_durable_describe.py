@@ -43,6 +43,8 @@ async def child(n: int, ctx: DurableContext) -> int:
 async def everything(n: int, ctx: DurableContext) -> Any:
     """Uses every durable call."""
     await ctx.note("start", n=n)
+    if ctx.evicted:  # flow code may look: never while describing
+        return None
     await ctx.removed("old")
     await ctx.rollback_checkpoint("money")
     await ctx.run("charge", effect, rollback=effect)

@@ -16,6 +16,7 @@ from stream_gateway.durable import (
     DurableStore,
     JournalEntry,
     Lease,
+    Loop,
     RetryPolicy,
     durable_flow,
 )
@@ -175,3 +176,22 @@ async def test_ephemeral_with_rollback_is_refused(start: StartEngine) -> None:
     assert done.status == "failed" and done.error is not None
     assert done.error.status == "INVALID_ARGUMENT"
     assert "ephemeral" in done.error.message and "rollback=" in done.error.message
+
+
+async def test_ephemeral_steps_of_pruned_loop_iterations_are_not_written_back(
+    start: StartEngine,
+) -> None:
+    @durable_flow
+    async def f(_: None, ctx: DurableContext) -> Any:
+        async def turn(ctx: DurableContext, n: int) -> Loop:
+            await ctx.run("think", lambda: n, ephemeral=True)
+            return Loop.next(n + 1) if n < 6 else Loop.done(n)
+
+        return await ctx.loop("turns", turn, state=0, history_keep=2, commit_interval=2)
+
+    async with start([f]) as (engine, _):
+        done = await finished(engine, (await engine.schedule(f)).name)
+        entries = await engine.history(done.name)
+    assert done.response == 6
+    kept = sorted(e.branch for e in entries if e.key == "think")
+    assert kept == ["turns@5", "turns@6"]  # the last history_keep iterations only

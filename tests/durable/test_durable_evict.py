@@ -17,6 +17,7 @@ from stream_gateway.durable import (
     DurableContext,
     DurableEngine,
     ExecutionNotFoundError,
+    RollbackError,
     durable_flow,
     durable_routes,
 )
@@ -158,3 +159,79 @@ async def test_evict_of_parked_finished_and_unknown_executions(start: StartEngin
             assert r.status_code == 200 and r.json()["status"] == "waiting"
             r = await c.post(f"/d/ops/{op.name}/evict")
             assert r.status_code == 400 and r.json()["error"]["status"] == "FAILED_PRECONDITION"
+
+
+async def test_evict_interrupts_every_join_branch(start: StartEngine) -> None:
+    calls: Counter[str] = Counter()
+    both = anyio.Event()
+
+    async def branch(ctx: DurableContext) -> str:
+        async def work() -> str:
+            calls[ctx.branch] += 1
+            if calls[ctx.branch] == 1:
+                if len(calls) == 2:
+                    both.set()
+                await anyio.sleep_forever()
+            return ctx.branch
+
+        return await ctx.run("work", work)
+
+    @durable_flow
+    async def f(_: None, ctx: DurableContext) -> Any:
+        return await ctx.join("pair", {"a": branch, "b": branch})
+
+    async with start([f]) as (engine, _):
+        op = await engine.schedule(f)
+        with anyio.fail_after(10):
+            await both.wait()
+        await engine.evict(op.name)
+        done = await finished(engine, op.name)
+        entries = await engine.history(op.name)
+    assert done.response == {"a": "pair:a", "b": "pair:b"}
+    assert calls == Counter({"pair:a": 2, "pair:b": 2})
+    assert sorted((e.path, e.attempts) for e in entries if e.key == "work") == [
+        ("pair:a/work", 1),
+        ("pair:b/work", 1),
+    ]
+
+
+async def test_evict_during_a_rollback_parks_between_handlers(start: StartEngine) -> None:
+    ran: list[str] = []
+    in_handler, release = anyio.Event(), anyio.Event()
+
+    def undo(name: str) -> Any:
+        async def handler(_: Any) -> None:
+            if name == "c" and not ran:
+                in_handler.set()
+                await release.wait()  # a handler in flight finishes
+            ran.append(name)
+
+        return handler
+
+    @durable_flow
+    async def f(_: None, ctx: DurableContext) -> None:
+        await ctx.rollback_checkpoint("start")
+        for name in "abc":
+            await ctx.run(name, lambda: 1, rollback=undo(name))
+
+        def decline() -> None:
+            raise RollbackError("declined")
+
+        await ctx.run("charge", decline)
+
+    async with start([f]) as (engine, _):
+        op = await engine.schedule(f)
+        with anyio.fail_after(10):
+            await in_handler.wait()
+        assert (await engine.evict(op.name)).status == "rolling_back"
+        release.set()
+        done = await finished(engine, op.name)
+        detail = await engine.detail(op.name)
+    assert done.status == "failed" and done.error is not None
+    assert done.error.message == "declined"
+    assert ran == ["c", "b", "a"]  # each once, newest first
+    kinds = [(a.kind, a.data.get("status")) for a in detail.timeline]
+    evicted_at = kinds.index(("evicted", None))
+    statuses = [k for k in kinds[evicted_at:] if k[0] == "status"]
+    assert statuses[:2] == [("status", "rolling_back"), ("status", "running")]  # parked
+    assert statuses[-1] == ("status", "failed")

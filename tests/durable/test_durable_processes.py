@@ -228,6 +228,43 @@ async def test_sigkills_during_a_rollback_run_each_handler_once_in_reverse(
     assert sum(in_flight_at_kill.values()) >= ROLLBACK_KILLS // 2
 
 
+async def test_an_execution_evicted_from_a_worker_process_resumes_on_any(
+    tmp_path: Path,
+) -> None:
+    """The eviction travels through the SQLite file: the worker process holding the
+    execution reads it with its lease renewals, parks it, and a worker resumes it."""
+    db, log = tmp_path / "durable.sqlite3", tmp_path / "evict.log"
+    engine = DurableEngine(FLOWS, store=SqliteDurableStore(db))
+    options = ("--lease", "0.9", "--grace", "1")
+    async with engine:
+        a = await WorkerProcess.spawn(db, *options, "--worker-id", "A")
+        b = await WorkerProcess.spawn(db, *options, "--worker-id", "B")  # starts meanwhile
+        try:
+            await a.go()
+            job = Job(log=str(log), steps=1, delay=120)
+            op = await engine.schedule("evictable", job.model_dump())
+            with anyio.fail_after(30):
+                while True:
+                    if log.exists():  # A runs the step
+                        break
+                    await anyio.sleep(0.02)
+            await b.go()
+            await engine.evict(op.name)
+            with anyio.fail_after(30):  # far less than the 120 s the step would take
+                done = await engine.wait(op.name)
+        finally:
+            await a.kill()
+            await b.kill()
+        detail = await engine.detail(op.name)
+    lines = log.read_text().split()
+    assert done.status == "completed" and lines[0] == "enter" and lines[2] == "again"
+    assert [x.data["worker"] for x in detail.timeline if x.kind == "evicted"] == ["A"]
+    [work] = detail.steps
+    assert work.attempts == 1 and work.error is None  # the evicted attempt is not counted
+    runs = [x.data["worker"] for x in detail.timeline if x.data.get("status") == "running"]
+    print(f"resumed by {runs[-1]}")
+
+
 async def _settled(engine: DurableEngine) -> list[Any]:
     """The schedule's executions once none is running."""
     with anyio.fail_after(30):
