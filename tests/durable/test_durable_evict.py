@@ -174,7 +174,7 @@ async def test_evict_interrupts_every_join_branch(start: StartEngine) -> None:
                 await anyio.sleep_forever()
             return ctx.branch
 
-        return await ctx.run("work", work)
+        return await ctx.run("work", work, output=str)
 
     @durable_flow
     async def f(_: None, ctx: DurableContext) -> Any:
