@@ -132,7 +132,8 @@ class DurableContext:
         are cancelled, and the next durable call parks the execution (due again at
         once, on any worker); a long step body that cannot be cancelled (sync code
         on a thread) can check this and return or raise early: an attempt that
-        raises once evicted is not counted."""
+        raises once evicted is not counted (a `CriticalError` still fails the
+        step)."""
         return self._run.evicted
 
     def _call(
