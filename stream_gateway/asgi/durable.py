@@ -10,6 +10,7 @@ GET    /ops/{id}/detail       the operation, its steps and its audit timeline
 POST   /ops/{id}/resume       {"step", "payload"}: answer an interrupt
 POST   /ops/{id}/signals/{name}  {"payload"}: send a signal (buffered, FIFO per name)
 DELETE /ops/{id}              cancel (also POST /ops/{id}/cancel)
+POST   /ops/{id}/evict        park a running execution now (it resumes on any worker)
 POST   /ops/{id}/cleanup      delete a finished execution's state
 GET    /schedules             the caller's recurring schedules: ?after=&limit=
 PUT    /schedules/{id}        ensure {"flow", "data"?, "cron" | "interval", "timezone"?,
@@ -250,6 +251,10 @@ class _DurableEndpoints:
         record = await self.owned(request, owner)
         return JSONResponse((await self.engine.cancel(record.id)).to_json())
 
+    async def evict(self, request: Request, owner: str | None) -> Response:
+        record = await self.owned(request, owner)
+        return JSONResponse((await self.engine.evict(record.id)).to_json())
+
     async def cleanup(self, request: Request, owner: str | None) -> Response:
         record = await self.owned(request, owner)
         await self.engine.cleanup(record.id)
@@ -281,6 +286,7 @@ def durable_routes(
             Route("/ops/{id}", e.guarded(e.cancel), methods=["DELETE"]),
             Route("/ops/{id}/detail", e.guarded(e.detail), methods=["GET"]),
             Route("/ops/{id}/cancel", e.guarded(e.cancel), methods=["POST"]),
+            Route("/ops/{id}/evict", e.guarded(e.evict), methods=["POST"]),
             Route("/ops/{id}/resume", e.guarded(e.resume), methods=["POST"]),
             Route("/ops/{id}/signals/{name}", e.guarded(e.signal), methods=["POST"]),
             Route("/ops/{id}/cleanup", e.guarded(e.cleanup), methods=["POST"]),

@@ -118,6 +118,8 @@ async def _run_handlers(run: Run, reason: RollbackError | None) -> None:
             await call_body(lambda: h.undo(h.value))
 
         try:
+            if run.evicted:  # parks between handlers (one running now finishes)
+                raise run.eviction()
             await attempt(
                 cursor, position, "rollback", key, body, lambda _: "null", handler.retry, None
             )

@@ -3,10 +3,13 @@ recording context in which no step body, matcher or handler runs and nothing is
 stored.
 
 Durable calls return a `_Placeholder` (truthy, any attribute, call, item or
-arithmetic gives another), so flow code that inspects results follows one path:
-the shape is that path, with every `join`/`race` branch, one `loop` iteration and
-every `switch` case listed. A flow that fails on a placeholder, or loops forever,
-gives the shape recorded so far with ``complete: false``.
+arithmetic gives another), so flow code that inspects results follows one path,
+with every `join`/`race` branch and one `loop` iteration. Decisions are explored:
+the flow is recorded again for each `switch` case and each `race` winner (what the
+flow does with the returned id), and the nodes that differ go into that case
+(``cases`` / ``winners``, each ``{id, nodes}``) while the nodes every path shares
+follow the decision. A flow that fails on a placeholder, loops forever, or has
+more than `MAX_RUNS` paths gives what was recorded with ``complete: false``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ __all__ = ["describe_flow"]
 
 #: At most this many nodes are recorded (a flow looping forever stops here).
 MAX_NODES = 500
+#: At most this many recordings explore a flow's decisions.
+MAX_RUNS = 64
+#: Internal keys of a decision node: its call order and its options.
+_ORDER, _OPTIONS = "$decision", "$options"
 
 
 class _Placeholder:
@@ -72,8 +79,19 @@ class _Full(BaseException):
 
 
 class _Recorder:
-    def __init__(self) -> None:
+    def __init__(self, choices: Sequence[str] = ()) -> None:
         self.count = 0
+        self.choices = list(choices)
+        self.decisions = 0
+
+    def decide(self, options: list[str]) -> tuple[int, str]:
+        """The next decision's order and the option taken: the one chosen for it,
+        else the first."""
+        order = self.decisions
+        self.decisions += 1
+        if order < len(self.choices) and self.choices[order] in options:
+            return order, self.choices[order]
+        return order, options[0]
 
     def add(self, nodes: list[dict[str, Any]], node: dict[str, Any]) -> None:
         self.count += 1
@@ -92,6 +110,7 @@ class RecordingContext:
         self.flow_id = "describe"
         self.owner = None
         self.branch = ""
+        self.evicted = False
 
     def _add(self, node_type: str, /, **fields: Any) -> None:
         self._recorder.add(self._nodes, {"type": node_type, **fields})
@@ -106,8 +125,10 @@ class RecordingContext:
             nodes.append({"type": "incomplete"})
         return nodes
 
-    async def run(self, name: str, fn: Any, *, rollback: Any = None, **_: Any) -> Any:
-        self._add("step", name=name, rollback=rollback is not None)
+    async def run(
+        self, name: str, fn: Any, *, rollback: Any = None, ephemeral: bool = False, **_: Any
+    ) -> Any:
+        self._add("step", name=name, rollback=rollback is not None, ephemeral=ephemeral)
         return _VALUE
 
     async def run_action(self, action: Any, input: Any = None, **_: Any) -> Any:
@@ -140,17 +161,19 @@ class RecordingContext:
         self._add("wait_for", name=name)
         return []
 
-    async def _branches(self, kind: str, name: str, branches: Mapping[str, Any]) -> None:
-        shapes = {b: await self._nested(fn) for b, fn in branches.items()}
-        self._add(kind, name=name, branches=shapes)
+    async def _branches(self, name: str, branches: Mapping[str, Any]) -> dict[str, Any]:
+        return {b: await self._nested(fn) for b, fn in branches.items()}
 
     async def join(self, name: str, branches: Mapping[str, Any]) -> dict[str, Any]:
-        await self._branches("join", name, branches)
+        self._add("join", name=name, branches=await self._branches(name, branches))
         return {b: _VALUE for b in branches}
 
     async def race(self, name: str, branches: Mapping[str, Any]) -> tuple[str, Any]:
-        await self._branches("race", name, branches)
-        return next(iter(branches)), _VALUE
+        shapes = await self._branches(name, branches)
+        options = list(branches)
+        order, winner = self._recorder.decide(options)
+        self._add("race", name=name, branches=shapes, **{_ORDER: order, _OPTIONS: options})
+        return winner, _VALUE
 
     async def loop(self, name: str, body: Any, *, state: Any = None, **_: Any) -> Any:
         self._add("loop", name=name, body=await self._nested(body, state))
@@ -159,9 +182,17 @@ class RecordingContext:
     async def switch(
         self, name: str, value: Any, cases: Sequence[Case], default: Any = None, **_: Any
     ) -> tuple[str, Any]:
-        ids = [c.id for c in cases]
-        self._add("switch", name=name, cases=ids, default=default is not None)
-        return (ids[0] if ids else DEFAULT_CASE), _VALUE
+        options = [c.id for c in cases] + ([DEFAULT_CASE] if default is not None else [])
+        if not options:
+            raise ValueError("a switch without cases")  # the real one refuses it too
+        order, chosen = self._recorder.decide(options)
+        self._add(
+            "switch",
+            name=name,
+            default=default is not None,
+            **{_ORDER: order, _OPTIONS: options},
+        )
+        return chosen, _VALUE
 
     async def note(self, message: str, **meta: Any) -> None:
         self._add("note", message=message)
@@ -188,16 +219,110 @@ class RecordingContext:
         return _VALUE
 
 
+def _find(nodes: list[dict[str, Any]], order: int) -> tuple[list[dict[str, Any]], int] | None:
+    """The list holding the decision node of that order, and its index there."""
+    for index, node in enumerate(nodes):
+        if node.get(_ORDER) == order:
+            return nodes, index
+        inner: list[list[dict[str, Any]]] = list(node.get("branches", {}).values())
+        if "body" in node:
+            inner.append(node["body"])
+        inner.extend(path["nodes"] for path in node.get("paths", ()) if "nodes" in path)
+        for nested in inner:
+            found = _find(nested, order)
+            if found is not None:
+                return found
+    return None
+
+
+def _plain(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``nodes`` with the decision bookkeeping turned into ``cases``/``winners``."""
+    out = []
+    for node in nodes:
+        node = dict(node)
+        order, options = node.pop(_ORDER, None), node.pop(_OPTIONS, None)
+        paths = node.pop("paths", None)
+        if order is not None:
+            if paths is None:  # not explored (too many paths)
+                paths = [{"id": option} for option in options or ()]
+            key = "cases" if node["type"] == "switch" else "winners"
+            node[key] = [{**p, "nodes": _plain(p["nodes"])} if "nodes" in p else p for p in paths]
+        if "branches" in node:
+            node["branches"] = {b: _plain(n) for b, n in node["branches"].items()}
+        if "body" in node:
+            node["body"] = _plain(node["body"])
+        out.append(node)
+    return out
+
+
+class _Explorer:
+    """Records a flow once per path through its decisions (see the module)."""
+
+    def __init__(self, flow: Any, parsed: Any) -> None:
+        self.flow = flow
+        self.parsed = parsed
+        self.runs = 0
+        self.complete = True
+
+    async def record(self, choices: Sequence[str]) -> list[dict[str, Any]]:
+        self.runs += 1
+        nodes: list[dict[str, Any]] = []
+        try:
+            await self.flow.fn(
+                self.parsed, RecordingContext(_Recorder(choices), nodes, self.flow.name)
+            )
+        except (_Full, Exception):
+            self.complete = False
+        return nodes
+
+    async def build(self, choices: list[str]) -> list[dict[str, Any]]:
+        """The nodes with ``choices`` taken at the first decisions, every later
+        decision explored."""
+        nodes = await self.record(choices)
+        order = len(choices)
+        found = _find(nodes, order)
+        if found is None:
+            return nodes
+        options: list[str] = found[0][found[1]][_OPTIONS]
+        if self.runs + len(options) > MAX_RUNS:
+            self.complete = False
+            return nodes
+        trees, tails = [], []
+        for option in options:
+            tree = await self.build([*choices, option])
+            place = _find(tree, order)
+            if place is None:  # the flow took another way there: keep the first path
+                return nodes
+            trees.append((tree, place))
+            tails.append(place[0][place[1] + 1 :])
+        shared = _shared_suffix([_plain(t) for t in tails])
+        first, (holder, index) = trees[0]
+        holder[index] = {
+            **holder[index],
+            "paths": [
+                {"id": option, "nodes": tail[: len(tail) - shared]}
+                for option, tail in zip(options, tails, strict=True)
+            ],
+        }
+        del holder[index + 1 : len(holder) - shared]
+        return first
+
+
+def _shared_suffix(tails: list[list[dict[str, Any]]]) -> int:
+    """How many last nodes every tail has alike."""
+    count = 0
+    while all(len(t) > count for t in tails) and all(
+        t[len(t) - 1 - count] == tails[0][len(tails[0]) - 1 - count] for t in tails
+    ):
+        count += 1
+    return count
+
+
 async def describe_flow(flow: Any, sample_input: Any = None) -> dict[str, Any]:
     """``{flow, description, input, output, nodes, complete}`` (JSON): see the module."""
     parsed = _VALUE if sample_input is None else flow.parse_input(sample_input)
-    recorder = _Recorder()
-    nodes: list[dict[str, Any]] = []
-    complete = True
-    try:
-        await flow.fn(parsed, RecordingContext(recorder, nodes, flow.name))
-    except (_Full, Exception):
-        complete = False
+    explorer = _Explorer(flow, parsed)
+    nodes = _plain(await explorer.build([]))
     schemas = flow.schemas()
     shape = {
         "flow": flow.name,
@@ -205,7 +330,7 @@ async def describe_flow(flow: Any, sample_input: Any = None) -> dict[str, Any]:
         "input": schemas.get("input"),
         "output": schemas.get("output"),
         "nodes": nodes,
-        "complete": complete,
+        "complete": explorer.complete,
     }
     dumps(shape)  # JSON-serializable, or a bug here
     return shape

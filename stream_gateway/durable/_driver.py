@@ -43,13 +43,18 @@ RETRY_LATER = 1.0
 
 
 async def replay(
-    engine: Any, record: ExecutionRecord, lease: Lease, cancelled: Callable[[], bool]
+    engine: Any,
+    record: ExecutionRecord,
+    lease: Lease,
+    cancelled: Callable[[], bool],
+    attach: Callable[[Run], None] | None = None,
 ) -> float | None:
     """Replay one claimed execution until it finishes or must wait.
 
     Returns when it is due again (a timer), if it was parked on one. ``cancelled``
     tells whether a cancellation that reaches the flow is the worker's own (it then
-    propagates) rather than something the flow raised itself.
+    propagates) rather than something the flow raised itself. ``attach`` gets the
+    `Run` before the flow starts (the worker evicts through it).
     """
     store = engine.store
     try:
@@ -60,6 +65,8 @@ async def replay(
         return None
     run = Run(engine, record, lease, history)
     run.log("status", status="running", worker=lease.worker)
+    if attach is not None:
+        attach(run)
     root = Cursor(run, "", None)
     ctx = DurableContext(run, root)
     caught: BaseException | None = None
@@ -128,6 +135,7 @@ async def _conclude(
             f"{forgotten[0]} was never awaited: add `await` (a durable call that is not "
             "awaited never runs)"
         )
+    await run.flush()
     if suspend is not None:
         wake_at = min(suspend.wake_at, MAX_TS) if suspend.wake_at is not None else None
         run.log("status", status=suspend.status, blocked_on=suspend.blocked_on, wake_at=wake_at)

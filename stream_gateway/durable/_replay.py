@@ -14,6 +14,11 @@ renamed step is caught before anything runs.
 
 Sealing: once a durable call of a branch suspends, every later call of that branch
 (and of branches nested in it) re-raises the suspension without running or writing.
+
+Ephemeral steps: their entries are *deferred* (indexed at once, written with the
+next fenced write, or by `Run.flush` before the run parks or ends). Eviction: once
+`Run.evict` was called, steps running now are interrupted and every durable call
+raises the run's eviction, a suspension that parks the execution due now.
 """
 
 from __future__ import annotations
@@ -79,7 +84,7 @@ class Suspend(BaseException):  # control flow, not an error
     def __init__(
         self,
         status: ExecutionStatus,
-        blocked_on: str,
+        blocked_on: str | None,
         wake_at: float | None,
         *,
         wait_for: Collection[str] = (),
@@ -179,6 +184,10 @@ class Run:
         self._made: list[tuple[Coroutine[Any, Any, Any], str]] = []
         #: Audit lines waiting for the next fenced write (stored in its transaction).
         self.audit: list[AuditEntry] = []
+        #: Entries of ephemeral steps waiting for the next fenced write.
+        self.deferred: list[JournalEntry] = []
+        #: Asked to park now (`DurableEngine.evict`): see `evict`.
+        self.evicted = False
 
     # -- journal -------------------------------------------------------------------
 
@@ -192,10 +201,7 @@ class Run:
         self.branch_keys.setdefault(entry.branch, set()).add(entry.key)
         self.journal_bytes += _size(entry)
 
-    async def write(self, entry: JournalEntry, *, consume: Collection[int] = ()) -> None:
-        """Write ``entry`` (fenced); a lost lease or a store failure abandons the run."""
-        if self.lease is None:
-            raise ProbeMiss(entry.key)
+    def _check_growth(self, entry: JournalEntry) -> None:
         old = self.entries.get((entry.branch, entry.key))
         grown = self.journal_bytes + _size(entry) - (_size(old) if old is not None else 0)
         limit = self.engine.max_journal_bytes
@@ -207,11 +213,26 @@ class Run:
             )
             self.fatal = self.fatal or error
             raise error
+
+    async def write(self, entry: JournalEntry, *, consume: Collection[int] = ()) -> None:
+        """Write ``entry`` (fenced), after the deferred entries of ephemeral steps, in
+        one transaction; a lost lease or a store failure abandons the run."""
+        if self.lease is None:
+            raise ProbeMiss(entry.key)
+        self._check_growth(entry)
         if self.woken:
             consume = [*consume, *self.woken]
         audit, self.audit = self.audit, []
+        deferred, self.deferred = self.deferred, []
         try:
-            await self.store.append(self.lease, entry, time.time(), consume=consume, audit=audit)
+            if deferred:
+                await self.store.append(
+                    self.lease, entry, time.time(), consume=consume, audit=audit, preceding=deferred
+                )
+            else:  # stores that predate `preceding` work until a step is ephemeral
+                await self.store.append(
+                    self.lease, entry, time.time(), consume=consume, audit=audit
+                )
         except LeaseLostError:
             raise self.abandon("its lease was lost") from None
         except DurableStoreError as exc:
@@ -220,10 +241,35 @@ class Run:
         self.woken = []
         self._index(entry)
 
+    def defer(self, entry: JournalEntry) -> None:
+        """Keep an ephemeral step's final ``entry`` for the next write: this run sees
+        it at once; a crash before that write loses it (the step runs again)."""
+        if self.lease is None:
+            raise ProbeMiss(entry.key)
+        self._check_growth(entry)
+        self.deferred.append(entry)
+        self._index(entry)
+
+    async def flush(self) -> None:
+        """Write the deferred entries now, with the audit lines so far (before the
+        run parks or ends). Store errors propagate (`LeaseLostError`,
+        `DurableStoreError`)."""
+        if not self.deferred or self.lease is None:
+            return
+        *earlier, last = self.deferred
+        audit = self.audit  # the steps' own lines go with their entries
+        if earlier:
+            await self.store.append(self.lease, last, time.time(), audit=audit, preceding=earlier)
+        else:
+            await self.store.append(self.lease, last, time.time(), audit=audit)
+        self.deferred, self.audit = [], []
+
     async def prune(self, branches: Collection[str]) -> None:
         """Forget the entries of ``branches`` (and nested ones)."""
         if self.lease is None or not branches:
             return
+        # Not written yet, so never: written after the prune, they would come back.
+        self.deferred = [e for e in self.deferred if not _within(e.branch, set(branches))]
         try:
             await self.store.prune(self.lease, branches, time.time())
         except LeaseLostError:
@@ -243,6 +289,23 @@ class Run:
         """Add an audit line; it is stored with the next fenced write of this run."""
         if self.lease is not None:
             self.audit.append(AuditEntry(self.record.id, kind, time.time(), step, data))
+
+    def evict(self, worker: str) -> None:
+        """Park the run now: steps running are interrupted (their attempt is not
+        counted) and every durable call from here raises `eviction`."""
+        if self.evicted:
+            return
+        self.evicted = True
+        self.log("evicted", worker=worker)
+        self.interrupt()
+
+    def eviction(self) -> Suspend:
+        """The suspension of an evicted run: parked due now, for any worker (a
+        rollback in progress stays ``rolling_back``)."""
+        status: ExecutionStatus = (
+            "rolling_back" if self.record.status == "rolling_back" else "pending"
+        )
+        return Suspend(status, None, time.time())
 
     def abandon(self, why: str) -> Abandon:
         """Mark the run abandoned (it replays later) and return the exception to raise."""

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.to_thread
 
-from .._sqlite import SchemaError, connect, ensure_schema, is_transient, use_wal
+from .._sqlite import SchemaError, connect, ensure_schema, is_transient, transaction, use_wal
 from .errors import DurableStoreError
 
 __all__ = ["SqliteConnection", "store_error"]
@@ -57,9 +57,17 @@ class SqliteConnection:
     """The connection to ``path``; opened by `open` with ``schema`` applied."""
 
     def __init__(
-        self, path: Path, *, synchronous: str, busy_timeout: float, schema: str, version: int
+        self,
+        path: Path,
+        *,
+        synchronous: str,
+        busy_timeout: float,
+        schema: str,
+        version: int,
+        migrations: Mapping[int, Sequence[str]] | None = None,
     ) -> None:
         self.path = path
+        self._migrations = dict(migrations or {})
         self._busy_timeout = busy_timeout
         self._synchronous = synchronous
         self._schema = schema
@@ -80,6 +88,7 @@ class SqliteConnection:
         conn = connect(self.path, busy_timeout=self._busy_timeout, synchronous=self._synchronous)
         try:
             use_wal(conn, self._busy_timeout)
+            transaction(conn, self._migrate)
             ensure_schema(conn, [s for s in self._schema.split(";") if s.strip()], self._version)
         except SchemaError as exc:
             conn.close()
@@ -92,6 +101,16 @@ class SqliteConnection:
             conn.close()
             raise
         return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring a file of an older version with a known path forward, in one
+        transaction (`ensure_schema` then finds it current)."""
+        (found,) = conn.execute("PRAGMA user_version").fetchone()
+        while found != self._version and found in self._migrations:
+            for statement in self._migrations[found]:
+                conn.execute(statement)
+            found += 1
+            conn.execute(f"PRAGMA user_version = {found}")
 
     async def open(self) -> None:
         async with self._opening:

@@ -51,15 +51,17 @@ _NOT_RETRIED = (
 async def guarded(cursor: Cursor, body: Callable[[], Awaitable[T]]) -> T:
     """Run one durable call of ``cursor``'s branch: sealed branches re-raise their
     suspension, a suspension seals the branch, store failures abandon the run, and a
-    run that stops interrupts the call."""
+    run that stops interrupts the call (an evicted run parks instead)."""
     cursor.check()
     run = cursor.run
     scope = anyio.CancelScope()
     run.enter(scope)
     try:
+        if run.evicted:
+            raise run.eviction()
         with scope:
             return await body()
-        raise Closed()  # interrupted: the run is stopping
+        raise run.eviction() if run.evicted else Closed()  # interrupted
     except Suspend as suspend:
         cursor.seal(suspend)
         raise
@@ -119,8 +121,13 @@ async def attempt(
     encode: Callable[[Any], str],
     retry: RetryPolicy | None,
     timeout: float | None,  # noqa: ASYNC109 - a per-attempt bound, applied here
+    *,
+    ephemeral: bool = False,
 ) -> str | None:
-    """Replay or run one attempt of a step; returns its result as JSON text."""
+    """Replay or run one attempt of a step; returns its result as JSON text.
+
+    An ``ephemeral`` step's completion is deferred to the run's next write; an
+    attempt that fails once the run is evicted is not counted (the run parks)."""
     run = cursor.run
     path = cursor.path(key)
     entry = run.entries.get((cursor.branch, key))
@@ -155,6 +162,8 @@ async def attempt(
         await _fail(cursor, pos, kind, key, number, started, exc)
         raise
     except Exception as exc:
+        if run.evicted:
+            raise run.eviction() from None
         run.log(kind, path, attempt=number, outcome="error", error=error_to_record(exc))
         if number >= policy.max_attempts:
             error = StepExhaustedError(
@@ -198,19 +207,21 @@ async def attempt(
     finally:
         in_step.reset(token)
     run.log(kind, path, attempt=number, outcome="completed")
-    await run.write(
-        _entry(
-            cursor,
-            pos,
-            kind,
-            key,
-            status="completed",
-            result=raw,
-            attempts=number,
-            started_at=started,
-            finished_at=time.time(),
-        )
+    done = _entry(
+        cursor,
+        pos,
+        kind,
+        key,
+        status="completed",
+        result=raw,
+        attempts=number,
+        started_at=started,
+        finished_at=time.time(),
     )
+    if ephemeral:
+        run.defer(done)
+    else:
+        await run.write(done)
     return raw
 
 

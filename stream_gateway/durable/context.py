@@ -126,6 +126,16 @@ class DurableContext:
         """This context's branch: ``""`` for the flow's own code."""
         return self._cursor.branch
 
+    @property
+    def evicted(self) -> bool:
+        """Whether `DurableEngine.evict` asked this run to park. Steps running then
+        are cancelled, and the next durable call parks the execution (due again at
+        once, on any worker); a long step body that cannot be cancelled (sync code
+        on a thread) can check this and return or raise early: an attempt that
+        raises once evicted is not counted (a `CriticalError` still fails the
+        step)."""
+        return self._run.evicted
+
     def _call(
         self, kind: str, name: str, body: Callable[[int, str], Awaitable[T]]
     ) -> Coroutine[Any, Any, T]:
@@ -153,6 +163,7 @@ class DurableContext:
         timeout: float | None = None,
         output: type[T],
         rollback: Callable[[Any], Any] | None = None,
+        ephemeral: bool = False,
     ) -> Coroutine[Any, Any, T]: ...
 
     @overload
@@ -165,6 +176,7 @@ class DurableContext:
         timeout: float | None = None,
         output: None = None,
         rollback: Callable[[Any], Any] | None = None,
+        ephemeral: bool = False,
     ) -> Coroutine[Any, Any, Any]: ...
 
     def run(
@@ -176,6 +188,7 @@ class DurableContext:
         timeout: float | None = None,
         output: Any = None,
         rollback: Callable[[Any], Any] | None = None,
+        ephemeral: bool = False,
     ) -> Coroutine[Any, Any, Any]:
         """Run ``fn`` once, as the step ``name``, and memoize its result.
 
@@ -197,14 +210,27 @@ class DurableContext:
         ``rollback=undo`` registers ``undo(result)`` (sync or async) as the step's
         compensation once it completed: see `rollback_checkpoint`. Raising
         `RollbackError` in ``fn`` rolls the execution back and fails it.
+
+        ``ephemeral=True`` saves a store write: the step's result is written with
+        the execution's next durable write (the next step, sleep, wait, or its end)
+        instead of on its own. Until then a crash loses it and the step runs again;
+        once written it is memoized like any step. For cheap, repeatable work only;
+        not with ``rollback=`` (`InvalidArgumentError`).
         """
+        if ephemeral and rollback is not None:
+            raise InvalidArgumentError(
+                f"step {name!r}: an ephemeral step cannot have rollback=: a crash may run "
+                "it again while its compensation would run once; drop ephemeral=True"
+            )
         codec = Codec(output)
         limit = seconds(timeout, "timeout") if timeout is not None else None
 
         async def body(pos: int, key: str) -> Any:
             cursor = self._cursor
             try:
-                raw = await attempt(cursor, pos, "step", key, fn, _encoder(codec), retry, limit)
+                raw = await attempt(
+                    cursor, pos, "step", key, fn, _encoder(codec), retry, limit, ephemeral=ephemeral
+                )
             except RollbackError as exc:
                 self._run.fatal = self._run.fatal or exc
                 raise

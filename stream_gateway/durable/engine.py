@@ -66,12 +66,15 @@ class _Listener(Protocol):
 
     def cancel_local(self, execution_id: str) -> None: ...
 
+    def evict_local(self, execution_id: str) -> None: ...
+
 
 class Notifier:
     """In-process signalling between the engine and the workers sharing it: "work is
     due" (workers look now), "this execution was cancelled" (a worker running it
-    stops), and "this execution changed" (`DurableEngine.wait` looks again). Other
-    processes find out by polling the store."""
+    stops), "this execution was evicted" (a worker running it parks it), and "this
+    execution changed" (`DurableEngine.wait` looks again). Other processes find out
+    from the store (polling, lease renewals)."""
 
     def __init__(self) -> None:
         self._listeners: list[_Listener] = []
@@ -94,6 +97,10 @@ class Notifier:
         for listener in self._listeners:
             listener.cancel_local(execution_id)
         self.changed(execution_id)
+
+    def evicted(self, execution_id: str) -> None:
+        for listener in self._listeners:
+            listener.evict_local(execution_id)
 
     def changed(self, execution_id: str) -> None:
         event = self._changed.pop(execution_id, None)
@@ -433,6 +440,27 @@ class DurableEngine:
         self.notifier.due()
         return await self.get_state(flow_id)
 
+    async def evict(self, flow_id: str) -> Operation:
+        """Ask a running execution to park now, wherever it runs: the worker holding
+        it (in this process at once, in another at its next lease renewal, within
+        a third of its lease) cancels the steps running (their attempt is not
+        counted; `DurableContext.evicted` turns true), parks it due now, and any
+        worker resumes it by replay. An execution that is not running (pending,
+        sleeping, waiting) is already parked: returned as it is.
+        `FailedPreconditionError` for a finished one, `ExecutionNotFoundError`
+        for an unknown id.
+        """
+        flow_id = validate_flow_id(flow_id)
+        line = audit_line(flow_id, "evict")
+        if await self.store.request_evict(flow_id, time.time(), audit=[line]):
+            self.notifier.evicted(flow_id)
+            self.notifier.audited()
+            return await self.get_state(flow_id)
+        record = await self.store.get(flow_id)
+        if record.done:
+            raise FailedPreconditionError(f"flow has {record.status}: there is nothing to evict")
+        return Operation.from_record(record)
+
     async def cleanup(self, flow_id: str) -> None:
         """Delete a finished execution's state (record, journal, signals).
 
@@ -487,8 +515,11 @@ class DurableEngine:
         rollback, value) are recorded by running the flow against a recording context:
         no step body runs and nothing is stored. Durable calls return a placeholder
         that is truthy, so the shape follows the path where every check passes;
-        ``complete`` is false if the flow failed on a placeholder or made over 500
-        calls. ``sample_input`` (validated) replaces the placeholder input."""
+        each `switch` case and `race` winner is explored (``cases``/``winners``:
+        ``{id, nodes}`` with the nodes on that path only; the nodes all paths
+        share follow the decision). ``complete`` is false if the flow failed on a
+        placeholder, made over 500 calls or has over 64 paths. ``sample_input``
+        (validated) replaces the placeholder input."""
         from ._describe import describe_flow
 
         return await describe_flow(self.flow(flow), sample_input)

@@ -148,6 +148,7 @@ class InMemoryDurableStore(DurableStore):
             record.lease_token = self._token
             record.due_at = lease_until
             record.blocked_on = None
+            record.evict_requested = False
             record.updated_at = now
             claimed.append(copy.copy(record))
         return claimed
@@ -174,19 +175,25 @@ class InMemoryDurableStore(DurableStore):
         *,
         consume: Collection[int] = (),
         audit: Sequence[AuditEntry] = (),
+        preceding: Sequence[JournalEntry] = (),
     ) -> None:
         record = self._fenced(lease)
         journal = self._journals[lease.execution_id]
-        existing = journal.get((entry.branch, entry.key))
-        if existing is not None and existing.final:
-            raise ValueError(f"journal entry {entry.path!r} is final")
+        staged: dict[tuple[str, str], JournalEntry] = {}
+        for written in [*preceding, entry]:
+            address = (written.branch, written.key)
+            existing = staged.get(address, journal.get(address))
+            if existing is not None and existing.final:
+                raise ValueError(f"journal entry {written.path!r} is final")
+            staged[address] = written
         signals = self._signals[lease.execution_id]
         for signal_id in consume:
             if signal_id not in signals or signals[signal_id][1]:
                 raise ValueError(f"signal {signal_id} is not waiting to be consumed")
         for signal_id in consume:
             signals[signal_id] = (signals[signal_id][0], True)
-        journal[(entry.branch, entry.key)] = copy.copy(entry)
+        for address, written in staged.items():
+            journal[address] = copy.copy(written)
         record.updated_at = now
         self._add(audit)
 
@@ -237,6 +244,7 @@ class InMemoryDurableStore(DurableStore):
         record.blocked_on = blocked_on
         record.due_at = wake_at
         record.lease_owner = None
+        record.evict_requested = False
         record.updated_at = now
         self._add(audit)
 
@@ -254,6 +262,7 @@ class InMemoryDurableStore(DurableStore):
         record.due_at = None
         record.lease_owner = None
         record.blocked_on = None
+        record.evict_requested = False
         record.updated_at = now
         for waiter_id in self._waiters.pop(record.id, ()):
             waiter = self._records.get(waiter_id)
@@ -293,6 +302,17 @@ class InMemoryDurableStore(DurableStore):
         signals[self._signal_seq] = (Signal(self._signal_seq, name, payload), False)
         if record.status in ("sleeping", "waiting"):
             record.status, record.blocked_on, record.due_at = "pending", None, now
+        record.updated_at = now
+        self._add(audit)
+        return True
+
+    async def request_evict(
+        self, execution_id: str, now: float, *, audit: Sequence[AuditEntry] = ()
+    ) -> bool:
+        record = self._get(execution_id)
+        if record.status not in _LEASED:
+            return False
+        record.evict_requested = True
         record.updated_at = now
         self._add(audit)
         return True

@@ -43,6 +43,8 @@ class ExecutionRecord:
     sleeping or waiting execution (``None``: only a resume or another flow's end
     wakes it), the lease expiry of a running one, ``None`` once finished. Claiming
     is "take what is due". ``seq`` orders executions by creation (pagination).
+    ``evict_requested`` is set by `DurableStore.request_evict` while it runs and
+    cleared when it is next claimed, parked or ended.
     """
 
     id: str
@@ -60,6 +62,7 @@ class ExecutionRecord:
     error: dict[str, Any] | None = None
     seq: int = 0
     parent: str | None = None
+    evict_requested: bool = False
 
     @property
     def done(self) -> bool:

@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS executions (
     blocked_on TEXT,
     result TEXT,
     error TEXT,
-    parent TEXT
+    parent TEXT,
+    evict_requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS executions_due ON executions (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS executions_parent ON executions (parent) WHERE parent IS NOT NULL;
@@ -111,9 +112,13 @@ CREATE TABLE IF NOT EXISTS waits (
 
 _COLUMNS = (
     "id, flow, status, input, owner, created_at, updated_at, due_at, lease_owner, "
-    "lease_token, blocked_on, result, error, seq, parent"
+    "lease_token, blocked_on, result, error, seq, parent, evict_requested"
 )
-_VERSION = 3
+_VERSION = 4
+#: How a file of an older version becomes the current one (from-version -> statements).
+_MIGRATIONS = {
+    3: ["ALTER TABLE executions ADD COLUMN evict_requested INTEGER NOT NULL DEFAULT 0"],
+}
 _LIVE = "('pending', 'sleeping', 'waiting', 'running', 'rolling_back')"
 _FENCE = "id = ? AND status IN ('running', 'rolling_back') AND lease_owner = ? AND lease_token = ?"
 
@@ -135,6 +140,7 @@ def _record(row: tuple[Any, ...]) -> ExecutionRecord:
         error=json.loads(row[12]) if row[12] is not None else None,
         seq=row[13],
         parent=row[14],
+        evict_requested=bool(row[15]),
     )
 
 
@@ -213,6 +219,7 @@ class SqliteDurableStore(DurableStore):
             busy_timeout=busy_timeout,
             schema=_SCHEMA,
             version=_VERSION,
+            migrations=_MIGRATIONS,
         )
 
     @property
@@ -377,7 +384,8 @@ class SqliteDurableStore(DurableStore):
             rows = conn.execute(
                 "UPDATE executions SET status = CASE status WHEN 'rolling_back' "
                 "THEN 'rolling_back' ELSE 'running' END, lease_owner = ?, "
-                "lease_token = lease_token + 1, due_at = ?, blocked_on = NULL, updated_at = ? "
+                "lease_token = lease_token + 1, due_at = ?, blocked_on = NULL, updated_at = ?, "
+                "evict_requested = 0 "
                 "WHERE seq IN (SELECT seq FROM executions WHERE "
                 f"((due_at <= ? AND status IN {_LIVE}) {own}) AND flow IN ({marks}) "
                 "ORDER BY due_at LIMIT ?) "
@@ -417,6 +425,7 @@ class SqliteDurableStore(DurableStore):
         *,
         consume: Collection[int] = (),
         audit: Sequence[AuditEntry] = (),
+        preceding: Sequence[JournalEntry] = (),
     ) -> None:
         def body(conn: sqlite3.Connection) -> None:
             self._check(conn, lease)
@@ -428,35 +437,40 @@ class SqliteDurableStore(DurableStore):
                 )
                 if used.rowcount != 1:
                     raise ValueError(f"signal {signal_id} is not waiting to be consumed")
-            cursor = conn.execute(
-                "INSERT INTO journal (execution_id, branch, seq, kind, key, status, result, "
-                "error, attempts, started_at, finished_at, wake_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (execution_id, branch, key) DO UPDATE SET status = excluded.status, "
-                "result = excluded.result, error = excluded.error, "
-                "attempts = excluded.attempts, finished_at = excluded.finished_at, "
-                "wake_at = excluded.wake_at "
-                "WHERE journal.status NOT IN ('completed', 'failed')",
-                (
-                    lease.execution_id,
-                    entry.branch,
-                    entry.seq,
-                    entry.kind,
-                    entry.key,
-                    entry.status,
-                    entry.result,
-                    json.dumps(entry.error) if entry.error is not None else None,
-                    entry.attempts,
-                    entry.started_at,
-                    entry.finished_at,
-                    entry.wake_at,
-                ),
-            )
-            if cursor.rowcount != 1:
-                raise ValueError(f"journal entry {entry.path!r} is final")
+            for written in [*preceding, entry]:
+                self._write_entry(conn, lease, written)
             _add_audit(conn, audit)
 
         await self._db.write(body)
+
+    @staticmethod
+    def _write_entry(conn: sqlite3.Connection, lease: Lease, entry: JournalEntry) -> None:
+        cursor = conn.execute(
+            "INSERT INTO journal (execution_id, branch, seq, kind, key, status, result, "
+            "error, attempts, started_at, finished_at, wake_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (execution_id, branch, key) DO UPDATE SET status = excluded.status, "
+            "result = excluded.result, error = excluded.error, "
+            "attempts = excluded.attempts, finished_at = excluded.finished_at, "
+            "wake_at = excluded.wake_at "
+            "WHERE journal.status NOT IN ('completed', 'failed')",
+            (
+                lease.execution_id,
+                entry.branch,
+                entry.seq,
+                entry.kind,
+                entry.key,
+                entry.status,
+                entry.result,
+                json.dumps(entry.error) if entry.error is not None else None,
+                entry.attempts,
+                entry.started_at,
+                entry.finished_at,
+                entry.wake_at,
+            ),
+        )
+        if cursor.rowcount != 1:
+            raise ValueError(f"journal entry {entry.path!r} is final")
 
     async def set_status(
         self,
@@ -530,7 +544,7 @@ class SqliteDurableStore(DurableStore):
                     due = now
             conn.execute(
                 "UPDATE executions SET status = ?, blocked_on = ?, due_at = ?, "
-                "lease_owner = NULL, updated_at = ? WHERE id = ?",
+                "lease_owner = NULL, evict_requested = 0, updated_at = ? WHERE id = ?",
                 (status, blocked_on, due, now, lease.execution_id),
             )
             _add_audit(conn, audit)
@@ -548,7 +562,8 @@ class SqliteDurableStore(DurableStore):
     ) -> None:
         conn.execute(
             "UPDATE executions SET status = ?, result = ?, error = ?, due_at = NULL, "
-            "lease_owner = NULL, blocked_on = NULL, updated_at = ? WHERE id = ?",
+            "lease_owner = NULL, blocked_on = NULL, evict_requested = 0, updated_at = ? "
+            "WHERE id = ?",
             (status, result, json.dumps(error) if error is not None else None, now, execution_id),
         )
         conn.execute(
@@ -613,6 +628,22 @@ class SqliteDurableStore(DurableStore):
                 "UPDATE executions SET updated_at = ?, due_at = ?, status = 'pending', "
                 "blocked_on = NULL WHERE id = ? AND status IN ('sleeping', 'waiting')",
                 (now, now, execution_id),
+            )
+            _add_audit(conn, audit)
+            return True
+
+        return await self._db.write(body)
+
+    async def request_evict(
+        self, execution_id: str, now: float, *, audit: Sequence[AuditEntry] = ()
+    ) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            status, _ = self._status(conn, execution_id)
+            if status not in ("running", "rolling_back"):
+                return False
+            conn.execute(
+                "UPDATE executions SET evict_requested = 1, updated_at = ? WHERE id = ?",
+                (now, execution_id),
             )
             _add_audit(conn, audit)
             return True

@@ -124,8 +124,9 @@ class DurableStore(ABC):
         ``reclaim_own`` also running/rolling_back ones leased to ``worker`` (a
         restarted worker taking back its own). Each claimed record comes back
         ``running`` (``rolling_back`` stays ``rolling_back``: a compensation in
-        progress) with ``lease_owner=worker``, a fresh ``lease_token`` and
-        ``due_at=lease_until``. Two concurrent claims never return the same execution.
+        progress) with ``lease_owner=worker``, a fresh ``lease_token``,
+        ``due_at=lease_until`` and ``evict_requested`` cleared. Two concurrent claims
+        never return the same execution.
         """
 
     @abstractmethod
@@ -141,13 +142,17 @@ class DurableStore(ABC):
         *,
         consume: Collection[int] = (),
         audit: Sequence[AuditEntry] = (),
+        preceding: Sequence[JournalEntry] = (),
     ) -> None:
-        """Write ``entry`` at its address ``(branch, key)`` (fenced), and mark the
-        signals ``consume`` (ids) consumed; atomically.
+        """Write the ``preceding`` entries, in order, then ``entry``, each at its
+        address ``(branch, key)`` (fenced), and mark the signals ``consume`` (ids)
+        consumed; atomically (all or nothing).
 
         A new address is added; a non-final entry (``retrying``, ``pending``) is
         replaced by its successor; a final entry is never changed, and a signal is
         consumed once (either raises `ValueError`: a bug in the caller, nothing written).
+        ``preceding`` carries the entries of ephemeral steps, written with the next
+        durable write rather than on their own.
         """
 
     @abstractmethod
@@ -182,9 +187,9 @@ class DurableStore(ABC):
         audit: Sequence[AuditEntry] = (),
     ) -> None:
         """Release the lease and park the execution (fenced) as ``status`` until
-        ``wake_at`` (``None``: until a signal, resume or wake). A ``rolling_back``
-        execution parked this way (a rollback handler's retry backoff) is claimed
-        again as ``rolling_back``.
+        ``wake_at`` (``None``: until a signal, resume or wake), ``evict_requested``
+        cleared. A ``rolling_back`` execution parked this way (a rollback
+        handler's retry backoff) is claimed again as ``rolling_back``.
 
         With ``wait_for``, the execution is woken when any of those executions
         finishes; if one already has (or does not exist), it is due at once. With
@@ -203,8 +208,8 @@ class DurableStore(ABC):
         now: float,
         audit: Sequence[AuditEntry] = (),
     ) -> None:
-        """End the execution (fenced) as completed/failed, and wake every execution
-        waiting for it."""
+        """End the execution (fenced) as completed/failed (``evict_requested``
+        cleared), and wake every execution waiting for it."""
 
     @abstractmethod
     async def send_signal(
@@ -221,6 +226,16 @@ class DurableStore(ABC):
         execution becomes due now. False (nothing stored) if the execution is
         finished, or with ``unique`` if a signal of that name was ever sent to it.
         ``audit`` is stored with the signal (not if it is refused)."""
+
+    @abstractmethod
+    async def request_evict(
+        self, execution_id: str, now: float, *, audit: Sequence[AuditEntry] = ()
+    ) -> bool:
+        """Ask the worker running the execution to park it now: set
+        ``evict_requested`` on a ``running`` or ``rolling_back`` execution, with
+        ``audit``; atomically. False (nothing written) in any other status. The
+        flag changes nothing else (the lease stays valid): the worker holding it
+        reads it back (`get_many`) with its lease renewals and parks the run."""
 
     @abstractmethod
     async def recover(
@@ -246,7 +261,7 @@ class DurableStore(ABC):
         """End an unfinished execution as ``cancelled`` with ``error``; atomically.
 
         Its timers are dropped (``due_at=None``), its lease revoked (the worker's next
-        fenced write fails), its waiters woken. False if it was already finished.
+        fenced write fails), ``evict_requested`` cleared, its waiters woken. False if it was already finished.
         """
 
     @abstractmethod

@@ -21,6 +21,7 @@ from anyio.abc import TaskGroup
 from .._errors import GatewayError
 from ._driver import replay
 from ._ids import new_flow_id
+from ._replay import Run
 from ._schedules import fire_due_quietly
 from .engine import DurableEngine
 from .errors import DurableStoreError, LeaseLostError
@@ -32,11 +33,24 @@ logger = logging.getLogger("stream_gateway.durable")
 
 
 class _Run:
-    __slots__ = ("lease", "scope")
+    __slots__ = ("evicting", "lease", "replay", "scope", "worker")
 
     def __init__(self, lease: Lease) -> None:
         self.lease = lease
         self.scope = anyio.CancelScope()
+        self.replay: Run | None = None
+        self.evicting = False
+        self.worker = lease.worker
+
+    def attach(self, replay: Run) -> None:
+        self.replay = replay
+        if self.evicting:
+            replay.evict(self.worker)
+
+    def evict(self) -> None:
+        self.evicting = True
+        if self.replay is not None:
+            self.replay.evict(self.worker)
 
 
 class Worker:
@@ -46,6 +60,8 @@ class Worker:
       with a lease of ``lease`` seconds renewed every ``lease / 3``;
     - fires timers within ``poll_interval`` seconds (at once for its own timers and
       for executions scheduled through the same engine);
+    - parks an execution evicted (`DurableEngine.evict`) at once if the engine
+      that evicts it is this worker's, else when a lease renewal reads the flag;
     - on entry runs `recover`: executions whose lease lapsed, and those still leased
       to this ``worker_id`` (a restarted worker with a stable id takes its own back
       at once; never give two live workers the same id);
@@ -93,6 +109,12 @@ class Worker:
         run = self._runs.get(execution_id)
         if run is not None:
             run.scope.cancel()
+
+    def evict_local(self, execution_id: str) -> None:
+        """Park the execution if it runs here (it was evicted)."""
+        run = self._runs.get(execution_id)
+        if run is not None:
+            run.evict()
 
     async def __aenter__(self) -> Self:
         self._closing = False
@@ -199,12 +221,33 @@ class Worker:
                 if lease.execution_id not in held and run is not None and run.lease == lease:
                     logger.warning("lost the lease on flow %s; stopping it", lease.execution_id)
                     run.scope.cancel()
+            await self._read_evictions(held)
+
+    async def _read_evictions(self, held: set[str]) -> None:
+        """Park the runs whose execution was evicted from another process."""
+        waiting = [i for i in held if i in self._runs and not self._runs[i].evicting]
+        if not waiting:
+            return
+        try:
+            records = await self.store.get_many(waiting)
+        except Exception:
+            logger.exception("durable worker %s could not read evictions", self.worker_id)
+            return
+        for execution_id, record in records.items():
+            run = self._runs.get(execution_id)
+            if record.evict_requested and run is not None and record.lease_token == run.lease.token:
+                logger.info("flow %s evicted; parking it", execution_id)
+                run.evict()
 
     async def _run(self, record: ExecutionRecord, run: _Run) -> None:
         try:
             with run.scope:
                 wake_at = await replay(
-                    self.engine, record, run.lease, lambda: run.scope.cancel_called or self._closing
+                    self.engine,
+                    record,
+                    run.lease,
+                    lambda: run.scope.cancel_called or self._closing,
+                    run.attach,
                 )
                 if wake_at is not None and (self._next_local is None or wake_at < self._next_local):
                     self._next_local = wake_at

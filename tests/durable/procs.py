@@ -148,7 +148,31 @@ async def ticked(log: str, ctx: DurableContext) -> int:
     return done
 
 
-FLOWS: list[DurableFlow[Any, Any]] = [counted, guarded, fanned, blocking, compensated, ticked]
+@durable_flow(input=Job, output=str)
+async def evictable(job: Job, ctx: DurableContext) -> str:
+    """One async step: the first time it logs ``enter`` and works for ``delay``
+    seconds (it is meant to be evicted); again, it logs ``again`` and ends."""
+
+    async def step() -> str:
+        first = not os.path.exists(job.log)  # noqa: ASYNC240 - a test's tiny file
+        _append(job.log, f"{'enter' if first else 'again'} {os.getpid()}")
+        if first:
+            await anyio.sleep(job.delay)
+        return str(os.getpid())
+
+    done: str = await ctx.run("work", step)
+    return done
+
+
+FLOWS: list[DurableFlow[Any, Any]] = [
+    counted,
+    guarded,
+    fanned,
+    blocking,
+    compensated,
+    ticked,
+    evictable,
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 

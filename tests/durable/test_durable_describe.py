@@ -43,9 +43,12 @@ async def child(n: int, ctx: DurableContext) -> int:
 async def everything(n: int, ctx: DurableContext) -> Any:
     """Uses every durable call."""
     await ctx.note("start", n=n)
+    if ctx.evicted:  # flow code may look: never while describing
+        return None
     await ctx.removed("old")
     await ctx.rollback_checkpoint("money")
     await ctx.run("charge", effect, rollback=effect)
+    await ctx.run("cache", effect, ephemeral=True)
     await ctx.run_action(child, 1)
     await ctx.poll("ready", effect, period=1, timeout=10)
     await ctx.sleep("nap", 5)
@@ -60,7 +63,9 @@ async def everything(n: int, ctx: DurableContext) -> Any:
         return await ctx.run("work", effect)
 
     await ctx.join("both", {"left": branch, "right": branch})
-    await ctx.race("first", {"fast": branch, "slow": branch})
+    winner, _ = await ctx.race("first", {"fast": branch, "slow": branch})
+    if winner == "slow":
+        await ctx.note("the slow one won")
 
     async def turn(ctx: DurableContext, state: Any) -> Loop:
         await ctx.run("turn", effect)
@@ -70,6 +75,11 @@ async def everything(n: int, ctx: DurableContext) -> Any:
     kind, _ = await ctx.switch(
         "route", n, [Case("small", lambda v: v < 5, effect), Case("big", 5, effect)], effect
     )
+    if kind == "small":
+        await ctx.run("refund", effect)
+    elif kind == "big":
+        await ctx.sleep("cool-off", 60)
+        await ctx.run("audit", effect)
     await ctx.now()
     await ctx.random()
     await ctx.uuid()
@@ -94,6 +104,48 @@ async def test_the_shapes_of_the_approval_sample_and_of_every_primitive() -> Non
         assert (await engine.list()).items == []  # nothing stored
 
 
+async def test_every_path_through_nested_decisions_is_explored() -> None:
+    @durable_flow
+    async def paths(_: None, ctx: DurableContext) -> None:
+        size, _v = await ctx.switch("size", 1, [Case("s", 1, effect), Case("l", 2, effect)])
+        if size == "s":
+            tier, _t = await ctx.switch("tier", 1, [Case("gold", 1, effect)], effect)
+            if tier == "gold":
+                await ctx.run("gift", effect)
+        else:
+            await ctx.sleep("wait", 1)
+
+        async def pick(ctx: DurableContext) -> None:
+            which, _w = await ctx.switch("which", 1, [Case("x", 1, effect), Case("y", 2, effect)])
+            await ctx.run(f"do-{which}", effect)
+
+        await ctx.join("fan", {"one": pick})
+        await ctx.run("end", effect)
+
+    engine = DurableEngine([paths], store=InMemoryDurableStore())
+    async with engine:
+        shape = await engine.describe(paths)
+    assert shape["complete"] is True and effects == []
+    size, fan, end = shape["nodes"]
+    gold = {"type": "step", "name": "gift", "rollback": False, "ephemeral": False}
+    tier = {
+        "type": "switch",
+        "name": "tier",
+        "default": True,
+        "cases": [{"id": "gold", "nodes": [gold]}, {"id": "default", "nodes": []}],
+    }
+    assert size["cases"] == [
+        {"id": "s", "nodes": [tier]},
+        {"id": "l", "nodes": [{"type": "sleep", "name": "wait"}]},
+    ]
+    [which] = fan["branches"]["one"]  # what follows it differs in each case
+    assert [(c["id"], [n["name"] for n in c["nodes"]]) for c in which["cases"]] == [
+        ("x", ["do-x"]),
+        ("y", ["do-y"]),
+    ]
+    assert end["name"] == "end"
+
+
 async def test_an_incomplete_shape_says_so() -> None:
     @durable_flow
     async def picky(_: None, ctx: DurableContext) -> None:
@@ -106,13 +158,23 @@ async def test_an_incomplete_shape_says_so() -> None:
         while True:
             await ctx.run("spin", effect)
 
-    engine = DurableEngine([picky, endless], store=InMemoryDurableStore())
+    @durable_flow
+    async def forks(_: None, ctx: DurableContext) -> None:
+        for i in range(8):  # 256 paths
+            await ctx.switch(f"fork{i}", i, [Case("a", 1, effect), Case("b", 2, effect)])
+
+    engine = DurableEngine([picky, endless, forks], store=InMemoryDurableStore())
     async with engine:
         picked = await engine.describe(picky)
         spun = await engine.describe(endless)
+        forked = await engine.describe(forks)
     assert picked["complete"] is False and [n["name"] for n in picked["nodes"]] == ["a"]
     assert spun["complete"] is False and len(spun["nodes"]) == 500
     json.dumps(spun)
+    assert forked["complete"] is False  # too many paths to explore them all
+    assert [c["id"] for c in forked["nodes"][0]["cases"]] == ["a", "b"]
+    json.dumps(forked)
+    assert effects == []
 
 
 async def test_the_shape_route() -> None:

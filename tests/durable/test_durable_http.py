@@ -141,6 +141,7 @@ async def test_auth_on_every_route(client: tuple[httpx.AsyncClient, DurableEngin
         ("POST", f"/durable/ops/{op['name']}/resume"),
         ("POST", f"/durable/ops/{op['name']}/cancel"),
         ("POST", f"/durable/ops/{op['name']}/cleanup"),
+        ("POST", f"/durable/ops/{op['name']}/evict"),
         ("DELETE", f"/durable/ops/{op['name']}"),
     ]
     for method, path in routes:
@@ -165,6 +166,7 @@ async def test_other_principals_see_not_found(
         ("GET", ops, None),
         ("POST", f"{ops}/resume", {"step": "approve", "payload": {"approved": True}}),
         ("POST", f"{ops}/cancel", None),
+        ("POST", f"{ops}/evict", None),
         ("DELETE", ops, None),
         ("POST", f"{ops}/cleanup", None),
     ]:
@@ -192,6 +194,7 @@ async def test_malformed_and_unknown_ids(client: tuple[httpx.AsyncClient, Durabl
         ("DELETE", f"/durable/ops/{unknown}"),
         ("POST", f"/durable/ops/{unknown}/resume"),
         ("POST", f"/durable/ops/{unknown}/cleanup"),
+        ("POST", f"/durable/ops/{unknown}/evict"),
     ]:
         r = await c.request(method, path, headers=ANN)
         assert r.status_code == 404 and r.json()["error"]["status"] == "NOT_FOUND", path

@@ -369,12 +369,19 @@ class _FlakyStore(InMemoryDurableStore):
         self.failures = failures
 
     async def append(
-        self, lease: Lease, entry: JournalEntry, now: float, *, consume: Any = (), audit: Any = ()
+        self,
+        lease: Lease,
+        entry: JournalEntry,
+        now: float,
+        *,
+        consume: Any = (),
+        audit: Any = (),
+        preceding: Any = (),
     ) -> None:
         if self.failures > 0:
             self.failures -= 1
             raise DurableStoreError("database is locked (internal path /var/db)")
-        await super().append(lease, entry, now, consume=consume, audit=audit)
+        await super().append(lease, entry, now, consume=consume, audit=audit, preceding=preceding)
 
 
 async def test_a_transient_store_error_replays_later_instead_of_failing() -> None:

@@ -1,6 +1,7 @@
 """A flow using every v2 primitive (note, switch, removed, checkpoint, rollback
-handlers, manual rollback, RollbackError) stopped after *every* journal write: it
-replays from the store each time and ends in the same state as an uninterrupted run."""
+handlers, manual rollback, RollbackError, ephemeral steps, evict) stopped after
+*every* journal write: it replays from the store each time and ends in the same
+state as an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import anyio
 import pytest
 
 from stream_gateway.durable import (
@@ -49,8 +51,11 @@ class CrashAfterEveryWrite:
         *,
         consume: Any = (),
         audit: Sequence[AuditEntry] = (),
+        preceding: Sequence[JournalEntry] = (),
     ) -> None:
-        await self.store.append(lease, entry, now, consume=consume, audit=audit)
+        await self.store.append(
+            lease, entry, now, consume=consume, audit=audit, preceding=preceding
+        )
         self.crashes += 1
         raise DurableStoreError("crash right after the write")
 
@@ -65,7 +70,18 @@ def make_flows(effects: Counter[str]) -> list[Any]:
 
     @durable_flow(name="every")
     async def every(amount: int, ctx: DurableContext) -> Any:
+        async def evict_me() -> str:
+            if not effects["evict"]:  # evicts its own run once, mid-step
+                effects["evict"] += 1
+                await ctx.engine.evict(ctx.flow_id)
+                await anyio.sleep_forever()
+            effects["evicted-step"] += 1
+            return "E"
+
         await ctx.note("start", amount=amount)
+        await ctx.run("cheap", effect("cheap", "c"), ephemeral=True)
+        await ctx.run("evict-me", evict_me)
+        await ctx.run("cheap-2", effect("cheap-2", "c"), ephemeral=True)
         kind, routed = await ctx.switch(
             "route",
             amount,
@@ -78,6 +94,7 @@ def make_flows(effects: Counter[str]) -> list[Any]:
         await ctx.run("hotel", effect("hotel", "H"), rollback=effect("undo-hotel"))
         await ctx.rollback()
         await ctx.run("after", effect("after", 1))
+        await ctx.run("last", effect("last", 2), ephemeral=True)  # flushed by the end
         return [kind, routed]
 
     def decline() -> None:
@@ -141,6 +158,11 @@ async def test_a_stop_after_every_write_ends_in_the_same_state(
             "undo-flight": 1,
             "after": 1,
             "a": 1,
+            "cheap": 1,
+            "cheap-2": 1,
+            "evict": 1,
+            "evicted-step": 1,
+            "last": 1,
             "b": 1,
             "decline": 1,
             "undo-b": 1,
