@@ -3,7 +3,7 @@ stopped and started again on the same data (a restart)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -17,8 +17,16 @@ from stream_gateway.durable import (
 )
 
 from .backends import DURABLE_BACKENDS, DurableHarness, backends_for
+from .procs import kill_leftover_workers
 
 NewStore = Callable[[], DurableStore]
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_worker_processes() -> Iterator[None]:
+    """A test that fails half-way leaves no worker process running."""
+    yield
+    kill_leftover_workers()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -3,6 +3,8 @@ helpers that start those processes (``stream-gateway-worker`` via ``python -m``)
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import sys
 import time
@@ -177,6 +179,23 @@ FLOWS: list[DurableFlow[Any, Any]] = [
 ROOT = Path(__file__).resolve().parents[2]
 
 
+#: Every worker process spawned here and not yet killed: a test that fails half-way
+#: (a timeout, an assertion) must not leave workers running on the machine.
+_LIVE: set[Process] = set()
+
+
+def kill_leftover_workers() -> None:
+    """SIGKILL the worker processes still running (after each test, and at exit)."""
+    for proc in list(_LIVE):
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+    _LIVE.clear()
+
+
+atexit.register(kill_leftover_workers)
+
+
 class WorkerProcess:
     """A ``stream-gateway-worker`` process on ``db`` (its `main`, run by this module).
 
@@ -187,6 +206,7 @@ class WorkerProcess:
 
     def __init__(self, proc: Process) -> None:
         self.proc = proc
+        _LIVE.add(proc)
 
     @classmethod
     async def spawn(cls, db: Path, *args: str) -> WorkerProcess:
@@ -224,6 +244,7 @@ class WorkerProcess:
             self.proc.kill()
         with anyio.CancelScope(shield=True):
             await self.proc.wait()
+        _LIVE.discard(self.proc)
         await self.proc.aclose()
 
 
