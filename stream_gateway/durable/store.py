@@ -261,8 +261,8 @@ class DurableStore(ABC):
         """End an unfinished execution as ``cancelled`` with ``error``; atomically.
 
         Its timers are dropped (``due_at=None``), its lease revoked (the worker's next
-        fenced write fails), ``evict_requested`` cleared, its waiters woken. False if it
-        was already finished.
+        fenced write fails), ``evict_requested`` cleared, its waiters woken. False if
+        it was already finished.
         """
 
     @abstractmethod
