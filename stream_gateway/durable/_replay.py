@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._errors import GatewayError
+from ._stream import RunStream
 from .errors import (
     DurableStoreError,
     DurableUsageError,
@@ -179,6 +180,8 @@ class Run:
         self._made: list[tuple[Coroutine[Any, Any, Any], str]] = []
         #: Audit lines waiting for the next fenced write (stored in its transaction).
         self.audit: list[AuditEntry] = []
+        #: The execution's stream (streaming flows; otherwise it sends nothing).
+        self.stream = RunStream()
 
     # -- journal -------------------------------------------------------------------
 
@@ -211,7 +214,10 @@ class Run:
             consume = [*consume, *self.woken]
         audit, self.audit = self.audit, []
         try:
-            await self.store.append(self.lease, entry, time.time(), consume=consume, audit=audit)
+            async with self.stream.committing(entry):
+                await self.store.append(
+                    self.lease, entry, time.time(), consume=consume, audit=audit
+                )
         except LeaseLostError:
             raise self.abandon("its lease was lost") from None
         except DurableStoreError as exc:
@@ -371,6 +377,7 @@ class Cursor:
             position = self.position
             self.position += 1
         entry = run.entries.get((self.branch, key))
+        run.stream.passed(entry)
         if entry is not None and entry.kind != kind:
             self._diverged(
                 f"history diverged at {self.path(key)!r}: the code asks for {kind} but the "

@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS journal (
     started_at REAL NOT NULL,
     finished_at REAL,
     wake_at REAL,
+    stream_at INTEGER,
     UNIQUE (execution_id, branch, key)
 );
 CREATE TABLE IF NOT EXISTS signals (
@@ -113,7 +114,7 @@ _COLUMNS = (
     "id, flow, status, input, owner, created_at, updated_at, due_at, lease_owner, "
     "lease_token, blocked_on, result, error, seq, parent"
 )
-_VERSION = 3
+_VERSION = 4
 _LIVE = "('pending', 'sleeping', 'waiting', 'running', 'rolling_back')"
 _FENCE = "id = ? AND status IN ('running', 'rolling_back') AND lease_owner = ? AND lease_token = ?"
 
@@ -298,10 +299,11 @@ class SqliteDurableStore(DurableStore):
                     finished_at=r[8],
                     wake_at=r[9],
                     branch=r[10],
+                    stream_at=r[11],
                 )
                 for r in conn.execute(
                     "SELECT seq, kind, key, status, result, error, attempts, started_at, "
-                    "finished_at, wake_at, branch FROM journal WHERE execution_id = ? "
+                    "finished_at, wake_at, branch, stream_at FROM journal WHERE execution_id = ? "
                     "ORDER BY ord",
                     (execution_id,),
                 )
@@ -430,12 +432,12 @@ class SqliteDurableStore(DurableStore):
                     raise ValueError(f"signal {signal_id} is not waiting to be consumed")
             cursor = conn.execute(
                 "INSERT INTO journal (execution_id, branch, seq, kind, key, status, result, "
-                "error, attempts, started_at, finished_at, wake_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "error, attempts, started_at, finished_at, wake_at, stream_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (execution_id, branch, key) DO UPDATE SET status = excluded.status, "
                 "result = excluded.result, error = excluded.error, "
                 "attempts = excluded.attempts, finished_at = excluded.finished_at, "
-                "wake_at = excluded.wake_at "
+                "wake_at = excluded.wake_at, stream_at = excluded.stream_at "
                 "WHERE journal.status NOT IN ('completed', 'failed')",
                 (
                     lease.execution_id,
@@ -450,6 +452,7 @@ class SqliteDurableStore(DurableStore):
                     entry.started_at,
                     entry.finished_at,
                     entry.wake_at,
+                    entry.stream_at,
                 ),
             )
             if cursor.rowcount != 1:
