@@ -24,7 +24,7 @@ from stream_gateway.durable import (
 from stream_gateway.streams.base import ChunkEvent, ErrorEvent, ResetEvent, ResultEvent
 
 from .conftest import NewStore
-from .helpers import finished
+from .helpers import finished, until_status
 
 pytestmark = pytest.mark.anyio
 
@@ -261,9 +261,7 @@ async def test_cancel_ends_the_stream_cancelled(new_store: NewStore) -> None:
 
     async with InMemoryStreamManager() as manager, engine_on(new_store, manager, [waits]) as engine:
         op = await engine.schedule(waits, None)
-        with anyio.fail_after(10):
-            while (await engine.get_state(op.name)).status != "waiting":
-                await anyio.sleep(0.01)
+        await until_status(engine, op.name, "waiting")
         await engine.cancel(op.name)
         got = await events(manager, op.name)
     assert view(got) == ["waiting"]
