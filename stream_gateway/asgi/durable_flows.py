@@ -68,7 +68,7 @@ class DurableFlowEndpoints(FlowEndpoints):
         )
         logger.info("flow %r: execution %s started", self.flow.name, op.name)
         if _wants_stream(request):
-            response = self._genkit_response(op.name, 0)
+            response = self._genkit_response(op.name, 0, request)
             response.headers[EXECUTION_ID_HEADER] = op.name
             return response
         return await self._result(op.name)

@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from .._json import error_json
 from ..streams.base import ChunkEvent, ErrorEvent, ResetEvent, ResultEvent, StreamEvent
 
-__all__ = ["KEEP_ALIVE", "error_body", "genkit_frames", "sse_frames"]
+__all__ = ["KEEP_ALIVE", "error_body", "genkit_frames", "genkit_frames_with_offsets", "sse_frames"]
 
 KEEP_ALIVE = b": keep-alive\n\n"
 
@@ -56,6 +56,27 @@ def genkit_frames(events: Iterable[StreamEvent]) -> bytes:
             continue  # not expressible here; see the module docstring
         else:
             parts += (b'error: {"error":', error_body(event), b"}\n\n")
+    return b"".join(parts)
+
+
+def genkit_frames_with_offsets(events: Iterable[StreamEvent]) -> bytes:
+    """Genkit-protocol frames for our clients (request header ``x-stream-resets``):
+    chunks carry their offset and resets are sent, so a reader can drop retracted
+    chunks and resume exactly::
+
+        data: {"message":<chunk>,"offset":<offset>}
+        data: {"reset":<first retracted offset>,"offset":<offset of the reset entry>}
+    """
+    parts: list[bytes] = []
+    for event in events:
+        if isinstance(event, ChunkEvent):
+            parts += (b'data: {"message":', event.raw, b',"offset":', str(event.offset).encode())
+            parts.append(b"}\n\n")
+        elif isinstance(event, ResetEvent):
+            parts += (b'data: {"reset":', str(event.void_from).encode(), b',"offset":')
+            parts += (str(event.offset).encode(), b"}\n\n")
+        else:
+            parts.append(genkit_frames([event]))
     return b"".join(parts)
 
 
