@@ -128,8 +128,8 @@ class DurableEngine:
     arguments are stored verbatim: the HTTP layer passes a hash of the principal.
     ``max_result_bytes`` bounds each step's (and each flow's) JSON result;
     ``max_journal_bytes`` an execution's whole journal (`JournalTooLargeError`).
-    ``streams``: the `StreamManager` (entered by the caller) on which executions of
-    streaming flows get their stream, under the execution's id.
+    ``streams``: the `StreamManager` on which executions of streaming flows get
+    their stream, under the execution's id (the engine enters it with itself).
     """
 
     def __init__(
@@ -170,6 +170,12 @@ class DurableEngine:
 
     async def __aenter__(self) -> Self:
         await self.store.start()
+        if self.streams is not None:
+            try:
+                await self.streams.__aenter__()  # counted: a Gateway may share it
+            except BaseException:
+                await self.store.close()
+                raise
         return self
 
     async def __aexit__(
@@ -178,7 +184,11 @@ class DurableEngine:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.store.close()
+        try:
+            if self.streams is not None:
+                await self.streams.__aexit__(exc_type, exc, tb)
+        finally:
+            await self.store.close()
 
     def worker(self, **options: Any) -> Worker:
         """A `Worker` for this engine (an async context manager); see its options."""
