@@ -114,6 +114,10 @@ async def test_post_names_the_execution_and_delete_cancels_it() -> None:
                 async for text in r.aiter_text():
                     if "waiting" in text:
                         break
+        stop = await http.post(f"{url}/waits/streams/{stream_id}/stop")
+        assert stop.status_code == 400
+        assert stop.json()["error"]["status"] == "FAILED_PRECONDITION"
+        assert "signal" in stop.json()["error"]["message"]
         op = await http.get(f"{url}/durable/ops/{stream_id}")
         assert op.json()["flow"] == "waits"
         deleted = await http.delete(f"{url}/waits/streams/{stream_id}")
