@@ -102,7 +102,7 @@ async def test_failed_attempt_is_retracted_and_late_reader_sees_live_view(
             return "ok"
 
         await ctx.send_chunk(">")
-        return await ctx.run("llm", body, retry=FAST)
+        return str(await ctx.run("llm", body, retry=FAST))
 
     async with (
         InMemoryStreamManager() as manager,
@@ -145,7 +145,7 @@ async def test_resume_inside_a_retracted_range_gets_the_reset_first(new_store: N
                 raise RuntimeError("boom")
             return "ok"
 
-        return await ctx.run("llm", body, retry=FAST)
+        return str(await ctx.run("llm", body, retry=FAST))
 
     async with (
         InMemoryStreamManager() as manager,
@@ -175,7 +175,7 @@ async def test_live_reader_sees_reset_then_new_attempt(new_store: NewStore) -> N
                 raise RuntimeError("boom")
             return "ok"
 
-        return await ctx.run("llm", body, retry=FAST)
+        return str(await ctx.run("llm", body, retry=FAST))
 
     async with (
         InMemoryStreamManager() as manager,
@@ -208,7 +208,7 @@ async def test_join_streams_each_step_when_it_completes(new_store: NewStore) -> 
                     await bctx.send_chunk(f"{name}:2")
                     return name
 
-                return await bctx.run("look", step)
+                return str(await bctx.run("look", step))
 
             return run
 

@@ -44,7 +44,7 @@ def make_flows(first_attempt_waits: anyio.Event) -> list[Any]:
             await ctx.send_chunk("lo")
             return "Hello"
 
-        return ">" + await ctx.run("llm", llm, retry=FAST)
+        return ">" + str(await ctx.run("llm", llm, retry=FAST))
 
     @durable_flow(input=str, output=str, chunk=str)
     async def waits(prompt: str, ctx: DurableContext) -> str:
@@ -83,6 +83,7 @@ async def test_python_client_sees_the_reset_and_renders_once() -> None:
                         release.set()
             assert await stream.result() == ">Hello"
         assert resets == [Reset(1, 1)]
+        assert stream.stream_id is not None
         assert "".join(shown) == ">Hello"
 
         # A late SSE reader gets the live view; one resuming inside the retracted
