@@ -5,9 +5,9 @@ protocols as a plain flow, over the execution's stream.
 its stream id is the execution id (``x-genkit-stream-id`` and ``x-execution-id`` both
 carry it); ``Idempotency-Key`` makes a repeated start follow the first execution.
 Reconnect, ``GET .../streams/{id}`` (SSE, with ``event: reset``) and the rest work as
-for plain flows; ``DELETE`` cancels the execution. ``POST .../stop`` is refused
-(``FAILED_PRECONDITION``, naming what to use instead): a durable flow cannot be asked
-to stop yet.
+for plain flows; ``DELETE`` cancels the execution; ``POST .../stop`` asks it to
+finish now (`DurableEngine.stop`: the flow sees ``ctx.stop_requested`` at its next
+durable call, and the stream ends with the result it returns).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .._errors import FailedPreconditionError, InvalidArgumentError, error_from_status
+from .._errors import InvalidArgumentError, error_from_status
 from .._ids import owner_key, validate_stream_id
 from ..durable.definition import DurableFlow
 from ..durable.engine import DurableEngine
@@ -101,12 +101,10 @@ class DurableFlowEndpoints(FlowEndpoints):
 
     async def _stop(self, request: Request) -> Response:
         context = await self._authenticate(request)
-        await self._owned_record(validate_stream_id(request.path_params["stream_id"]), context)
-        raise FailedPreconditionError(
-            "a durable flow cannot be stopped with its partial result yet: send it a signal "
-            "it waits for (POST /durable/ops/{id}/signals/{name}), or DELETE the stream to "
-            "cancel it"
-        )
+        stream_id = validate_stream_id(request.path_params["stream_id"])
+        await self._owned_record(stream_id, context)
+        stopped = await self.engine.stop(stream_id)
+        return JSONResponse({"streamId": stream_id, "stopped": stopped})
 
     def description(self) -> dict[str, Any]:
         return {**super().description(), "durable": True}

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._errors import GatewayError
+from .._json import dumps, loads
 from ._stream import RunStream
 from .errors import (
     DurableStoreError,
@@ -57,6 +58,7 @@ __all__ = [
     "ProbeMiss",
     "Run",
     "Suspend",
+    "STOP",
     "WAKE",
     "classify",
     "in_step",
@@ -72,6 +74,10 @@ END = "$end"
 
 WAKE = "$wake"
 """The signal `DurableEngine.wake` sends: the next run skips poll and retry delays."""
+
+STOP = "$stop"
+"""The signal `DurableEngine.stop` sends, and the root key of the journal entry that
+records which durable call first saw it (`Run.observe_stop`)."""
 
 
 class Suspend(BaseException):  # control flow, not an error
@@ -166,7 +172,10 @@ class Run:
         self.journal_bytes = 0
         for entry in history.entries:
             self._index(entry)
-        self.signals: list[Signal] = [s for s in history.signals if s.name != WAKE]
+        self.signals: list[Signal] = [s for s in history.signals if s.name not in (WAKE, STOP)]
+        #: Stop requests not yet recorded, and whether the flow has seen one.
+        self.stops = [s.id for s in history.signals if s.name == STOP]
+        self.stopped = False
         #: Woken by an operator: poll periods and retry backoffs are over now.
         self.woken = [s.id for s in history.signals if s.name == WAKE]
         self.woken_consumed = False
@@ -225,6 +234,40 @@ class Run:
         self.woken_consumed = True
         self.woken = []
         self._index(entry)
+
+    async def observe_stop(self, path: str, replayed: bool) -> None:
+        """Before the durable call at ``path``: a stop requested (`DurableEngine.stop`)
+        becomes visible here, recorded once with the call that first saw it, so that a
+        replay sees it at the same call. ``replayed``: the call has its final entry."""
+        if self.stopped:
+            return
+        recorded = self.entries.get(("", STOP))
+        if recorded is not None:
+            self.stopped = loads(recorded.result or "{}").get("at") == path
+            return
+        if replayed or self.lease is None:
+            return
+        if not self.stops and self.stream.stop_flagged():
+            # Asked while this run goes on: the stream's writer heard it (the stream
+            # manager relays a stop to the process that writes); take the signal.
+            try:
+                history = await self.store.history(self.record.id)
+            except DurableStoreError as exc:
+                raise self.abandon(f"the store failed ({exc.message})") from None
+            self.stops = [s.id for s in history.signals if s.name == STOP]
+        if not self.stops:
+            return
+        now = time.time()
+        self.log("stop", path)
+        await self.write(
+            JournalEntry(
+                -1, "stop", STOP, "completed", dumps({"at": path}).decode(),
+                started_at=now, finished_at=now,
+            ),
+            consume=self.stops,
+        )  # fmt: skip
+        self.stops = []
+        self.stopped = True
 
     async def prune(self, branches: Collection[str]) -> None:
         """Forget the entries of ``branches`` (and nested ones)."""
@@ -423,7 +466,7 @@ class Cursor:
         run = self.run
         if run.fatal is not None:
             raise run.fatal
-        left = sorted(run.branch_keys.get(self.branch, set()) - self.keys - {END})
+        left = sorted(run.branch_keys.get(self.branch, set()) - self.keys - {END, STOP})
         if left:
             entry = run.entries[(self.branch, left[0])]
             self._diverged(

@@ -87,6 +87,10 @@ class RunStream:
         if entry is not None and entry.stream_at is not None:
             self.replayed = max(self.replayed, entry.stream_at)
 
+    def stop_flagged(self) -> bool:
+        """Whether a stop of the execution reached this run's stream writer."""
+        return self.writer is not None and self.writer.stop_requested
+
     def concurrent(self, branch: str) -> None:
         """``branch`` runs next to others (a `join`/`race` branch)."""
         self._concurrent.add(branch)

@@ -123,6 +123,14 @@ class DurableContext:
         self.owner = run.record.owner
 
     @property
+    def stop_requested(self) -> bool:
+        """True once a stop was requested (`DurableEngine.stop`, ``POST
+        .../streams/{id}/stop``) and a durable call of this flow has seen it: finish
+        now and return the partial result (the stream then ends with it). Replays see
+        it at the same call. A flow parked in a wait sees it when the wait ends."""
+        return self._run.stopped
+
+    @property
     def branch(self) -> str:
         """This context's branch: ``""`` for the flow's own code."""
         return self._cursor.branch
@@ -138,6 +146,8 @@ class DurableContext:
         pos, key = cursor.slot(kind, name)
 
         async def call() -> T:
+            entry = self._run.entries.get((cursor.branch, key))
+            await self._run.observe_stop(cursor.path(key), entry is not None and entry.final)
             return await guarded(cursor, lambda: body(pos, key))
 
         return self._run.made(call(), f"ctx.{kind}({name!r})")

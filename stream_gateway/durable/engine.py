@@ -31,7 +31,7 @@ from .._ids import validate_stream_id
 from .._json import JsonValue, dumps
 from ..streams.manager import DURABLE, StreamManager
 from ._ids import derive_flow_id, new_flow_id, validate_flow_id
-from ._replay import WAKE
+from ._replay import STOP, WAKE
 from ._schedules import check_spec, next_tick
 from ._time import due_time
 from ._timeline import ExecutionDetail, audit_line, follow
@@ -486,6 +486,26 @@ class DurableEngine:
         )
         self.notifier.due()
         return await self.get_state(flow_id)
+
+    async def stop(self, flow_id: str) -> bool:
+        """Ask an unfinished execution to finish now with what it has: its flow sees
+        `DurableContext.stop_requested` at its next durable call (a run going on hears
+        it through its stream, so streaming flows only; others at their next run). A
+        sleeping or waiting execution is woken for it. False if it has finished (or was
+        asked already)."""
+        flow_id = validate_flow_id(flow_id)
+        sent = await self.store.send_signal(
+            flow_id, STOP, "null", time.time(), unique=True, audit=[audit_line(flow_id, "stop")]
+        )
+        if sent:
+            self.notifier.due()
+            if self.streams is not None:
+                # A run going on hears it through its stream's writer, wherever it runs.
+                try:
+                    await self.streams.stop(flow_id)
+                except (StreamNotFoundError, FailedPreconditionError, InvalidArgumentError):
+                    pass  # no stream, or one this store cannot carry a stop through
+        return sent
 
     async def cleanup(self, flow_id: str) -> None:
         """Delete a finished execution's state (record, journal, signals).

@@ -266,3 +266,38 @@ async def test_cancel_ends_the_stream_cancelled(new_store: NewStore) -> None:
         got = await events(manager, op.name)
     assert view(got) == ["waiting"]
     assert isinstance(got[-1], ErrorEvent) and got[-1].status == "CANCELLED"
+
+
+async def test_stop_is_seen_at_the_next_durable_call_and_on_replay(new_store: NewStore) -> None:
+    seen: list[bool] = []
+    go_on = anyio.Event()
+
+    @durable_flow(chunk=str)
+    async def counts(_: Any, ctx: DurableContext) -> dict[str, Any]:
+        seen.append(ctx.stop_requested)  # False on every run: no durable call yet
+        await ctx.run("one", lambda: 1)
+
+        async def wait() -> int:
+            await go_on.wait()
+            return 2
+
+        await ctx.run("two", wait)  # the stop arrives while this step runs
+        await ctx.sleep("nap", 0.01)  # a replay: the stop is seen at the same call
+        stopped = ctx.stop_requested
+        await ctx.send_chunk(f"stopped={stopped}")
+        return {"stopped": stopped}
+
+    async with (
+        InMemoryStreamManager() as manager,
+        engine_on(new_store, manager, [counts]) as engine,
+    ):
+        op = await engine.schedule(counts, None)
+        await until_status(engine, op.name, "running")
+        assert await engine.stop(op.name)
+        assert not await engine.stop(op.name)  # asked already
+        go_on.set()
+        done = await finished(engine, op.name)
+        got = await events(manager, op.name)
+    assert done.response == {"stopped": True}
+    assert view(got) == ["stopped=True"]
+    assert seen[0] is False

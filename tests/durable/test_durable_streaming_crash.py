@@ -115,20 +115,25 @@ async def test_sigkilled_workers_and_dropping_readers_agree_on_the_output(tmp_pa
             async def reader(seed: int) -> None:
                 views.append(await read(http, url, random.Random(seed)))
 
-            with anyio.fail_after(240):
-                async with anyio.create_task_group() as tg:
-                    for n in range(READERS):
-                        tg.start_soon(reader, n)
-                    spare = await spawn(tmp_path)
-                    for _ in range(KILLS):
-                        worker = spare
-                        await go(worker)
-                        spare = await spawn(tmp_path)
-                        await anyio.sleep(rng.uniform(0.0, 0.25))
-                        await kill(worker)  # SIGKILL, at a random moment
-                    await go(spare)
-                    final = await engine.wait(op.name)
-                await kill(spare)
+            procs: list[Process] = []
+            try:
+                with anyio.fail_after(240):
+                    async with anyio.create_task_group() as tg:
+                        for n in range(READERS):
+                            tg.start_soon(reader, n)
+                        procs.append(await spawn(tmp_path))
+                        for _ in range(KILLS):
+                            worker = procs[-1]
+                            await go(worker)
+                            procs.append(await spawn(tmp_path))
+                            await anyio.sleep(rng.uniform(0.0, 0.25))
+                            await kill(worker)  # SIGKILL, at a random moment
+                        await go(procs[-1])
+                        final = await engine.wait(op.name)
+            finally:
+                for proc in procs:  # a failure leaves no worker behind
+                    if proc.returncode is None:
+                        await kill(proc)
     assert final.status == "completed", final.to_json()
     tokens = final.response
     assert isinstance(tokens, list) and len(tokens) == STEPS

@@ -52,7 +52,22 @@ def make_flows(first_attempt_waits: anyio.Event) -> list[Any]:
         await ctx.wait_for_signal("go", "go")
         return "went"
 
-    return [answer, waits]
+    @durable_flow(input=str, output=dict, chunk=str)
+    async def talks(prompt: str, ctx: DurableContext) -> dict[str, Any]:
+        said: list[str] = []
+        for i in range(10_000):
+            if ctx.stop_requested:
+                return {"said": said, "stopped": True}
+
+            async def say(i: int = i) -> str:
+                await ctx.send_chunk(f"w{i}")
+                return f"w{i}"
+
+            said.append(str(await ctx.run(f"w{i}", say)))
+            await ctx.sleep(f"z{i}", 0.005)
+        return {"said": said, "stopped": False}
+
+    return [answer, waits, talks]
 
 
 @asynccontextmanager
@@ -115,10 +130,6 @@ async def test_post_names_the_execution_and_delete_cancels_it() -> None:
                 async for text in r.aiter_text():
                     if "waiting" in text:
                         break
-        stop = await http.post(f"{url}/waits/streams/{stream_id}/stop")
-        assert stop.status_code == 400
-        assert stop.json()["error"]["status"] == "FAILED_PRECONDITION"
-        assert "signal" in stop.json()["error"]["message"]
         op = await http.get(f"{url}/durable/ops/{stream_id}")
         assert op.json()["flow"] == "waits"
         deleted = await http.delete(f"{url}/waits/streams/{stream_id}")
@@ -136,3 +147,26 @@ async def test_non_streaming_post_answers_the_result() -> None:
         assert response.status_code == 200
         assert response.json() == {"result": ">Hello"}
         assert response.headers["x-execution-id"]
+
+
+async def test_stop_ends_the_stream_done_with_the_partial_result() -> None:
+    async with running(anyio.Event()) as url, httpx.AsyncClient(timeout=30) as http:
+        async with http.stream("POST", f"{url}/talks", json={"data": "x"}, headers=STREAM) as r:
+            stream_id = r.headers["x-execution-id"]
+        sse = f"{url}/talks/streams/{stream_id}"
+        text = ""
+        with anyio.fail_after(30):
+            async with http.stream("GET", sse) as response:
+                async for part in response.aiter_text():
+                    if "event: chunk" in text + part and "event: chunk" not in text:
+                        stop = await http.post(f"{sse}/stop")
+                        assert stop.json() == {"streamId": stream_id, "stopped": True}
+                    text += part
+        events = parse_sse(text)
+        chunks = [loads(e["data"]) for e in events if e.get("event") == "chunk"]
+        assert events[-1]["event"] == "result"
+        result = loads(events[-1]["data"])
+        assert result["stopped"] is True
+        assert result["said"] == chunks
+        again = await http.post(f"{sse}/stop")
+        assert again.json() == {"streamId": stream_id, "stopped": False}
