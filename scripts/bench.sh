@@ -18,6 +18,8 @@ for plugin in managers/firestore/bench/bench_firestore.py managers/rtdb/bench/be
     managers/postgres/bench/bench_postgres.py; do
   if [ -f "$plugin" ]; then echo "== $plugin"; $PY "$plugin"; fi
 done
+echo "== streaming durable flows: durable / plain chunks/s, take-over after SIGKILL"
+$PY -m bench.bench_durable_streaming
 echo "== durable flows vs DBOS (installs dbos into the venv for the comparison)"
 .venv/bin/pip install --quiet dbos
 $PY bench/bench_durable.py

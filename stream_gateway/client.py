@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import bisect
 import logging
 import random
 import uuid
@@ -29,7 +30,7 @@ from ._errors import (
 from ._ids import validate_stream_id
 from ._json import dumps, loads
 
-__all__ = ["FlowStream", "Reconnect", "run_flow", "stream_flow"]
+__all__ = ["FlowStream", "Reconnect", "Reset", "run_flow", "stream_flow"]
 
 logger = logging.getLogger("stream_gateway.client")
 
@@ -62,11 +63,28 @@ class Reconnect:
         return random.uniform(0, min(self.cap, self.base * 2 ** (attempt - 1)))
 
 
+#: The request header that asks the Genkit endpoint for offsets and reset frames
+#: (``data: {"message":X,"offset":N}``, ``data: {"reset":K,"offset":N}``).
+RESETS_HEADER = "x-stream-resets"
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """Yielded by a `FlowStream` of a durable flow whose step attempt was retracted:
+    drop the last ``dropped`` chunks you got (those from stream offset ``offset`` on);
+    what comes next replaces them."""
+
+    offset: int
+    dropped: int
+
+
 class FlowStream:
     """The chunks of one streaming run, then its result; resumes after drops.
 
     Iterate it for chunks (each exactly once, in order); `result` returns the output
-    (or raises the flow's error as a `GatewayError`). After a dropped connection it
+    (or raises the flow's error as a `GatewayError`). A streaming durable flow may
+    also yield a `Reset`: drop the last ``dropped`` chunks (a step attempt that failed
+    or was lost streamed them); the chunks after it replace them. After a dropped connection it
     reconnects with the stream id and the next offset it needs. ``stream_id`` is
     known once the first response has arrived.
 
@@ -100,6 +118,7 @@ class FlowStream:
         self._headers = dict(headers or {})
         self._reconnect = reconnect or Reconnect()
         self._outcome: tuple[Any, GatewayError | None] | None = None
+        self._shown: list[int] = []  # offsets of the chunks yielded, for resets
         self._chunks = self._follow()
 
     def __aiter__(self) -> AsyncIterator[Any]:
@@ -176,7 +195,11 @@ class FlowStream:
             raise self._outcome[1]
 
     async def _one_response(self) -> AsyncIterator[Any]:
-        headers = {"accept": "text/event-stream", "content-type": "application/json"}
+        headers = {
+            "accept": "text/event-stream",
+            "content-type": "application/json",
+            RESETS_HEADER: "1",
+        }
         headers.update(self._headers)
         if self.stream_id is not None:
             headers["x-genkit-stream-id"] = self.stream_id
@@ -205,26 +228,47 @@ class FlowStream:
                 buffer += data
                 *frames, buffer = buffer.split(b"\n\n")
                 for frame in frames:
-                    kind, value = _parse_frame(frame)
+                    kind, value, offset = _parse_frame(frame)
                     if kind == "message":
-                        self.offset += 1
+                        offset = self.offset if offset is None else offset
+                        if offset < self.offset:
+                            continue  # seen already
+                        self.offset = offset + 1
+                        self._shown.append(offset)
                         yield value
+                    elif kind == "reset":
+                        assert offset is not None
+                        self.offset = max(self.offset, offset + 1)
+                        cut = bisect.bisect_left(self._shown, value)
+                        dropped = len(self._shown) - cut
+                        del self._shown[cut:]
+                        yield Reset(value, dropped)
                     else:
                         self._outcome = (value, None) if kind == "result" else (None, value)
                         return
 
 
-def _parse_frame(frame: bytes) -> tuple[str, Any]:
+def _parse_frame(frame: bytes) -> tuple[str, Any, int | None]:
+    """``(kind, value, offset)`` of one Genkit frame; the offset only when it carries one."""
     if frame.startswith(b"data: "):
         body = loads(frame[6:])
-        if isinstance(body, dict) and "message" in body:
-            return "message", body["message"]
-        if isinstance(body, dict) and "result" in body:
-            return "result", body["result"]
+        if isinstance(body, dict):
+            offset = body.get("offset")
+            offset = offset if isinstance(offset, int) and not isinstance(offset, bool) else None
+            if "message" in body:
+                return "message", body["message"], offset
+            if "result" in body:
+                return "result", body["result"], None
+            if isinstance(body.get("reset"), int) and offset is not None:
+                return "reset", body["reset"], offset
     elif frame.startswith(b"error: "):
         error = loads(frame[7:]).get("error", {})
-        return "error", error_from_status(
-            str(error.get("status")), str(error.get("message")), error.get("details")
+        return (
+            "error",
+            error_from_status(
+                str(error.get("status")), str(error.get("message")), error.get("details")
+            ),
+            None,
         )
     raise InternalError("unexpected frame from server", details={"frame": frame[:200].decode()})
 

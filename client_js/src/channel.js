@@ -9,6 +9,7 @@
 
 export class ChunkChannel {
   #queue = [];
+  #takenOffsets = []; // offsets of the chunks handed to the reader, for `retract`
   #waiters = [];
   #end = null; // {done: true} or {error}
   #ended = false; // the reader has been told about #end
@@ -39,6 +40,7 @@ export class ChunkChannel {
     if (this.#end !== null) return;
     const waiter = this.#waiters.shift();
     if (waiter !== undefined) {
+      this.#takenOffsets.push(offset);
       this.#onTake(offset);
       waiter.resolve({ value: chunk, done: false });
     } else {
@@ -47,6 +49,20 @@ export class ChunkChannel {
   }
 
   /** End the stream after the queued chunks; `error` makes the reader's loop throw. */
+  /**
+   * Retract every chunk from stream offset `from` on: those still queued are
+   * dropped unseen; returns how many the reader has taken already (it drops them).
+   */
+  retract(from) {
+    this.#queue = this.#queue.filter((item) => item.offset < from);
+    let dropped = 0;
+    while (this.#takenOffsets.length > 0 && this.#takenOffsets.at(-1) >= from) {
+      this.#takenOffsets.pop();
+      dropped += 1;
+    }
+    return dropped;
+  }
+
   end(error) {
     if (this.#end !== null) return;
     this.#end = error === undefined ? { done: true } : { error };
@@ -76,6 +92,7 @@ export class ChunkChannel {
   #next() {
     const item = this.#queue.shift();
     if (item !== undefined) {
+      this.#takenOffsets.push(item.offset);
       this.#onTake(item.offset);
       return Promise.resolve({ value: item.chunk, done: false });
     }

@@ -5,6 +5,7 @@
  * character) and return the complete events found so far, as:
  *
  *     {offset, chunk}       a chunk and its offset in the stream
+ *     {offset, reset}       a durable flow retracted the chunks from offset `reset` on
  *     {result}              the flow's output (terminal)
  *     {error}               {status, message, details?} (terminal)
  *
@@ -16,8 +17,10 @@ import { FlowError } from './errors.js';
 
 /**
  * Genkit protocol (`POST <flow url>`): frames end in `\n\n`; `data: {"message": X}`,
- * `data: {"result": X}` or `error: {"error": {...}}`. The frames carry no offsets: the
- * k-th chunk of a response that started at offset N has offset N + k.
+ * `data: {"result": X}` or `error: {"error": {...}}`. Genkit's frames carry no offsets:
+ * the k-th chunk of a response that started at offset N has offset N + k. Asked with
+ * `x-stream-resets: 1`, the server adds them (`{"message": X, "offset": N}`) and sends
+ * resets (`{"reset": K, "offset": N}`).
  */
 export class GenkitFrameParser {
   #decoder = new TextDecoder('utf-8');
@@ -63,8 +66,15 @@ export class GenkitFrameParser {
       throw malformed(frame, cause);
     }
     if (body === null || typeof body !== 'object') throw malformed(frame);
+    const offset = Number.isSafeInteger(body.offset) && body.offset >= 0 ? body.offset : null;
     if (kind === 'data' && 'message' in body) {
-      return { offset: this.#next++, chunk: body.message };
+      const at = offset ?? this.#next;
+      this.#next = at + 1;
+      return { offset: at, chunk: body.message };
+    }
+    if (kind === 'data' && Number.isSafeInteger(body.reset) && offset !== null) {
+      this.#next = offset + 1;
+      return { offset, reset: body.reset };
     }
     if (kind === 'data' && 'result' in body) return { result: body.result };
     if ((kind === 'error' || kind === 'data') && 'error' in body) return { error: body.error };
@@ -74,7 +84,7 @@ export class GenkitFrameParser {
 
 /**
  * Standard Server-Sent Events (`GET <flow url>/streams/<id>`): `id: <offset>`,
- * `event: chunk|result|error`, `data: <json>`; comments (keep-alives) are skipped,
+ * `event: chunk|reset|result|error`, `data: <json>`; comments (keep-alives) are skipped,
  * events of other types are ignored, as `EventSource` would.
  */
 export class SseParser {
@@ -146,7 +156,7 @@ export class SseParser {
     this.#data = [];
     this.#id = null;
     if (!hasData) return null;
-    if (type !== 'chunk' && type !== 'result' && type !== 'error') return null;
+    if (type !== 'chunk' && type !== 'result' && type !== 'error' && type !== 'reset') return null;
     let value;
     try {
       value = JSON.parse(data);
@@ -161,6 +171,10 @@ export class SseParser {
       offset = Number(id);
     }
     this.#next = offset + 1;
+    if (type === 'reset') {
+      if (!Number.isSafeInteger(value?.offset)) throw malformed(`event: reset\ndata: ${data}`);
+      return { offset, reset: value.offset };
+    }
     return { offset, chunk: value };
   }
 }

@@ -71,6 +71,16 @@ export interface RetryEvent {
   error: unknown;
 }
 
+/**
+ * Passed to `onReset` when a streaming durable flow retracts what a failed or lost
+ * step attempt streamed: drop the last `dropped` chunks you received (those from
+ * stream offset `offset` on); the chunks that follow replace them.
+ */
+export interface ResetEvent {
+  offset: number;
+  dropped: number;
+}
+
 /** Web Storage (`sessionStorage`, `localStorage`) or anything with the same three methods. */
 export interface StorageLike {
   getItem(key: string): string | null;
@@ -109,6 +119,8 @@ interface CommonStreamOptions {
   retry?: RetryOptions | false;
   /** Called before each reconnect (for a "reconnecting..." indicator). */
   onRetry?: (event: RetryEvent) => void;
+  /** Called when a streaming durable flow retracts chunks (see `ResetEvent`). */
+  onReset?: (event: ResetEvent) => void;
   /** Default: the global `fetch`. */
   fetch?: FetchLike;
 }

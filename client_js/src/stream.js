@@ -23,6 +23,8 @@ import {
 
 const STREAM_ID_HEADER = 'x-genkit-stream-id';
 const OFFSET_HEADER = 'x-genkit-stream-offset';
+/** Asks for chunk offsets and reset frames (streaming durable flows retract chunks). */
+const RESETS_HEADER = 'x-stream-resets';
 /** Statuses of a reconnect that say "try again later" rather than "no". */
 const RETRYABLE_HTTP = new Set([408, 429, 502, 503, 504]);
 /** Statuses of a start that say the server (or a proxy) did not take it. */
@@ -96,6 +98,7 @@ class StreamSession {
   #fetch;
   #policy;
   #onRetry;
+  #onReset;
   #sse;
   #body;
   #persistKey;
@@ -125,6 +128,7 @@ class StreamSession {
     this.#fetch = resolveFetch(options.fetch);
     this.#policy = retryPolicy(options.retry);
     this.#onRetry = options.onRetry;
+    this.#onReset = options.onReset;
     this.#sse = options.transport === 'sse';
     if (options.transport !== undefined && options.transport !== 'sse' && options.transport !== 'genkit') {
       throw new TypeError("`transport` must be 'genkit' or 'sse'");
@@ -312,6 +316,7 @@ class StreamSession {
         for (const event of parser.push(read.value)) {
           onProgress();
           if ('chunk' in event) this.#deliver(event.offset, event.chunk);
+          else if ('reset' in event) this.#retract(event.offset, event.reset);
           else if ('result' in event) {
             this.#ended = true;
             return event.result;
@@ -335,7 +340,7 @@ class StreamSession {
       });
     }
     const headers = buildHeaders(
-      { accept: 'text/event-stream', 'content-type': 'application/json' },
+      { accept: 'text/event-stream', 'content-type': 'application/json', [RESETS_HEADER]: '1' },
       this.#headers,
     );
     if (this.#resume) {
@@ -351,11 +356,24 @@ class StreamSession {
 
   #deliver(offset, chunk) {
     if (offset < this.#next) return; // already delivered (SSE replay overlap)
-    if (offset > this.#next) {
-      throw new FlowError('INTERNAL', `the server skipped from offset ${this.#next} to ${offset}`);
-    }
+    // Past #next only in a durable flow's stream, whose live view leaves out
+    // retracted chunks: the frames then name their offsets.
     this.#next = offset + 1;
     this.#channel.push(chunk, offset);
+  }
+
+  /** The entry at `offset` retracts every chunk from `from` on. */
+  #retract(offset, from) {
+    if (offset < this.#next) return; // seen already
+    this.#next = offset + 1;
+    const dropped = this.#channel.retract(from);
+    if (this.#onReset !== undefined) {
+      try {
+        this.#onReset({ offset: from, dropped });
+      } catch {
+        // A broken callback must not break the stream.
+      }
+    }
   }
 
   #learnId(id) {

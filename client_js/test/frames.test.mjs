@@ -85,6 +85,35 @@ describe('golden frames', () => {
   });
 });
 
+describe('golden frames of durable flows (resets)', () => {
+  it('has cases', () => {
+    assert.ok(golden.durableCases.length >= 2);
+  });
+
+  for (const c of golden.durableCases) {
+    const start = startOffset(c.events);
+    const pieces = (text) => {
+      const bytes = encoder.encode(text);
+      return Array.from(bytes, (_, i) => bytes.subarray(i, i + 1));
+    };
+
+    it(`${c.name}: sse, with the reset`, () => {
+      assert.deepStrictEqual(parse(SseParser, start, pieces(c.sse)), { events: c.events, pending: false });
+    });
+
+    it(`${c.name}: genkit frames with offsets, with the reset`, () => {
+      const result = parse(GenkitFrameParser, start, pieces(c.genkitOffsets));
+      assert.deepStrictEqual(result, { events: c.events, pending: false });
+    });
+
+    it(`${c.name}: Genkit's own frames carry no reset`, () => {
+      const start = startOffset(c.genkitEvents);
+      const result = parse(GenkitFrameParser, start, pieces(c.genkit));
+      assert.deepStrictEqual(result, { events: c.genkitEvents, pending: false });
+    });
+  }
+});
+
 describe('parsers beyond the golden cases', () => {
   it('sse: CRLF and CR line endings, split between CR and LF', () => {
     const text = 'id: 0\r\nevent: chunk\r\ndata: "a"\r\n\r\nid: 1\revent: chunk\rdata: "b"\r\revent: result\ndata: 2\n\n';

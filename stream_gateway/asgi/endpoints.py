@@ -41,7 +41,7 @@ from ._http import (
 )
 from ._idempotency import IDEMPOTENCY_HEADER, IdempotentStart
 from .conversations import CONVERSATION_HEADER, Conversation, validate_conversation_id
-from .frames import KEEP_ALIVE, genkit_frames, sse_frames
+from .frames import KEEP_ALIVE, genkit_frames, genkit_frames_with_offsets, sse_frames
 from .runner import SHUTDOWN_MESSAGE, FlowRunner
 
 __all__ = ["FlowEndpoints", "GatewaySettings"]
@@ -50,6 +50,9 @@ logger = logging.getLogger("stream_gateway.http")
 
 STREAM_ID_HEADER = "x-genkit-stream-id"
 OFFSET_HEADER = "x-genkit-stream-offset"
+#: Our clients' request header (value ``1``): Genkit frames with offsets and resets
+#: (`genkit_frames_with_offsets`); Genkit's own client does not send it.
+RESETS_HEADER = "x-stream-resets"
 _GENKIT_MEDIA_TYPE = "text/plain; charset=utf-8"
 _SSE_MEDIA_TYPE = "text/event-stream; charset=utf-8"
 _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -153,7 +156,7 @@ class FlowEndpoints:
         offset = record.length if wanted is None else wanted
         check_offset(record, offset)
         logger.info("stream %s (flow %r): resumed at offset %d", stream_id, self.flow.name, offset)
-        return self._genkit_response(stream_id, offset)
+        return self._genkit_response(stream_id, offset, request)
 
     async def _stream_detached(
         self, input: Any, context: RequestContext, start: IdempotentStart | None = None
@@ -302,9 +305,15 @@ class FlowEndpoints:
         )
         return self._genkit_response(record.stream_id, 0)
 
-    def _genkit_response(self, stream_id: str, offset: int) -> Response:
+    def _genkit_response(
+        self, stream_id: str, offset: int, request: Request | None = None
+    ) -> Response:
+        encode = genkit_frames
+        if request is not None and request.headers.get(RESETS_HEADER) == "1":
+            encode = genkit_frames_with_offsets
+
         async def produce(write: Write) -> None:
-            await self._relay(stream_id, offset, write, genkit_frames)
+            await self._relay(stream_id, offset, write, encode)
 
         return FrameResponse(
             produce,

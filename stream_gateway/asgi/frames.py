@@ -14,7 +14,17 @@ SSE protocol (``GET <flow url>/streams/<id>``), for ``EventSource``::
     event: chunk            data: <output>           data: {"status":...,"message":...}
     data: <chunk>
 
-plus ``: keep-alive`` comments. The terminal events carry no ``id``.
+plus ``: keep-alive`` comments. The terminal events carry no ``id``. The stream of a
+durable execution may also retract chunks (a step attempt that failed or was lost)::
+
+    id: <offset of the reset entry>
+    event: reset
+    data: {"offset":<first retracted offset>}
+
+A reader drops what it showed from that offset on; later chunks continue after the
+reset's own ``id``. The Genkit protocol cannot say this: its frames leave resets out
+(a reconnect replays only the live view, so only a reader connected while a
+retraction happened can have seen retracted chunks).
 """
 
 from __future__ import annotations
@@ -22,9 +32,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .._json import error_json
-from ..streams.base import ChunkEvent, ErrorEvent, ResultEvent, StreamEvent
+from ..streams.base import ChunkEvent, ErrorEvent, ResetEvent, ResultEvent, StreamEvent
 
-__all__ = ["KEEP_ALIVE", "error_body", "genkit_frames", "sse_frames"]
+__all__ = ["KEEP_ALIVE", "error_body", "genkit_frames", "genkit_frames_with_offsets", "sse_frames"]
 
 KEEP_ALIVE = b": keep-alive\n\n"
 
@@ -42,8 +52,31 @@ def genkit_frames(events: Iterable[StreamEvent]) -> bytes:
             parts += (b'data: {"message":', event.raw, b"}\n\n")
         elif isinstance(event, ResultEvent):
             parts += (b'data: {"result":', event.raw, b"}\n\n")
+        elif isinstance(event, ResetEvent):
+            continue  # not expressible here; see the module docstring
         else:
             parts += (b'error: {"error":', error_body(event), b"}\n\n")
+    return b"".join(parts)
+
+
+def genkit_frames_with_offsets(events: Iterable[StreamEvent]) -> bytes:
+    """Genkit-protocol frames for our clients (request header ``x-stream-resets``):
+    chunks carry their offset and resets are sent, so a reader can drop retracted
+    chunks and resume exactly::
+
+        data: {"message":<chunk>,"offset":<offset>}
+        data: {"reset":<first retracted offset>,"offset":<offset of the reset entry>}
+    """
+    parts: list[bytes] = []
+    for event in events:
+        if isinstance(event, ChunkEvent):
+            parts += (b'data: {"message":', event.raw, b',"offset":', str(event.offset).encode())
+            parts.append(b"}\n\n")
+        elif isinstance(event, ResetEvent):
+            parts += (b'data: {"reset":', str(event.void_from).encode(), b',"offset":')
+            parts += (str(event.offset).encode(), b"}\n\n")
+        else:
+            parts.append(genkit_frames([event]))
     return b"".join(parts)
 
 
@@ -55,6 +88,14 @@ def sse_frames(events: Iterable[StreamEvent]) -> bytes:
             parts += (b"id: ", str(event.offset).encode(), b"\nevent: chunk\ndata: ", event.raw)
         elif isinstance(event, ResultEvent):
             parts += (b"event: result\ndata: ", event.raw)
+        elif isinstance(event, ResetEvent):
+            parts += (
+                b"id: ",
+                str(event.offset).encode(),
+                b'\nevent: reset\ndata: {"offset":',
+                str(event.void_from).encode(),
+                b"}",
+            )
         else:
             parts += (b"event: error\ndata: ", error_body(event))
         parts.append(b"\n\n")

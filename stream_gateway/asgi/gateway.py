@@ -77,7 +77,9 @@ class Gateway:
         by default) those of one principal; more get 429 ``RESOURCE_EXHAUSTED``.
 
         ``durable``: also serve that engine's operations under ``/durable`` (same
-        context provider and error format) and run a worker in the lifespan: give
+        context provider and error format), serve its streaming flows (``chunk=``,
+        registered before the gateway is made) like plain flows on the gateway's
+        ``stream_manager``, and run a worker in the lifespan: give
         ``engine.worker(worker_id="web-1", lease=10, ...)`` to choose its options (a
         stable id lets a restarted process take its executions back at once).
 
@@ -122,6 +124,8 @@ class Gateway:
             if flow.name in self.endpoints:
                 raise ValueError(f"two flows are named {flow.name!r}")
             self.endpoints[flow.name] = FlowEndpoints(flow, self.settings)
+        if self.durable is not None:
+            self._serve_streaming_durable_flows(self.durable)
         self._started = False
         self._warned = False
         self.app = Starlette(
@@ -131,6 +135,29 @@ class Gateway:
         )
         # An API answers a stray trailing slash with its own 404, not a redirect.
         self.app.router.redirect_slashes = False
+
+    def _serve_streaming_durable_flows(self, engine: DurableEngine) -> None:
+        """Serve the engine's streaming flows (``chunk=``) as flows of this gateway,
+        on the gateway's stream manager (which becomes the engine's)."""
+        from .durable_flows import DurableFlowEndpoints
+
+        streaming = [f for f in engine.flows.values() if f.streaming]
+        if not streaming:
+            return
+        manager = self.stream_manager
+        if manager is None:
+            raise ValueError(
+                f"durable flow {streaming[0].name!r} streams (chunk=): give the Gateway a "
+                "stream_manager"
+            )
+        if engine.streams is None:
+            engine.streams = manager
+        elif engine.streams is not manager:
+            raise ValueError("the durable engine streams on another manager than the Gateway's")
+        for flow in streaming:
+            if flow.name in self.endpoints or flow.name == "durable":
+                raise ValueError(f"two flows are named {flow.name!r}")
+            self.endpoints[flow.name] = DurableFlowEndpoints(flow, self.settings, engine)
 
     def _routes(self) -> list[BaseRoute]:
         return [

@@ -75,6 +75,7 @@ async def _run_branch(
     if done is not None and done.final:
         return _Ended(raw=done.result) if done.status == "completed" else _Ended(error=done.error)
     cursor = Cursor(run, branch, parent)
+    run.stream.concurrent(branch)
     try:
         value = await fn(ctx._branch(cursor))
         cursor.check_consumed()

@@ -22,6 +22,7 @@ from .._json import loads
 from ._compensation import fail_with_rollback
 from ._replay import Abandon, Cursor, ProbeFound, Run, Suspend, classify
 from ._steps import check_size
+from ._stream import RunStream
 from ._time import MAX_TS
 from .context import DurableContext
 from .errors import (
@@ -64,6 +65,12 @@ async def replay(
         await _hand_back(store, lease, time.time() + RETRY_LATER)
         return None
     run = Run(engine, record, lease, history)
+    try:
+        run.stream = await RunStream.attach(engine, record.id, flow, history)
+    except GatewayError as exc:
+        logger.warning("flow %s: its stream is unavailable (%s); it will replay", record.id, exc)
+        await _hand_back(store, lease, time.time() + RETRY_LATER)
+        return None
     run.log("status", status="running", worker=lease.worker)
     if attach is not None:
         attach(run)
@@ -93,6 +100,8 @@ async def replay(
         logger.warning("flow %s: lease lost before its end was recorded", record.id)
     except DurableStoreError:
         await _hand_back(store, lease, time.time() + RETRY_LATER, _parked(run))
+    finally:
+        await run.stream.detach()
     return None
 
 
@@ -139,6 +148,7 @@ async def _conclude(
     if suspend is not None:
         wake_at = min(suspend.wake_at, MAX_TS) if suspend.wake_at is not None else None
         run.log("status", status=suspend.status, blocked_on=suspend.blocked_on, wake_at=wake_at)
+        await run.stream.detach()
         await store.suspend(
             lease,
             status=suspend.status,
@@ -160,6 +170,7 @@ async def _conclude(
             error = exc
         else:
             run.log("status", status="completed")
+            await run.stream.done(raw)
             await store.finish(
                 lease,
                 status="completed",
@@ -176,6 +187,7 @@ async def _conclude(
         logger.error("flow %s (%s) failed", record.id, record.flow, exc_info=error)
     stored = error_to_record(public_error(error))
     run.log("status", status="failed", error=stored)
+    await run.stream.error(public_error(error))
     await store.finish(
         lease, status="failed", result=None, error=stored, now=time.time(), audit=run.audit
     )

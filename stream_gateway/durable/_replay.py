@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._errors import GatewayError
+from .._json import dumps, loads
+from ._stream import RunStream
 from .errors import (
     DurableStoreError,
     DurableUsageError,
@@ -61,6 +63,7 @@ __all__ = [
     "ProbeMiss",
     "Run",
     "Suspend",
+    "STOP",
     "WAKE",
     "classify",
     "in_step",
@@ -76,6 +79,10 @@ END = "$end"
 
 WAKE = "$wake"
 """The signal `DurableEngine.wake` sends: the next run skips poll and retry delays."""
+
+STOP = "$stop"
+"""The signal `DurableEngine.stop` sends, and the root key of the journal entry that
+records which durable call first saw it (`Run.observe_stop`)."""
 
 
 class Suspend(BaseException):  # control flow, not an error
@@ -170,7 +177,10 @@ class Run:
         self.journal_bytes = 0
         for entry in history.entries:
             self._index(entry)
-        self.signals: list[Signal] = [s for s in history.signals if s.name != WAKE]
+        self.signals: list[Signal] = [s for s in history.signals if s.name not in (WAKE, STOP)]
+        #: Stop requests not yet recorded, and whether the flow has seen one.
+        self.stops = [s.id for s in history.signals if s.name == STOP]
+        self.stopped = False
         #: Woken by an operator: poll periods and retry backoffs are over now.
         self.woken = [s.id for s in history.signals if s.name == WAKE]
         self.woken_consumed = False
@@ -188,6 +198,8 @@ class Run:
         self.deferred: list[JournalEntry] = []
         #: Asked to park now (`DurableEngine.evict`): see `evict`.
         self.evicted = False
+        #: The execution's stream (streaming flows; otherwise it sends nothing).
+        self.stream = RunStream()
 
     # -- journal -------------------------------------------------------------------
 
@@ -225,14 +237,20 @@ class Run:
         audit, self.audit = self.audit, []
         deferred, self.deferred = self.deferred, []
         try:
-            if deferred:
-                await self.store.append(
-                    self.lease, entry, time.time(), consume=consume, audit=audit, preceding=deferred
-                )
-            else:  # stores that predate `preceding` work until a step is ephemeral
-                await self.store.append(
-                    self.lease, entry, time.time(), consume=consume, audit=audit
-                )
+            async with self.stream.committing(entry, preceding=deferred):
+                if deferred:
+                    await self.store.append(
+                        self.lease,
+                        entry,
+                        time.time(),
+                        consume=consume,
+                        audit=audit,
+                        preceding=deferred,
+                    )
+                else:  # stores that predate `preceding` work until a step is ephemeral
+                    await self.store.append(
+                        self.lease, entry, time.time(), consume=consume, audit=audit
+                    )
         except LeaseLostError:
             raise self.abandon("its lease was lost") from None
         except DurableStoreError as exc:
@@ -258,11 +276,48 @@ class Run:
             return
         *earlier, last = self.deferred
         audit = self.audit  # the steps' own lines go with their entries
-        if earlier:
-            await self.store.append(self.lease, last, time.time(), audit=audit, preceding=earlier)
-        else:
-            await self.store.append(self.lease, last, time.time(), audit=audit)
+        async with self.stream.committing(last, preceding=earlier):
+            if earlier:
+                await self.store.append(
+                    self.lease, last, time.time(), audit=audit, preceding=earlier
+                )
+            else:
+                await self.store.append(self.lease, last, time.time(), audit=audit)
         self.deferred, self.audit = [], []
+
+    async def observe_stop(self, path: str, replayed: bool) -> None:
+        """Before the durable call at ``path``: a stop requested (`DurableEngine.stop`)
+        becomes visible here, recorded once with the call that first saw it, so that a
+        replay sees it at the same call. ``replayed``: the call has its final entry."""
+        if self.stopped:
+            return
+        recorded = self.entries.get(("", STOP))
+        if recorded is not None:
+            self.stopped = loads(recorded.result or "{}").get("at") == path
+            return
+        if replayed or self.lease is None:
+            return
+        if not self.stops and self.stream.stop_flagged():
+            # Asked while this run goes on: the stream's writer heard it (the stream
+            # manager relays a stop to the process that writes); take the signal.
+            try:
+                history = await self.store.history(self.record.id)
+            except DurableStoreError as exc:
+                raise self.abandon(f"the store failed ({exc.message})") from None
+            self.stops = [s.id for s in history.signals if s.name == STOP]
+        if not self.stops:
+            return
+        now = time.time()
+        self.log("stop", path)
+        await self.write(
+            JournalEntry(
+                -1, "stop", STOP, "completed", dumps({"at": path}).decode(),
+                started_at=now, finished_at=now,
+            ),
+            consume=self.stops,
+        )  # fmt: skip
+        self.stops = []
+        self.stopped = True
 
     async def prune(self, branches: Collection[str]) -> None:
         """Forget the entries of ``branches`` (and nested ones)."""
@@ -434,6 +489,7 @@ class Cursor:
             position = self.position
             self.position += 1
         entry = run.entries.get((self.branch, key))
+        run.stream.passed(entry)
         if entry is not None and entry.kind != kind:
             self._diverged(
                 f"history diverged at {self.path(key)!r}: the code asks for {kind} but the "
@@ -479,7 +535,7 @@ class Cursor:
         run = self.run
         if run.fatal is not None:
             raise run.fatal
-        left = sorted(run.branch_keys.get(self.branch, set()) - self.keys - {END})
+        left = sorted(run.branch_keys.get(self.branch, set()) - self.keys - {END, STOP})
         if left:
             entry = run.entries[(self.branch, left[0])]
             self._diverged(

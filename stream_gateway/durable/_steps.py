@@ -142,6 +142,7 @@ async def attempt(
     number = entry.attempts + 1 if entry is not None else 1
     started = time.time()
     token = in_step.set(path)
+    mark = run.stream.mark(cursor.branch, path)
     try:
         with anyio.move_on_after(limit if limit is not None else float("inf")) as scope:
             value = await call_body(fn)
@@ -159,12 +160,14 @@ async def attempt(
         check_size(cursor, key, raw)
     except _NOT_RETRIED as exc:
         run.log(kind, path, attempt=number, outcome="failed", error=error_to_record(exc))
+        await run.stream.retract(path, mark)
         await _fail(cursor, pos, kind, key, number, started, exc)
         raise
     except Exception as exc:
         if run.evicted:
             raise run.eviction() from None
         run.log(kind, path, attempt=number, outcome="error", error=error_to_record(exc))
+        await run.stream.retract(path, mark)
         if number >= policy.max_attempts:
             error = StepExhaustedError(
                 f"step {path!r} failed after {number} attempt(s)",

@@ -32,11 +32,12 @@ from ..flow import Flow, FlowContext
 from . import _branches, _compensation, _decisions
 from ._decisions import Case
 from ._ids import validate_flow_id
-from ._replay import Cursor, ProbeFound, Run, Suspend
+from ._replay import Cursor, ProbeFound, Run, Suspend, in_step
 from ._steps import attempt, child, guarded, outcome, poll
 from ._time import epoch, seconds
 from .definition import DurableFlow, RetryPolicy
 from .errors import (
+    DurableUsageError,
     ExecutionNotFoundError,
     RollbackError,
     SignalTimeoutError,
@@ -122,6 +123,14 @@ class DurableContext:
         self.owner = run.record.owner
 
     @property
+    def stop_requested(self) -> bool:
+        """True once a stop was requested (`DurableEngine.stop`, ``POST
+        .../streams/{id}/stop``) and a durable call of this flow has seen it: finish
+        now and return the partial result (the stream then ends with it). Replays see
+        it at the same call. A flow parked in a wait sees it when the wait ends."""
+        return self._run.stopped
+
+    @property
     def branch(self) -> str:
         """This context's branch: ``""`` for the flow's own code."""
         return self._cursor.branch
@@ -147,6 +156,8 @@ class DurableContext:
         pos, key = cursor.slot(kind, name)
 
         async def call() -> T:
+            entry = self._run.entries.get((cursor.branch, key))
+            await self._run.observe_stop(cursor.path(key), entry is not None and entry.final)
             return await guarded(cursor, lambda: body(pos, key))
 
         return self._run.made(call(), f"ctx.{kind}({name!r})")
@@ -642,6 +653,33 @@ class DurableContext:
                 self, pos, key, body, state, commit_interval, history_keep
             ),
         )
+
+    # -- streaming -------------------------------------------------------------------
+
+    async def send_chunk(self, chunk: Any) -> None:
+        """Stream ``chunk`` (validated as the flow's ``chunk`` type) to the
+        execution's stream; call it anywhere in the flow, also inside async steps.
+
+        The stream is the execution's logical output: on replay, chunks sent before
+        the journal's end are not sent again, a completed step never streams again,
+        and what a failed, timed-out or lost step attempt streamed is retracted (a
+        reset entry). Inside `join`/`race` branches, call it from inside a step:
+        its chunks are streamed when the step completes. A flow declared without
+        ``chunk=`` raises `DurableUsageError`.
+        """
+        flow = self.engine.flow(self.flow_name)
+        if not flow.streaming:
+            raise DurableUsageError(
+                f"flow {self.flow_name!r} sends chunks but declares no chunk type: "
+                "use @durable_flow(chunk=...) (typing.Any for any JSON)"
+            )
+        try:
+            raw = flow.chunk_codec.encode(chunk)
+        except (ValidationError, InvalidArgumentError) as exc:
+            raise InvalidArgumentError(
+                f"invalid chunk for flow {self.flow_name!r}: {type(exc).__name__}"
+            ) from None
+        await self._run.stream.send(self._cursor.branch, in_step.get(), raw)
 
     # -- decisions, notes, migrations -------------------------------------------------
 

@@ -62,6 +62,10 @@ class DurableFlow(Generic[InT, OutT]):
     Input and output types are anything pydantic validates (``None``: any JSON).
     The input is validated when the flow is scheduled and stored as JSON; the output
     is validated and stored as JSON when the flow completes.
+
+    With ``chunk`` (a type, or ``typing.Any`` for any JSON) the flow streams: it calls
+    ``await ctx.send_chunk(chunk)`` and each execution gets a stream (its id is the
+    execution's id) on the engine's stream manager; see docs/durable-streaming.md.
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class DurableFlow(Generic[InT, OutT]):
         name: str,
         input: Any = None,
         output: Any = None,
+        chunk: Any = None,
         description: str | None = None,
     ) -> None:
         if not name or "/" in name:
@@ -80,6 +85,9 @@ class DurableFlow(Generic[InT, OutT]):
         self.description = description if description is not None else (fn.__doc__ or "")
         self._input = Codec(input)
         self._output = Codec(output)
+        #: Whether the flow streams (it was given a ``chunk`` type).
+        self.streaming = chunk is not None
+        self.chunk_codec = Codec(chunk)
 
     def parse_input(self, data: JsonValue) -> InT:
         """Validate input; raises `InvalidArgumentError` with pydantic's errors."""
@@ -106,7 +114,10 @@ class DurableFlow(Generic[InT, OutT]):
 
     def schemas(self) -> dict[str, Any]:
         """JSON Schemas of input and output (``None`` where any JSON goes)."""
-        return {"input": self._input.json_schema(), "output": self._output.json_schema()}
+        schemas = {"input": self._input.json_schema(), "output": self._output.json_schema()}
+        if self.streaming:
+            schemas["chunk"] = self.chunk_codec.json_schema()
+        return schemas
 
     def __repr__(self) -> str:
         return f"DurableFlow({self.name!r})"
@@ -124,6 +135,7 @@ def durable_flow(
     *,
     input: Any = None,
     output: Any = None,
+    chunk: Any = None,
     description: str | None = None,
 ) -> Callable[[Callable[[InT, DurableContext], Awaitable[OutT]]], DurableFlow[InT, OutT]]: ...
 
@@ -133,6 +145,7 @@ def durable_flow(
     *,
     input: Any = None,
     output: Any = None,
+    chunk: Any = None,
     description: str | None = None,
 ) -> Any:
     """Decorate ``async def fn(input, ctx: DurableContext)`` into a `DurableFlow`.
@@ -147,7 +160,12 @@ def durable_flow(
 
     def wrap(fn: Callable[[InT, DurableContext], Awaitable[OutT]]) -> DurableFlow[InT, OutT]:
         return DurableFlow(
-            fn, name=name or fn.__name__, input=input, output=output, description=description
+            fn,
+            name=name or fn.__name__,
+            input=input,
+            output=output,
+            chunk=chunk,
+            description=description,
         )
 
     return wrap

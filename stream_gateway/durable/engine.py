@@ -23,10 +23,15 @@ from .._errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    StreamClosedError,
+    StreamExistsError,
+    StreamNotFoundError,
 )
+from .._ids import validate_stream_id
 from .._json import JsonValue, dumps
+from ..streams.manager import DURABLE, StreamManager
 from ._ids import derive_flow_id, new_flow_id, validate_flow_id
-from ._replay import WAKE
+from ._replay import STOP, WAKE
 from ._schedules import check_spec, next_tick
 from ._time import due_time
 from ._timeline import ExecutionDetail, audit_line, follow
@@ -130,6 +135,8 @@ class DurableEngine:
     arguments are stored verbatim: the HTTP layer passes a hash of the principal.
     ``max_result_bytes`` bounds each step's (and each flow's) JSON result;
     ``max_journal_bytes`` an execution's whole journal (`JournalTooLargeError`).
+    ``streams``: the `StreamManager` on which executions of streaming flows get
+    their stream, under the execution's id (the engine enters it with itself).
     """
 
     def __init__(
@@ -140,8 +147,11 @@ class DurableEngine:
         max_result_bytes: int = 1024 * 1024,
         max_journal_bytes: int = 64 * 1024 * 1024,
         poll_interval: float = 0.5,
+        streams: StreamManager | None = None,
     ) -> None:
         self.store = store if store is not None else _default_store()
+        #: Where streaming flows (``chunk=``) stream; a `Gateway` sets its own manager.
+        self.streams = streams
         self.max_result_bytes = max_result_bytes
         self.max_journal_bytes = max_journal_bytes
         self.poll_interval = poll_interval
@@ -167,6 +177,12 @@ class DurableEngine:
 
     async def __aenter__(self) -> Self:
         await self.store.start()
+        if self.streams is not None:
+            try:
+                await self.streams.__aenter__()  # counted: a Gateway may share it
+            except BaseException:
+                await self.store.close()
+                raise
         return self
 
     async def __aexit__(
@@ -175,7 +191,11 @@ class DurableEngine:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.store.close()
+        try:
+            if self.streams is not None:
+                await self.streams.__aexit__(exc_type, exc, tb)
+        finally:
+            await self.store.close()
 
     def worker(self, **options: Any) -> Worker:
         """A `Worker` for this engine (an async context manager); see its options."""
@@ -227,11 +247,34 @@ class DurableEngine:
             due_at=due,
         )
         line = audit_line(flow_id, "status", status="pending", due_at=due)
+        if definition.streaming and self.streams is not None:
+            await self._open_stream(definition, flow_id, owner)
         stored, created = await self.store.create(record, audit=[line])
         if not created and (stored.flow != definition.name or stored.owner != owner):
             raise AlreadyExistsError(f"flow id {flow_id!r} is taken")
         self.notifier.due()
         return Operation.from_record(stored)
+
+    async def _open_stream(
+        self, flow: DurableFlow[Any, Any], flow_id: str, owner: str | None
+    ) -> None:
+        """Create the execution's stream before the execution (its id is the
+        execution's); one that exists already (the same start again) is kept."""
+        assert self.streams is not None
+        try:
+            validate_stream_id(flow_id)
+        except InvalidArgumentError:
+            raise InvalidArgumentError(
+                "a streaming flow's execution id is its stream id: 16-128 characters of "
+                "A-Z, a-z, 0-9, '_' or '-' (leave id unset for a fresh one)"
+            ) from None
+        try:
+            writer = await self.streams.open(
+                flow_id, flow=flow.name, owner=owner, extra={DURABLE: flow_id}
+            )
+        except StreamExistsError:
+            return
+        await writer.detach()
 
     async def start_child(
         self,
@@ -404,6 +447,7 @@ class DurableEngine:
         line = audit_line(flow_id, "status", status="cancelled")
         if await self.store.cancel(flow_id, error, time.time(), audit=[line]):
             self.notifier.cancelled(flow_id)
+            await self._cancel_stream(flow_id)
         if depth > 32:
             return
         while True:
@@ -413,6 +457,16 @@ class DurableEngine:
                 await self._cancel(child.id, depth + 1)
             if len(children) < _MAX_LIMIT or not live:
                 return
+
+    async def _cancel_stream(self, flow_id: str) -> None:
+        """End a cancelled execution's stream as cancelled, if it has an open one."""
+        if self.streams is None:
+            return
+        try:
+            writer = await self.streams.attach(flow_id)
+        except (StreamNotFoundError, StreamClosedError, InvalidArgumentError):
+            return
+        await writer.cancelled()
 
     async def recover(self, flow_id: str) -> Operation:
         """Run a *failed* execution again: its failed steps run again with their
@@ -460,6 +514,26 @@ class DurableEngine:
         if record.done:
             raise FailedPreconditionError(f"flow has {record.status}: there is nothing to evict")
         return Operation.from_record(record)
+
+    async def stop(self, flow_id: str) -> bool:
+        """Ask an unfinished execution to finish now with what it has: its flow sees
+        `DurableContext.stop_requested` at its next durable call (a run going on hears
+        it through its stream, so streaming flows only; others at their next run). A
+        sleeping or waiting execution is woken for it. False if it has finished (or was
+        asked already)."""
+        flow_id = validate_flow_id(flow_id)
+        sent = await self.store.send_signal(
+            flow_id, STOP, "null", time.time(), unique=True, audit=[audit_line(flow_id, "stop")]
+        )
+        if sent:
+            self.notifier.due()
+            if self.streams is not None:
+                # A run going on hears it through its stream's writer, wherever it runs.
+                try:
+                    await self.streams.stop(flow_id)
+                except (StreamNotFoundError, FailedPreconditionError, InvalidArgumentError):
+                    pass  # no stream, or one this store cannot carry a stop through
+        return sent
 
     async def cleanup(self, flow_id: str) -> None:
         """Delete a finished execution's state (record, journal, signals).

@@ -88,7 +88,9 @@ class JournalEntry:
     ``seq`` is the position in its branch when it was first reached (ordering and
     early divergence checks; lookups go by key). ``result`` is JSON text; ``error``
     a stored error (`error_to_record`). ``wake_at`` is the next attempt
-    (``retrying``), check or deadline (``pending``).
+    (``retrying``), check or deadline (``pending``). ``stream_at`` (streaming flows
+    only, else ``None``) is the length of the execution's stream when the entry was
+    written: every stream entry before it was committed with this one.
     """
 
     seq: int
@@ -102,6 +104,7 @@ class JournalEntry:
     finished_at: float | None = None
     wake_at: float | None = None
     branch: str = ""
+    stream_at: int | None = None
 
     @property
     def final(self) -> bool:

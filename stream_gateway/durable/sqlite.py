@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS journal (
     started_at REAL NOT NULL,
     finished_at REAL,
     wake_at REAL,
+    stream_at INTEGER,
     UNIQUE (execution_id, branch, key)
 );
 CREATE TABLE IF NOT EXISTS signals (
@@ -117,7 +118,10 @@ _COLUMNS = (
 _VERSION = 4
 #: How a file of an older version becomes the current one (from-version -> statements).
 _MIGRATIONS = {
-    3: ["ALTER TABLE executions ADD COLUMN evict_requested INTEGER NOT NULL DEFAULT 0"],
+    3: [
+        "ALTER TABLE executions ADD COLUMN evict_requested INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE journal ADD COLUMN stream_at INTEGER",
+    ],
 }
 _LIVE = "('pending', 'sleeping', 'waiting', 'running', 'rolling_back')"
 _FENCE = "id = ? AND status IN ('running', 'rolling_back') AND lease_owner = ? AND lease_token = ?"
@@ -305,10 +309,11 @@ class SqliteDurableStore(DurableStore):
                     finished_at=r[8],
                     wake_at=r[9],
                     branch=r[10],
+                    stream_at=r[11],
                 )
                 for r in conn.execute(
                     "SELECT seq, kind, key, status, result, error, attempts, started_at, "
-                    "finished_at, wake_at, branch FROM journal WHERE execution_id = ? "
+                    "finished_at, wake_at, branch, stream_at FROM journal WHERE execution_id = ? "
                     "ORDER BY ord",
                     (execution_id,),
                 )
@@ -447,12 +452,12 @@ class SqliteDurableStore(DurableStore):
     def _write_entry(conn: sqlite3.Connection, lease: Lease, entry: JournalEntry) -> None:
         cursor = conn.execute(
             "INSERT INTO journal (execution_id, branch, seq, kind, key, status, result, "
-            "error, attempts, started_at, finished_at, wake_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "error, attempts, started_at, finished_at, wake_at, stream_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (execution_id, branch, key) DO UPDATE SET status = excluded.status, "
             "result = excluded.result, error = excluded.error, "
             "attempts = excluded.attempts, finished_at = excluded.finished_at, "
-            "wake_at = excluded.wake_at "
+            "wake_at = excluded.wake_at, stream_at = excluded.stream_at "
             "WHERE journal.status NOT IN ('completed', 'failed')",
             (
                 lease.execution_id,
@@ -467,6 +472,7 @@ class SqliteDurableStore(DurableStore):
                 entry.started_at,
                 entry.finished_at,
                 entry.wake_at,
+                entry.stream_at,
             ),
         )
         if cursor.rowcount != 1:

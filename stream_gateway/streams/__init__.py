@@ -4,6 +4,7 @@ from .._ids import new_stream_id, validate_stream_id
 from .base import (
     ChunkEvent,
     ErrorEvent,
+    ResetEvent,
     ResultEvent,
     StreamEvent,
     StreamRecord,
@@ -11,16 +12,18 @@ from .base import (
     StreamStorage,
     Terminal,
 )
-from .manager import StreamManager
+from .manager import DURABLE, StreamManager
 from .memory import InMemoryStreamManager, InMemoryStreamStorage
 from .sqlite import SqliteStreamManager, SqliteStreamStorage
 from .writer import StreamWriter
 
 __all__ = [
     "ChunkEvent",
+    "DURABLE",
     "ErrorEvent",
     "InMemoryStreamManager",
     "InMemoryStreamStorage",
+    "ResetEvent",
     "ResultEvent",
     "SqliteStreamManager",
     "SqliteStreamStorage",

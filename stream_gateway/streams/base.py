@@ -21,13 +21,21 @@ from .._json import loads
 __all__ = [
     "ChunkEvent",
     "ErrorEvent",
+    "ResetEvent",
     "ResultEvent",
     "StreamEvent",
     "StreamRecord",
     "StreamStatus",
     "StreamStorage",
     "Terminal",
+    "parse_reset",
+    "reset_entry",
 ]
+
+#: How a control entry starts: no compact JSON value starts with ``#``, so a backend
+#: stores it as it stores any chunk, and nothing a flow sends can be taken for one.
+CONTROL_PREFIX = b"#"
+_RESET = b"#reset "
 
 StreamStatus = Literal["open", "done", "error", "cancelled"]
 
@@ -105,7 +113,34 @@ class ErrorEvent:
     details: Any = None
 
 
-StreamEvent = ChunkEvent | ResultEvent | ErrorEvent
+@dataclass(frozen=True, slots=True)
+class ResetEvent:
+    """The entry at ``offset`` retracts every chunk from ``void_from`` on (up to it).
+
+    Streaming durable flows write one when a step attempt that already streamed
+    failed, timed out or was lost with its worker: whatever a reader shows from
+    ``void_from`` on must go; the chunks that follow continue at ``offset + 1``.
+    """
+
+    offset: int
+    void_from: int
+
+
+StreamEvent = ChunkEvent | ResultEvent | ErrorEvent | ResetEvent
+
+
+def reset_entry(void_from: int) -> bytes:
+    """The stored form of a reset control entry retracting chunks from ``void_from`` on."""
+    if void_from < 0:
+        raise ValueError("void_from must be >= 0")
+    return _RESET + str(void_from).encode()
+
+
+def parse_reset(raw: bytes) -> int | None:
+    """The ``void_from`` of a stored reset entry; ``None`` for an ordinary chunk."""
+    if raw[:1] != CONTROL_PREFIX or not raw.startswith(_RESET):
+        return None
+    return int(raw[len(_RESET) :])
 
 
 class StreamStorage(abc.ABC):

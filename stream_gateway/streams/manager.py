@@ -35,15 +35,23 @@ from .._json import loads
 from .base import (
     ChunkEvent,
     ErrorEvent,
+    ResetEvent,
     ResultEvent,
     StreamEvent,
     StreamRecord,
     StreamStorage,
     Terminal,
+    parse_reset,
 )
 from .writer import StreamWriter, error_terminal
 
-__all__ = ["StreamManager"]
+__all__ = ["DURABLE", "StreamManager"]
+
+#: The key in `StreamRecord.extra` that marks the stream of a durable execution (its
+#: value is the execution id). Such a stream outlives its writers: a worker attaches
+#: one per run (`StreamManager.attach`); readers never call it abandoned; it may hold
+#: reset entries, and readers get its live view (see `StreamManager.subscribe`).
+DURABLE = "durable"
 
 logger = logging.getLogger("stream_gateway.streams")
 T = TypeVar("T")
@@ -297,6 +305,28 @@ class StreamManager:
         logger.info("stream %s opened (flow %r)", stream_id, flow)
         return writer
 
+    async def attach(self, stream_id: str) -> StreamWriter:
+        """A writer for the open stream of a durable execution, at its committed length.
+
+        A worker attaches one per run and ends the run with `StreamWriter.detach` (or
+        a terminal entry). Unknown or expired id: `StreamNotFoundError`; a finished
+        stream or one that is not a durable execution's: `StreamClosedError`. One
+        process at a time: the execution's lease says which.
+        """
+        self.task_group  # noqa: B018 - fail early if not started
+        record = await self._retrying(lambda: self.storage.load(validate_stream_id(stream_id)))
+        if record is None or record.expires_at <= self.clock():
+            raise StreamNotFoundError("stream not found")
+        if record.status != "open" or DURABLE not in record.extra:
+            raise StreamClosedError("only the open stream of a durable execution can be attached")
+        writer = StreamWriter(self, stream_id, flow=record.flow)
+        writer._length = record.length
+        old = self._writers.get(stream_id)
+        if old is not None and not old.closed:
+            old._closed = True  # a run of this process that lost its lease: it stops here
+        self._writers[stream_id] = writer
+        return writer
+
     async def info(self, stream_id: str) -> StreamRecord:
         """The stream's record without its chunks. Unknown or expired: `StreamNotFoundError`."""
         validate_stream_id(stream_id)
@@ -356,9 +386,11 @@ class StreamManager:
         return await self.storage.purge(self.clock())
 
     def is_abandoned(self, record: StreamRecord) -> bool:
-        """True when the record is open and its writer's lease has lapsed."""
+        """True when the record is open and its writer's lease has lapsed (never for
+        the stream of a durable execution: another worker takes it over)."""
         return (
             record.status == "open"
+            and DURABLE not in record.extra
             and record.lease_until is not None
             and record.lease_until < self.clock()
         )
@@ -367,6 +399,12 @@ class StreamManager:
         self, stream_id: str, from_offset: int = 0
     ) -> AsyncGenerator[StreamEvent, None]:
         """Every chunk from ``from_offset`` on, then live ones, then the terminal event.
+
+        The stream of a durable execution may hold reset entries. What was committed
+        before the subscription comes as its live view: retracted chunks and the
+        resets that retract them are left out (if the retraction reaches before
+        ``from_offset``, one `ResetEvent` comes first, so a client resuming drops what
+        it showed from there). Resets written later come as `ResetEvent` in place.
 
         Unknown or expired id: `StreamNotFoundError` on the first step.
         """
@@ -386,9 +424,22 @@ class StreamManager:
         """
         known = await self.info(stream_id)
         check_offset(known, from_offset)
+        durable = DURABLE in known.extra
+        # The committed history's retractions, (void_from, at): what a reader gets up
+        # to ``history`` is the live view; past it, resets come as they are written.
+        voids: list[tuple[int, int]] = []
+        history = from_offset
+        if durable and from_offset < known.length:
+            history = known.length
+            voids = await self._resets(stream_id, from_offset, history)
         listener = self._acquire(stream_id)
         try:
             cursor = from_offset
+            before = [v for v in voids if v[0] < from_offset]
+            if before:
+                at = max(a for _, a in before)
+                yield [ResetEvent(at, min(v for v, _ in before))]
+                cursor = at + 1
             missing = 0
             # The recorded length of a finished stream: nothing past it is read (a
             # stalled writer may still have appended there after its end was recorded).
@@ -427,6 +478,12 @@ class StreamManager:
                         listener.remember(cursor, chunks)
                 if chunks:
                     missing = 0
+                    if durable:
+                        events = _durable_events(cursor, chunks, history, voids)
+                        cursor += len(chunks)
+                        if events:
+                            yield events
+                        continue
                     yield [ChunkEvent(cursor + i, raw) for i, raw in enumerate(chunks)]
                     cursor += len(chunks)
                     continue
@@ -484,10 +541,29 @@ class StreamManager:
                     return
                 if self._interrupting and stream_id not in self._writers:
                     raise StreamInterruptedError("server shutting down")
-                lease_left = (record.lease_until or math.inf) - self.clock()
+                lease_until = None if durable else record.lease_until
+                lease_left = (lease_until or math.inf) - self.clock()
                 await listener.wait(seen, max(0.01, min(self.poll_fallback, lease_left + 0.01)))
         finally:
             self._release(stream_id, listener)
+
+    async def _resets(self, stream_id: str, start: int, end: int) -> list[tuple[int, int]]:
+        """The reset entries in ``[start, end)`` as ``(void_from, offset)`` pairs."""
+        found: list[tuple[int, int]] = []
+        offset = start
+        while offset < end:
+            limit = min(self.read_batch, end - offset)
+            chunks = await self._retrying(
+                functools.partial(self.storage.read, stream_id, offset, limit)
+            )
+            if not chunks:
+                break  # the record counted further than the read: take what is there
+            for i, raw in enumerate(chunks):
+                void_from = parse_reset(raw)
+                if void_from is not None:
+                    found.append((void_from, offset + i))
+            offset += len(chunks)
+        return found
 
     async def _record_abandoned(self, stream_id: str, record: StreamRecord) -> bool:
         """Record the end of a stream whose writer's lease lapsed, so that every reader,
@@ -662,3 +738,25 @@ class StreamManager:
                 continue
             if removed:
                 logger.info("purged %d expired streams", removed)
+
+
+def _durable_events(
+    offset: int, chunks: list[bytes], history: int, voids: list[tuple[int, int]]
+) -> list[StreamEvent]:
+    """The events of chunks read at ``offset`` of a durable execution's stream.
+
+    Before ``history`` (committed before the subscription): only what no reset
+    retracted. From there on: every chunk, and each reset as a `ResetEvent`.
+    """
+    events: list[StreamEvent] = []
+    for i, raw in enumerate(chunks):
+        at = offset + i
+        void_from = parse_reset(raw)
+        if at < history:
+            if void_from is None and not any(v <= at < end for v, end in voids):
+                events.append(ChunkEvent(at, raw))
+        elif void_from is not None:
+            events.append(ResetEvent(at, void_from))
+        else:
+            events.append(ChunkEvent(at, raw))
+    return events

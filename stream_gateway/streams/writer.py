@@ -16,7 +16,7 @@ from .._errors import (
 )
 from .._json import dumps, error_json, loads
 from .._limits import check_chunk
-from .base import Terminal
+from .base import Terminal, reset_entry
 
 if TYPE_CHECKING:
     from .manager import StreamManager
@@ -198,6 +198,31 @@ class StreamWriter:
                 raise
             self._length = offset + len(batch)
         manager._committed(self.stream_id, offset, batch)
+
+    async def reset(self, void_from: int) -> None:
+        """Append a reset entry: readers drop every chunk from ``void_from`` on.
+
+        For the stream of a durable execution (see `StreamManager.attach`): offsets
+        stay dense, so new chunks continue after the reset entry.
+        """
+        if not 0 <= void_from <= self.length:
+            raise ValueError(f"cannot reset to {void_from}: the stream has {self.length} entries")
+        await self.write_raw(reset_entry(void_from))
+
+    async def detach(self) -> None:
+        """Commit what is buffered and let go of the stream without ending it.
+
+        For the stream of a durable execution whose run parks or stops: a later run
+        (any process) attaches a new writer. Writes afterwards raise `StreamClosedError`.
+        """
+        if self._closed:
+            return
+        try:
+            await self.flush()
+        finally:
+            self._closed = True
+            if self._manager._writers.get(self.stream_id) is self:
+                self._manager._finished(self.stream_id)
 
     async def done(self, result: Any) -> None:
         """Commit what is buffered, then the result."""

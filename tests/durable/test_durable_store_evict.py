@@ -3,6 +3,7 @@ batched journal writes (``append(..., preceding=)``), run against every store.""
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -114,7 +115,8 @@ async def test_append_writes_preceding_entries_first_all_or_nothing(
 async def test_a_version_3_sqlite_file_is_migrated_in_place(tmp_path: Path) -> None:
     path = tmp_path / "v3.sqlite3"
     old = _SCHEMA.replace(",\n    evict_requested INTEGER NOT NULL DEFAULT 0", "")
-    assert old != _SCHEMA
+    old = old.replace("\n    stream_at INTEGER,", "")
+    assert "evict_requested" not in old and "stream_at" not in old
     with sqlite3.connect(path) as conn:
         conn.executescript(old)
         conn.execute(
@@ -127,10 +129,13 @@ async def test_a_version_3_sqlite_file_is_migrated_in_place(tmp_path: Path) -> N
     async with SqliteDurableStore(path) as store:
         kept = await store.get(record(1).id)
         assert kept.status == "pending" and not kept.evict_requested
-        await claim_one(store)
+        lease = await claim_one(store)
         assert await store.request_evict(record(1).id, T0)
+        await store.append(lease, dataclasses.replace(entry(0, "s"), stream_at=7), T0)
     async with SqliteDurableStore(path) as again:  # opening it again changes nothing
         assert (await again.get(record(1).id)).evict_requested
+        [kept_entry] = (await again.history(record(1).id)).entries
+        assert kept_entry.key == "s" and kept_entry.stream_at == 7
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (4,)
     conn.close()

@@ -465,3 +465,33 @@ describe('known quirks of Genkit’s client', { timeout: TIMEOUT }, () => {
     assert.deepEqual(clean.chunks, ['é']);
   });
 });
+
+describe('Genkit client and a streaming durable flow (flows_app --durable)', { timeout: TIMEOUT }, () => {
+  let server;
+  const flow = (name) => `${server.url}/flows/${name}`;
+
+  before(async () => {
+    server = await startFlowsApp({ manager: 'memory', args: ['--durable'] });
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  test('streamFlow gets the result; a reconnect gets only the live view', async () => {
+    const first = await drain(streamFlow({ url: flow('durable_answer'), input: 'hi' }));
+    assert.equal(first.outputError, undefined);
+    assert.equal(first.output, '>Hello');
+    // Live, Genkit's client may have seen the retracted attempt ("Hel" twice):
+    // its frames cannot say "drop that". What it shows ends with the live view.
+    assert.ok(
+      [JSON.stringify(['>', 'Hel', 'lo']), JSON.stringify(['>', 'Hel', 'Hel', 'lo'])].includes(
+        JSON.stringify(first.chunks),
+      ),
+      JSON.stringify(first.chunks),
+    );
+    assert.match(first.streamId, STREAM_ID);
+    const again = await drain(streamFlow({ url: flow('durable_answer'), streamId: first.streamId }));
+    assert.deepEqual(again.chunks, ['>', 'Hel', 'lo']);
+    assert.equal(again.output, '>Hello');
+  });
+});

@@ -206,12 +206,49 @@ class DropConnections:
         await self.app(scope, receive, cutting_send)
 
 
+def durable_engine() -> Any:
+    """With ``--durable``: an engine (in memory) serving ``durable_answer``, a streaming
+    durable flow whose step fails once after streaming half its output."""
+    from stream_gateway.durable import (
+        DurableContext,
+        DurableEngine,
+        InMemoryDurableStore,
+        RetryPolicy,
+        durable_flow,
+    )
+
+    attempts: dict[str, int] = {}
+
+    @durable_flow(input=str, output=str, chunk=str)
+    async def durable_answer(prompt: str, ctx: DurableContext) -> str:
+        await ctx.send_chunk(">")
+
+        async def llm() -> str:
+            attempts[ctx.flow_id] = attempts.get(ctx.flow_id, 0) + 1
+            await ctx.send_chunk("Hel")
+            if attempts[ctx.flow_id] == 1:
+                raise RuntimeError("model overloaded")
+            await ctx.send_chunk("lo")
+            return "Hello"
+
+        retry = RetryPolicy(max_attempts=2, backoff_base=0.0, jitter=0.0)
+        return ">" + str(await ctx.run("llm", llm, retry=retry))
+
+    engine = DurableEngine([durable_answer], store=InMemoryDurableStore(), poll_interval=0.02)
+    return engine.worker(poll_interval=0.02, lease=5.0)
+
+
 def build_app(
-    manager: StreamManager | None, *, keep_alive: float = 15.0, drain_grace: float = 2.0
+    manager: StreamManager | None,
+    *,
+    keep_alive: float = 15.0,
+    drain_grace: float = 2.0,
+    durable: bool = False,
 ) -> Starlette:
     """The test app: the gateway at ``/flows``, test controls at ``/_test``."""
     gateway = Gateway(
         FLOWS,
+        durable=durable_engine() if durable else None,
         stream_manager=manager,
         context_provider=bearer_auth,
         max_body_bytes=64 * 1024,
@@ -305,6 +342,7 @@ def main(argv: list[str] | None = None) -> None:
         "--timeout-graceful-shutdown", type=float, help="uvicorn's option of that name"
     )
     parser.add_argument("--log-config", help="uvicorn's --log-config (JSON/YAML/ini)")
+    parser.add_argument("--durable", action="store_true", help="also serve durable_answer")
     args = parser.parse_args(argv)
     options: dict[str, Any] = {}
     if args.write_retry_for is not None:
@@ -315,6 +353,7 @@ def main(argv: list[str] | None = None) -> None:
         make_manager(args.manager, args.db, args.lease, **options),
         keep_alive=args.keep_alive,
         drain_grace=args.drain_grace,
+        durable=args.durable,
     )
     config = uvicorn.Config(
         app,

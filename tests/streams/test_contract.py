@@ -26,12 +26,14 @@ from stream_gateway import (
 from stream_gateway.streams import (
     ChunkEvent,
     ErrorEvent,
+    ResetEvent,
     ResultEvent,
     StreamEvent,
     StreamManager,
     StreamRecord,
     Terminal,
 )
+from stream_gateway.streams.manager import DURABLE
 from tests.backends import BACKENDS, BackendHarness, selected_backends
 from tests.faults import FlakyStorage
 
@@ -576,3 +578,107 @@ async def test_subscribers_are_interrupted_when_their_manager_stops(
             await anyio.sleep(0.2)
     assert received == [ChunkEvent(0, b'"x"')]
     assert [e.message for e in errors] == ["stream manager stopped"]
+
+
+# -- the stream of a durable execution: reset entries, attach, no abandonment -----------
+
+
+async def test_reset_entries_are_stored_and_read_back_exactly(manager: StreamManager) -> None:
+    writer = await manager.open(flow="f", extra={DURABLE: "x"})
+    for raw in (b'"a"', b'"b"'):
+        await writer.write_raw(raw)
+    await writer.reset(1)
+    await writer.write_raw(b'"c"')
+    await writer.done_raw(b'"ac"')
+    stored = await manager.storage.read(writer.stream_id, 0, 10)
+    assert stored == [b'"a"', b'"b"', b"#reset 1", b'"c"']
+    assert (await manager.info(writer.stream_id)).length == 4
+
+
+async def test_durable_stream_readers_get_the_live_view(manager: StreamManager) -> None:
+    writer = await manager.open(flow="f", extra={DURABLE: "x"})
+    for raw in (b'"a"', b'"b"', b'"c"'):
+        await writer.write_raw(raw)
+    await writer.reset(1)  # at offset 3: "b" and "c" are void
+    await writer.write_raw(b'"B"')
+    await writer.done_raw(b'"aB"')
+    late = await collect(manager, writer.stream_id)
+    assert chunks_of(late) == [(0, "a"), (4, "B")]
+    assert not any(isinstance(e, ResetEvent) for e in late)
+    # A reader that showed "b" (offset 1) resumes at 2: told to drop from 1 first.
+    resumed = await collect(manager, writer.stream_id, 2)
+    assert resumed[0] == ResetEvent(3, 1)
+    assert chunks_of(resumed) == [(4, "B")]
+
+
+async def test_live_reader_of_a_durable_stream_gets_the_reset(manager: StreamManager) -> None:
+    writer = await manager.open(flow="f", extra={DURABLE: "x"})
+    await writer.write_raw(b'"a"')
+    await writer.flush()
+    events: list[StreamEvent] = []
+    first = anyio.Event()
+
+    async def follow() -> None:
+        with anyio.fail_after(20):
+            async for event in manager.subscribe(writer.stream_id):
+                events.append(event)
+                first.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follow)
+        await first.wait()  # the reader showed "a" before the reset was written
+        await writer.reset(0)
+        await writer.write_raw(b'"A"')
+        await writer.done_raw(b'"A"')
+    assert events == [
+        ChunkEvent(0, b'"a"'),
+        ResetEvent(1, 0),
+        ChunkEvent(2, b'"A"'),
+        ResultEvent(b'"A"'),
+    ]
+
+
+async def test_durable_stream_is_taken_over_not_abandoned(make_manager: MakeManager) -> None:
+    async with make_manager(lease=0.3, poll_fallback=0.05, write_retry_for=10.0) as first:
+        writer = await first.open(flow="f", extra={DURABLE: "x"})
+        await writer.write_raw(b'"a"')
+        await writer.detach()  # its worker died, say: nobody renews the lease
+        stream_id = writer.stream_id
+    async with make_manager(lease=0.3, poll_fallback=0.05, write_retry_for=10.0) as second:
+        events: list[StreamEvent] = []
+        seen = anyio.Event()
+
+        async def follow_first() -> None:
+            with anyio.fail_after(20):
+                async for event in second.subscribe(stream_id):
+                    events.append(event)
+                    seen.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow_first)
+            await seen.wait()
+            await anyio.sleep(0.5)  # well past the lease: still no terminal event
+            assert events == [ChunkEvent(0, b'"a"')]
+            again = await second.attach(stream_id)
+            assert again.length == 1
+            await again.reset(0)
+            await again.write_raw(b'"b"')
+            await again.done_raw(b'"b"')
+    assert events == [
+        ChunkEvent(0, b'"a"'),
+        ResetEvent(1, 0),
+        ChunkEvent(2, b'"b"'),
+        ResultEvent(b'"b"'),
+    ]
+
+
+async def test_attach_refuses_plain_and_finished_streams(manager: StreamManager) -> None:
+    plain = await manager.open(flow="f")
+    with pytest.raises(StreamClosedError):
+        await manager.attach(plain.stream_id)
+    durable = await manager.open(flow="f", extra={DURABLE: "x"})
+    await durable.done(None)
+    with pytest.raises(StreamClosedError):
+        await manager.attach(durable.stream_id)
+    with pytest.raises(StreamNotFoundError):
+        await manager.attach("never-made-stream-0001")

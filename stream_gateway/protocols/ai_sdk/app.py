@@ -26,7 +26,7 @@ from ...asgi._http import (
 )
 from ...asgi.runner import FlowRunner
 from ...flow import ContextProvider, Flow, RequestContext
-from ...streams.base import ChunkEvent, ResultEvent
+from ...streams.base import ChunkEvent, ResetEvent, ResultEvent
 from ...streams.manager import StreamManager
 from ...streams.writer import StreamWriter
 from .parts import UIChunk, UIMessageEncoder
@@ -229,6 +229,8 @@ class UIMessageStreamApp:
                             return
                     elif isinstance(event, ResultEvent):
                         out += encoder.finish(event.result)
+                    elif isinstance(event, ResetEvent):
+                        continue  # only durable executions' streams hold resets
                     elif event.status == "CANCELLED":
                         out.append({"type": "abort"})  # stopped from the UI
                     else:

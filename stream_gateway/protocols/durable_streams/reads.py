@@ -14,7 +14,14 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from ..._json import error_json
-from ...streams.base import ChunkEvent, ErrorEvent, ResultEvent, StreamRecord, Terminal
+from ...streams.base import (
+    ChunkEvent,
+    ErrorEvent,
+    ResetEvent,
+    ResultEvent,
+    StreamRecord,
+    Terminal,
+)
 from ...streams.manager import StreamManager
 from .payload import decode_bytes, json_array
 from .wire import is_json
@@ -142,6 +149,8 @@ class StreamView:
                             yield Page(body, start, position, False, False, False)
                         return
                 end = None
+                if isinstance(last, ResetEvent):
+                    continue  # only durable executions' streams hold resets
                 if self.flow:
                     end = _end_event(last)
                     position += 1
