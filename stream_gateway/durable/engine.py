@@ -481,9 +481,9 @@ class DurableEngine:
         self, flow: str | DurableFlow[Any, Any], sample_input: Any = None
     ) -> dict[str, Any]:
         """The static shape of a flow, JSON: ``{flow, description, input, output,
-        nodes, complete}``. Nodes (``type``: step, action, poll, sleep, interrupt with
-        its schema, signal, messages, wait_for, join/race with their branches, loop
-        with one iteration's body, switch with its cases, note, removed, checkpoint,
+        nodes, complete}``. Nodes (``type``: step, action, poll, sleep, interrupt and
+        signal with their schemas, messages, wait_for, join/race with their branches,
+        loop with one iteration's body, switch with its cases, note, removed, checkpoint,
         rollback, value) are recorded by running the flow against a recording context:
         no step body runs and nothing is stored. Durable calls return a placeholder
         that is truthy, so the shape follows the path where every check passes;
