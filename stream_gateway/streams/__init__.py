@@ -6,10 +6,13 @@ from .base import (
     ErrorEvent,
     ResultEvent,
     StreamEvent,
+    StreamFilter,
+    StreamPage,
     StreamRecord,
     StreamStatus,
     StreamStorage,
     Terminal,
+    scanned_page,
 )
 from .manager import StreamManager
 from .memory import InMemoryStreamManager, InMemoryStreamStorage
@@ -25,12 +28,15 @@ __all__ = [
     "SqliteStreamManager",
     "SqliteStreamStorage",
     "StreamEvent",
+    "StreamFilter",
     "StreamManager",
+    "StreamPage",
     "StreamRecord",
     "StreamStatus",
     "StreamStorage",
     "StreamWriter",
     "Terminal",
     "new_stream_id",
+    "scanned_page",
     "validate_stream_id",
 ]

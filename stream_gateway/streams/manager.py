@@ -37,7 +37,10 @@ from .base import (
     ErrorEvent,
     ResultEvent,
     StreamEvent,
+    StreamFilter,
+    StreamPage,
     StreamRecord,
+    StreamStatus,
     StreamStorage,
     Terminal,
 )
@@ -350,6 +353,34 @@ class StreamManager:
         logger.info("stream %s: stop requested", stream_id)
         writer._request_stop()
         return True
+
+    async def list_streams(
+        self,
+        *,
+        status: StreamStatus | None = None,
+        flow: str | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> StreamPage:
+        """Streams newest first, optionally only those of one status, flow or owner.
+
+        At most ``limit`` (1-1000) records a page; pass the page's ``next_cursor`` as
+        ``cursor`` for the next one. Expired streams are left out (a page may then be
+        shorter than ``limit`` and still have a next one). Records carry no chunks.
+        A bad limit, status or cursor raises `InvalidArgumentError`; a storage that
+        cannot list raises `FailedPreconditionError`.
+        """
+        selection = StreamFilter.of(
+            status=status, flow=flow, owner=owner, limit=limit, cursor=cursor
+        )
+        try:
+            page = await self._retrying(lambda: self.storage.list_streams(selection))
+        except NotImplementedError as exc:
+            raise FailedPreconditionError(str(exc)) from None
+        now = self.clock()
+        live = [r for r in page.records if r.expires_at > now]
+        return page if len(live) == len(page.records) else StreamPage(live, page.next_cursor)
 
     async def purge(self) -> int:
         """Delete expired streams now (the manager also does this periodically)."""

@@ -576,3 +576,74 @@ async def test_subscribers_are_interrupted_when_their_manager_stops(
             await anyio.sleep(0.2)
     assert received == [ChunkEvent(0, b'"x"')]
     assert [e.message for e in errors] == ["stream manager stopped"]
+
+
+# -- listing ------------------------------------------------------------------------------
+
+
+async def _listed(manager: StreamManager, **conditions: Any) -> list[StreamRecord]:
+    """Every record the listing yields, page by page (pages of 2), checking the pages."""
+    records: list[StreamRecord] = []
+    cursor = None
+    for _ in range(50):
+        page = await manager.list_streams(limit=2, cursor=cursor, **conditions)
+        assert len(page.records) <= 2
+        records += page.records
+        if page.next_cursor is None:
+            return records
+        cursor = page.next_cursor
+    raise AssertionError("the listing did not end")
+
+
+async def test_list_streams_newest_first_with_filters(manager: StreamManager) -> None:
+    writers = []
+    for i in range(5):
+        writer = await manager.open(flow="even" if i % 2 == 0 else "odd", owner=f"owner{i % 3}")
+        writers.append(writer)
+    for i in range(3):
+        await writers[4].write(i)
+    await writers[4].flush()
+    await writers[0].done("r0")
+    await writers[1].done("r1")
+    await writers[2].error(ValueError("boom"))
+    await manager.cancel(writers[3].stream_id)
+
+    infos = [await manager.info(w.stream_id) for w in writers]
+    newest_first = sorted(infos, key=lambda r: (r.created_at, r.stream_id), reverse=True)
+
+    everything = await _listed(manager)
+    assert [r.stream_id for r in everything] == [r.stream_id for r in newest_first]
+    by_id = {r.stream_id: r for r in everything}
+    assert by_id[writers[4].stream_id].length == 3  # exact while open
+    assert by_id[writers[4].stream_id].status == "open"
+    assert by_id[writers[0].stream_id].status == "done"
+    assert by_id[writers[2].stream_id].status == "error"
+    assert by_id[writers[0].stream_id].flow == "even"
+    assert by_id[writers[1].stream_id].owner == "owner1"
+
+    def ids(records: list[StreamRecord]) -> list[str]:
+        return [r.stream_id for r in records]
+
+    expected_even = [r.stream_id for r in newest_first if r.flow == "even"]
+    assert ids(await _listed(manager, flow="even")) == expected_even
+    assert ids(await _listed(manager, status="done")) == [
+        r.stream_id for r in newest_first if r.status == "done"
+    ]
+    assert ids(await _listed(manager, owner="owner0")) == [
+        r.stream_id for r in newest_first if r.owner == "owner0"
+    ]
+    assert ids(await _listed(manager, flow="even", status="open")) == [writers[4].stream_id]
+    assert await _listed(manager, flow="nothing") == []
+    page = await manager.list_streams(limit=10)
+    assert page.next_cursor is None and ids(page.records) == ids(newest_first)
+
+    await writers[4].done(None)
+
+
+async def test_list_streams_refuses_bad_arguments(manager: StreamManager) -> None:
+    with pytest.raises(InvalidArgumentError, match="cursor"):
+        await manager.list_streams(cursor="not a cursor")
+    with pytest.raises(InvalidArgumentError, match="limit"):
+        await manager.list_streams(limit=0)
+    with pytest.raises(InvalidArgumentError, match="status"):
+        await manager.list_streams(status="finished")  # type: ignore[arg-type]
