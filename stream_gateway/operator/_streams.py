@@ -1,6 +1,7 @@
 """The operator API over a `StreamManager`: every owner's streams, live.
 
 ```
+GET  /streams                     ?status=&flow=&owner=&principal=&cursor=&limit=
 GET  /streams/{id}                the stream's record (no chunks)
 GET  /streams/{id}/tail           ?offset=N: Server-Sent Events as on the gateway's SSE
                                   endpoint (chunks from N, live ones, the end)
@@ -18,14 +19,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .._errors import InvalidArgumentError, UnavailableError
-from .._ids import validate_stream_id
+from .._ids import owner_key, validate_stream_id
 from ..asgi._http import FrameResponse, ResponseCut, Write, client_safe
 from ..asgi.frames import KEEP_ALIVE, sse_frames
 from ..durable.records import _iso
 from ..streams.base import ErrorEvent, StreamRecord
 from ..streams.manager import StreamManager
+from ._common import limit_param
 
 __all__ = ["StreamEndpoints", "stream_json"]
+
+_STATUSES = ("open", "done", "error", "cancelled")
 
 
 def stream_json(record: StreamRecord, abandoned: bool) -> dict[str, Any]:
@@ -53,6 +57,27 @@ class StreamEndpoints:
     def __init__(self, manager: StreamManager, keep_alive_interval: float) -> None:
         self.manager = manager
         self.keep_alive_interval = keep_alive_interval
+
+    async def streams(self, request: Request) -> Response:
+        query = request.query_params
+        status = query.get("status") or None
+        if status is not None and status not in _STATUSES:
+            raise InvalidArgumentError(f"unknown status; expected one of {list(_STATUSES)}")
+        owner = query.get("owner") or None
+        principal = query.get("principal") or None
+        if owner is not None and principal is not None:
+            raise InvalidArgumentError("filter by owner (its hash) or principal, not both")
+        if principal is not None:
+            owner = owner_key(principal)
+        page = await self.manager.list_streams(
+            status=status,  # type: ignore[arg-type]
+            flow=query.get("flow") or None,
+            owner=owner,
+            cursor=query.get("cursor") or None,
+            limit=limit_param(request, 1000),
+        )
+        streams = [stream_json(r, self.manager.is_abandoned(r)) for r in page.records]
+        return JSONResponse({"streams": streams, "nextCursor": page.next_cursor})
 
     async def info(self, request: Request) -> Response:
         record = await self.manager.info(request.path_params["id"])

@@ -85,6 +85,7 @@ def operator_app(
     if streams is not None:
         s = StreamEndpoints(streams, keep_alive_interval)
         routes += [
+            Route("/api/streams", api.read(s.streams), methods=["GET"]),
             Route("/api/streams/{id}", api.read(s.info), methods=["GET"]),
             Route("/api/streams/{id}/tail", api.read(s.tail), methods=["GET"]),
             Route("/api/streams/{id}/cancel", api.act(s.cancel, "cancel stream"), methods=["POST"]),

@@ -128,6 +128,7 @@ def routes(ids: dict[str, str]) -> list[tuple[str, str, Any]]:
     return [
         ("GET", "/operator/api/whoami", None),
         ("GET", "/operator/api/features", None),
+        ("GET", "/operator/api/streams", None),
         ("GET", f"/operator/api/streams/{s}", None),
         ("GET", f"/operator/api/streams/{s}/tail", None),
         ("POST", f"/operator/api/streams/{s}/cancel", None),
@@ -353,6 +354,40 @@ async def test_schedules_list_pause_and_resume_across_owners() -> None:
         assert resumed.json()["paused"] is False
         missing = await c.post("/operator/api/schedules/nope/pause", headers=OPERATOR)
         assert missing.status_code == 404
+
+
+async def test_streams_of_every_owner_are_listed_and_filtered() -> None:
+    async with serve(auth=token_auth({TOKEN: "ops"})) as setup:
+        c, manager = setup.client, setup.streams
+        ann = await manager.open(flow="chat", owner=owner_key("ann"))
+        bob = await manager.open(flow="agent", owner=owner_key("bob"))
+        await bob.write({"step": 1})
+        await bob.done("ok")
+        listed = (await c.get("/operator/api/streams", headers=OPERATOR)).json()
+        rows = {s["id"]: s for s in listed["streams"]}
+        assert set(rows) == {ann.stream_id, bob.stream_id}
+        assert rows[ann.stream_id]["owner"] == owner_key("ann")
+        assert rows[ann.stream_id]["status"] == "open"
+        assert rows[bob.stream_id]["status"] == "done" and rows[bob.stream_id]["length"] == 1
+
+        async def ids(query: str) -> list[str]:
+            response = await c.get(f"/operator/api/streams?{query}", headers=OPERATOR)
+            assert response.status_code == 200, response.text
+            return [s["id"] for s in response.json()["streams"]]
+
+        assert await ids("principal=bob") == [bob.stream_id]
+        assert await ids(f"owner={owner_key('ann')}") == [ann.stream_id]
+        assert await ids("status=open") == [ann.stream_id]
+        assert await ids("flow=agent") == [bob.stream_id]
+        first = (await c.get("/operator/api/streams?limit=1", headers=OPERATOR)).json()
+        assert len(first["streams"]) == 1 and first["nextCursor"]
+        rest = await ids(f"limit=1&cursor={first['nextCursor']}")
+        assert len(rest) == 1 and rest[0] != first["streams"][0]["id"]
+        bad = await c.get("/operator/api/streams?status=sideways", headers=OPERATOR)
+        assert bad.status_code == 400
+        both = await c.get("/operator/api/streams?owner=x&principal=y", headers=OPERATOR)
+        assert both.status_code == 400
+        await ann.cancelled()
 
 
 async def test_stream_info_tail_cancel_and_stop() -> None:

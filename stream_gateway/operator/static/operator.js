@@ -290,10 +290,19 @@ async function select(id) {
   }
 }
 
+/** The original exception (type and message) that operators may see, with its causes. */
+function operatorLines(part) {
+  if (!part || typeof part !== 'object') return [];
+  const lines = [];
+  if (part.type || part.message) lines.push(`${part.type || 'Error'}: ${part.message || ''}`);
+  if (part.cause) lines.push(...operatorLines(part.cause).map((line) => `caused by ${line}`));
+  return lines;
+}
+
 function errorText(error) {
   if (!error) return '';
   const lines = [`${error.status || error.code || 'ERROR'}: ${error.message || ''}`];
-  if (error.operator) lines.push(`${error.operator.type || ''}: ${error.operator.message || ''}`);
+  lines.push(...operatorLines(error.operator));
   if (error.details) lines.push(json(error.details));
   return lines.join('\n');
 }
