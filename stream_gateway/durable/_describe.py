@@ -128,9 +128,7 @@ class RecordingContext:
         self._add("interrupt", name=name, schema=Codec(schema).json_schema())
         return _VALUE
 
-    async def wait_for_signal(
-        self, name: str, signal: str, *, schema: Any = None, **_: Any
-    ) -> Any:
+    async def wait_for_signal(self, name: str, signal: str, *, schema: Any = None, **_: Any) -> Any:
         self._add("signal", name=name, signal=signal, schema=Codec(schema).json_schema())
         return _VALUE
 
