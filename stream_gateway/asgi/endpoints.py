@@ -13,6 +13,7 @@ import anyio.lowlevel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .. import _telemetry
 from .._errors import (
     AlreadyExistsError,
     CancelledError,
@@ -347,10 +348,11 @@ class FlowEndpoints:
         client leaves (nobody would get the result)."""
         async with self.settings.runner.attached(context.principal):
             try:
-                result = await while_connected(
-                    request.receive,
-                    lambda: self.flow.fn(input, FlowContext(self.flow, request=context)),
-                )
+                with _telemetry.span("flow.run", flow=self.flow.name):
+                    result = await while_connected(
+                        request.receive,
+                        lambda: self.flow.fn(input, FlowContext(self.flow, request=context)),
+                    )
             except ClientGone:
                 logger.debug("client left; flow %r cancelled", self.flow.name)
                 return error_response(CancelledError("client disconnected"))

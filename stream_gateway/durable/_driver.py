@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 
+from .. import _telemetry
 from .._errors import GatewayError, InternalError
 from .._json import loads
 from ._compensation import fail_with_rollback
@@ -50,7 +51,32 @@ async def replay(
     Returns when it is due again (a timer), if it was parked on one. ``cancelled``
     tells whether a cancellation that reaches the flow is the worker's own (it then
     propagates) rather than something the flow raised itself.
+
+    Traced (with an observer installed) as a ``durable.run`` span whose parent is
+    the trace that scheduled the execution (kept in its first audit line).
     """
+    if not _telemetry.observers:
+        return await _replay(engine, record, lease, cancelled)
+    parent = await _trace_parent(engine.store, record.id)
+    with _telemetry.span(
+        "durable.run", parent, flow=record.flow, execution_id=record.id, worker=lease.worker
+    ):
+        return await _replay(engine, record, lease, cancelled)
+
+
+async def _trace_parent(store: Any, execution_id: str) -> dict[str, str] | None:
+    """The trace context saved when the execution was created, if any."""
+    try:
+        first = await store.audit(execution_id=execution_id, after=0, limit=1)
+    except DurableStoreError:
+        return None
+    trace = first[0].data.get("trace") if first else None
+    return trace if isinstance(trace, dict) else None
+
+
+async def _replay(
+    engine: Any, record: ExecutionRecord, lease: Lease, cancelled: Callable[[], bool]
+) -> float | None:
     store = engine.store
     try:
         flow = engine.flow(record.flow)
@@ -84,6 +110,8 @@ async def replay(
         return await _conclude(run, root, flow, caught, output)
     except LeaseLostError:
         logger.warning("flow %s: lease lost before its end was recorded", record.id)
+        for observer in _telemetry.observers:
+            observer.lease_expired("execution")
     except DurableStoreError:
         await _hand_back(store, lease, time.time() + RETRY_LATER, _parked(run))
     return None

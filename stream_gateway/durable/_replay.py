@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .. import _telemetry
 from .._errors import GatewayError
 from .errors import (
     DurableStoreError,
@@ -211,8 +212,13 @@ class Run:
             consume = [*consume, *self.woken]
         audit, self.audit = self.audit, []
         try:
-            await self.store.append(self.lease, entry, time.time(), consume=consume, audit=audit)
+            with _telemetry.span("durable.storage.append", execution_id=self.record.id):
+                await self.store.append(
+                    self.lease, entry, time.time(), consume=consume, audit=audit
+                )
         except LeaseLostError:
+            for observer in _telemetry.observers:
+                observer.lease_expired("execution")
             raise self.abandon("its lease was lost") from None
         except DurableStoreError as exc:
             raise self.abandon(f"the store failed ({exc.message})") from None
@@ -243,6 +249,9 @@ class Run:
         """Add an audit line; it is stored with the next fenced write of this run."""
         if self.lease is not None:
             self.audit.append(AuditEntry(self.record.id, kind, time.time(), step, data))
+            if kind == "status":
+                for observer in _telemetry.observers:
+                    observer.execution_status(data["status"])
 
     def abandon(self, why: str) -> Abandon:
         """Mark the run abandoned (it replays later) and return the exception to raise."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import anyio
 
+from .. import _telemetry
 from .._errors import (
     AlreadyExistsError,
     CancelledError,
@@ -219,10 +220,12 @@ class DurableEngine:
             updated_at=now,
             due_at=due,
         )
-        line = audit_line(flow_id, "status", status="pending", due_at=due)
+        line = audit_line(flow_id, "status", status="pending", due_at=due, **_trace())
         stored, created = await self.store.create(record, audit=[line])
         if not created and (stored.flow != definition.name or stored.owner != owner):
             raise AlreadyExistsError(f"flow id {flow_id!r} is taken")
+        if created:
+            _entered("pending")
         self.notifier.due()
         return Operation.from_record(stored)
 
@@ -247,9 +250,10 @@ class DurableEngine:
             due_at=now,
             parent=parent,
         )
-        line = audit_line(flow_id, "status", status="pending", parent=parent)
+        line = audit_line(flow_id, "status", status="pending", parent=parent, **_trace())
         stored, created = await self.store.create(record, audit=[line])
         if created:
+            _entered("pending")
             self.notifier.due()
         return stored
 
@@ -396,6 +400,7 @@ class DurableEngine:
         error = error_to_record(CancelledError("flow cancelled"))
         line = audit_line(flow_id, "status", status="cancelled")
         if await self.store.cancel(flow_id, error, time.time(), audit=[line]):
+            _entered("cancelled")
             self.notifier.cancelled(flow_id)
         if depth > 32:
             return
@@ -415,6 +420,7 @@ class DurableEngine:
         line = audit_line(flow_id, "status", status="pending", recovered=True)
         if not await self.store.recover(flow_id, time.time(), audit=[line]):
             raise FailedPreconditionError("only a failed flow can be recovered")
+        _entered("pending")
         self.notifier.due()
         return await self.get_state(flow_id)
 
@@ -650,3 +656,17 @@ def _json(payload: Any) -> str:
         return dumps(payload).decode()
     except (TypeError, ValueError, InvalidArgumentError):
         raise InvalidArgumentError("the payload must be JSON") from None
+
+
+def _trace() -> dict[str, Any]:
+    """The current trace context, as audit data (``trace``) when there is one: the
+    worker that runs the execution later continues that trace."""
+    if not _telemetry.observers:
+        return {}
+    carrier = _telemetry.carrier()
+    return {"trace": carrier} if carrier else {}
+
+
+def _entered(status: str) -> None:
+    for observer in _telemetry.observers:
+        observer.execution_status(status)

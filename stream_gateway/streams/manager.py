@@ -21,6 +21,7 @@ from typing import Any, Self, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
+from .. import _telemetry
 from .._errors import (
     FailedPreconditionError,
     GatewayError,
@@ -97,6 +98,11 @@ class _Listener:
             self._tail.clear()
         self._tail.extend(chunks)
         self._tail_end = offset + len(chunks)
+
+    @property
+    def known_end(self) -> int:
+        """The offset just past the newest chunk this process has seen committed."""
+        return self._tail_end
 
     def recall(self, offset: int, limit: int) -> list[bytes]:
         start = self._tail_end - len(self._tail)
@@ -293,10 +299,13 @@ class StreamManager:
             lease_until=now + self.lease,
             extra=dict(extra or {}),
         )
-        await self._retrying(lambda: self.storage.create(record))
+        with _telemetry.span("stream.storage.create", stream_id=stream_id):
+            await self._retrying(lambda: self.storage.create(record))
         writer = StreamWriter(self, stream_id, flow=flow)
         writer.lease_until = now + self.lease
         self._writers[stream_id] = writer
+        for observer in _telemetry.observers:
+            observer.stream_opened(flow)
         logger.info("stream %s opened (flow %r)", stream_id, flow)
         return writer
 
@@ -418,6 +427,8 @@ class StreamManager:
         known = await self.info(stream_id)
         check_offset(known, from_offset)
         listener = self._acquire(stream_id)
+        for observer in _telemetry.observers:
+            observer.subscriber_added()
         try:
             cursor = from_offset
             missing = 0
@@ -451,13 +462,16 @@ class StreamManager:
                 # A writer in this process knows its committed length: past it there
                 # is nothing to read (and a backend that is down need not be asked).
                 if not chunks and limit > 0 and (writer is None or cursor < writer.committed):
-                    chunks = await self._retrying(
-                        functools.partial(self.storage.read, stream_id, cursor, limit)
-                    )
+                    with _telemetry.span("stream.storage.read", stream_id=stream_id):
+                        chunks = await self._retrying(
+                            functools.partial(self.storage.read, stream_id, cursor, limit)
+                        )
                     if chunks:
                         listener.remember(cursor, chunks)
                 if chunks:
                     missing = 0
+                    if _telemetry.observers:
+                        self._report_read(listener, writer, cursor + len(chunks), len(chunks))
                     yield [ChunkEvent(cursor + i, raw) for i, raw in enumerate(chunks)]
                     cursor += len(chunks)
                     continue
@@ -519,6 +533,17 @@ class StreamManager:
                 await listener.wait(seen, max(0.01, min(self.poll_fallback, lease_left + 0.01)))
         finally:
             self._release(stream_id, listener)
+            for observer in _telemetry.observers:
+                observer.subscriber_removed()
+
+    def _report_read(
+        self, listener: _Listener, writer: StreamWriter | None, cursor: int, count: int
+    ) -> None:
+        """Tell observers of a read, and how far behind the newest chunk this process
+        knows of (its own writer's, or the last one read here) the reader is."""
+        head = max(listener.known_end, writer.committed if writer is not None else 0)
+        for observer in _telemetry.observers:
+            observer.chunks_read(count, max(0, head - cursor))
 
     async def _record_abandoned(self, stream_id: str, record: StreamRecord) -> bool:
         """Record the end of a stream whose writer's lease lapsed, so that every reader,
@@ -539,6 +564,8 @@ class StreamManager:
                 "stream %s (flow %r) abandoned: its writer's lease lapsed; end recorded",
                 stream_id, record.flow,
             )  # fmt: skip
+            for observer in _telemetry.observers:
+                observer.lease_expired("stream")
         return True
 
     # -- called by writers -------------------------------------------------------------

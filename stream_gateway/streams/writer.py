@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
+from .. import _telemetry
 from .._errors import (
     CancelledError,
     GatewayError,
@@ -188,15 +189,18 @@ class StreamWriter:
             batch, offset = self._buffer, self._length
             self._buffer = []
             try:
-                await manager._retrying(
-                    lambda: manager.storage.append(self.stream_id, offset, batch)
-                )
+                with _telemetry.span("stream.storage.append", stream_id=self.stream_id):
+                    await manager._retrying(
+                        lambda: manager.storage.append(self.stream_id, offset, batch)
+                    )
             except BaseException as exc:
                 self._buffer[:0] = batch  # keep order; a later flush tries again
                 if isinstance(exc, Exception):
                     self._fail(exc)
                 raise
             self._length = offset + len(batch)
+            for observer in _telemetry.observers:
+                observer.chunks_written(self.flow, len(batch))
         manager._committed(self.stream_id, offset, batch)
 
     async def done(self, result: Any) -> None:
@@ -250,15 +254,16 @@ class StreamWriter:
             async with self._lock:
                 now = manager.clock()
                 try:
-                    await manager._retrying(
-                        lambda: manager.storage.finish(
-                            self.stream_id,
-                            self._length,
-                            terminal,
-                            now=now,
-                            expires_at=now + manager.ttl,
+                    with _telemetry.span("stream.storage.finish", stream_id=self.stream_id):
+                        await manager._retrying(
+                            lambda: manager.storage.finish(
+                                self.stream_id,
+                                self._length,
+                                terminal,
+                                now=now,
+                                expires_at=now + manager.ttl,
+                            )
                         )
-                    )
                 except Exception as exc:
                     self._fail(exc)
                     logger.error(
@@ -273,6 +278,8 @@ class StreamWriter:
             )  # fmt: skip
         finally:
             manager._finished(self.stream_id)
+            for observer in _telemetry.observers:
+                observer.stream_finished(self.flow, terminal.kind)
 
     async def _flusher(self) -> None:
         """Commit the buffer every ``flush_interval`` while chunks come in."""
