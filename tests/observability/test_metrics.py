@@ -205,6 +205,49 @@ async def test_execution_and_step_figures_match_the_work_done() -> None:
         assert total >= 0
 
 
+RELEASE: dict[str, anyio.Event] = {}
+
+
+@durable_flow(output=str)
+async def held(_: None, ctx: DurableContext) -> str:
+    async def wait() -> str:
+        await RELEASE["step"].wait()
+        return "done"
+
+    value: str = await ctx.run("wait", wait)
+    return value
+
+
+async def test_a_lost_execution_lease_is_counted() -> None:
+    RELEASE["step"] = anyio.Event()
+    engine = DurableEngine([held], store=InMemoryDurableStore(), poll_interval=0.02)
+    with PrometheusMetrics() as metrics:
+        async with engine, engine.worker(poll_interval=0.02, lease=30.0, grace=1.0):
+            op = await engine.schedule(held)
+            with anyio.fail_after(10):
+                while True:
+                    if await engine.status(op.name) == "running":
+                        break
+                    await anyio.sleep(0.01)
+            # Another worker takes the execution over as if the lease had lapsed
+            # (a claim "in the future"): the first worker's next write is fenced out.
+            later = time.time() + 60
+            taken = await engine.store.claim(
+                "other", now=later, lease_until=later + 60, limit=1, flows=["held"]
+            )
+            assert [r.id for r in taken] == [op.name]
+            RELEASE["step"].set()
+            # The run gives the execution up (the new holder's worker does not exist).
+            with anyio.fail_after(10):
+                while True:
+                    lost = metrics.registry.get_sample_value(
+                        "stream_gateway_lease_expiries_total", {"kind": "execution"}
+                    )
+                    if lost == 1.0:
+                        break
+                    await anyio.sleep(0.01)
+
+
 def test_nothing_observes_and_no_extra_is_imported_by_default() -> None:
     import subprocess
     import sys

@@ -207,6 +207,29 @@ async def test_the_page_and_its_assets_are_served_by_the_app_without_data() -> N
         assert "http://" not in page.text and "https://" not in page.text
 
 
+async def test_whoami_and_features_with_the_token() -> None:
+    async with serve(auth=token_auth({TOKEN: "ops"})) as setup:
+        who = await setup.client.get("/operator/api/whoami", headers=OPERATOR)
+        assert who.json() == {"operator": "ops"}
+        features = await setup.client.get("/operator/api/features", headers=OPERATOR)
+        assert features.json() == {"streams": True, "durable": True}
+
+
+async def test_a_dashboard_over_streams_only_has_no_durable_routes() -> None:
+    async with InMemoryStreamManager() as streams:
+        app = Starlette(
+            routes=[Mount("/ops", operator_app(streams=streams, auth=token_auth({TOKEN: "o"})))]
+        )
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            features = await client.get("/ops/api/features", headers=OPERATOR)
+            assert features.json() == {"streams": True, "durable": False}
+            missing = await client.get("/ops/api/executions", headers=OPERATOR)
+            assert missing.status_code == 404
+            assert missing.json()["error"]["status"] == "NOT_FOUND"
+            assert (await client.get("/ops/api/streams", headers=OPERATOR)).status_code == 200
+
+
 async def test_dangerously_allow_unauthenticated_opens_it() -> None:
     async with serve(dangerously_allow_unauthenticated=True) as setup:
         response = await setup.client.get("/operator/api/whoami")
