@@ -355,7 +355,8 @@ class DurableEngine:
         If the flow has reached the interrupt (a side-effect-free replay finds it),
         the payload is validated against its schema now (`InvalidArgumentError` with
         pydantic's errors). A resume that arrives before the flow reaches the
-        interrupt is kept for it and validated then. A step that
+        interrupt, or to an engine that does not define the flow (one that only
+        operates the store), is kept for it and validated then. A step that
         already got its payload, or a finished execution, raises `NotWaitingError`
         (FAILED_PRECONDITION).
         """
@@ -376,6 +377,10 @@ class DurableEngine:
     async def _validated(self, record: ExecutionRecord, step: str, payload: Any) -> Any:
         from ._driver import probe
 
+        if record.flow not in self.flows:
+            # An engine that only operates the store (the command line) does not know
+            # the flow: the worker that runs it validates the payload when it is taken.
+            return payload
         try:
             codec = await probe(self, record, step)
         except LookupError:
