@@ -24,6 +24,7 @@ from .._errors import (
 )
 from .._ids import owner_key, validate_stream_id
 from .._limits import check_chunk
+from .._logs import owner_tag
 from ..flow import ContextProvider, Flow, FlowContext, RequestContext
 from ..streams.base import ErrorEvent, StreamRecord
 from ..streams.manager import StreamManager, check_offset
@@ -152,7 +153,10 @@ class FlowEndpoints:
             return Response(status_code=204)  # what Genkit's client reads as NOT_FOUND
         offset = record.length if wanted is None else wanted
         check_offset(record, offset)
-        logger.info("stream %s (flow %r): resumed at offset %d", stream_id, self.flow.name, offset)
+        logger.info(
+            "stream %s (flow %r, owner %s): resumed at offset %d",
+            stream_id, self.flow.name, owner_tag(record.owner), offset,
+        )  # fmt: skip
         return self._genkit_response(stream_id, offset)
 
     async def _stream_detached(
@@ -377,8 +381,9 @@ class FlowEndpoints:
         check_offset(record, offset)
         if offset:
             logger.info(
-                "stream %s (flow %r): resumed at offset %d (SSE)", stream_id, self.flow.name, offset
-            )
+                "stream %s (flow %r, owner %s): resumed at offset %d (SSE)",
+                stream_id, self.flow.name, owner_tag(record.owner), offset,
+            )  # fmt: skip
 
         async def produce(write: Write) -> None:
             await self._relay(stream_id, offset, write, sse_frames)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -36,7 +35,6 @@ __all__ = [
 EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_UNAVAILABLE = 1, 2, 3, 4
 
 T = TypeVar("T")
-logger = logging.getLogger("stream_gateway.cli")
 
 
 def when(ts: float | None) -> str:

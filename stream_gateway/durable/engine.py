@@ -8,6 +8,7 @@ Every method is safe to call from any process on the same store.
 from __future__ import annotations
 
 import builtins
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -25,6 +26,7 @@ from .._errors import (
     NotFoundError,
 )
 from .._json import JsonValue, dumps
+from .._logs import owner_tag
 from ._ids import derive_flow_id, new_flow_id, validate_flow_id
 from ._replay import WAKE
 from ._schedules import check_spec, next_tick
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
     from .worker import Worker
 
 __all__ = ["DEFAULT_DB_PATH", "DurableEngine", "Notifier"]
+
+logger = logging.getLogger("stream_gateway.durable")
 
 #: Where the default SQLite store lives (override with ``STREAM_GATEWAY_DURABLE_DB``).
 DEFAULT_DB_PATH = ".data/durable.sqlite3"
@@ -224,6 +228,8 @@ class DurableEngine:
         if not created and (stored.flow != definition.name or stored.owner != owner):
             raise AlreadyExistsError(f"flow id {flow_id!r} is taken")
         self.notifier.due()
+        if created:
+            _log_change(stored, "pending (scheduled)")
         return Operation.from_record(stored)
 
     async def start_child(
@@ -346,7 +352,7 @@ class DurableEngine:
         ):
             raise NotWaitingError("flow has finished: it takes no more signals")
         self.notifier.due()
-        return await self.get_state(flow_id)
+        return await self._changed(flow_id, f"signal {name!r} sent")
 
     async def resume(self, flow_id: str, step: str, payload: JsonValue) -> Operation:
         """Deliver ``payload`` to the interrupt ``step`` (its path, as in
@@ -372,7 +378,7 @@ class DurableEngine:
         ):
             raise NotWaitingError(f"step {step!r} was already resumed (or the flow finished)")
         self.notifier.due()
-        return await self.get_state(record.id)
+        return await self._changed(record.id, f"resume of step {step!r} sent")
 
     async def _validated(self, record: ExecutionRecord, step: str, payload: Any) -> Any:
         from ._driver import probe
@@ -395,7 +401,7 @@ class DurableEngine:
         it is."""
         flow_id = validate_flow_id(flow_id)
         await self._cancel(flow_id, depth=0)
-        return await self.get_state(flow_id)
+        return await self._changed(flow_id, "cancel requested")
 
     async def _cancel(self, flow_id: str, depth: int) -> None:
         error = error_to_record(CancelledError("flow cancelled"))
@@ -421,7 +427,7 @@ class DurableEngine:
         if not await self.store.recover(flow_id, time.time(), audit=[line]):
             raise FailedPreconditionError("only a failed flow can be recovered")
         self.notifier.due()
-        return await self.get_state(flow_id)
+        return await self._changed(flow_id, "recovered")
 
     async def wake(self, flow_id: str) -> Operation:
         """Replay a pending, sleeping or waiting execution now: a poll checks at once
@@ -436,7 +442,13 @@ class DurableEngine:
             flow_id, WAKE, "null", now, audit=[audit_line(flow_id, "wake")]
         )
         self.notifier.due()
-        return await self.get_state(flow_id)
+        return await self._changed(flow_id, "woken")
+
+    async def _changed(self, flow_id: str, what: str) -> Operation:
+        """Log an operator's change to an execution (one INFO line); its operation."""
+        record = await self.store.get(flow_id)
+        _log_change(record, f"{what}; now {record.status}")
+        return Operation.from_record(record)
 
     async def cleanup(self, flow_id: str) -> None:
         """Delete a finished execution's state (record, journal, signals).
@@ -655,3 +667,10 @@ def _json(payload: Any) -> str:
         return dumps(payload).decode()
     except (TypeError, ValueError, InvalidArgumentError):
         raise InvalidArgumentError("the payload must be JSON") from None
+
+
+def _log_change(record: ExecutionRecord, what: str) -> None:
+    logger.info(
+        "execution %s (flow %r, owner %s): %s",
+        record.id, record.flow, owner_tag(record.owner), what,
+    )  # fmt: skip

@@ -32,6 +32,7 @@ from .._errors import (
 )
 from .._ids import new_stream_id, validate_stream_id
 from .._json import loads
+from .._logs import owner_tag
 from .base import (
     ChunkEvent,
     ErrorEvent,
@@ -294,10 +295,10 @@ class StreamManager:
             extra=dict(extra or {}),
         )
         await self._retrying(lambda: self.storage.create(record))
-        writer = StreamWriter(self, stream_id, flow=flow)
+        writer = StreamWriter(self, stream_id, flow=flow, owner=owner)
         writer.lease_until = now + self.lease
         self._writers[stream_id] = writer
-        logger.info("stream %s opened (flow %r)", stream_id, flow)
+        logger.info("stream %s opened (flow %r, owner %s)", stream_id, flow, owner_tag(owner))
         return writer
 
     async def info(self, stream_id: str) -> StreamRecord:
@@ -315,10 +316,13 @@ class StreamManager:
         `StreamNotFoundError`. The writer in this process hears at once, one in
         another process at its next lease renewal (within a third of ``lease``).
         """
-        await self.info(stream_id)
+        record = await self.info(stream_id)
         requested = await self.storage.request_cancel(stream_id)
         if requested:
-            logger.info("stream %s: cancellation requested", stream_id)
+            logger.info(
+                "stream %s (flow %r, owner %s): cancellation requested",
+                stream_id, record.flow, owner_tag(record.owner),
+            )  # fmt: skip
         writer = self._writers.get(stream_id)
         if writer is not None:
             writer._request_cancel()
@@ -346,11 +350,17 @@ class StreamManager:
                     " cannot carry a stop there (cancel reaches every process)"
                 ) from None
             if requested:
-                logger.info("stream %s: stop requested", stream_id)
+                logger.info(
+                    "stream %s (flow %r, owner %s): stop requested",
+                    stream_id, record.flow, owner_tag(record.owner),
+                )  # fmt: skip
             return requested
         if writer.closed:
             return False
-        logger.info("stream %s: stop requested", stream_id)
+        logger.info(
+            "stream %s (flow %r, owner %s): stop requested",
+            stream_id, record.flow, owner_tag(record.owner),
+        )  # fmt: skip
         writer._request_stop()
         return True
 
@@ -508,8 +518,8 @@ class StreamManager:
                     if not listener.abandon_logged:
                         listener.abandon_logged = True
                         logger.info(
-                            "stream %s (flow %r) abandoned: its writer's lease lapsed",
-                            stream_id, record.flow,
+                            "stream %s (flow %r, owner %s) abandoned: its writer's lease lapsed",
+                            stream_id, record.flow, owner_tag(record.owner),
                         )  # fmt: skip
                     yield [ErrorEvent("UNAVAILABLE", "stream abandoned")]
                     return
@@ -536,8 +546,9 @@ class StreamManager:
             return False
         if recorded:
             logger.info(
-                "stream %s (flow %r) abandoned: its writer's lease lapsed; end recorded",
-                stream_id, record.flow,
+                "stream %s (flow %r, owner %s) abandoned: its writer's lease lapsed;"
+                " end recorded",
+                stream_id, record.flow, owner_tag(record.owner),
             )  # fmt: skip
         return True
 

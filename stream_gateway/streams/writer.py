@@ -16,6 +16,7 @@ from .._errors import (
 )
 from .._json import dumps, error_json, loads
 from .._limits import check_chunk
+from .._logs import owner_tag
 from .base import Terminal
 
 if TYPE_CHECKING:
@@ -44,9 +45,12 @@ class StreamWriter:
     lease to lapse: readers see it abandoned) within about twice ``write_retry_for``.
     """
 
-    def __init__(self, manager: StreamManager, stream_id: str, *, flow: str = "") -> None:
+    def __init__(
+        self, manager: StreamManager, stream_id: str, *, flow: str = "", owner: str | None = None
+    ) -> None:
         self.stream_id = stream_id
         self.flow = flow
+        self.owner = owner
         #: When this process last knew the lease to run out (set by the manager).
         self.lease_until = manager.clock() + manager.lease
         self._manager = manager
@@ -268,8 +272,9 @@ class StreamWriter:
                     )  # fmt: skip
                     raise
             logger.info(
-                "stream %s (flow %r) ended: %s after %d chunks",
-                self.stream_id, self.flow, _describe(terminal), self._length,
+                "stream %s (flow %r, owner %s) ended: %s after %d chunks",
+                self.stream_id, self.flow, owner_tag(self.owner), _describe(terminal),
+                self._length,
             )  # fmt: skip
         finally:
             manager._finished(self.stream_id)
