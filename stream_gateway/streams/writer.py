@@ -46,11 +46,19 @@ class StreamWriter:
     """
 
     def __init__(
-        self, manager: StreamManager, stream_id: str, *, flow: str = "", owner: str | None = None
+        self,
+        manager: StreamManager,
+        stream_id: str,
+        *,
+        flow: str = "",
+        owner: str | None = None,
+        ttl: float | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.flow = flow
         self.owner = owner
+        #: Seconds the stream stays readable after it ends.
+        self.ttl = manager.ttl if ttl is None else ttl
         #: When this process last knew the lease to run out (set by the manager).
         self.lease_until = manager.clock() + manager.lease
         self._manager = manager
@@ -260,7 +268,7 @@ class StreamWriter:
                             self._length,
                             terminal,
                             now=now,
-                            expires_at=now + manager.ttl,
+                            expires_at=now + self.ttl,
                         )
                     )
                 except Exception as exc:
