@@ -20,6 +20,7 @@ import anyio
 from .. import _telemetry
 from .._errors import GatewayError, InternalError
 from .._json import loads
+from .._logs import owner_tag
 from ._compensation import fail_with_rollback
 from ._replay import Abandon, Cursor, ProbeFound, Run, Suspend, classify
 from ._steps import check_size
@@ -169,7 +170,10 @@ async def _conclude(
             signals=suspend.signals,
             audit=run.audit,
         )
-        logger.debug("flow %s %s on %r", record.id, suspend.status, suspend.blocked_on)
+        logger.info(
+            "execution %s (flow %r, owner %s): %s on %r",
+            record.id, record.flow, owner_tag(record.owner), suspend.status, suspend.blocked_on,
+        )  # fmt: skip
         return wake_at
     if error is None:
         try:
@@ -188,12 +192,21 @@ async def _conclude(
                 now=time.time(),
                 audit=run.audit,
             )
-            logger.info("flow %s (%s) completed", record.id, record.flow)
+            logger.info(
+                "execution %s (flow %r, owner %s): completed",
+                record.id, record.flow, owner_tag(record.owner),
+            )  # fmt: skip
             return None
     if isinstance(error, GatewayError):
-        logger.warning("flow %s (%s) failed: %s", record.id, record.flow, error.message)
+        logger.warning(
+            "execution %s (flow %r, owner %s): failed: %s",
+            record.id, record.flow, owner_tag(record.owner), error.message,
+        )  # fmt: skip
     else:
-        logger.error("flow %s (%s) failed", record.id, record.flow, exc_info=error)
+        logger.error(
+            "execution %s (flow %r, owner %s): failed",
+            record.id, record.flow, owner_tag(record.owner), exc_info=error,
+        )  # fmt: skip
     stored = error_to_record(public_error(error))
     run.log("status", status="failed", error=stored)
     await store.finish(

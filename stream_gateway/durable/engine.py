@@ -8,6 +8,7 @@ Every method is safe to call from any process on the same store.
 from __future__ import annotations
 
 import builtins
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -26,6 +27,7 @@ from .._errors import (
     NotFoundError,
 )
 from .._json import JsonValue, dumps
+from .._logs import owner_tag
 from ._ids import derive_flow_id, new_flow_id, validate_flow_id
 from ._replay import WAKE
 from ._schedules import check_spec, next_tick
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
     from .worker import Worker
 
 __all__ = ["DEFAULT_DB_PATH", "DurableEngine", "Notifier"]
+
+logger = logging.getLogger("stream_gateway.durable")
 
 #: Where the default SQLite store lives (override with ``STREAM_GATEWAY_DURABLE_DB``).
 DEFAULT_DB_PATH = ".data/durable.sqlite3"
@@ -227,6 +231,8 @@ class DurableEngine:
         if created:
             _entered("pending")
         self.notifier.due()
+        if created:
+            _log_change(stored, "pending (scheduled)")
         return Operation.from_record(stored)
 
     async def start_child(
@@ -350,7 +356,7 @@ class DurableEngine:
         ):
             raise NotWaitingError("flow has finished: it takes no more signals")
         self.notifier.due()
-        return await self.get_state(flow_id)
+        return await self._changed(flow_id, f"signal {name!r} sent")
 
     async def resume(self, flow_id: str, step: str, payload: JsonValue) -> Operation:
         """Deliver ``payload`` to the interrupt ``step`` (its path, as in
@@ -359,7 +365,8 @@ class DurableEngine:
         If the flow has reached the interrupt (a side-effect-free replay finds it),
         the payload is validated against its schema now (`InvalidArgumentError` with
         pydantic's errors). A resume that arrives before the flow reaches the
-        interrupt is kept for it and validated then. A step that
+        interrupt, or to an engine that does not define the flow (one that only
+        operates the store), is kept for it and validated then. A step that
         already got its payload, or a finished execution, raises `NotWaitingError`
         (FAILED_PRECONDITION).
         """
@@ -375,11 +382,15 @@ class DurableEngine:
         ):
             raise NotWaitingError(f"step {step!r} was already resumed (or the flow finished)")
         self.notifier.due()
-        return await self.get_state(record.id)
+        return await self._changed(record.id, f"resume of step {step!r} sent")
 
     async def _validated(self, record: ExecutionRecord, step: str, payload: Any) -> Any:
         from ._driver import probe
 
+        if record.flow not in self.flows:
+            # An engine that only operates the store (the command line) does not know
+            # the flow: the worker that runs it validates the payload when it is taken.
+            return payload
         try:
             codec = await probe(self, record, step)
         except LookupError:
@@ -394,7 +405,7 @@ class DurableEngine:
         it is."""
         flow_id = validate_flow_id(flow_id)
         await self._cancel(flow_id, depth=0)
-        return await self.get_state(flow_id)
+        return await self._changed(flow_id, "cancel requested")
 
     async def _cancel(self, flow_id: str, depth: int) -> None:
         error = error_to_record(CancelledError("flow cancelled"))
@@ -422,7 +433,7 @@ class DurableEngine:
             raise FailedPreconditionError("only a failed flow can be recovered")
         _entered("pending")
         self.notifier.due()
-        return await self.get_state(flow_id)
+        return await self._changed(flow_id, "recovered")
 
     async def wake(self, flow_id: str) -> Operation:
         """Replay a pending, sleeping or waiting execution now: a poll checks at once
@@ -437,7 +448,13 @@ class DurableEngine:
             flow_id, WAKE, "null", now, audit=[audit_line(flow_id, "wake")]
         )
         self.notifier.due()
-        return await self.get_state(flow_id)
+        return await self._changed(flow_id, "woken")
+
+    async def _changed(self, flow_id: str, what: str) -> Operation:
+        """Log an operator's change to an execution (one INFO line); its operation."""
+        record = await self.store.get(flow_id)
+        _log_change(record, f"{what}; now {record.status}")
+        return Operation.from_record(record)
 
     async def cleanup(self, flow_id: str) -> None:
         """Delete a finished execution's state (record, journal, signals).
@@ -670,3 +687,10 @@ def _trace() -> dict[str, Any]:
 def _entered(status: str) -> None:
     for observer in _telemetry.observers:
         observer.execution_status(status)
+
+
+def _log_change(record: ExecutionRecord, what: str) -> None:
+    logger.info(
+        "execution %s (flow %r, owner %s): %s",
+        record.id, record.flow, owner_tag(record.owner), what,
+    )  # fmt: skip

@@ -17,6 +17,7 @@ from .._errors import (
 )
 from .._json import dumps, error_json, loads
 from .._limits import check_chunk
+from .._logs import owner_tag
 from .base import Terminal
 
 if TYPE_CHECKING:
@@ -45,9 +46,20 @@ class StreamWriter:
     lease to lapse: readers see it abandoned) within about twice ``write_retry_for``.
     """
 
-    def __init__(self, manager: StreamManager, stream_id: str, *, flow: str = "") -> None:
+    def __init__(
+        self,
+        manager: StreamManager,
+        stream_id: str,
+        *,
+        flow: str = "",
+        owner: str | None = None,
+        ttl: float | None = None,
+    ) -> None:
         self.stream_id = stream_id
         self.flow = flow
+        self.owner = owner
+        #: Seconds the stream stays readable after it ends.
+        self.ttl = manager.ttl if ttl is None else ttl
         #: When this process last knew the lease to run out (set by the manager).
         self.lease_until = manager.clock() + manager.lease
         self._manager = manager
@@ -261,7 +273,7 @@ class StreamWriter:
                                 self._length,
                                 terminal,
                                 now=now,
-                                expires_at=now + manager.ttl,
+                                expires_at=now + self.ttl,
                             )
                         )
                 except Exception as exc:
@@ -273,8 +285,9 @@ class StreamWriter:
                     )  # fmt: skip
                     raise
             logger.info(
-                "stream %s (flow %r) ended: %s after %d chunks",
-                self.stream_id, self.flow, _describe(terminal), self._length,
+                "stream %s (flow %r, owner %s) ended: %s after %d chunks",
+                self.stream_id, self.flow, owner_tag(self.owner), _describe(terminal),
+                self._length,
             )  # fmt: skip
         finally:
             manager._finished(self.stream_id)

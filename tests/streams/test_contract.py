@@ -647,3 +647,38 @@ async def test_list_streams_refuses_bad_arguments(manager: StreamManager) -> Non
         await manager.list_streams(limit=0)
     with pytest.raises(InvalidArgumentError, match="status"):
         await manager.list_streams(status="finished")  # type: ignore[arg-type]
+
+
+# -- per-stream TTL ---------------------------------------------------------------------
+
+
+async def test_each_stream_keeps_its_own_ttl(make_manager: MakeManager) -> None:
+    """A stream's TTL moves its expiry at creation, at each renewal and at its end; a
+    TTL above the manager's maximum is refused before anything is stored."""
+    async with make_manager(ttl=100.0, max_ttl=5000.0, lease=0.3) as manager:
+        plain = await manager.open(flow="f")
+        kept = await manager.open(flow="f", ttl=4000.0)
+        for writer, ttl in ((plain, 100.0), (kept, 4000.0)):
+            record = await manager.info(writer.stream_id)
+            assert record.lease_until is not None
+            assert record.expires_at - record.lease_until == pytest.approx(ttl, abs=0.01)
+        # Renewals (every lease / 3) keep each stream's own TTL.
+        first_lease = (await manager.info(kept.stream_id)).lease_until
+        with anyio.fail_after(20):
+            while (await manager.info(kept.stream_id)).lease_until == first_lease:  # noqa: ASYNC110 - the store has no event for a renewal
+                await anyio.sleep(0.05)
+        for writer, ttl in ((plain, 100.0), (kept, 4000.0)):
+            record = await manager.info(writer.stream_id)
+            assert record.lease_until is not None
+            assert record.expires_at - record.lease_until == pytest.approx(ttl, abs=0.01)
+        await plain.done(None)
+        await kept.done(None)
+        for writer, ttl in ((plain, 100.0), (kept, 4000.0)):
+            record = await manager.info(writer.stream_id)
+            assert record.expires_at - record.updated_at == pytest.approx(ttl, abs=0.01)
+
+        with pytest.raises(InvalidArgumentError, match=r"above this server's maximum of 5000s"):
+            await manager.open(flow="f", ttl=5001.0)
+        with pytest.raises(InvalidArgumentError, match="positive"):
+            await manager.open(flow="f", ttl=0)
+        assert len((await manager.list_streams()).records) == 2  # nothing stored
