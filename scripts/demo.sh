@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 host=${1:-127.0.0.1}
 port=${2:-8000}
 backend=${STREAM_BACKEND:-sqlite}
-serve=(.venv/bin/uvicorn --factory samples.chat.app:build_app --host "$host" --port "$port"
+serve=(.venv/bin/uvicorn --factory samples.chat.app:demo_app --host "$host" --port "$port"
        --log-config samples/logging.json --timeout-graceful-shutdown 15)
 echo "samples/chat on http://$host:$port with the $backend stream manager"
+echo "operator dashboard on http://$host:$port/operator/ (its login token is printed below)"
 case "$backend" in
   sqlite|memory) STREAM_BACKEND=$backend exec "${serve[@]}" ;;
   firestore|rtdb|redis|postgres) STREAM_BACKEND=$backend exec scripts/with_servers.sh "${serve[@]}" ;;

@@ -176,6 +176,7 @@ class Flow(Generic[InT, OutT, ChunkT]):
         chunk: Any = None,
         description: str | None = None,
         conversation_policy: ConversationPolicy = "reject",
+        stream_ttl: float | None = None,
     ) -> None:
         if not name or "/" in name:
             raise ValueError(f"flow name must be non-empty and contain no '/': {name!r}")
@@ -190,6 +191,11 @@ class Flow(Generic[InT, OutT, ChunkT]):
             )
         #: What a start in a conversation with an active run does (see docs/conversations.md).
         self.conversation_policy: ConversationPolicy = conversation_policy
+        if stream_ttl is not None and not stream_ttl > 0:
+            raise ValueError(f"stream_ttl must be a positive number of seconds, not {stream_ttl!r}")
+        #: Seconds its streams stay readable after they end (None: the manager's ``ttl``;
+        #: a start may ask for another with the ``x-stream-ttl`` header).
+        self.stream_ttl = stream_ttl
         self._input = Codec(input)
         self._output = Codec(output)
         self._chunk = Codec(chunk)
@@ -333,6 +339,7 @@ def flow(
     chunk: Any = None,
     description: str | None = None,
     conversation_policy: ConversationPolicy = "reject",
+    stream_ttl: float | None = None,
 ) -> Callable[[Callable[[InT, FlowContext[ChunkT]], Awaitable[OutT]]], Flow[InT, OutT, ChunkT]]: ...
 
 
@@ -344,12 +351,15 @@ def flow(
     chunk: Any = None,
     description: str | None = None,
     conversation_policy: ConversationPolicy = "reject",
+    stream_ttl: float | None = None,
 ) -> Any:
     """Decorate ``async def fn(input, ctx)`` into a `Flow`; the name defaults to ``fn``'s.
 
     ``conversation_policy``: what a start naming a conversation that has an active
     run does: ``"reject"`` (409), ``"interrupt"`` (cancel the active run, then
-    start) or ``"enqueue"`` (start once the active run has ended).
+    start) or ``"enqueue"`` (start once the active run has ended). ``stream_ttl``:
+    seconds its streams stay readable after they end, within the stream manager's
+    ``max_ttl`` (default: the manager's ``ttl``).
 
     >>> @flow(input=str, output=str, chunk=str)
     ... async def shout(text: str, ctx: FlowContext[str]) -> str:
@@ -368,6 +378,7 @@ def flow(
             chunk=chunk,
             description=description,
             conversation_policy=conversation_policy,
+            stream_ttl=stream_ttl,
         )
 
     return wrap

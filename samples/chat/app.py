@@ -1,7 +1,9 @@
 """The chat sample: a flow that streams an answer, resumable by stream id.
 
-Run: ``make demo`` (or ``uvicorn --factory samples.chat.app:build_app``), then open
-http://127.0.0.1:8000.
+Run: ``make demo`` (or ``uvicorn --factory samples.chat.app:demo_app``), then open
+http://127.0.0.1:8000. The demo also serves the durable approval sample's flows
+(``/flows/durable/...``) and the operator dashboard at ``/operator/``; it prints the
+operator's login token at start (``OPERATOR_TOKEN`` chooses it).
 
 ``STREAM_BACKEND`` picks the stream manager: ``sqlite`` (default; ``STREAM_DB`` names
 the file, default ``.data/streams.db``), ``memory``, ``firestore`` (needs
@@ -16,6 +18,7 @@ replaces it with a real one (see `llm`).
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +29,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from stream_gateway import Gateway, InMemoryStreamManager, StreamManager
+from stream_gateway.durable import DurableEngine
+from stream_gateway.operator import operator_app, token_auth
 from stream_gateway.streams import SqliteStreamManager
 
 from ..aisdk.app import ProtocolMounts
@@ -72,18 +77,35 @@ def make_manager(backend: str, db_path: str | os.PathLike[str] | None = None) ->
 
 
 def build_app(
-    db_path: str | os.PathLike[str] | None = None, backend: str | None = None
+    db_path: str | os.PathLike[str] | None = None,
+    backend: str | None = None,
+    *,
+    durable: DurableEngine | None = None,
+    operator_token: str | None = None,
 ) -> Starlette:
     """The sample app with its gateway at ``/flows``; on the same manager, the AI SDK
     sample (``/aisdk/``, its ``useChat`` endpoint ``/api/chat``) and Durable Streams
-    (``/ds/``)."""
+    (``/ds/``). With ``durable``, the gateway also serves that engine's flows (and runs
+    a worker); with ``operator_token``, the operator dashboard is at ``/operator/``."""
     manager = make_manager(backend or os.environ.get("STREAM_BACKEND", "sqlite"), db_path)
-    gateway = Gateway([chat], stream_manager=manager)
+    gateway = Gateway([chat], stream_manager=manager, durable=durable)
     protocols = ProtocolMounts(manager)
+    operator: list[Mount] = []
+    if operator_token is not None:
+        dashboard = operator_app(
+            engine=durable, streams=manager, auth=token_auth({operator_token: "demo-operator"})
+        )
+        operator.append(Mount("/operator", app=dashboard))
 
     @asynccontextmanager
     async def lifespan(app: object) -> AsyncIterator[None]:
         async with gateway.lifespan(app), protocols.lifespan():
+            if durable is not None:
+                from ..approval.flows import pending_digest
+
+                await durable.ensure_schedule(
+                    pending_digest, id="pending-digest", cron="0 9 * * mon-fri"
+                )
             yield
 
     async def index(request: object) -> FileResponse:
@@ -97,6 +119,19 @@ def build_app(
             # The browser client (@stream-gateway/client), served from its source.
             Mount("/client", app=StaticFiles(directory=HERE.parents[1] / "client_js" / "src")),
             *protocols.routes,
+            *operator,
         ],
         lifespan=lifespan,
     )
+
+
+def demo_app() -> Starlette:
+    """What ``make demo`` serves: `build_app` with the durable approval sample's flows
+    (state in ``APPROVAL_DB``, default ``.data/approval.sqlite3``) and the operator
+    dashboard, whose login token (``OPERATOR_TOKEN``, else a fresh random one) is
+    printed here."""
+    from ..approval.app import make_engine
+
+    token = os.environ.get("OPERATOR_TOKEN") or secrets.token_urlsafe(18)
+    print(f"operator dashboard: /operator/ (log in with the token {token})", flush=True)
+    return build_app(durable=make_engine(), operator_token=token)

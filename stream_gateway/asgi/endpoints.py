@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import anyio.lowlevel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .. import _telemetry
 from .._errors import (
     AlreadyExistsError,
     CancelledError,
@@ -24,6 +26,7 @@ from .._errors import (
 )
 from .._ids import owner_key, validate_stream_id
 from .._limits import check_chunk
+from .._logs import owner_tag
 from ..flow import ContextProvider, Flow, FlowContext, RequestContext
 from ..streams.base import ErrorEvent, StreamRecord
 from ..streams.manager import StreamManager, check_offset
@@ -49,6 +52,9 @@ __all__ = ["FlowEndpoints", "GatewaySettings"]
 logger = logging.getLogger("stream_gateway.http")
 
 STREAM_ID_HEADER = "x-genkit-stream-id"
+#: A start may ask for its stream to stay readable this many seconds after it ends
+#: (within the manager's ``max_ttl``); the flow's ``stream_ttl`` otherwise.
+STREAM_TTL_HEADER = "x-stream-ttl"
 OFFSET_HEADER = "x-genkit-stream-offset"
 #: Our clients' request header (value ``1``): Genkit frames with offsets and resets
 #: (`genkit_frames_with_offsets`); Genkit's own client does not send it.
@@ -119,8 +125,10 @@ class FlowEndpoints:
                 conversation = Conversation(
                     self.settings.stream_manager, self.flow.name, owner, conversation_id
                 )
-                return await self._start_in_conversation(input, context, start, conversation)
-            return await self._stream_detached(input, context, start)
+                return await self._start_in_conversation(
+                    input, context, start, conversation, self._ttl_of(request)
+                )
+            return await self._stream_detached(input, context, start, self._ttl_of(request))
         if self._conversation_of(request, body) is not None:
             raise InvalidArgumentError(
                 "a conversation needs a streaming request (Accept: text/event-stream)"
@@ -155,14 +163,34 @@ class FlowEndpoints:
             return Response(status_code=204)  # what Genkit's client reads as NOT_FOUND
         offset = record.length if wanted is None else wanted
         check_offset(record, offset)
-        logger.info("stream %s (flow %r): resumed at offset %d", stream_id, self.flow.name, offset)
+        logger.info(
+            "stream %s (flow %r, owner %s): resumed at offset %d",
+            stream_id, self.flow.name, owner_tag(record.owner), offset,
+        )  # fmt: skip
         return self._genkit_response(stream_id, offset, request)
 
+    def _ttl_of(self, request: Request) -> float | None:
+        """The stream TTL a start asks for (`STREAM_TTL_HEADER`), else the flow's."""
+        raw = request.headers.get(STREAM_TTL_HEADER)
+        if raw is None:
+            return self.flow.stream_ttl
+        try:
+            ttl = float(raw)
+        except ValueError:
+            ttl = math.nan
+        if not math.isfinite(ttl) or ttl <= 0:
+            raise InvalidArgumentError(f"{STREAM_TTL_HEADER} must be a positive number of seconds")
+        return ttl
+
     async def _stream_detached(
-        self, input: Any, context: RequestContext, start: IdempotentStart | None = None
+        self,
+        input: Any,
+        context: RequestContext,
+        start: IdempotentStart | None = None,
+        ttl: float | None = None,
     ) -> Response:
         if start is None:
-            return await self._open_and_run(input, context, None, None)
+            return await self._open_and_run(input, context, None, None, ttl)
         # Identical starts in this process go one at a time, so that the repeats
         # find the first one's stream instead of meeting its admission slot (429).
         while (pending := self._starting.get(start.stream_id)) is not None:
@@ -174,7 +202,7 @@ class FlowEndpoints:
             if replay is not None:
                 return replay
             try:
-                return await self._open_and_run(input, context, start.stream_id, start.extra)
+                return await self._open_and_run(input, context, start.stream_id, start.extra, ttl)
             except StreamExistsError:
                 # An identical start in another process won the race: its record is there.
                 replay = await self._replay(start, context)
@@ -200,6 +228,7 @@ class FlowEndpoints:
         context: RequestContext,
         start: IdempotentStart | None,
         conversation: Conversation,
+        ttl: float | None = None,
     ) -> Response:
         """Start the conversation's next turn, as the flow's policy says."""
         manager = self.settings.stream_manager
@@ -224,7 +253,9 @@ class FlowEndpoints:
             turn = 0 if latest is None else Conversation.turn_of(latest) + 1
             extra = {**conversation.extra(turn, start_key), **(start.extra if start else {})}
             try:
-                return await self._open_and_run(input, context, conversation.turn_id(turn), extra)
+                return await self._open_and_run(
+                    input, context, conversation.turn_id(turn), extra, ttl
+                )
             except StreamExistsError:
                 continue  # another start took this turn: look again
         raise UnavailableError("too many starts raced in this conversation; try again")
@@ -235,6 +266,7 @@ class FlowEndpoints:
         context: RequestContext,
         stream_id: str | None,
         extra: dict[str, Any] | None,
+        ttl: float | None = None,
     ) -> Response:
         """Admit, open ``stream_id`` (None: a fresh one) and start the flow on it. A
         taken id raises `StreamExistsError` and costs nothing."""
@@ -244,7 +276,11 @@ class FlowEndpoints:
         admission = self.settings.runner.admit(context.principal)
         try:
             writer = await manager.open(
-                stream_id, flow=self.flow.name, owner=owner_key(context.principal), extra=extra
+                stream_id,
+                flow=self.flow.name,
+                owner=owner_key(context.principal),
+                extra=extra,
+                ttl=ttl,
             )
         except BaseException:
             admission.release()
@@ -356,10 +392,11 @@ class FlowEndpoints:
         client leaves (nobody would get the result)."""
         async with self.settings.runner.attached(context.principal):
             try:
-                result = await while_connected(
-                    request.receive,
-                    lambda: self.flow.fn(input, FlowContext(self.flow, request=context)),
-                )
+                with _telemetry.span("flow.run", flow=self.flow.name):
+                    result = await while_connected(
+                        request.receive,
+                        lambda: self.flow.fn(input, FlowContext(self.flow, request=context)),
+                    )
             except ClientGone:
                 logger.debug("client left; flow %r cancelled", self.flow.name)
                 return error_response(CancelledError("client disconnected"))
@@ -386,8 +423,9 @@ class FlowEndpoints:
         check_offset(record, offset)
         if offset:
             logger.info(
-                "stream %s (flow %r): resumed at offset %d (SSE)", stream_id, self.flow.name, offset
-            )
+                "stream %s (flow %r, owner %s): resumed at offset %d (SSE)",
+                stream_id, self.flow.name, owner_tag(record.owner), offset,
+            )  # fmt: skip
 
         async def produce(write: Write) -> None:
             await self._relay(stream_id, offset, write, sse_frames)

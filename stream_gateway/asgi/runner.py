@@ -13,6 +13,7 @@ from typing import Any, Self
 import anyio
 from anyio.abc import TaskGroup
 
+from .. import _telemetry
 from .._errors import GatewayError, ResourceExhaustedError, UnavailableError
 from .._limits import check_chunk
 from ..flow import Flow, FlowContext, RequestContext
@@ -312,7 +313,9 @@ class FlowRunner:
     @staticmethod
     async def _call(flow: Flow[Any, Any, Any], input: Any, ctx: FlowContext[Any]) -> _Outcome:
         try:
-            return flow.encode_output(await flow.fn(input, ctx)), None
+            with _telemetry.span("flow.run", flow=flow.name, stream_id=ctx.stream_id):
+                output = await flow.fn(input, ctx)
+            return flow.encode_output(output), None
         except GatewayError as exc:
             return None, exc
         except Exception as exc:

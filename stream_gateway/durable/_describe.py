@@ -149,8 +149,8 @@ class RecordingContext:
         self._add("interrupt", name=name, schema=Codec(schema).json_schema())
         return _VALUE
 
-    async def wait_for_signal(self, name: str, signal: str, **_: Any) -> Any:
-        self._add("signal", name=name, signal=signal)
+    async def wait_for_signal(self, name: str, signal: str, *, schema: Any = None, **_: Any) -> Any:
+        self._add("signal", name=name, signal=signal, schema=Codec(schema).json_schema())
         return _VALUE
 
     async def messages(self, name: str, names: Collection[str], **_: Any) -> list[Any]:

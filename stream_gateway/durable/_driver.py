@@ -17,8 +17,10 @@ from typing import Any
 
 import anyio
 
+from .. import _telemetry
 from .._errors import GatewayError, InternalError
 from .._json import loads
+from .._logs import owner_tag
 from ._compensation import fail_with_rollback
 from ._replay import Abandon, Cursor, ProbeFound, Run, Suspend, classify
 from ._steps import check_size
@@ -56,7 +58,36 @@ async def replay(
     tells whether a cancellation that reaches the flow is the worker's own (it then
     propagates) rather than something the flow raised itself. ``attach`` gets the
     `Run` before the flow starts (the worker evicts through it).
+
+    Traced (with an observer installed) as a ``durable.run`` span whose parent is
+    the trace that scheduled the execution (kept in its first audit line).
     """
+    if not _telemetry.observers:
+        return await _replay(engine, record, lease, cancelled, attach)
+    parent = await _trace_parent(engine.store, record.id)
+    with _telemetry.span(
+        "durable.run", parent, flow=record.flow, execution_id=record.id, worker=lease.worker
+    ):
+        return await _replay(engine, record, lease, cancelled, attach)
+
+
+async def _trace_parent(store: Any, execution_id: str) -> dict[str, str] | None:
+    """The trace context saved when the execution was created, if any."""
+    try:
+        first = await store.audit(execution_id=execution_id, after=0, limit=1)
+    except DurableStoreError:
+        return None
+    trace = first[0].data.get("trace") if first else None
+    return trace if isinstance(trace, dict) else None
+
+
+async def _replay(
+    engine: Any,
+    record: ExecutionRecord,
+    lease: Lease,
+    cancelled: Callable[[], bool],
+    attach: Callable[[Run], None] | None,
+) -> float | None:
     store = engine.store
     try:
         flow = engine.flow(record.flow)
@@ -98,6 +129,8 @@ async def replay(
         return await _conclude(run, root, flow, caught, output)
     except LeaseLostError:
         logger.warning("flow %s: lease lost before its end was recorded", record.id)
+        for observer in _telemetry.observers:
+            observer.lease_expired("execution")
     except DurableStoreError:
         await _hand_back(store, lease, time.time() + RETRY_LATER, _parked(run))
     finally:
@@ -159,7 +192,10 @@ async def _conclude(
             signals=suspend.signals,
             audit=run.audit,
         )
-        logger.debug("flow %s %s on %r", record.id, suspend.status, suspend.blocked_on)
+        logger.info(
+            "execution %s (flow %r, owner %s): %s on %r",
+            record.id, record.flow, owner_tag(record.owner), suspend.status, suspend.blocked_on,
+        )  # fmt: skip
         return wake_at
     if error is None:
         try:
@@ -179,12 +215,21 @@ async def _conclude(
                 now=time.time(),
                 audit=run.audit,
             )
-            logger.info("flow %s (%s) completed", record.id, record.flow)
+            logger.info(
+                "execution %s (flow %r, owner %s): completed",
+                record.id, record.flow, owner_tag(record.owner),
+            )  # fmt: skip
             return None
     if isinstance(error, GatewayError):
-        logger.warning("flow %s (%s) failed: %s", record.id, record.flow, error.message)
+        logger.warning(
+            "execution %s (flow %r, owner %s): failed: %s",
+            record.id, record.flow, owner_tag(record.owner), error.message,
+        )  # fmt: skip
     else:
-        logger.error("flow %s (%s) failed", record.id, record.flow, exc_info=error)
+        logger.error(
+            "execution %s (flow %r, owner %s): failed",
+            record.id, record.flow, owner_tag(record.owner), exc_info=error,
+        )  # fmt: skip
     stored = error_to_record(public_error(error))
     run.log("status", status="failed", error=stored)
     await run.stream.error(public_error(error))

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .. import _telemetry
 from .._errors import GatewayError
 from .._json import dumps, loads
 from ._stream import RunStream
@@ -237,21 +238,24 @@ class Run:
         audit, self.audit = self.audit, []
         deferred, self.deferred = self.deferred, []
         try:
-            async with self.stream.committing(entry, preceding=deferred):
-                if deferred:
-                    await self.store.append(
-                        self.lease,
-                        entry,
-                        time.time(),
-                        consume=consume,
-                        audit=audit,
-                        preceding=deferred,
-                    )
-                else:  # stores that predate `preceding` work until a step is ephemeral
-                    await self.store.append(
-                        self.lease, entry, time.time(), consume=consume, audit=audit
-                    )
+            with _telemetry.span("durable.storage.append", execution_id=self.record.id):
+                async with self.stream.committing(entry, preceding=deferred):
+                    if deferred:
+                        await self.store.append(
+                            self.lease,
+                            entry,
+                            time.time(),
+                            consume=consume,
+                            audit=audit,
+                            preceding=deferred,
+                        )
+                    else:  # stores that predate `preceding` work until a step is ephemeral
+                        await self.store.append(
+                            self.lease, entry, time.time(), consume=consume, audit=audit
+                        )
         except LeaseLostError:
+            for observer in _telemetry.observers:
+                observer.lease_expired("execution")
             raise self.abandon("its lease was lost") from None
         except DurableStoreError as exc:
             raise self.abandon(f"the store failed ({exc.message})") from None
@@ -344,6 +348,9 @@ class Run:
         """Add an audit line; it is stored with the next fenced write of this run."""
         if self.lease is not None:
             self.audit.append(AuditEntry(self.record.id, kind, time.time(), step, data))
+            if kind == "status":
+                for observer in _telemetry.observers:
+                    observer.execution_status(data["status"])
 
     def evict(self, worker: str) -> None:
         """Park the run now: steps running are interrupted (their attempt is not

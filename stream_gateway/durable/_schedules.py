@@ -17,6 +17,7 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from .. import _telemetry
 from .._errors import InvalidArgumentError
 from ._cron import Cron, zone
 from ._ids import derive_flow_id
@@ -115,6 +116,8 @@ async def fire_due(engine: DurableEngine, *, limit: int = 100) -> int:
         )
         if fired and execution is not None:
             started += 1
+            for observer in _telemetry.observers:
+                observer.execution_status("pending")
             logger.info("schedule %s: tick %.3f started flow %s", schedule.id, tick, target)
     if started:
         engine.notifier.due()

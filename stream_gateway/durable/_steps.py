@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
+from .. import _telemetry
 from .._errors import DeadlineExceededError, GatewayError
 from ._ids import derive_flow_id
 from ._replay import Closed, Cursor, ProbeMiss, Suspend, in_step
@@ -144,7 +145,17 @@ async def attempt(
     token = in_step.set(path)
     mark = run.stream.mark(cursor.branch, path)
     try:
-        with anyio.move_on_after(limit if limit is not None else float("inf")) as scope:
+        with (
+            _telemetry.span(
+                "durable.step",
+                flow=run.record.flow,
+                execution_id=run.record.id,
+                step=path,
+                kind=kind,
+                attempt=number,
+            ),
+            anyio.move_on_after(limit if limit is not None else float("inf")) as scope,
+        ):
             value = await call_body(fn)
         if scope.cancelled_caught:
             raise DeadlineExceededError(f"step {path!r} timed out after {limit}s")
@@ -159,6 +170,7 @@ async def attempt(
             ) from exc
         check_size(cursor, key, raw)
     except _NOT_RETRIED as exc:
+        _report(run.record.flow, kind, "failed", started)
         run.log(kind, path, attempt=number, outcome="failed", error=error_to_record(exc))
         await run.stream.retract(path, mark)
         await _fail(cursor, pos, kind, key, number, started, exc)
@@ -166,9 +178,11 @@ async def attempt(
     except Exception as exc:
         if run.evicted:
             raise run.eviction() from None
+        last = number >= policy.max_attempts
+        _report(run.record.flow, kind, "failed" if last else "error", started)
         run.log(kind, path, attempt=number, outcome="error", error=error_to_record(exc))
         await run.stream.retract(path, mark)
-        if number >= policy.max_attempts:
+        if last:
             error = StepExhaustedError(
                 f"step {path!r} failed after {number} attempt(s)",
                 details={"step": path, "attempts": number, "cause": public_error(exc).to_json()},
@@ -209,6 +223,7 @@ async def attempt(
         raise Suspend("sleeping", path, wake) from None
     finally:
         in_step.reset(token)
+    _report(run.record.flow, kind, "completed", started)
     run.log(kind, path, attempt=number, outcome="completed")
     done = _entry(
         cursor,
@@ -412,3 +427,11 @@ async def child(
         )
     )
     raise rebuild_error(error)
+
+
+def _report(flow: str, kind: str, outcome: str, started: float) -> None:
+    """Tell observers how an attempt of a step ended, and how long it took."""
+    if _telemetry.observers:
+        seconds = max(0.0, time.time() - started)
+        for observer in _telemetry.observers:
+            observer.step_finished(flow, kind, outcome, seconds)

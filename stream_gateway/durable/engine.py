@@ -8,6 +8,7 @@ Every method is safe to call from any process on the same store.
 from __future__ import annotations
 
 import builtins
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import anyio
 
+from .. import _telemetry
 from .._errors import (
     AlreadyExistsError,
     CancelledError,
@@ -29,6 +31,7 @@ from .._errors import (
 )
 from .._ids import validate_stream_id
 from .._json import JsonValue, dumps
+from .._logs import owner_tag
 from ..streams.manager import DURABLE, StreamManager
 from ._ids import derive_flow_id, new_flow_id, validate_flow_id
 from ._replay import STOP, WAKE
@@ -54,6 +57,8 @@ if TYPE_CHECKING:
     from .worker import Worker
 
 __all__ = ["DEFAULT_DB_PATH", "DurableEngine", "Notifier"]
+
+logger = logging.getLogger("stream_gateway.durable")
 
 #: Where the default SQLite store lives (override with ``STREAM_GATEWAY_DURABLE_DB``).
 DEFAULT_DB_PATH = ".data/durable.sqlite3"
@@ -246,13 +251,17 @@ class DurableEngine:
             updated_at=now,
             due_at=due,
         )
-        line = audit_line(flow_id, "status", status="pending", due_at=due)
+        line = audit_line(flow_id, "status", status="pending", due_at=due, **_trace())
         if definition.streaming and self.streams is not None:
             await self._open_stream(definition, flow_id, owner)
         stored, created = await self.store.create(record, audit=[line])
         if not created and (stored.flow != definition.name or stored.owner != owner):
             raise AlreadyExistsError(f"flow id {flow_id!r} is taken")
+        if created:
+            _entered("pending")
         self.notifier.due()
+        if created:
+            _log_change(stored, "pending (scheduled)")
         return Operation.from_record(stored)
 
     async def _open_stream(
@@ -297,9 +306,10 @@ class DurableEngine:
             due_at=now,
             parent=parent,
         )
-        line = audit_line(flow_id, "status", status="pending", parent=parent)
+        line = audit_line(flow_id, "status", status="pending", parent=parent, **_trace())
         stored, created = await self.store.create(record, audit=[line])
         if created:
+            _entered("pending")
             self.notifier.due()
         return stored
 
@@ -396,7 +406,7 @@ class DurableEngine:
         ):
             raise NotWaitingError("flow has finished: it takes no more signals")
         self.notifier.due()
-        return await self.get_state(flow_id)
+        return await self._changed(flow_id, f"signal {name!r} sent")
 
     async def resume(self, flow_id: str, step: str, payload: JsonValue) -> Operation:
         """Deliver ``payload`` to the interrupt ``step`` (its path, as in
@@ -405,7 +415,8 @@ class DurableEngine:
         If the flow has reached the interrupt (a side-effect-free replay finds it),
         the payload is validated against its schema now (`InvalidArgumentError` with
         pydantic's errors). A resume that arrives before the flow reaches the
-        interrupt is kept for it and validated then. A step that
+        interrupt, or to an engine that does not define the flow (one that only
+        operates the store), is kept for it and validated then. A step that
         already got its payload, or a finished execution, raises `NotWaitingError`
         (FAILED_PRECONDITION).
         """
@@ -421,11 +432,15 @@ class DurableEngine:
         ):
             raise NotWaitingError(f"step {step!r} was already resumed (or the flow finished)")
         self.notifier.due()
-        return await self.get_state(record.id)
+        return await self._changed(record.id, f"resume of step {step!r} sent")
 
     async def _validated(self, record: ExecutionRecord, step: str, payload: Any) -> Any:
         from ._driver import probe
 
+        if record.flow not in self.flows:
+            # An engine that only operates the store (the command line) does not know
+            # the flow: the worker that runs it validates the payload when it is taken.
+            return payload
         try:
             codec = await probe(self, record, step)
         except LookupError:
@@ -440,12 +455,13 @@ class DurableEngine:
         it is."""
         flow_id = validate_flow_id(flow_id)
         await self._cancel(flow_id, depth=0)
-        return await self.get_state(flow_id)
+        return await self._changed(flow_id, "cancel requested")
 
     async def _cancel(self, flow_id: str, depth: int) -> None:
         error = error_to_record(CancelledError("flow cancelled"))
         line = audit_line(flow_id, "status", status="cancelled")
         if await self.store.cancel(flow_id, error, time.time(), audit=[line]):
+            _entered("cancelled")
             self.notifier.cancelled(flow_id)
             await self._cancel_stream(flow_id)
         if depth > 32:
@@ -476,8 +492,9 @@ class DurableEngine:
         line = audit_line(flow_id, "status", status="pending", recovered=True)
         if not await self.store.recover(flow_id, time.time(), audit=[line]):
             raise FailedPreconditionError("only a failed flow can be recovered")
+        _entered("pending")
         self.notifier.due()
-        return await self.get_state(flow_id)
+        return await self._changed(flow_id, "recovered")
 
     async def wake(self, flow_id: str) -> Operation:
         """Replay a pending, sleeping or waiting execution now: a poll checks at once
@@ -492,7 +509,13 @@ class DurableEngine:
             flow_id, WAKE, "null", now, audit=[audit_line(flow_id, "wake")]
         )
         self.notifier.due()
-        return await self.get_state(flow_id)
+        return await self._changed(flow_id, "woken")
+
+    async def _changed(self, flow_id: str, what: str) -> Operation:
+        """Log an operator's change to an execution (one INFO line); its operation."""
+        record = await self.store.get(flow_id)
+        _log_change(record, f"{what}; now {record.status}")
+        return Operation.from_record(record)
 
     async def evict(self, flow_id: str) -> Operation:
         """Ask a running execution to park now, wherever it runs: the worker holding
@@ -583,9 +606,9 @@ class DurableEngine:
         self, flow: str | DurableFlow[Any, Any], sample_input: Any = None
     ) -> dict[str, Any]:
         """The static shape of a flow, JSON: ``{flow, description, input, output,
-        nodes, complete}``. Nodes (``type``: step, action, poll, sleep, interrupt with
-        its schema, signal, messages, wait_for, join/race with their branches, loop
-        with one iteration's body, switch with its cases, note, removed, checkpoint,
+        nodes, complete}``. Nodes (``type``: step, action, poll, sleep, interrupt and
+        signal with their schemas, messages, wait_for, join/race with their branches,
+        loop with one iteration's body, switch with its cases, note, removed, checkpoint,
         rollback, value) are recorded by running the flow against a recording context:
         no step body runs and nothing is stored. Durable calls return a placeholder
         that is truthy, so the shape follows the path where every check passes;
@@ -755,3 +778,24 @@ def _json(payload: Any) -> str:
         return dumps(payload).decode()
     except (TypeError, ValueError, InvalidArgumentError):
         raise InvalidArgumentError("the payload must be JSON") from None
+
+
+def _trace() -> dict[str, Any]:
+    """The current trace context, as audit data (``trace``) when there is one: the
+    worker that runs the execution later continues that trace."""
+    if not _telemetry.observers:
+        return {}
+    carrier = _telemetry.carrier()
+    return {"trace": carrier} if carrier else {}
+
+
+def _entered(status: str) -> None:
+    for observer in _telemetry.observers:
+        observer.execution_status(status)
+
+
+def _log_change(record: ExecutionRecord, what: str) -> None:
+    logger.info(
+        "execution %s (flow %r, owner %s): %s",
+        record.id, record.flow, owner_tag(record.owner), what,
+    )  # fmt: skip

@@ -19,6 +19,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._errors import GatewayError
+from .._logs import owner_tag
 from ._driver import replay
 from ._ids import new_flow_id
 from ._replay import Run
@@ -179,9 +180,11 @@ class Worker:
                 continue
             run = self._runs[record.id] = _Run(lease)
             self._idle = anyio.Event()
+            logger.info(
+                "execution %s (flow %r, owner %s): claimed by worker %s",
+                record.id, record.flow, owner_tag(record.owner), self.worker_id,
+            )  # fmt: skip
             tg.start_soon(self._run, record, run)
-        if claimed:
-            logger.debug("worker %s claimed %d executions", self.worker_id, len(claimed))
         return len(claimed)
 
     def _current_group(self) -> TaskGroup | None:

@@ -7,10 +7,13 @@ from .base import (
     ResetEvent,
     ResultEvent,
     StreamEvent,
+    StreamFilter,
+    StreamPage,
     StreamRecord,
     StreamStatus,
     StreamStorage,
     Terminal,
+    scanned_page,
 )
 from .manager import DURABLE, StreamManager
 from .memory import InMemoryStreamManager, InMemoryStreamStorage
@@ -28,12 +31,15 @@ __all__ = [
     "SqliteStreamManager",
     "SqliteStreamStorage",
     "StreamEvent",
+    "StreamFilter",
     "StreamManager",
+    "StreamPage",
     "StreamRecord",
     "StreamStatus",
     "StreamStorage",
     "StreamWriter",
     "Terminal",
     "new_stream_id",
+    "scanned_page",
     "validate_stream_id",
 ]

@@ -5,6 +5,7 @@ migrate)::
 
     streams(id PK, flow, status, length, created_at, updated_at, expires_at, owner,
             lease_until, cancel_requested, terminal_kind, terminal_payload, extra)
+        index streams_by_creation (created_at DESC, id DESC)
     batches(stream_id, first_offset, count, data)    PK (stream_id, first_offset)
 
 Everything here is blocking; the storage runs it in worker threads.
@@ -39,6 +40,13 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS batches (
         stream_id TEXT NOT NULL, first_offset INTEGER NOT NULL, count INTEGER NOT NULL,
         data BLOB NOT NULL, PRIMARY KEY (stream_id, first_offset))""",
+)
+# Indexes added since version 1, created on every start if missing: an index changes
+# no row, so files made by older releases take them without a version bump (and those
+# releases keep opening the file).
+_INDEXES = (
+    # Listing newest first (`list_streams`) seeks through this instead of sorting.
+    "CREATE INDEX IF NOT EXISTS streams_by_creation ON streams (created_at DESC, id DESC)",
 )
 COLUMNS = (
     "id, flow, created_at, updated_at, expires_at, owner, status, length,"
@@ -82,6 +90,9 @@ def _create_schema(conn: sqlite3.Connection) -> int:
         for statement in _SCHEMA:
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    if version <= SCHEMA_VERSION:
+        for statement in _INDEXES:
+            conn.execute(statement)
     return int(version)
 
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .._errors import InvalidArgumentError
 from .._json import loads
 
 __all__ = [
@@ -24,12 +25,15 @@ __all__ = [
     "ResetEvent",
     "ResultEvent",
     "StreamEvent",
+    "StreamFilter",
+    "StreamPage",
     "StreamRecord",
     "StreamStatus",
     "StreamStorage",
     "Terminal",
     "parse_reset",
     "reset_entry",
+    "scanned_page",
 ]
 
 #: How a control entry starts: no compact JSON value starts with ``#``, so a backend
@@ -141,6 +145,107 @@ def parse_reset(raw: bytes) -> int | None:
     if raw[:1] != CONTROL_PREFIX or not raw.startswith(_RESET):
         return None
     return int(raw[len(_RESET) :])
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPage:
+    """One page of `StreamStorage.list_streams`: records newest first.
+
+    ``next_cursor`` continues the listing after the last record (pass it back as
+    ``cursor``); ``None`` when there is nothing more. A page may hold fewer records
+    than asked for and still have a next one (expired records are left out).
+    """
+
+    records: list[StreamRecord]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFilter:
+    """What `StreamStorage.list_streams` selects, and where a listing resumes.
+
+    Order is newest first: by ``created_at`` descending, then by stream id descending
+    (so records created at the same instant still have one order). ``after`` is the
+    position ``(created_at, stream_id)`` of the last record already listed, decoded
+    from a cursor; only records strictly after it (older, in the order) are selected.
+    """
+
+    status: StreamStatus | None = None
+    flow: str | None = None
+    owner: str | None = None
+    limit: int = 50
+    after: tuple[float, str] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        status: StreamStatus | None = None,
+        flow: str | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> StreamFilter:
+        """Check the arguments of a listing; a bad limit or cursor is `InvalidArgumentError`."""
+        if status is not None and status not in ("open", "done", "error", "cancelled"):
+            raise InvalidArgumentError(
+                f"unknown stream status {status!r}: use open, done, error or cancelled"
+            )
+        if not 1 <= limit <= 1000:
+            raise InvalidArgumentError("limit must be between 1 and 1000")
+        return cls(status, flow, owner, limit, None if cursor is None else decode_cursor(cursor))
+
+    def matches(self, record: StreamRecord) -> bool:
+        """Whether ``record`` passes the status, flow and owner conditions."""
+        return (
+            (self.status is None or record.status == self.status)
+            and (self.flow is None or record.flow == self.flow)
+            and (self.owner is None or record.owner == self.owner)
+        )
+
+    def follows(self, record: StreamRecord) -> bool:
+        """Whether ``record`` comes after the cursor (always, without one)."""
+        return self.after is None or (record.created_at, record.stream_id) < self.after
+
+    def page(self, newest_first: list[StreamRecord], *, more: bool) -> StreamPage:
+        """The page made of ``newest_first`` (records in listing order, at least those
+        that follow the cursor and match): the first ``limit`` selected, and a cursor
+        when more exist (``more``: the source had records beyond those given)."""
+        selected = [r for r in newest_first if self.follows(r) and self.matches(r)]
+        records = selected[: self.limit]
+        if len(selected) > self.limit or (more and records):
+            return StreamPage(records, encode_cursor(records[-1]))
+        return StreamPage(records, None)
+
+
+def scanned_page(
+    selection: StreamFilter, scanned: list[StreamRecord], *, exhausted: bool
+) -> StreamPage:
+    """The page of a backend that reads records in listing order and checks the
+    conditions itself: ``scanned`` is every record it read from the cursor on (in
+    order), ``exhausted`` whether it reached the end. A page not filled when the scan
+    stopped short continues after the last record scanned."""
+    page = selection.page(scanned, more=not exhausted)
+    if len(page.records) < selection.limit and not exhausted and scanned:
+        return StreamPage(page.records, encode_cursor(scanned[-1]))
+    return page
+
+
+def encode_cursor(record: StreamRecord) -> str:
+    """The cursor that continues a listing after ``record``."""
+    return f"{record.created_at!r}:{record.stream_id}"
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """``(created_at, stream_id)`` from a cursor; a malformed one is `InvalidArgumentError`."""
+    created, sep, stream_id = cursor.partition(":")
+    try:
+        when = float(created)
+    except ValueError:
+        when = float("nan")
+    if not sep or not stream_id or when != when or len(cursor) > 300:
+        raise InvalidArgumentError(f"malformed listing cursor {cursor[:40]!r}")
+    return when, stream_id
 
 
 class StreamStorage(abc.ABC):
@@ -257,6 +362,18 @@ class StreamStorage(abc.ABC):
         the process that receives it.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot carry a stop to another process")
+
+    async def list_streams(self, selection: StreamFilter) -> StreamPage:
+        """Records selected by ``selection``, newest first, one page at a time.
+
+        Records are ordered by ``created_at`` descending, then stream id descending;
+        a page holds at most ``selection.limit`` records and a cursor when more may
+        follow. Records expired but not yet purged may be included (the manager leaves
+        them out). ``length`` is exact for every record, as `load` makes it. A backend
+        should seek to the cursor through an index rather than scan every stream; each
+        says in its docs what it does. The default raises `NotImplementedError`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list streams")
 
     @abc.abstractmethod
     async def purge(self, now: float) -> int:

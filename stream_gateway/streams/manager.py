@@ -21,6 +21,7 @@ from typing import Any, Self, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
+from .. import _telemetry
 from .._errors import (
     FailedPreconditionError,
     GatewayError,
@@ -32,13 +33,17 @@ from .._errors import (
 )
 from .._ids import new_stream_id, validate_stream_id
 from .._json import loads
+from .._logs import owner_tag
 from .base import (
     ChunkEvent,
     ErrorEvent,
     ResetEvent,
     ResultEvent,
     StreamEvent,
+    StreamFilter,
+    StreamPage,
     StreamRecord,
+    StreamStatus,
     StreamStorage,
     Terminal,
     parse_reset,
@@ -55,6 +60,7 @@ DURABLE = "durable"
 
 logger = logging.getLogger("stream_gateway.streams")
 T = TypeVar("T")
+_WEEK = 7 * 86400.0
 
 
 class _Listener:
@@ -102,6 +108,11 @@ class _Listener:
             self._tail.clear()
         self._tail.extend(chunks)
         self._tail_end = offset + len(chunks)
+
+    @property
+    def known_end(self) -> int:
+        """The offset just past the newest chunk this process has seen committed."""
+        return self._tail_end
 
     def recall(self, offset: int, limit: int) -> list[bytes]:
         start = self._tail_end - len(self._tail)
@@ -156,6 +167,7 @@ class StreamManager:
         storage: StreamStorage,
         *,
         ttl: float = 3600.0,
+        max_ttl: float | None = None,
         lease: float = 10.0,
         flush_interval: float | None = None,
         max_batch: int = 512,
@@ -170,7 +182,8 @@ class StreamManager:
     ) -> None:
         """Configure limits and timings; ``flush_interval`` defaults to the storage's.
 
-        ``ttl``: seconds a finished stream stays readable. ``lease``: how long a
+        ``ttl``: seconds a finished stream stays readable, unless `open` is given
+        another, at most ``max_ttl`` (default: a week, or ``ttl`` if longer). ``lease``: how long a
         writer's claim lasts without renewal (renewed every third of it).
         ``max_chunk_bytes`` / ``max_stream_chunks``: limits on what a writer accepts.
         ``write_retry_for``: how long a write is retried while the backend reports
@@ -178,8 +191,11 @@ class StreamManager:
         """
         if ttl <= 0 or lease <= 0 or max_batch < 1 or read_batch < 1:
             raise ValueError("ttl, lease, max_batch and read_batch must be positive")
+        if max_ttl is not None and max_ttl < ttl:
+            raise ValueError("max_ttl must be at least ttl")
         self.storage = storage
         self.ttl = ttl
+        self.max_ttl = max(ttl, _WEEK) if max_ttl is None else max_ttl
         self.lease = lease
         self.flush_interval = storage.flush_interval if flush_interval is None else flush_interval
         self.max_batch = max_batch
@@ -278,14 +294,19 @@ class StreamManager:
         flow: str = "",
         owner: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        ttl: float | None = None,
     ) -> StreamWriter:
         """Create a stream and return its writer. A taken id raises `StreamExistsError`.
+
+        ``ttl``: seconds this stream stays readable after it ends (default: the
+        manager's ``ttl``); above ``max_ttl``, or not positive, `InvalidArgumentError`.
 
         ``owner`` is stored as given (the gateway passes a hash of the principal).
         ``extra`` (JSON-able) is stored in the record with the stream's creation, in
         the same atomic step, so whoever finds the id taken also finds it.
         """
         self.task_group  # noqa: B018 - fail early if not started
+        ttl = self.check_ttl(ttl)
         stream_id = new_stream_id() if stream_id is None else validate_stream_id(stream_id)
         now = self.clock()
         record = StreamRecord(
@@ -293,16 +314,19 @@ class StreamManager:
             flow=flow,
             created_at=now,
             updated_at=now,
-            expires_at=now + self.lease + self.ttl,
+            expires_at=now + self.lease + ttl,
             owner=owner,
             lease_until=now + self.lease,
             extra=dict(extra or {}),
         )
-        await self._retrying(lambda: self.storage.create(record))
-        writer = StreamWriter(self, stream_id, flow=flow)
+        with _telemetry.span("stream.storage.create", stream_id=stream_id):
+            await self._retrying(lambda: self.storage.create(record))
+        writer = StreamWriter(self, stream_id, flow=flow, owner=owner, ttl=ttl)
         writer.lease_until = now + self.lease
         self._writers[stream_id] = writer
-        logger.info("stream %s opened (flow %r)", stream_id, flow)
+        for observer in _telemetry.observers:
+            observer.stream_opened(flow)
+        logger.info("stream %s opened (flow %r, owner %s)", stream_id, flow, owner_tag(owner))
         return writer
 
     async def attach(self, stream_id: str) -> StreamWriter:
@@ -327,6 +351,21 @@ class StreamManager:
         self._writers[stream_id] = writer
         return writer
 
+    def check_ttl(self, ttl: float | None) -> float:
+        """The TTL a stream gets: ``ttl`` if allowed, else the manager's default for
+        ``None``; `InvalidArgumentError` when not positive or above ``max_ttl``."""
+        if ttl is None:
+            return self.ttl
+        if not (isinstance(ttl, int | float) and math.isfinite(ttl) and ttl > 0):
+            raise InvalidArgumentError("a stream's ttl must be a positive number of seconds")
+        if ttl > self.max_ttl:
+            raise InvalidArgumentError(
+                f"a stream's ttl of {ttl:g}s is above this server's maximum of"
+                f" {self.max_ttl:g}s (StreamManager max_ttl)",
+                details={"ttl": ttl, "max_ttl": self.max_ttl},
+            )
+        return float(ttl)
+
     async def info(self, stream_id: str) -> StreamRecord:
         """The stream's record without its chunks. Unknown or expired: `StreamNotFoundError`."""
         validate_stream_id(stream_id)
@@ -342,10 +381,13 @@ class StreamManager:
         `StreamNotFoundError`. The writer in this process hears at once, one in
         another process at its next lease renewal (within a third of ``lease``).
         """
-        await self.info(stream_id)
+        record = await self.info(stream_id)
         requested = await self.storage.request_cancel(stream_id)
         if requested:
-            logger.info("stream %s: cancellation requested", stream_id)
+            logger.info(
+                "stream %s (flow %r, owner %s): cancellation requested",
+                stream_id, record.flow, owner_tag(record.owner),
+            )  # fmt: skip
         writer = self._writers.get(stream_id)
         if writer is not None:
             writer._request_cancel()
@@ -373,13 +415,47 @@ class StreamManager:
                     " cannot carry a stop there (cancel reaches every process)"
                 ) from None
             if requested:
-                logger.info("stream %s: stop requested", stream_id)
+                logger.info(
+                    "stream %s (flow %r, owner %s): stop requested",
+                    stream_id, record.flow, owner_tag(record.owner),
+                )  # fmt: skip
             return requested
         if writer.closed:
             return False
-        logger.info("stream %s: stop requested", stream_id)
+        logger.info(
+            "stream %s (flow %r, owner %s): stop requested",
+            stream_id, record.flow, owner_tag(record.owner),
+        )  # fmt: skip
         writer._request_stop()
         return True
+
+    async def list_streams(
+        self,
+        *,
+        status: StreamStatus | None = None,
+        flow: str | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> StreamPage:
+        """Streams newest first, optionally only those of one status, flow or owner.
+
+        At most ``limit`` (1-1000) records a page; pass the page's ``next_cursor`` as
+        ``cursor`` for the next one. Expired streams are left out (a page may then be
+        shorter than ``limit`` and still have a next one). Records carry no chunks.
+        A bad limit, status or cursor raises `InvalidArgumentError`; a storage that
+        cannot list raises `FailedPreconditionError`.
+        """
+        selection = StreamFilter.of(
+            status=status, flow=flow, owner=owner, limit=limit, cursor=cursor
+        )
+        try:
+            page = await self._retrying(lambda: self.storage.list_streams(selection))
+        except NotImplementedError as exc:
+            raise FailedPreconditionError(str(exc)) from None
+        now = self.clock()
+        live = [r for r in page.records if r.expires_at > now]
+        return page if len(live) == len(page.records) else StreamPage(live, page.next_cursor)
 
     async def purge(self) -> int:
         """Delete expired streams now (the manager also does this periodically)."""
@@ -433,6 +509,8 @@ class StreamManager:
             history = known.length
             voids = await self._resets(stream_id, from_offset, history)
         listener = self._acquire(stream_id)
+        for observer in _telemetry.observers:
+            observer.subscriber_added()
         try:
             cursor = from_offset
             before = [v for v in voids if v[0] < from_offset]
@@ -471,13 +549,16 @@ class StreamManager:
                 # A writer in this process knows its committed length: past it there
                 # is nothing to read (and a backend that is down need not be asked).
                 if not chunks and limit > 0 and (writer is None or cursor < writer.committed):
-                    chunks = await self._retrying(
-                        functools.partial(self.storage.read, stream_id, cursor, limit)
-                    )
+                    with _telemetry.span("stream.storage.read", stream_id=stream_id):
+                        chunks = await self._retrying(
+                            functools.partial(self.storage.read, stream_id, cursor, limit)
+                        )
                     if chunks:
                         listener.remember(cursor, chunks)
                 if chunks:
                     missing = 0
+                    if _telemetry.observers:
+                        self._report_read(listener, writer, cursor + len(chunks), len(chunks))
                     if durable:
                         events = _durable_events(cursor, chunks, history, voids)
                         cursor += len(chunks)
@@ -534,8 +615,8 @@ class StreamManager:
                     if not listener.abandon_logged:
                         listener.abandon_logged = True
                         logger.info(
-                            "stream %s (flow %r) abandoned: its writer's lease lapsed",
-                            stream_id, record.flow,
+                            "stream %s (flow %r, owner %s) abandoned: its writer's lease lapsed",
+                            stream_id, record.flow, owner_tag(record.owner),
                         )  # fmt: skip
                     yield [ErrorEvent("UNAVAILABLE", "stream abandoned")]
                     return
@@ -546,6 +627,17 @@ class StreamManager:
                 await listener.wait(seen, max(0.01, min(self.poll_fallback, lease_left + 0.01)))
         finally:
             self._release(stream_id, listener)
+            for observer in _telemetry.observers:
+                observer.subscriber_removed()
+
+    def _report_read(
+        self, listener: _Listener, writer: StreamWriter | None, cursor: int, count: int
+    ) -> None:
+        """Tell observers of a read, and how far behind the newest chunk this process
+        knows of (its own writer's, or the last one read here) the reader is."""
+        head = max(listener.known_end, writer.committed if writer is not None else 0)
+        for observer in _telemetry.observers:
+            observer.chunks_read(count, max(0, head - cursor))
 
     async def _resets(self, stream_id: str, start: int, end: int) -> list[tuple[int, int]]:
         """The reset entries in ``[start, end)`` as ``(void_from, offset)`` pairs."""
@@ -581,9 +673,12 @@ class StreamManager:
             return False
         if recorded:
             logger.info(
-                "stream %s (flow %r) abandoned: its writer's lease lapsed; end recorded",
-                stream_id, record.flow,
+                "stream %s (flow %r, owner %s) abandoned: its writer's lease lapsed;"
+                " end recorded",
+                stream_id, record.flow, owner_tag(record.owner),
             )  # fmt: skip
+            for observer in _telemetry.observers:
+                observer.lease_expired("stream")
         return True
 
     # -- called by writers -------------------------------------------------------------
@@ -687,10 +782,16 @@ class StreamManager:
             if not open_ids:
                 continue
             now = self.clock()
+            # One renewal per TTL in use: each stream's expiry moves by its own TTL.
+            by_ttl: dict[float, list[str]] = {}
+            for sid in open_ids:
+                by_ttl.setdefault(self._writers[sid].ttl, []).append(sid)
             try:
-                cancelled = await self.storage.renew(
-                    open_ids, now + self.lease, now + self.lease + self.ttl
-                )
+                cancelled: set[str] = set()
+                for ttl, ids in by_ttl.items():
+                    cancelled |= await self.storage.renew(
+                        ids, now + self.lease, now + self.lease + ttl
+                    )
             except Exception as exc:
                 if isinstance(exc, GatewayError):
                     logger.warning("lease renewal failed for %d streams: %s", len(open_ids), exc)

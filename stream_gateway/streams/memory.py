@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from .._errors import ResourceExhaustedError, StreamClosedError, StreamExistsError
-from .base import StreamRecord, StreamStorage, Terminal
+from .base import StreamFilter, StreamPage, StreamRecord, StreamStorage, Terminal
 from .manager import StreamManager
 
 __all__ = ["InMemoryStreamManager", "InMemoryStreamStorage"]
@@ -126,6 +126,12 @@ class InMemoryStreamStorage(StreamStorage):
             return False
         entry.record.stop_requested = True
         return True
+
+    async def list_streams(self, selection: StreamFilter) -> StreamPage:
+        """A scan of every stream held (bounded by ``max_streams``), sorted."""
+        found = [replace(e.record) for e in self._entries.values()]
+        found.sort(key=lambda r: (r.created_at, r.stream_id), reverse=True)
+        return selection.page(found, more=False)
 
     async def purge(self, now: float) -> int:
         expired = [sid for sid, e in self._entries.items() if e.record.expires_at <= now]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
+from .. import _telemetry
 from .._errors import (
     CancelledError,
     GatewayError,
@@ -16,6 +17,7 @@ from .._errors import (
 )
 from .._json import dumps, error_json, loads
 from .._limits import check_chunk
+from .._logs import owner_tag
 from .base import Terminal, reset_entry
 
 if TYPE_CHECKING:
@@ -44,9 +46,20 @@ class StreamWriter:
     lease to lapse: readers see it abandoned) within about twice ``write_retry_for``.
     """
 
-    def __init__(self, manager: StreamManager, stream_id: str, *, flow: str = "") -> None:
+    def __init__(
+        self,
+        manager: StreamManager,
+        stream_id: str,
+        *,
+        flow: str = "",
+        owner: str | None = None,
+        ttl: float | None = None,
+    ) -> None:
         self.stream_id = stream_id
         self.flow = flow
+        self.owner = owner
+        #: Seconds the stream stays readable after it ends.
+        self.ttl = manager.ttl if ttl is None else ttl
         #: When this process last knew the lease to run out (set by the manager).
         self.lease_until = manager.clock() + manager.lease
         self._manager = manager
@@ -188,15 +201,18 @@ class StreamWriter:
             batch, offset = self._buffer, self._length
             self._buffer = []
             try:
-                await manager._retrying(
-                    lambda: manager.storage.append(self.stream_id, offset, batch)
-                )
+                with _telemetry.span("stream.storage.append", stream_id=self.stream_id):
+                    await manager._retrying(
+                        lambda: manager.storage.append(self.stream_id, offset, batch)
+                    )
             except BaseException as exc:
                 self._buffer[:0] = batch  # keep order; a later flush tries again
                 if isinstance(exc, Exception):
                     self._fail(exc)
                 raise
             self._length = offset + len(batch)
+            for observer in _telemetry.observers:
+                observer.chunks_written(self.flow, len(batch))
         manager._committed(self.stream_id, offset, batch)
 
     async def reset(self, void_from: int) -> None:
@@ -275,15 +291,16 @@ class StreamWriter:
             async with self._lock:
                 now = manager.clock()
                 try:
-                    await manager._retrying(
-                        lambda: manager.storage.finish(
-                            self.stream_id,
-                            self._length,
-                            terminal,
-                            now=now,
-                            expires_at=now + manager.ttl,
+                    with _telemetry.span("stream.storage.finish", stream_id=self.stream_id):
+                        await manager._retrying(
+                            lambda: manager.storage.finish(
+                                self.stream_id,
+                                self._length,
+                                terminal,
+                                now=now,
+                                expires_at=now + self.ttl,
+                            )
                         )
-                    )
                 except Exception as exc:
                     self._fail(exc)
                     logger.error(
@@ -293,11 +310,14 @@ class StreamWriter:
                     )  # fmt: skip
                     raise
             logger.info(
-                "stream %s (flow %r) ended: %s after %d chunks",
-                self.stream_id, self.flow, _describe(terminal), self._length,
+                "stream %s (flow %r, owner %s) ended: %s after %d chunks",
+                self.stream_id, self.flow, owner_tag(self.owner), _describe(terminal),
+                self._length,
             )  # fmt: skip
         finally:
             manager._finished(self.stream_id)
+            for observer in _telemetry.observers:
+                observer.stream_finished(self.flow, terminal.kind)
 
     async def _flusher(self) -> None:
         """Commit the buffer every ``flush_interval`` while chunks come in."""

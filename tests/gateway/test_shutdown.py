@@ -180,7 +180,7 @@ async def test_sigterm_mid_stream_every_client_gets_its_end_or_resumes_it(
         assert "draining 3 running flows (grace 3.0s)" in log
         assert "drain grace over: stopping 1 flows" in log
         assert "drain finished" in log
-        assert "opened (flow 'count')" in log
+        assert "opened (flow 'count', owner " in log
 
         # Same port, same file: clients that were cut come back here.
         servers.append(Server(db, a.port, "--lease", "3"))
@@ -292,6 +292,6 @@ async def test_make_demo_shows_stream_and_drain_logs(db: Path) -> None:
                 proc.wait(15)
     text = log_path.read_text()
     assert "stream_gateway.streams: stream " in text
-    assert "opened (flow 'chat')" in text
-    assert "(flow 'chat') ended: done after" in text
+    assert "opened (flow 'chat', owner " in text
+    assert "ended: done after" in text and "(flow 'chat', owner " in text
     assert "stream_gateway.runner: drain finished" in text

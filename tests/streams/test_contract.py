@@ -682,3 +682,109 @@ async def test_attach_refuses_plain_and_finished_streams(manager: StreamManager)
         await manager.attach(durable.stream_id)
     with pytest.raises(StreamNotFoundError):
         await manager.attach("never-made-stream-0001")
+
+
+# -- listing ------------------------------------------------------------------------------
+
+
+async def _listed(manager: StreamManager, **conditions: Any) -> list[StreamRecord]:
+    """Every record the listing yields, page by page (pages of 2), checking the pages."""
+    records: list[StreamRecord] = []
+    cursor = None
+    for _ in range(50):
+        page = await manager.list_streams(limit=2, cursor=cursor, **conditions)
+        assert len(page.records) <= 2
+        records += page.records
+        if page.next_cursor is None:
+            return records
+        cursor = page.next_cursor
+    raise AssertionError("the listing did not end")
+
+
+async def test_list_streams_newest_first_with_filters(manager: StreamManager) -> None:
+    writers = []
+    for i in range(5):
+        writer = await manager.open(flow="even" if i % 2 == 0 else "odd", owner=f"owner{i % 3}")
+        writers.append(writer)
+    for i in range(3):
+        await writers[4].write(i)
+    await writers[4].flush()
+    await writers[0].done("r0")
+    await writers[1].done("r1")
+    await writers[2].error(ValueError("boom"))
+    await manager.cancel(writers[3].stream_id)
+
+    infos = [await manager.info(w.stream_id) for w in writers]
+    newest_first = sorted(infos, key=lambda r: (r.created_at, r.stream_id), reverse=True)
+
+    everything = await _listed(manager)
+    assert [r.stream_id for r in everything] == [r.stream_id for r in newest_first]
+    by_id = {r.stream_id: r for r in everything}
+    assert by_id[writers[4].stream_id].length == 3  # exact while open
+    assert by_id[writers[4].stream_id].status == "open"
+    assert by_id[writers[0].stream_id].status == "done"
+    assert by_id[writers[2].stream_id].status == "error"
+    assert by_id[writers[0].stream_id].flow == "even"
+    assert by_id[writers[1].stream_id].owner == "owner1"
+
+    def ids(records: list[StreamRecord]) -> list[str]:
+        return [r.stream_id for r in records]
+
+    expected_even = [r.stream_id for r in newest_first if r.flow == "even"]
+    assert ids(await _listed(manager, flow="even")) == expected_even
+    assert ids(await _listed(manager, status="done")) == [
+        r.stream_id for r in newest_first if r.status == "done"
+    ]
+    assert ids(await _listed(manager, owner="owner0")) == [
+        r.stream_id for r in newest_first if r.owner == "owner0"
+    ]
+    assert ids(await _listed(manager, flow="even", status="open")) == [writers[4].stream_id]
+    assert await _listed(manager, flow="nothing") == []
+    page = await manager.list_streams(limit=10)
+    assert page.next_cursor is None and ids(page.records) == ids(newest_first)
+
+    await writers[4].done(None)
+
+
+async def test_list_streams_refuses_bad_arguments(manager: StreamManager) -> None:
+    with pytest.raises(InvalidArgumentError, match="cursor"):
+        await manager.list_streams(cursor="not a cursor")
+    with pytest.raises(InvalidArgumentError, match="limit"):
+        await manager.list_streams(limit=0)
+    with pytest.raises(InvalidArgumentError, match="status"):
+        await manager.list_streams(status="finished")  # type: ignore[arg-type]
+
+
+# -- per-stream TTL ---------------------------------------------------------------------
+
+
+async def test_each_stream_keeps_its_own_ttl(make_manager: MakeManager) -> None:
+    """A stream's TTL moves its expiry at creation, at each renewal and at its end; a
+    TTL above the manager's maximum is refused before anything is stored."""
+    async with make_manager(ttl=100.0, max_ttl=5000.0, lease=0.3) as manager:
+        plain = await manager.open(flow="f")
+        kept = await manager.open(flow="f", ttl=4000.0)
+        for writer, ttl in ((plain, 100.0), (kept, 4000.0)):
+            record = await manager.info(writer.stream_id)
+            assert record.lease_until is not None
+            assert record.expires_at - record.lease_until == pytest.approx(ttl, abs=0.01)
+        # Renewals (every lease / 3) keep each stream's own TTL.
+        first_lease = (await manager.info(kept.stream_id)).lease_until
+        with anyio.fail_after(20):
+            while (await manager.info(kept.stream_id)).lease_until == first_lease:  # noqa: ASYNC110 - the store has no event for a renewal
+                await anyio.sleep(0.05)
+        for writer, ttl in ((plain, 100.0), (kept, 4000.0)):
+            record = await manager.info(writer.stream_id)
+            assert record.lease_until is not None
+            assert record.expires_at - record.lease_until == pytest.approx(ttl, abs=0.01)
+        await plain.done(None)
+        await kept.done(None)
+        for writer, ttl in ((plain, 100.0), (kept, 4000.0)):
+            record = await manager.info(writer.stream_id)
+            assert record.expires_at - record.updated_at == pytest.approx(ttl, abs=0.01)
+
+        with pytest.raises(InvalidArgumentError, match=r"above this server's maximum of 5000s"):
+            await manager.open(flow="f", ttl=5001.0)
+        with pytest.raises(InvalidArgumentError, match="positive"):
+            await manager.open(flow="f", ttl=0)
+        assert len((await manager.list_streams()).records) == 2  # nothing stored

@@ -62,6 +62,14 @@ STREAMS_MIGRATIONS = [
             ADD COLUMN stop_requested boolean NOT NULL DEFAULT false;
         """,
     ),
+    # Listing newest first (`list_streams`) walks this index from the cursor on.
+    Migration(
+        3,
+        "streams by creation",
+        """
+        CREATE INDEX streams_created ON {schema}.streams (created_at DESC, stream_id DESC);
+        """,
+    ),
 ]
 
 RECORD_COLUMNS = (
@@ -138,6 +146,7 @@ class Statements:
                 RETURNING true)
             SELECT EXISTS (SELECT 1 FROM flagged) OR EXISTS (
                 SELECT 1 FROM {s}.streams WHERE stream_id = $1 AND status = 'open')"""
+        self.list_from = f"SELECT {RECORD_COLUMNS} FROM {s}.streams"
         # A bounded round per statement, skipping rows another transaction holds (a
         # stream being written is not expired anyway); batches go by the cascade.
         self.purge = f"""WITH doomed AS (

@@ -20,7 +20,7 @@ from stream_gateway import (
     StreamNotFoundError,
     UnavailableError,
 )
-from stream_gateway.streams import StreamRecord, StreamStorage, Terminal
+from stream_gateway.streams import StreamFilter, StreamPage, StreamRecord, StreamStorage, Terminal
 
 from ._errors import translated
 from ._layout import STREAMS_MIGRATIONS, Statements, channel
@@ -313,6 +313,29 @@ class PostgresStreamStorage(StreamStorage):
                 lambda conn: conn.fetchval(self._sql.request_stop, stream_id),
             )
         )
+
+    async def list_streams(self, selection: StreamFilter) -> StreamPage:
+        """One statement walking the ``(created_at DESC, stream_id DESC)`` index from
+        the cursor (a row comparison the index seeks to), checking status, flow and owner
+        on the rows it passes."""
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (
+            ("status", selection.status), ("flow", selection.flow), ("owner", selection.owner)
+        ):  # fmt: skip
+            if value is not None:
+                args.append(value)
+                where.append(f"{column} = ${len(args)}")
+        if selection.after is not None:
+            when, sid = selection.after
+            args += [_time(when), sid]
+            where.append(f"(created_at, stream_id) < (${len(args) - 1}, ${len(args)})")
+        args.append(selection.limit + 1)
+        condition = f"WHERE {' AND '.join(where)}" if where else ""
+        sql = f"""{self._sql.list_from} {condition}
+            ORDER BY created_at DESC, stream_id DESC LIMIT ${len(args)}"""
+        rows = await self._call("listing streams", lambda conn: conn.fetch(sql, *args))
+        return selection.page([_record(row) for row in rows], more=False)
 
     async def purge(self, now: float) -> int:
         total = 0

@@ -7,6 +7,7 @@
                                ...
                                entry <length>-1              {t: kind}  (the terminal)
 <prefix>:expiring      zset    stream id -> expires_at (what `purge` looks at)
+<prefix>:created       zset    stream id -> created_at (what `list_streams` walks)
 ```
 
 The braces are a hash tag: both keys of a stream hash to one cluster slot, so every
@@ -27,6 +28,7 @@ from stream_gateway.streams import StreamRecord, StreamStatus, Terminal
 
 __all__ = [
     "check_prefix",
+    "created_key",
     "decode_record",
     "encode_record",
     "expiry_key",
@@ -70,6 +72,11 @@ def log_key(prefix: str, stream_id: str) -> str:
 def expiry_key(prefix: str) -> str:
     """The sorted set of stream ids by ``expires_at`` (for `purge`'s count)."""
     return f"{prefix}:expiring"
+
+
+def created_key(prefix: str) -> str:
+    """The sorted set of stream ids by ``created_at`` (for `list_streams`)."""
+    return f"{prefix}:created"
 
 
 def parse_entry_id(entry_id: bytes | str) -> tuple[int, int]:

@@ -12,7 +12,10 @@ Commands per operation (see `_layout` for the keys, `_scripts` for the scripts):
 - ``finish``: 1 script (record, terminal entry, key expiry), then 1 ``ZADD``.
 - ``renew``: one pipeline of 1 script per stream, then 1 ``ZADD`` for them all.
 - ``request_cancel``: 1 script. ``purge``: ``ZRANGEBYSCORE``, a pipeline of 1 script
-  per expired stream, ``ZREM``.
+  per expired stream, ``ZREM`` from both indexes.
+- ``list_streams``: ``ZREVRANGEBYSCORE`` on the creation index from the cursor, then
+  one pipeline of ``HGETALL`` per candidate; status, flow and owner are checked on the
+  records read (a page scans at most `_LIST_SCAN` candidates, then hands back a cursor).
 - ``watch``: 1 ``XREVRANGE ... COUNT 1``, then ``XREAD BLOCK`` on the log in a loop.
 
 Expiry is Redis's own: both keys of a stream carry the record's ``expires_at`` as
@@ -42,12 +45,20 @@ from stream_gateway import (
     StreamNotFoundError,
     UnavailableError,
 )
-from stream_gateway.streams import StreamRecord, StreamStorage, Terminal
+from stream_gateway.streams import (
+    StreamFilter,
+    StreamPage,
+    StreamRecord,
+    StreamStorage,
+    Terminal,
+    scanned_page,
+)
 
 from . import _scripts
 from ._coalesce import Coalescer
 from ._layout import (
     check_prefix,
+    created_key,
     decode_record,
     encode_record,
     expiry_key,
@@ -60,6 +71,7 @@ from ._watch import BatchCache
 __all__ = ["RedisStreamStorage"]
 
 _PURGE_ROUND = 256
+_LIST_SCAN = 1000  # candidates one `list_streams` call reads at most
 _SCRIPT_ERRORS: dict[str, type[Exception]] = {
     "SG_NOT_FOUND": StreamNotFoundError,
     "SG_EXISTS": StreamExistsError,
@@ -202,7 +214,10 @@ class RedisStreamStorage(StreamStorage):
             args += [name, value]
         with _translated():
             await self._script("CREATE")(keys=self._keys(record.stream_id), args=args)
-            await self.client.zadd(expiry_key(self.prefix), {record.stream_id: record.expires_at})
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.zadd(expiry_key(self.prefix), {record.stream_id: record.expires_at})
+                pipe.zadd(created_key(self.prefix), {record.stream_id: record.created_at})
+                await pipe.execute()
 
     async def append(self, stream_id: str, offset: int, chunks: Sequence[bytes]) -> None:
         if not chunks:
@@ -318,9 +333,48 @@ class RedisStreamStorage(StreamStorage):
                 gone = [sid for sid, r in zip(ids, results, strict=True) if r == 1]
                 if gone:
                     await self.client.zrem(index, *gone)
+                    await self.client.zrem(created_key(self.prefix), *gone)
                 total += len(gone)
                 if len(ids) < _PURGE_ROUND:
                     return total
+
+    async def list_streams(self, selection: StreamFilter) -> StreamPage:
+        """Walks the creation index (a sorted set) down from the cursor; see the module
+        docstring. Streams created before the index existed (an older release) are not
+        listed; those Redis expired by itself leave the index here."""
+        index = created_key(self.prefix)
+        top: float | str = "+inf" if selection.after is None else selection.after[0]
+        scanned: list[StreamRecord] = []
+        seen: set[str] = set()
+        start = 0
+        wanted = selection.limit + 1
+        with _translated():
+            while len(scanned) < _LIST_SCAN:
+                step = min(max(wanted * 2, 64), _LIST_SCAN - len(scanned))
+                found = await self.client.zrevrangebyscore(
+                    index, top, "-inf", start=start, num=step
+                )
+                start += len(found)
+                ids = [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in found]
+                ids = [sid for sid in ids if sid not in seen]  # a concurrent create shifts
+                seen.update(ids)
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for sid in ids:
+                        pipe.hgetall(meta_key(self.prefix, sid))
+                    hashes = await pipe.execute() if ids else []
+                gone = [sid for sid, raw in zip(ids, hashes, strict=True) if not raw]
+                if gone:
+                    await self.client.zrem(index, *gone)
+                    start -= len(gone)
+                for sid, raw in zip(ids, hashes, strict=True):
+                    record = decode_record(sid, raw)
+                    if record is not None and selection.follows(record):
+                        scanned.append(record)
+                if len(found) < step:
+                    return scanned_page(selection, scanned, exhausted=True)
+                if sum(1 for r in scanned if selection.matches(r)) >= wanted:
+                    break
+        return scanned_page(selection, scanned, exhausted=False)
 
     def _block_for(self, client: Redis) -> float:
         """How long one blocking read may wait: ``block``, but at most half the

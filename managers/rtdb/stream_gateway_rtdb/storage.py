@@ -17,6 +17,11 @@ Requests per operation (``R`` = round trip; see `_layout` for where things live)
 - ``finish``: 1 PATCH of the meta. ``request_cancel``: a GET and a conditional PUT.
 - ``renew``: one GET per stream (its cancel flag and status), then one multi-path PATCH
   of every lease: ``N + 1`` requests per renewal round for ``N`` streams written here.
+- ``list_streams``: queries ``orderBy="created_at"&endAt=<cursor>&limitToLast=k`` on
+  the metas, walking down from the cursor (status, flow and owner are checked on the
+  metas read; a page reads at most `_LIST_SCAN` of them, then hands back a cursor); one
+  more GET per open stream listed, for its length. The database needs
+  ``".indexOn": ["expires_at", "created_at"]`` on ``<root>/meta``.
 - ``purge``: a query ``orderBy="expires_at"&endAt=now`` on the metas, then one
   multi-path PATCH of nulls per 200 expired streams (metas and batches together).
 """
@@ -35,7 +40,14 @@ import anyio
 import httpx
 
 from stream_gateway import StreamExistsError, UnavailableError
-from stream_gateway.streams import StreamRecord, StreamStorage, Terminal
+from stream_gateway.streams import (
+    StreamFilter,
+    StreamPage,
+    StreamRecord,
+    StreamStorage,
+    Terminal,
+    scanned_page,
+)
 
 from ._auth import EMULATOR_TOKEN, TokenSource, resolve_endpoint
 from ._calls import gather, operation
@@ -55,6 +67,7 @@ from ._watch import BatchCache, watch_stream
 __all__ = ["RtdbStreamStorage"]
 
 _PURGE_ROUND = 200
+_LIST_SCAN = 1000  # metas one `list_streams` call reads at most
 _CANCEL_TRIES = 5
 
 
@@ -340,6 +353,49 @@ class RtdbStreamStorage(StreamStorage):
                 continue
             return True
         raise UnavailableError("stream metadata kept changing; cancellation not recorded")
+
+    @operation
+    async def list_streams(self, selection: StreamFilter) -> StreamPage:
+        """See the module docstring: metas by ``created_at``, newest first, from the cursor."""
+        top = None if selection.after is None else selection.after[0]
+        scanned: list[StreamRecord] = []
+        ties: set[str] = set()  # ids read whose created_at is `top` (endAt is inclusive)
+        wanted = selection.limit + 1
+        exhausted = False
+        while len(scanned) < _LIST_SCAN and not exhausted:
+            step = min(max(wanted * 2, 64), _LIST_SCAN - len(scanned)) + len(ties)
+            params: dict[str, Any] = {"orderBy": "created_at", "limitToLast": step}
+            if top is not None:
+                params["endAt"] = top
+            found = await self.client.get(f"{self.root}/meta", **params) or {}
+            exhausted = len(found) < step
+            batch = [
+                record
+                for sid, meta in found.items()
+                if _is_key(sid) and sid not in ties
+                and (record := decode_record(sid, meta)) is not None
+            ]  # fmt: skip
+            if not batch:
+                break
+            batch.sort(key=lambda r: (r.created_at, r.stream_id), reverse=True)
+            scanned += [r for r in batch if selection.follows(r)]
+            if batch[-1].created_at != top:
+                ties = set()
+            top = batch[-1].created_at
+            ties.update(r.stream_id for r in batch if r.created_at == top)
+            if sum(1 for r in scanned if selection.matches(r)) >= wanted:
+                break
+        page = scanned_page(selection, scanned, exhausted=exhausted)
+        for record in page.records:
+            if record.status == "open":
+                written = self._written.get(record.stream_id)
+                end = (
+                    written.length
+                    if written is not None
+                    else await self._reader.last_end(self.client, self._batches(record.stream_id))
+                )
+                record.length = max(record.length, end)
+        return page
 
     @operation
     async def purge(self, now: float) -> int:

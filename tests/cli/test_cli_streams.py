@@ -1,0 +1,116 @@
+"""``stream-gateway streams ...`` against every stream backend that another process can
+reach (all but memory), with ``--json`` output parsed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+
+from stream_gateway.streams import StreamManager
+from tests.backends import BACKENDS, BackendHarness, selected_backends
+from tests.cli.support import ainvoke, store_url
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=[name for name in selected_backends() if name != "memory"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[BackendHarness]:
+    async with BACKENDS[request.param]() as harness:  # type: ignore[attr-defined]
+        yield harness
+
+
+async def test_streams_commands(backend: BackendHarness) -> None:
+    url = store_url(backend)
+    async with StreamManager(backend.new_storage(), flush_interval=0.01) as manager:
+        answer = await manager.open(flow="chat", owner="owner-1")
+        for token in ("Hel", "lo"):
+            await answer.write(token)
+        await answer.done({"text": "Hello"})
+        live = await manager.open(flow="other")
+        await live.write("x")
+        await live.flush()
+
+        # ls: newest first, filters, pages
+        listed = (await ainvoke("streams", "ls", "--store", url, "--json")).json()
+        assert [s["id"] for s in listed["streams"]] == [live.stream_id, answer.stream_id]
+        assert listed["next_cursor"] is None
+        done = (await ainvoke("streams", "ls", "--store", url, "--json", "--status", "done")).json()
+        assert [s["id"] for s in done["streams"]] == [answer.stream_id]
+        assert done["streams"][0]["result"] == {"text": "Hello"}
+        other = (await ainvoke("streams", "ls", "--store", url, "--json", "--flow", "other")).json()
+        assert [s["id"] for s in other["streams"]] == [live.stream_id]
+        mine = (
+            await ainvoke("streams", "ls", "--store", url, "--json", "--owner", "owner-1")
+        ).json()
+        assert [s["id"] for s in mine["streams"]] == [answer.stream_id]
+        first = (await ainvoke("streams", "ls", "--store", url, "--json", "--limit", "1")).json()
+        assert [s["id"] for s in first["streams"]] == [live.stream_id]
+        rest = (
+            await ainvoke(
+                "streams", "ls", "--store", url, "--json", "--cursor", first["next_cursor"]
+            )
+        ).json()
+        assert [s["id"] for s in rest["streams"]] == [answer.stream_id]
+        table = await ainvoke("streams", "ls", "--store", url)
+        assert table.code == 0 and live.stream_id in table.stdout and "STATUS" in table.stdout
+
+        # info
+        info = (await ainvoke("streams", "info", answer.stream_id, "--store", url, "--json")).json()
+        assert (info["status"], info["length"], info["flow"]) == ("done", 2, "chat")
+        assert info["owner"] == "owner-1"
+        unknown = await ainvoke("streams", "info", "0" * 22, "--store", url, "--json")
+        assert unknown.code == 3 and unknown.error()["status"] == "NOT_FOUND"
+
+        # tail: a finished stream from 0, then a live one from an offset
+        tail = await ainvoke("streams", "tail", answer.stream_id, "--store", url, "--json")
+        assert tail.code == 0
+        assert tail.lines() == [
+            {"offset": 0, "chunk": "Hel"},
+            {"offset": 1, "chunk": "lo"},
+            {"result": {"text": "Hello"}},
+        ]
+        text = await ainvoke("streams", "tail", answer.stream_id, "--store", url, "--text")
+        assert text.stdout == 'Hello\nresult: {"text":"Hello"}\n'
+        followed: list[object] = []
+
+        async def follow() -> None:
+            outcome = await ainvoke("streams", "tail", live.stream_id, "--offset", "1",
+                                    "--store", url, "--json")  # fmt: skip
+            followed.extend(outcome.lines())
+            followed.append(outcome.code)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow)
+                await live.write("y")
+                await live.write("z")
+                await live.done("end")
+        assert followed == [
+            {"offset": 1, "chunk": "y"},
+            {"offset": 2, "chunk": "z"},
+            {"result": "end"},
+            0,
+        ]
+
+        # cancel: an open stream is flagged; a finished one is left as it is
+        victim = await manager.open(flow="chat")
+        cancelled = await ainvoke("streams", "cancel", victim.stream_id, "--store", url, "--json")
+        assert cancelled.json() == {"id": victim.stream_id, "cancel_requested": True}
+        assert (await manager.info(victim.stream_id)).cancel_requested
+        again = await ainvoke("streams", "cancel", answer.stream_id, "--store", url, "--json")
+        assert again.json() == {"id": answer.stream_id, "cancel_requested": False}
+        await victim.cancelled()
+        errored = await ainvoke("streams", "tail", victim.stream_id, "--store", url, "--json")
+        assert errored.code == 1 and errored.lines()[-1]["error"]["status"] == "CANCELLED"
+
+    # purge: a stream whose time is up goes
+    async with StreamManager(backend.new_storage(), lease=0.2, ttl=0.01) as brief:
+        short = await brief.open(flow="brief")
+        await short.done(None)
+    await anyio.sleep(0.1)
+    purged = (await ainvoke("streams", "purge", "--store", url, "--json")).json()
+    assert purged["purged"] >= 1
+    gone = await ainvoke("streams", "info", short.stream_id, "--store", url, "--json")
+    assert gone.code == 3
