@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from stream_gateway.durable import DurableEngine, SqliteDurableStore
+from stream_gateway.streams import SqliteStreamManager
 from tests.cli.cli_flows import FLOWS
 from tests.cli.support import REPO, SCRIPTS, ainvoke, invoke
 from tests.durable.helpers import finished, until_status
@@ -144,6 +145,21 @@ def test_store_errors(tmp_path: Path) -> None:
     assert down.code == 4 and "unavailable" in down.stderr.lower()
     secret = invoke("streams", "ls", "--store", "postgresql://u:hunter2@127.0.0.1:1/db#x=1")
     assert secret.code == 2 and "hunter2" not in secret.stderr
+    garbage = tmp_path / "garbage.db"
+    garbage.write_text("not a database")
+    notdb = invoke("streams", "ls", "--store", str(garbage))
+    assert notdb.code == 2 and "is not a SQLite database" in notdb.stderr
+
+
+async def test_a_file_of_the_other_kind_is_named(engine: DurableEngine, tmp_path: Path) -> None:
+    durable = str(tmp_path / "durable.db")
+    async with SqliteStreamManager(tmp_path / "streams.db") as manager:
+        await (await manager.open(flow="f")).done(None)
+    swapped = await ainvoke("streams", "ls", "--store", durable)
+    assert swapped.code == 2
+    assert "holds durable executions, not streams" in swapped.stderr
+    other = await ainvoke("flows", "ls", "--store", str(tmp_path / "streams.db"))
+    assert other.code == 2 and "holds streams, not durable executions" in other.stderr
 
 
 def test_worker_command_serves_until_sigterm(tmp_path: Path) -> None:
