@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,9 +22,11 @@ from ..streams.manager import StreamManager
 __all__ = ["engine_for", "manager_for", "record_json", "store_url"]
 
 
-def store_url(text: str | None, *, must_exist: bool = True) -> StoreURL:
+def store_url(text: str | None, *, must_exist: bool = True, kind: str | None = None) -> StoreURL:
     """The parsed ``--store``. A SQLite file must exist (a typo must not create one),
-    unless ``must_exist`` is false (a worker creates its store)."""
+    unless ``must_exist`` is false (a worker creates its store); with ``kind``
+    (``"streams"`` or ``"durable"``), a SQLite file of the other kind is refused with
+    a message that says so."""
     if not text:
         raise InvalidArgumentError(
             "no store given: pass --store URL or set STREAM_GATEWAY_STORE"
@@ -32,7 +36,32 @@ def store_url(text: str | None, *, must_exist: bool = True) -> StoreURL:
     url = parse_store_url(text)
     if must_exist and url.scheme == "sqlite" and not os.path.isfile(url.location):
         raise InvalidArgumentError(f"no SQLite file at {url.location!r}")
+    if kind is not None and url.scheme == "sqlite" and os.path.isfile(url.location):
+        _check_sqlite_kind(url.location, kind)
     return url
+
+
+# What each kind of file holds: a table only it has, and how to say so.
+_KINDS = {
+    "streams": ("batches", "streams", "streams commands need the stream store's file"),
+    "durable": (
+        "executions",
+        "durable executions",
+        "flows and schedules commands need the durable store's file",
+    ),
+}
+
+
+def _check_sqlite_kind(path: str, kind: str) -> None:
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.Error as exc:
+        raise InvalidArgumentError(f"{path} is not a SQLite database: {exc}") from None
+    mark, holds, needed = _KINDS[kind]
+    (other_mark, other_holds, _) = _KINDS["durable" if kind == "streams" else "streams"]
+    if other_mark in tables and mark not in tables:
+        raise InvalidArgumentError(f"{path} holds {other_holds}, not {holds}: {needed}")
 
 
 @asynccontextmanager
@@ -42,7 +71,7 @@ async def manager_for(text: str | None, *, patience: float) -> AsyncIterator[Str
     It never purges by itself (``streams purge`` does, when asked), and gives up on a
     store that does not answer within ``patience`` seconds.
     """
-    storage = open_stream_storage(store_url(text))
+    storage = open_stream_storage(store_url(text, kind="streams"))
     manager = StreamManager(storage, write_retry_for=patience, purge_interval=math.inf)
     async with manager:
         yield manager
@@ -57,7 +86,7 @@ async def engine_for(
     command must be done within ``patience`` seconds (`UnavailableError` if not)."""
     from ..durable.cli import load_engine
 
-    url = store_url(text)
+    url = store_url(text, kind="durable")
     store = open_durable_store(url)
     if flows is not None:
         engine = load_engine(flows, None)

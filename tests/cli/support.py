@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,18 @@ def invoke(*args: str) -> Outcome:
 async def ainvoke(*args: str) -> Outcome:
     """`invoke`, from an async test (the command runs its own event loop in a thread)."""
     return await anyio.to_thread.run_sync(lambda: invoke(*args))
+
+
+async def aspawn(*args: str) -> Outcome:
+    """`spawn`, from an async test."""
+    return await anyio.to_thread.run_sync(lambda: spawn(*args))
+
+
+def runner_for(backend: BackendHarness) -> Callable[..., Awaitable[Outcome]]:
+    """How a test runs commands on ``backend``: in this process, except for Firestore,
+    whose gRPC client keeps process-wide state bound to the first event loop that
+    used it (each in-process command runs, and closes, an event loop of its own)."""
+    return aspawn if backend.name == "firestore" else ainvoke
 
 
 def spawn(*args: str, timeout: float = 60) -> Outcome:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from stream_gateway.durable import DurableEngine, SqliteDurableStore
+from stream_gateway.streams import SqliteStreamManager
 from tests.cli.cli_flows import FLOWS
 from tests.cli.support import REPO, SCRIPTS, ainvoke, invoke
 from tests.durable.helpers import finished, until_status
@@ -49,49 +50,53 @@ async def test_flows_commands(engine: DurableEngine, tmp_path: Path) -> None:
     assert table.code == 0 and "BLOCKED ON" in table.stdout and flaky in table.stdout
 
     # show, detail (the failed step's error in full)
-    shown = (await ainvoke("flows", "show", approve, "--store", url, "--json")).json()
+    shown = (await ainvoke("flows", "show", "--store", url, "--json", "--", approve)).json()
     assert (shown["status"], shown["blockedOnStep"]) == ("waiting", "approval")
-    detail = (await ainvoke("flows", "detail", flaky, "--store", url, "--json")).json()
+    detail = (await ainvoke("flows", "detail", "--store", url, "--json", "--", flaky)).json()
     assert detail["operation"]["status"] == "failed"
     assert "the payment service said no" in str(detail["steps"])
     assert any(entry["kind"] == "status" for entry in detail["timeline"])
-    readable = await ainvoke("flows", "detail", flaky, "--store", url)
+    readable = await ainvoke("flows", "detail", "--store", url, "--", flaky)
     assert "the payment service said no" in readable.stdout and "timeline:" in readable.stdout
 
     # resume: a payload the schema refuses (checked at once with --flows), then a good one
-    refused = await ainvoke("flows", "resume", approve, "approval", '"maybe"', "--store", url,
-                            "--flows", "tests.cli.cli_flows:FLOWS", "--json")  # fmt: skip
+    refused = await ainvoke("flows", "resume", "--store", url, "--json",
+                            "--flows", "tests.cli.cli_flows:FLOWS",
+                            "--", approve, "approval", '"maybe"')  # fmt: skip
     assert refused.code == 2 and refused.error()["status"] == "INVALID_ARGUMENT"
-    resumed = await ainvoke(
-        "flows", "resume", approve, "approval", "true", "--store", url, "--json"
-    )
+    resumed = await ainvoke("flows", "resume", "--store", url, "--json", "--", approve,
+                            "approval", "true")  # fmt: skip
     assert resumed.json()["name"] == approve
     assert (await finished(engine, approve)).response == "order-1: approved"
-    twice = await ainvoke("flows", "resume", approve, "approval", "true", "--store", url, "--json")
+    twice = await ainvoke(
+        "flows", "resume", "--store", url, "--json", "--", approve, "approval", "true"
+    )
     assert twice.code == 1 and twice.error()["status"] == "FAILED_PRECONDITION"
 
     # signal
-    sent = await ainvoke("flows", "signal", listen, "go", '{"n": 1}', "--store", url, "--json")
+    sent = await ainvoke(
+        "flows", "signal", "--store", url, "--json", "--", listen, "go", '{"n": 1}'
+    )
     assert sent.code == 0
     assert (await finished(engine, listen)).response == {"n": 1}
-    bad_json = await ainvoke("flows", "signal", listen, "go", "{nope", "--store", url)
+    bad_json = await ainvoke("flows", "signal", "--store", url, "--", listen, "go", "{nope")
     assert bad_json.code == 2 and "not JSON" in bad_json.stderr
 
     # wake, cancel
-    woken = await ainvoke("flows", "wake", nap, "--store", url, "--json")
+    woken = await ainvoke("flows", "wake", "--store", url, "--json", "--", nap)
     assert woken.code == 0 and woken.json()["name"] == nap
     await until_status(engine, nap, "sleeping")
-    cancelled = (await ainvoke("flows", "cancel", nap, "--store", url, "--json")).json()
+    cancelled = (await ainvoke("flows", "cancel", "--store", url, "--json", "--", nap)).json()
     assert cancelled["status"] == "cancelled"
-    late = await ainvoke("flows", "wake", nap, "--store", url, "--json")
+    late = await ainvoke("flows", "wake", "--store", url, "--json", "--", nap)
     assert late.code == 1 and late.error()["status"] == "FAILED_PRECONDITION"
 
     # recover: the failed execution runs again (and fails again: its step still raises)
-    recovered = (await ainvoke("flows", "recover", flaky, "--store", url, "--json")).json()
+    recovered = (await ainvoke("flows", "recover", "--store", url, "--json", "--", flaky)).json()
     assert recovered["status"] in ("pending", "running", "failed")
     detail = await engine.detail(flaky)
     assert any(e.data.get("recovered") for e in detail.timeline)
-    not_failed = await ainvoke("flows", "recover", approve, "--store", url, "--json")
+    not_failed = await ainvoke("flows", "recover", "--store", url, "--json", "--", approve)
     assert not_failed.code == 1
 
     # unknown id, in both output modes
@@ -144,6 +149,21 @@ def test_store_errors(tmp_path: Path) -> None:
     assert down.code == 4 and "unavailable" in down.stderr.lower()
     secret = invoke("streams", "ls", "--store", "postgresql://u:hunter2@127.0.0.1:1/db#x=1")
     assert secret.code == 2 and "hunter2" not in secret.stderr
+    garbage = tmp_path / "garbage.db"
+    garbage.write_text("not a database")
+    notdb = invoke("streams", "ls", "--store", str(garbage))
+    assert notdb.code == 2 and "is not a SQLite database" in notdb.stderr
+
+
+async def test_a_file_of_the_other_kind_is_named(engine: DurableEngine, tmp_path: Path) -> None:
+    durable = str(tmp_path / "durable.db")
+    async with SqliteStreamManager(tmp_path / "streams.db") as manager:
+        await (await manager.open(flow="f")).done(None)
+    swapped = await ainvoke("streams", "ls", "--store", durable)
+    assert swapped.code == 2
+    assert "holds durable executions, not streams" in swapped.stderr
+    other = await ainvoke("flows", "ls", "--store", str(tmp_path / "streams.db"))
+    assert other.code == 2 and "holds streams, not durable executions" in other.stderr
 
 
 def test_worker_command_serves_until_sigterm(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ async def test_tail_follows_a_stream_written_by_another_process(tmp_path: Path) 
         )
         assert [s["id"] for s in listed.json()["streams"]] == [writer.stream_id]
         async with await anyio.open_process(
-            [str(SCRIPTS / "stream-gateway"), "streams", "tail", writer.stream_id, "--json"],
+            [str(SCRIPTS / "stream-gateway"), "streams", "tail", "--json", "--", writer.stream_id],
             cwd=REPO,
             env={"STREAM_GATEWAY_STORE": str(db), "PATH": ""},
             stderr=subprocess.DEVNULL,

@@ -10,7 +10,7 @@ import pytest
 
 from stream_gateway.streams import StreamManager
 from tests.backends import BACKENDS, BackendHarness, selected_backends
-from tests.cli.support import ainvoke, store_url
+from tests.cli.support import runner_for, store_url
 
 pytestmark = pytest.mark.anyio
 
@@ -23,6 +23,10 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[BackendHarnes
 
 async def test_streams_commands(backend: BackendHarness) -> None:
     url = store_url(backend)
+    ainvoke = runner_for(backend)
+    # Each command is a process of its own on Firestore (see `runner_for`): there, the
+    # listing's filters and pages, checked by the contract suite, are not repeated.
+    thorough = backend.name != "firestore"
     async with StreamManager(backend.new_storage(), flush_interval=0.01) as manager:
         answer = await manager.open(flow="chat", owner="owner-1")
         for token in ("Hel", "lo"):
@@ -36,48 +40,61 @@ async def test_streams_commands(backend: BackendHarness) -> None:
         listed = (await ainvoke("streams", "ls", "--store", url, "--json")).json()
         assert [s["id"] for s in listed["streams"]] == [live.stream_id, answer.stream_id]
         assert listed["next_cursor"] is None
-        done = (await ainvoke("streams", "ls", "--store", url, "--json", "--status", "done")).json()
-        assert [s["id"] for s in done["streams"]] == [answer.stream_id]
-        assert done["streams"][0]["result"] == {"text": "Hello"}
-        other = (await ainvoke("streams", "ls", "--store", url, "--json", "--flow", "other")).json()
-        assert [s["id"] for s in other["streams"]] == [live.stream_id]
-        mine = (
-            await ainvoke("streams", "ls", "--store", url, "--json", "--owner", "owner-1")
-        ).json()
-        assert [s["id"] for s in mine["streams"]] == [answer.stream_id]
-        first = (await ainvoke("streams", "ls", "--store", url, "--json", "--limit", "1")).json()
-        assert [s["id"] for s in first["streams"]] == [live.stream_id]
-        rest = (
-            await ainvoke(
-                "streams", "ls", "--store", url, "--json", "--cursor", first["next_cursor"]
-            )
-        ).json()
-        assert [s["id"] for s in rest["streams"]] == [answer.stream_id]
-        table = await ainvoke("streams", "ls", "--store", url)
-        assert table.code == 0 and live.stream_id in table.stdout and "STATUS" in table.stdout
+        assert listed["streams"][1]["result"] == {"text": "Hello"}
+        if thorough:
+            done = (
+                await ainvoke("streams", "ls", "--store", url, "--json", "--status", "done")
+            ).json()
+            assert [s["id"] for s in done["streams"]] == [answer.stream_id]
+            assert done["streams"][0]["result"] == {"text": "Hello"}
+            other = (
+                await ainvoke("streams", "ls", "--store", url, "--json", "--flow", "other")
+            ).json()
+            assert [s["id"] for s in other["streams"]] == [live.stream_id]
+            mine = (
+                await ainvoke("streams", "ls", "--store", url, "--json", "--owner", "owner-1")
+            ).json()
+            assert [s["id"] for s in mine["streams"]] == [answer.stream_id]
+            first = (
+                await ainvoke("streams", "ls", "--store", url, "--json", "--limit", "1")
+            ).json()
+            assert [s["id"] for s in first["streams"]] == [live.stream_id]
+            rest = (
+                await ainvoke(
+                    "streams", "ls", "--store", url, "--json", "--cursor", first["next_cursor"]
+                )
+            ).json()
+            assert [s["id"] for s in rest["streams"]] == [answer.stream_id]
+            table = await ainvoke("streams", "ls", "--store", url)
+            assert table.code == 0 and live.stream_id in table.stdout and "STATUS" in table.stdout
 
         # info
-        info = (await ainvoke("streams", "info", answer.stream_id, "--store", url, "--json")).json()
+        info = (
+            await ainvoke("streams", "info", "--store", url, "--json", "--", answer.stream_id)
+        ).json()
         assert (info["status"], info["length"], info["flow"]) == ("done", 2, "chat")
         assert info["owner"] == "owner-1"
-        unknown = await ainvoke("streams", "info", "0" * 22, "--store", url, "--json")
+        unknown = await ainvoke("streams", "info", "--store", url, "--json", "--", "0" * 22)
         assert unknown.code == 3 and unknown.error()["status"] == "NOT_FOUND"
 
         # tail: a finished stream from 0, then a live one from an offset
-        tail = await ainvoke("streams", "tail", answer.stream_id, "--store", url, "--json")
+        tail = await ainvoke("streams", "tail", "--store", url, "--json", "--", answer.stream_id)
         assert tail.code == 0
         assert tail.lines() == [
             {"offset": 0, "chunk": "Hel"},
             {"offset": 1, "chunk": "lo"},
             {"result": {"text": "Hello"}},
         ]
-        text = await ainvoke("streams", "tail", answer.stream_id, "--store", url, "--text")
-        assert text.stdout == 'Hello\nresult: {"text":"Hello"}\n'
+        if thorough:
+            text = await ainvoke(
+                "streams", "tail", "--store", url, "--text", "--", answer.stream_id
+            )
+            assert text.stdout == 'Hello\nresult: {"text":"Hello"}\n'
         followed: list[object] = []
 
         async def follow() -> None:
-            outcome = await ainvoke("streams", "tail", live.stream_id, "--offset", "1",
-                                    "--store", url, "--json")  # fmt: skip
+            outcome = await ainvoke("streams", "tail", "--offset", "1", "--store", url,
+                                    "--json", "--", live.stream_id)  # fmt: skip
             followed.extend(outcome.lines())
             followed.append(outcome.code)
 
@@ -96,13 +113,15 @@ async def test_streams_commands(backend: BackendHarness) -> None:
 
         # cancel: an open stream is flagged; a finished one is left as it is
         victim = await manager.open(flow="chat")
-        cancelled = await ainvoke("streams", "cancel", victim.stream_id, "--store", url, "--json")
+        cancelled = await ainvoke(
+            "streams", "cancel", "--store", url, "--json", "--", victim.stream_id
+        )
         assert cancelled.json() == {"id": victim.stream_id, "cancel_requested": True}
         assert (await manager.info(victim.stream_id)).cancel_requested
-        again = await ainvoke("streams", "cancel", answer.stream_id, "--store", url, "--json")
+        again = await ainvoke("streams", "cancel", "--store", url, "--json", "--", answer.stream_id)
         assert again.json() == {"id": answer.stream_id, "cancel_requested": False}
         await victim.cancelled()
-        errored = await ainvoke("streams", "tail", victim.stream_id, "--store", url, "--json")
+        errored = await ainvoke("streams", "tail", "--store", url, "--json", "--", victim.stream_id)
         assert errored.code == 1 and errored.lines()[-1]["error"]["status"] == "CANCELLED"
 
     # purge: a stream whose time is up goes
@@ -112,5 +131,5 @@ async def test_streams_commands(backend: BackendHarness) -> None:
     await anyio.sleep(0.1)
     purged = (await ainvoke("streams", "purge", "--store", url, "--json")).json()
     assert purged["purged"] >= 1
-    gone = await ainvoke("streams", "info", short.stream_id, "--store", url, "--json")
+    gone = await ainvoke("streams", "info", "--store", url, "--json", "--", short.stream_id)
     assert gone.code == 3

@@ -12,7 +12,7 @@ from redis.crc import key_slot
 
 from stream_gateway import InternalError, InvalidArgumentError
 from stream_gateway.streams import ErrorEvent, StreamEvent, Terminal
-from stream_gateway_redis._layout import check_prefix, expiry_key, log_key, meta_key
+from stream_gateway_redis._layout import check_prefix, created_key, expiry_key, log_key, meta_key
 from stream_gateway_redis.testing import RedisServer
 
 from redis_support import Site, chunks_of, collect, new_stream_id
@@ -75,12 +75,15 @@ async def test_batches_are_entries_keyed_by_offset_and_the_terminal_ends_the_log
                 assert abs(expire_at - record.expires_at) < 0.01
             index = await client.zscore(expiry_key(site.prefix), sid)
             assert index == pytest.approx(record.expires_at)
+            created = await client.zscore(created_key(site.prefix), sid)
+            assert created == pytest.approx(record.created_at)
             keys = sorted([k async for k in client.scan_iter(match=f"{site.prefix}:*")])
             assert keys == sorted(
                 [
                     meta_key(site.prefix, sid).encode(),
                     log_key(site.prefix, sid).encode(),
                     expiry_key(site.prefix).encode(),
+                    created_key(site.prefix).encode(),
                 ]
             )
     finally:
