@@ -116,7 +116,7 @@ async def test_an_id_this_start_cannot_have_gets_one_answer_whatever_the_reason(
     }  # no details, no stream id: nothing tells the reasons apart
     assert bobs_own.status_code == 200 and bobs_own.headers["x-genkit-stream-id"] == bobs
     assert (peek.status_code, peek.text) == (unknown.status_code, unknown.text)
-    assert sorted(runs.inputs) == ["a", "b", "p"]  # fmt: skip
+    assert sorted(runs.inputs) == ["a", "b", "p"]
 
 
 async def test_an_expired_chosen_id_is_refused(harness: BackendHarness) -> None:
