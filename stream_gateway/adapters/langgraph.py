@@ -17,6 +17,9 @@ The flow's input is ``{"prompt": "..."}``, given to the graph as
 - ``values`` gives the final state, as ``graph.ainvoke`` returns it. The flow's
   result is the text of that state's last message (``output=`` changes that).
 
+A graph that stops at ``interrupt()`` ends the flow with `FailedPreconditionError`:
+resuming it is not supported yet.
+
 The chunks are the same as the other adapters' (``docs/agents.md``). Served by a
 gateway with a stream manager, the run is detached from the request and its stream
 resumable by offset like any flow's.
@@ -39,6 +42,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
 from pydantic_core import to_jsonable_python
 
+from .._errors import FailedPreconditionError
 from ..flow import ConversationPolicy, Flow, FlowContext
 from ._asyncio import in_own_task
 from ._parts import AgentPrompt, Part, TextParts, tool_error, tool_input, tool_output
@@ -48,6 +52,8 @@ __all__ = ["AgentPrompt", "GraphParts", "graph_flow", "last_message_text", "prom
 # What `compile()` names a graph that was not given a name.
 _DEFAULT_GRAPH_NAME = "LangGraph"
 _STREAM_MODES: list[Any] = ["messages", "updates", "values"]
+# The update key under which a graph that called interrupt() reports it.
+_INTERRUPT = "__interrupt__"
 
 
 class GraphParts:
@@ -66,11 +72,19 @@ class GraphParts:
         self._results: set[str] = set()  # tool results sent
 
     def parts(self, mode: str, data: Any) -> list[Part]:
-        """The parts for one ``(mode, data)`` item of ``astream`` (none for others)."""
+        """The parts for one ``(mode, data)`` item of ``astream`` (none for others).
+
+        Raises `FailedPreconditionError` when the graph reports an ``interrupt()``.
+        """
         if mode == "messages":
             message, metadata = data
             return self._message(message, metadata.get("langgraph_node", ""))
         if mode == "updates" and isinstance(data, dict):
+            if _INTERRUPT in data:
+                raise FailedPreconditionError(
+                    "the graph stopped at interrupt() (human in the loop), which graph_flow"
+                    " cannot resume yet"
+                )
             parts: list[Part] = []
             for node, update in data.items():
                 parts += self._node_done(node)

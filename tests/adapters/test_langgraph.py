@@ -26,9 +26,11 @@ from langchain_core.messages import (
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.tools import BaseTool, tool
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
+from langgraph.types import interrupt
 from typing_extensions import TypedDict
 
 from stream_gateway import Gateway, GatewayError
@@ -336,3 +338,25 @@ def test_a_graph_with_the_default_name_needs_a_flow_name() -> None:
         graph_flow(builder.compile())
     assert graph_flow(builder.compile(), name="chat").name == "chat"
     assert graph_flow(builder.compile(name="named")).name == "named"
+
+
+async def test_a_graph_that_stops_at_an_interrupt_ends_with_a_clear_error(
+    harness: BackendHarness,
+) -> None:
+    async def ask(state: MessagesState) -> dict[str, Any]:
+        answer = interrupt({"question": "approve?"})
+        return {"messages": [AIMessage(f"approved: {answer}")]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("ask", ask)
+    builder.add_edge(START, "ask")
+    builder.add_edge("ask", END)
+    graph = builder.compile(name="ask", checkpointer=InMemorySaver())
+    flow = graph_flow(graph, config={"configurable": {"thread_id": "t-1"}})
+    gateway = Gateway([flow], stream_manager=StreamManager(harness.new_storage()))
+    async with serve(gateway) as url, httpx.AsyncClient(timeout=30) as http:
+        stream = stream_flow(f"{url}/ask", {"prompt": "buy"}, http=http)
+        with pytest.raises(GatewayError) as raised:
+            [c async for c in stream]
+    assert raised.value.status == "FAILED_PRECONDITION"
+    assert "interrupt()" in raised.value.message
