@@ -23,7 +23,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(PY_STAMP): $(BIN)/python pyproject.toml $(wildcard managers/*/pyproject.toml)
-	$(BIN)/pip install --quiet -e '.[dev,pydantic-ai,otel,prometheus]' $(foreach m,$(wildcard managers/*/pyproject.toml),-e ./$(dir $(m)))
+	$(BIN)/pip install --quiet -e '.[dev,pydantic-ai,otel,prometheus,langgraph,openai-agents]' $(foreach m,$(wildcard managers/*/pyproject.toml),-e ./$(dir $(m)))
 	touch $@
 
 install: $(PY_STAMP)
@@ -81,7 +81,8 @@ lint: $(PY_STAMP)
 API_MODULES := stream_gateway stream_gateway.streams stream_gateway.asgi \
 	stream_gateway.client stream_gateway.durable stream_gateway_firestore stream_gateway_rtdb \
 	stream_gateway.protocols stream_gateway_redis stream_gateway_postgres \
-	stream_gateway.adapters.pydantic_ai stream_gateway.operator stream_gateway.metrics \
+	stream_gateway.adapters.pydantic_ai stream_gateway.adapters.langgraph \
+	stream_gateway.adapters.openai_agents stream_gateway.operator stream_gateway.metrics \
 	stream_gateway.tracing
 
 docs: $(PY_STAMP)

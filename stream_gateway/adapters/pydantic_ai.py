@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
 from pydantic_ai import Agent
 from pydantic_ai.messages import (
     AgentStreamEvent,
@@ -45,14 +44,9 @@ from pydantic_ai.messages import (
 from pydantic_core import to_jsonable_python
 
 from ..flow import ConversationPolicy, Flow, FlowContext
+from ._parts import AgentPrompt
 
 __all__ = ["AgentPrompt", "EventParts", "agent_flow"]
-
-
-class AgentPrompt(BaseModel):
-    """The input of an agent flow."""
-
-    prompt: str
 
 
 class EventParts:

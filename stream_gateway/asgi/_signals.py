@@ -43,6 +43,18 @@ def on_shutdown_signal(callback: Callable[[], None]) -> Iterator[bool]:
         yield False
         return
     installed: dict[signal.Signals, tuple[Any, Any]] = {}
+    calls: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+
+    def call_in_task() -> None:
+        # Inside a task of its own: the callback starts AnyIO tasks, and AnyIO (4.16
+        # on) finds the running backend only from inside a task, not a loop callback.
+        async def call() -> None:
+            callback()
+
+        task = loop.create_task(call())
+        calls.add(task)
+        task.add_done_callback(calls.discard)
+
     for sig in SHUTDOWN_SIGNALS:
         previous = signal.getsignal(sig)
         if not callable(previous):
@@ -50,7 +62,7 @@ def on_shutdown_signal(callback: Callable[[], None]) -> Iterator[bool]:
 
         def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
             try:
-                loop.call_soon_threadsafe(callback)  # safe from a signal handler
+                loop.call_soon_threadsafe(call_in_task)  # safe from a signal handler
             except RuntimeError:
                 pass  # the loop is closed: nothing left to drain
             previous(signum, frame)

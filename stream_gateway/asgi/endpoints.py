@@ -42,7 +42,12 @@ from ._http import (
     read_json_body,
     while_connected,
 )
-from ._idempotency import IDEMPOTENCY_HEADER, IdempotentStart
+from ._idempotency import (
+    CHOSEN_ID_FIELD,
+    CHOSEN_ID_HEADER,
+    IDEMPOTENCY_HEADER,
+    IdempotentStart,
+)
 from .conversations import CONVERSATION_HEADER, Conversation, validate_conversation_id
 from .frames import KEEP_ALIVE, genkit_frames, genkit_frames_with_offsets, sse_frames
 from .runner import SHUTDOWN_MESSAGE, FlowRunner
@@ -65,7 +70,7 @@ _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 # Only for a flow that runs inside its response (no stream manager): nothing to resume.
 _SHUTTING_DOWN = ErrorEvent("UNAVAILABLE", SHUTDOWN_MESSAGE)
 # Fields a Genkit client may send next to "data" (``init`` when the input is undefined).
-_PROTOCOL_FIELDS = frozenset({"data", "init", "conversation"})
+_PROTOCOL_FIELDS = frozenset({"data", "init", "conversation", CHOSEN_ID_FIELD})
 # Starts that may find their turn taken, in a row, before one gives up.
 _MAX_TURN_RACES = 100
 
@@ -109,17 +114,33 @@ class FlowEndpoints:
             return await self._reconnect(request, context, stream_id)
         body = await read_json_body(request, self.settings.max_body_bytes)
         input = self._input_of(body)
+        chosen_id = _chosen_id_of(request, body)
         if _wants_stream(request):
             if self.settings.stream_manager is None:
                 if self._conversation_of(request, body) is not None:
                     raise InvalidArgumentError("conversations need a stream manager on the server")
+                if chosen_id is not None:
+                    raise InvalidArgumentError(
+                        "a chosen stream id needs a stream manager on the server"
+                    )
                 return self._stream_attached(input, context)
             key = request.headers.get(IDEMPOTENCY_HEADER)
+            conversation_id = self._conversation_of(request, body)
             start = None
-            if key is not None:
+            if chosen_id is not None:
+                if key is not None:
+                    raise InvalidArgumentError(
+                        "send either an Idempotency-Key or a chosen stream id, not both"
+                    )
+                if conversation_id is not None:
+                    raise InvalidArgumentError(
+                        "a conversation's turns have stream ids of their own: send an"
+                        " Idempotency-Key to make a start in a conversation safe to repeat"
+                    )
+                start = IdempotentStart.chosen_by_client(chosen_id, body)
+            elif key is not None:
                 owner = owner_key(context.principal)
                 start = IdempotentStart.of(self.flow.name, owner, key, body)
-            conversation_id = self._conversation_of(request, body)
             if conversation_id is not None:
                 owner = owner_key(context.principal)
                 conversation = Conversation(
@@ -132,6 +153,10 @@ class FlowEndpoints:
         if self._conversation_of(request, body) is not None:
             raise InvalidArgumentError(
                 "a conversation needs a streaming request (Accept: text/event-stream)"
+            )
+        if chosen_id is not None:
+            raise InvalidArgumentError(
+                "a chosen stream id needs a streaming request (Accept: text/event-stream)"
             )
         return await self._run_once(request, input, context)
 
@@ -208,9 +233,7 @@ class FlowEndpoints:
                 replay = await self._replay(start, context)
                 if replay is not None:
                     return replay
-                raise AlreadyExistsError(
-                    "this Idempotency-Key belongs to an expired stream; use a new key"
-                ) from None
+                raise start.unusable() from None
         finally:
             del self._starting[start.stream_id]
             done.set()
@@ -534,6 +557,14 @@ class FlowEndpoints:
 
     async def _guarded(self, handler: Handler, request: Request) -> Response:
         return await guarded(handler, f"flow {self.flow.name!r}")(request)
+
+
+def _chosen_id_of(request: Request, body: Any) -> object | None:
+    """The stream id the client chose for its start (header or ``streamId``), unchecked."""
+    chosen: object | None = request.headers.get(CHOSEN_ID_HEADER)
+    if chosen is None and isinstance(body, dict):
+        chosen = body.get(CHOSEN_ID_FIELD)
+    return chosen
 
 
 def _wants_stream(request: Request) -> bool:

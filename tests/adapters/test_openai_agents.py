@@ -1,0 +1,296 @@
+"""The OpenAI Agents SDK adapter: a real `Runner.run_streamed` with a tool call, on an
+offline `Model` of our own (the SDK's model interface, Responses API events), served,
+dropped and resumed by offset."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from agents import Agent, FunctionTool, ModelResponse, RunConfig, Runner, Usage, function_tool
+from agents.items import TResponseInputItem, TResponseStreamEvent
+from agents.models.interface import Model
+from openai.types.responses import (
+    Response,
+    ResponseCompletedEvent,
+    ResponseFunctionToolCall,
+    ResponseOutputItemAddedEvent,
+    ResponseOutputItemDoneEvent,
+    ResponseOutputMessage,
+    ResponseOutputRefusal,
+    ResponseOutputText,
+    ResponseReasoningItem,
+    ResponseReasoningSummaryTextDeltaEvent,
+    ResponseTextDeltaEvent,
+)
+from openai.types.responses.response_reasoning_item import Summary
+
+from stream_gateway import Gateway, GatewayError
+from stream_gateway.adapters.openai_agents import agent_flow
+from stream_gateway.client import Reconnect, stream_flow
+from stream_gateway.streams import StreamManager
+from tests.backends import BackendHarness
+from tests.gateway.conftest import serve
+from tests.servers.flows_app import DropConnections
+
+pytestmark = pytest.mark.anyio
+
+OFFLINE = RunConfig(tracing_disabled=True)
+
+
+class WeatherModel(Model):
+    """An offline model: it thinks, calls the first tool with the prompt's last word as
+    ``city``, then answers with what the tool returned. It streams as the Responses
+    API does: reasoning and text word by word, each output item added, then done."""
+
+    def _reply(self, input: str | list[TResponseInputItem], tool: str) -> list[Any]:
+        items: list[Any] = (
+            [{"type": "message", "content": input}] if isinstance(input, str) else input
+        )
+        last: Any = items[-1]
+        turn = len(items)
+        if last.get("type") == "function_call_output":
+            text = f"The forecast: {last['output']}."
+            content: list[ResponseOutputText | ResponseOutputRefusal] = [
+                ResponseOutputText(type="output_text", text=text, annotations=[])
+            ]
+            return [
+                ResponseOutputMessage(
+                    id=f"msg-{turn}",
+                    type="message",
+                    role="assistant",
+                    status="completed",
+                    content=content,
+                )
+            ]
+        prompt = last["content"] if isinstance(last["content"], str) else last["content"][0]["text"]
+        city = prompt.split()[-1].strip("?")
+        return [
+            ResponseReasoningItem(
+                id=f"rs-{turn}",
+                type="reasoning",
+                summary=[Summary(text=f"look up {city}", type="summary_text")],
+            ),
+            ResponseFunctionToolCall(
+                id=f"fc-{turn}",
+                type="function_call",
+                call_id=f"call-{turn}",
+                name=tool,
+                arguments=json.dumps({"city": city}),
+                status="completed",
+            ),
+        ]
+
+    async def get_response(
+        self,
+        system_instructions: Any,
+        input: Any,
+        model_settings: Any,
+        tools: Any,
+        *args: Any,
+        **kwargs: Any,
+    ) -> ModelResponse:
+        output = self._reply(input, tools[0].name)
+        return ModelResponse(output=output, usage=Usage(), response_id=None)
+
+    async def stream_response(
+        self,
+        system_instructions: Any,
+        input: Any,
+        model_settings: Any,
+        tools: Any,
+        *args: Any,
+        **kwargs: Any,
+    ) -> AsyncIterator[TResponseStreamEvent]:
+        output = self._reply(input, tools[0].name)
+        number = itertools.count()
+        for index, item in enumerate(output):
+            yield ResponseOutputItemAddedEvent(
+                type="response.output_item.added",
+                item=item,
+                output_index=index,
+                sequence_number=next(number),
+            )
+            if isinstance(item, ResponseReasoningItem):
+                for word in re.split(r"(?<= )", item.summary[0].text):
+                    yield ResponseReasoningSummaryTextDeltaEvent(
+                        type="response.reasoning_summary_text.delta",
+                        item_id=item.id,
+                        output_index=index,
+                        summary_index=0,
+                        delta=word,
+                        sequence_number=next(number),
+                    )
+            if isinstance(item, ResponseOutputMessage):
+                for word in re.split(r"(?<= )", item.content[0].text):  # type: ignore[union-attr]
+                    yield ResponseTextDeltaEvent(
+                        type="response.output_text.delta",
+                        item_id=item.id,
+                        output_index=index,
+                        content_index=0,
+                        delta=word,
+                        logprobs=[],
+                        sequence_number=next(number),
+                    )
+            yield ResponseOutputItemDoneEvent(
+                type="response.output_item.done",
+                item=item,
+                output_index=index,
+                sequence_number=next(number),
+            )
+        response = Response(
+            id=f"resp-{len(input)}",
+            created_at=0,
+            model="weather-test",
+            object="response",
+            output=output,
+            tool_choice="auto",
+            tools=[],
+            parallel_tool_calls=False,
+        )
+        yield ResponseCompletedEvent(
+            type="response.completed", response=response, sequence_number=next(number)
+        )
+
+
+@function_tool
+def forecast(city: str) -> str:
+    """Today's forecast for a city."""
+    return f"sunny in {city}"
+
+
+def weather_agent(*tools: FunctionTool, name: str = "weather") -> Agent[Any]:
+    return Agent(name=name, model=WeatherModel(), tools=list(tools) or [forecast])
+
+
+def texts(chunks: list[dict[str, Any]]) -> str:
+    return "".join(c["delta"] for c in chunks if c["type"] == "text-delta")
+
+
+@pytest.fixture
+async def served(harness: BackendHarness) -> AsyncIterator[tuple[str, DropConnections]]:
+    flow = agent_flow(weather_agent(), run_config=OFFLINE)
+    gateway = Gateway([flow], stream_manager=StreamManager(harness.new_storage()))
+    dropping = DropConnections(gateway)
+    async with serve(dropping) as url:
+        yield f"{url}/weather", dropping
+
+
+async def test_a_run_with_a_tool_call_is_streamed_dropped_and_resumed(
+    served: tuple[str, DropConnections],
+) -> None:
+    url, dropping = served
+    expected = (
+        await Runner.run(weather_agent(), "Weather in Paris?", run_config=OFFLINE)
+    ).final_output
+    assert expected == "The forecast: sunny in Paris."
+    async with httpx.AsyncClient(timeout=30) as http:
+        first = stream_flow(url, {"prompt": "Weather in Paris?"}, http=http)
+        head = []
+        async for chunk in first:
+            head.append(chunk)
+            if len(head) == 3:
+                break
+        await first.aclose()
+        rest = stream_flow(url, http=http, stream_id=first.stream_id, offset=3)
+        tail = [chunk async for chunk in rest]
+        assert await rest.result() == expected
+        dropping.configure(5, seed=3, max_bytes=300)
+        again = stream_flow(
+            url, http=http, stream_id=first.stream_id, reconnect=Reconnect(base=0.001)
+        )
+        replayed = [chunk async for chunk in again]
+        assert await again.result() == expected
+    assert dropping.left < 5  # it was cut off, and resumed
+    chunks = head + tail
+    assert replayed == chunks
+    assert chunks == [
+        {"type": "reasoning-start", "id": "reasoning-0"},
+        {"type": "reasoning-delta", "id": "reasoning-0", "delta": "look "},
+        {"type": "reasoning-delta", "id": "reasoning-0", "delta": "up "},
+        {"type": "reasoning-delta", "id": "reasoning-0", "delta": "Paris"},
+        {"type": "reasoning-end", "id": "reasoning-0"},
+        {
+            "type": "tool-input-available",
+            "toolCallId": "call-1",
+            "toolName": "forecast",
+            "input": {"city": "Paris"},
+        },
+        {"type": "tool-output-available", "toolCallId": "call-1", "output": "sunny in Paris"},
+        {"type": "text-start", "id": "text-1"},
+        *[
+            {"type": "text-delta", "id": "text-1", "delta": word}
+            for word in ["The ", "forecast: ", "sunny ", "in ", "Paris."]
+        ],
+        {"type": "text-end", "id": "text-1"},
+    ]
+    assert texts(chunks) == expected
+
+
+async def test_a_structured_output_is_the_result_as_json(harness: BackendHarness) -> None:
+    @function_tool
+    def count(city: str) -> dict[str, int]:
+        """Letters in a city's name."""
+        return {"letters": len(city)}
+
+    agent = weather_agent(count, name="count")
+    flow = agent_flow(agent, run_config=OFFLINE, description="counts")
+    assert flow.description == "counts"
+    gateway = Gateway([flow], stream_manager=StreamManager(harness.new_storage()))
+    async with serve(gateway) as url, httpx.AsyncClient(timeout=30) as http:
+        stream = stream_flow(f"{url}/count", {"prompt": "Oslo"}, http=http)
+        chunks = [chunk async for chunk in stream]
+        result = await stream.result()
+    (output,) = [c for c in chunks if c["type"] == "tool-output-available"]
+    assert output["output"] == {"letters": 4}
+    assert result == "The forecast: {'letters': 4}."  # what the SDK gave the model
+
+
+async def test_a_run_that_fails_ends_the_stream_with_its_error(harness: BackendHarness) -> None:
+    flow = agent_flow(weather_agent(name="loop"), run_config=OFFLINE, max_turns=1)
+    gateway = Gateway([flow], stream_manager=StreamManager(harness.new_storage()))
+    async with serve(gateway) as url, httpx.AsyncClient(timeout=30) as http:
+        stream = stream_flow(f"{url}/loop", {"prompt": "Rome"}, http=http)
+        with pytest.raises(GatewayError) as raised:
+            [chunk async for chunk in stream]
+    assert raised.value.status == "INTERNAL"  # max turns exceeded: an error in the flow
+
+
+async def test_a_cancelled_run_stops_the_agent(harness: BackendHarness) -> None:
+    started, finished = anyio.Event(), anyio.Event()
+    outcome: list[str] = []
+
+    @function_tool
+    async def slow(city: str) -> str:
+        """Waits for ever."""
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            outcome.append("cancelled")
+            finished.set()
+        return "never"
+
+    flow = agent_flow(weather_agent(slow, name="slow"), run_config=OFFLINE)
+    gateway = Gateway([flow], stream_manager=StreamManager(harness.new_storage()))
+    async with serve(gateway) as url, httpx.AsyncClient(timeout=30) as http:
+        stream = stream_flow(f"{url}/slow", {"prompt": "Lima"}, http=http)
+        async for chunk in stream:
+            if chunk["type"] == "tool-input-available":
+                break
+        with anyio.fail_after(10):
+            await started.wait()
+        assert (await http.delete(f"{url}/slow/streams/{stream.stream_id}")).status_code == 200
+        with anyio.fail_after(10):
+            await finished.wait()
+        resumed = stream_flow(f"{url}/slow", http=http, stream_id=stream.stream_id)
+        with pytest.raises(GatewayError) as raised:
+            [c async for c in resumed]
+    assert raised.value.status == "CANCELLED"
+    assert outcome == ["cancelled"]
