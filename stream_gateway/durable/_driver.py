@@ -22,7 +22,7 @@ from .._errors import GatewayError, InternalError
 from .._json import loads
 from .._logs import owner_tag
 from ._compensation import fail_with_rollback
-from ._replay import Abandon, Cursor, ProbeFound, Run, Suspend, classify
+from ._replay import STREAMED, Abandon, Cursor, ProbeFound, Run, Suspend, classify
 from ._steps import check_size
 from ._stream import RunStream
 from ._time import MAX_TS
@@ -35,7 +35,7 @@ from .errors import (
     error_to_record,
     public_error,
 )
-from .records import ExecutionRecord, ExecutionStatus, Lease
+from .records import ExecutionRecord, ExecutionStatus, JournalEntry, Lease
 
 __all__ = ["RETRY_LATER", "probe", "replay"]
 
@@ -181,6 +181,16 @@ async def _conclude(
     if suspend is not None:
         wake_at = min(suspend.wake_at, MAX_TS) if suspend.wake_at is not None else None
         run.log("status", status=suspend.status, blocked_on=suspend.blocked_on, wake_at=wake_at)
+        if run.stream.unvouched():
+            # Chunks of the flow's own code since its latest durable write: a pending
+            # entry records the stream's length, so the next run keeps them.
+            now = time.time()
+            try:
+                await run.write(JournalEntry(-1, "stream", STREAMED, "pending", started_at=now))
+            except Abandon:
+                logger.warning("flow %s stopped: %s; it will replay", record.id, run.abandoned)
+                await _hand_back(store, lease, time.time() + RETRY_LATER, _parked(run))
+                return None
         await run.stream.detach()
         await store.suspend(
             lease,

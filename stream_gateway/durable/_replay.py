@@ -65,6 +65,7 @@ __all__ = [
     "Run",
     "Suspend",
     "STOP",
+    "STREAMED",
     "WAKE",
     "classify",
     "in_step",
@@ -80,6 +81,11 @@ END = "$end"
 
 WAKE = "$wake"
 """The signal `DurableEngine.wake` sends: the next run skips poll and retry delays."""
+
+STREAMED = "$streamed"
+"""The root key of the pending journal entry written when a run parks with chunks of
+the flow's own code that no entry vouches for yet (its ``stream_at`` does): the next
+run neither retracts nor repeats them."""
 
 STOP = "$stop"
 """The signal `DurableEngine.stop` sends, and the root key of the journal entry that
@@ -542,7 +548,7 @@ class Cursor:
         run = self.run
         if run.fatal is not None:
             raise run.fatal
-        left = sorted(run.branch_keys.get(self.branch, set()) - self.keys - {END, STOP})
+        left = sorted(run.branch_keys.get(self.branch, set()) - self.keys - {END, STOP, STREAMED})
         if left:
             entry = run.entries[(self.branch, left[0])]
             self._diverged(

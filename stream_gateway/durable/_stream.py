@@ -44,6 +44,8 @@ class RunStream:
         self.writer = writer
         #: The stream length the journal vouches for when the run started.
         self.committed = committed
+        #: The stream length the latest journal write vouches for.
+        self._vouched = committed
         #: Where replayed code stands in the committed stream (see `passed`).
         self.replayed = 0
         #: Set once the run wrote something new to the journal: all chunks are new.
@@ -86,6 +88,11 @@ class RunStream:
         """A durable call found its journal entry: replayed code stands after it."""
         if entry is not None and entry.stream_at is not None:
             self.replayed = max(self.replayed, entry.stream_at)
+
+    def unvouched(self) -> bool:
+        """Whether chunks were sent that no journal entry vouches for yet (the flow's
+        own code sent them after its latest durable write)."""
+        return self.writer is not None and self.writer.length > self._vouched
 
     def stop_flagged(self) -> bool:
         """Whether a stop of the execution reached this run's stream writer."""
@@ -154,6 +161,7 @@ class RunStream:
             await self.writer.flush()
             for written in (*preceding, entry):
                 written.stream_at = self.writer.committed
+            self._vouched = self.writer.committed
             yield
 
     # -- how the run ends ----------------------------------------------------------------

@@ -301,3 +301,26 @@ async def test_stop_is_seen_at_the_next_durable_call_and_on_replay(new_store: Ne
     assert done.response == {"stopped": True}
     assert view(got) == ["stopped=True"]
     assert seen[0] is False
+
+
+async def test_chunks_sent_just_before_a_wait_are_not_sent_again(new_store: NewStore) -> None:
+    """The flow's own chunks before it parks (a signal wait, a sleep) are vouched for
+    when it parks: the next run neither retracts nor repeats them."""
+
+    @durable_flow(chunk=str)
+    async def ask(_: Any, ctx: DurableContext) -> str:
+        await ctx.send_chunk("asking")
+        answer: str = await ctx.wait_for_signal("answer", "go")
+        await ctx.send_chunk(answer)
+        await ctx.send_chunk("resting")
+        await ctx.sleep("rest", 0.01)
+        await ctx.send_chunk("done")
+        return answer
+
+    async with InMemoryStreamManager() as manager, engine_on(new_store, manager, [ask]) as engine:
+        op = await engine.schedule(ask, None)
+        await until_status(engine, op.name, "waiting")
+        await engine.signal(op.name, "go", "yes")
+        assert (await finished(engine, op.name)).response == "yes"
+        raw = await _raw(manager, op.name)
+    assert raw == [b'"asking"', b'"yes"', b'"resting"', b'"done"']
