@@ -30,7 +30,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from stream_gateway import Gateway, InMemoryStreamManager, StreamManager
-from stream_gateway.durable import DurableEngine
+from stream_gateway.durable import DurableEngine, Worker
 from stream_gateway.operator import operator_app, token_auth
 from stream_gateway.streams import SqliteStreamManager
 
@@ -81,31 +81,33 @@ def build_app(
     db_path: str | os.PathLike[str] | None = None,
     backend: str | None = None,
     *,
-    durable: DurableEngine | None = None,
+    durable: DurableEngine | Worker | None = None,
     operator_token: str | None = None,
 ) -> Starlette:
     """The sample app with its gateway at ``/flows``; on the same manager, the AI SDK
     sample (``/aisdk/``, its ``useChat`` endpoint ``/api/chat``) and Durable Streams
-    (``/ds/``). With ``durable``, the gateway also serves that engine's flows (and runs
-    a worker), and the agent sample's page is at ``/agent`` (its flow must be among the
-    engine's); with ``operator_token``, the operator dashboard is at ``/operator/``."""
+    (``/ds/``). With ``durable`` (an engine, or a worker of one to choose its lease),
+    the gateway also serves that engine's flows (and runs a worker), and the agent
+    sample's page is at ``/agent`` (its flow must be among the engine's); with
+    ``operator_token``, the operator dashboard is at ``/operator/``."""
+    engine = durable.engine if isinstance(durable, Worker) else durable
     manager = make_manager(backend or os.environ.get("STREAM_BACKEND", "sqlite"), db_path)
     gateway = Gateway([chat], stream_manager=manager, durable=durable)
     protocols = ProtocolMounts(manager)
     operator: list[Mount] = []
     if operator_token is not None:
         dashboard = operator_app(
-            engine=durable, streams=manager, auth=token_auth({operator_token: "demo-operator"})
+            engine=engine, streams=manager, auth=token_auth({operator_token: "demo-operator"})
         )
         operator.append(Mount("/operator", app=dashboard))
 
     @asynccontextmanager
     async def lifespan(app: object) -> AsyncIterator[None]:
         async with gateway.lifespan(app), protocols.lifespan():
-            if durable is not None:
+            if engine is not None:
                 from ..approval.flows import pending_digest
 
-                await durable.ensure_schedule(
+                await engine.ensure_schedule(
                     pending_digest, id="pending-digest", cron="0 9 * * mon-fri"
                 )
             yield

@@ -8,7 +8,8 @@ flows and the agent sample's ``research`` (as ``make demo`` does), its execution
 streams in SQLite files under ``--state`` (default: a fresh temporary directory), so
 a server started again on the same directory carries on the executions of one that
 was killed. ``CHAT_TOKENS_PER_SECOND`` paces the fake model and
-``AGENT_TOOL_SECONDS`` the tools.
+``AGENT_TOOL_SECONDS`` the tools; ``--lease`` is the worker's lease (how long a
+killed server's executions wait before another claims them).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--state", help="directory of the SQLite files (default: a fresh one)")
+    parser.add_argument("--lease", type=float, default=30.0, help="the worker's lease (s)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="agent-browser-") as tmp:
         state = Path(args.state or tmp)
@@ -41,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
             store=SqliteDurableStore(state / "executions.sqlite3"),
             poll_interval=0.1,
         )
-        app = build_app(state / "streams.sqlite3", "sqlite", durable=engine)
+        worker = engine.worker(poll_interval=0.1, lease=args.lease)
+        app = build_app(state / "streams.sqlite3", "sqlite", durable=worker)
         config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
         server = uvicorn.Server(config)
 

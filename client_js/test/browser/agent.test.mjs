@@ -3,7 +3,9 @@
 // is reloaded mid-answer, approves when asked, and ends with one coherent answer.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { chromium } from 'playwright-core';
@@ -37,13 +39,13 @@ function expectedSections(question) {
   return JSON.parse(execFileSync(PYTHON, ['-c', script, question], { cwd: ROOT, encoding: 'utf8' }));
 }
 
-async function withPage(name, body) {
+async function withPage(name, body, url = server.url) {
   const context = await browser.newContext();
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (error) => errors.push(error));
   try {
-    await page.goto(`${server.url}/agent`);
+    await page.goto(`${url}/agent`);
     await body(page);
     assert.deepStrictEqual(errors, [], 'uncaught errors in the page');
   } catch (error) {
@@ -106,11 +108,52 @@ describe('agent page', () => {
       await page.waitForSelector('#status[data-state="done"]', WAIT);
       assert.deepStrictEqual(await sections(page), expected);
       assert.equal(await page.locator('#approval').isHidden(), true);
+      assert.equal(await page.evaluate(() => document.body.dataset.resets), undefined); // nothing failed
 
       // Reloaded once more after the end: the same answer, and done.
       await page.reload();
       await page.waitForSelector('#status[data-state="done"]', WAIT);
       assert.deepStrictEqual(await sections(page), expected);
     });
+  });
+
+  it('the server killed mid-answer and started again: the answer goes on, once', T, async () => {
+    const question = 'What happens when the worker dies?';
+    const expected = expectedSections(question);
+    const state = mkdtempSync(join(tmpdir(), 'agent-kill-'));
+    const env = { CHAT_TOKENS_PER_SECOND: '15', AGENT_TOOL_SECONDS: '0.2' };
+    const args = ['--state', state, '--lease', '3'];
+    let first = await startServer('tests.browser.agent_server', args, { env });
+    let second = null;
+    try {
+      await withPage(
+        'kill',
+        async (page) => {
+          await page.fill('#question', question);
+          await page.click('#send');
+          await page.waitForFunction(
+            () => document.getElementById('overview').textContent.split(' ').length > 5,
+            null,
+            WAIT,
+          );
+          await first.kill();
+          const port = new URL(first.url).port;
+          // The same address, the same files: the page's client reconnects by itself.
+          second = await startServer('tests.browser.agent_server', [...args, '--port', port], { env });
+          await page.waitForSelector('#approval:not([hidden])', WAIT);
+          assert.deepStrictEqual(await sections(page), { ...expected, decision: '', conclusion: '' });
+          // What the killed server streamed but never committed was retracted.
+          assert.ok(Number(await page.evaluate(() => document.body.dataset.resets)) >= 1);
+          await page.click('#approve');
+          await page.waitForSelector('#status[data-state="done"]', WAIT);
+          assert.deepStrictEqual(await sections(page), expected);
+        },
+        first.url,
+      );
+    } finally {
+      await first.kill();
+      await second?.close();
+      rmSync(state, { recursive: true, force: true });
+    }
   });
 });
