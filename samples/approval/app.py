@@ -10,7 +10,7 @@ so scheduled flows survive restarts of the server. Callers name themselves with 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,15 +19,17 @@ from starlette.requests import Request
 from starlette.routing import Mount
 
 from stream_gateway import RequestContext, UnauthenticatedError
-from stream_gateway.durable import DurableEngine, SqliteDurableStore, durable_routes
+from stream_gateway.durable import DurableEngine, DurableFlow, SqliteDurableStore, durable_routes
 
 from .flows import FLOWS, pending_digest
 
 
-def make_engine(db_path: str | None = None) -> DurableEngine:
-    """The engine on the sample's SQLite file."""
+def make_engine(
+    db_path: str | None = None, *, more: Sequence[DurableFlow[Any, Any]] = ()
+) -> DurableEngine:
+    """The engine on the sample's SQLite file, with the sample's flows and ``more``."""
     path = db_path or os.environ.get("APPROVAL_DB", ".data/approval.sqlite3")
-    return DurableEngine(FLOWS, store=SqliteDurableStore(path))
+    return DurableEngine([*FLOWS, *more], store=SqliteDurableStore(path))
 
 
 async def user_from_header(request: Request) -> RequestContext:

@@ -2,8 +2,9 @@
 
 Run: ``make demo`` (or ``uvicorn --factory samples.chat.app:demo_app``), then open
 http://127.0.0.1:8000. The demo also serves the durable approval sample's flows
-(``/flows/durable/...``) and the operator dashboard at ``/operator/``; it prints the
-operator's login token at start (``OPERATOR_TOKEN`` chooses it).
+(``/flows/durable/...``), the agent sample (a streaming durable flow, its page at
+``/agent``) and the operator dashboard at ``/operator/``; it prints the operator's
+login token at start (``OPERATOR_TOKEN`` chooses it).
 
 ``STREAM_BACKEND`` picks the stream manager: ``sqlite`` (default; ``STREAM_DB`` names
 the file, default ``.data/streams.db``), ``memory``, ``firestore`` (needs
@@ -29,7 +30,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from stream_gateway import Gateway, InMemoryStreamManager, StreamManager
-from stream_gateway.durable import DurableEngine
+from stream_gateway.durable import DurableEngine, Worker
 from stream_gateway.operator import operator_app, token_auth
 from stream_gateway.streams import SqliteStreamManager
 
@@ -80,30 +81,33 @@ def build_app(
     db_path: str | os.PathLike[str] | None = None,
     backend: str | None = None,
     *,
-    durable: DurableEngine | None = None,
+    durable: DurableEngine | Worker | None = None,
     operator_token: str | None = None,
 ) -> Starlette:
     """The sample app with its gateway at ``/flows``; on the same manager, the AI SDK
     sample (``/aisdk/``, its ``useChat`` endpoint ``/api/chat``) and Durable Streams
-    (``/ds/``). With ``durable``, the gateway also serves that engine's flows (and runs
-    a worker); with ``operator_token``, the operator dashboard is at ``/operator/``."""
+    (``/ds/``). With ``durable`` (an engine, or a worker of one to choose its lease),
+    the gateway also serves that engine's flows (and runs a worker), and the agent
+    sample's page is at ``/agent`` (its flow must be among the engine's); with
+    ``operator_token``, the operator dashboard is at ``/operator/``."""
+    engine = durable.engine if isinstance(durable, Worker) else durable
     manager = make_manager(backend or os.environ.get("STREAM_BACKEND", "sqlite"), db_path)
     gateway = Gateway([chat], stream_manager=manager, durable=durable)
     protocols = ProtocolMounts(manager)
     operator: list[Mount] = []
     if operator_token is not None:
         dashboard = operator_app(
-            engine=durable, streams=manager, auth=token_auth({operator_token: "demo-operator"})
+            engine=engine, streams=manager, auth=token_auth({operator_token: "demo-operator"})
         )
         operator.append(Mount("/operator", app=dashboard))
 
     @asynccontextmanager
     async def lifespan(app: object) -> AsyncIterator[None]:
         async with gateway.lifespan(app), protocols.lifespan():
-            if durable is not None:
+            if engine is not None:
                 from ..approval.flows import pending_digest
 
-                await durable.ensure_schedule(
+                await engine.ensure_schedule(
                     pending_digest, id="pending-digest", cron="0 9 * * mon-fri"
                 )
             yield
@@ -111,9 +115,14 @@ def build_app(
     async def index(request: object) -> FileResponse:
         return FileResponse(HERE / "static" / "index.html")
 
+    async def agent_page(request: object) -> FileResponse:
+        return FileResponse(HERE.parent / "agent" / "static" / "index.html")
+
+    agent = [Route("/agent", agent_page)] if durable is not None else []
     return Starlette(
         routes=[
             Route("/", index),
+            *agent,
             Mount("/flows", app=gateway),
             Mount("/static", app=StaticFiles(directory=HERE / "static")),
             # The browser client (@stream-gateway/client), served from its source.
@@ -127,11 +136,12 @@ def build_app(
 
 def demo_app() -> Starlette:
     """What ``make demo`` serves: `build_app` with the durable approval sample's flows
-    (state in ``APPROVAL_DB``, default ``.data/approval.sqlite3``) and the operator
-    dashboard, whose login token (``OPERATOR_TOKEN``, else a fresh random one) is
-    printed here."""
+    and the agent sample's (state in ``APPROVAL_DB``, default
+    ``.data/approval.sqlite3``) and the operator dashboard, whose login token
+    (``OPERATOR_TOKEN``, else a fresh random one) is printed here."""
+    from ..agent.flows import research
     from ..approval.app import make_engine
 
     token = os.environ.get("OPERATOR_TOKEN") or secrets.token_urlsafe(18)
     print(f"operator dashboard: /operator/ (log in with the token {token})", flush=True)
-    return build_app(durable=make_engine(), operator_token=token)
+    return build_app(durable=make_engine(more=[research]), operator_token=token)

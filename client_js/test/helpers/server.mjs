@@ -13,7 +13,7 @@ export const PYTHON =
 
 /**
  * Run `python -m <module> --port 0 ...args` from the repository root and wait for its
- * "... listening on http://HOST:PORT" line. Returns `{url, close, output}`.
+ * "... listening on http://HOST:PORT" line. Returns `{url, close, kill, output}`.
  */
 export async function startServer(module, args = [], { env = {}, timeoutMs = 30_000 } = {}) {
   const child = spawn(PYTHON, ['-m', module, '--port', '0', ...args], {
@@ -49,6 +49,12 @@ export async function startServer(module, args = [], { env = {}, timeoutMs = 30_
   return {
     url,
     output: () => output,
+    /** SIGKILL the server, as a crash would, and wait for it to exit. */
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await exited;
+    },
     async close() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGTERM');
