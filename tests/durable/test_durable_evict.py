@@ -100,6 +100,11 @@ async def test_a_sync_step_sees_ctx_evicted_and_its_failure_is_not_counted(
         await engine.evict(op.name)
         done = await finished(engine, op.name)
         [entry] = await engine.history(op.name)
+        # The evicted attempt's thread is not waited for: it may still be in its loop
+        # (a loaded machine) when the second attempt has finished.
+        with anyio.fail_after(10):
+            while not seen:  # noqa: ASYNC110 - a thread appends, no event to wait on
+                await anyio.sleep(0.01)
     assert seen == [True]
     assert done.status == "completed" and done.response == "crunched"
     assert entry.attempts == 1 and calls["crunch"] == 2
