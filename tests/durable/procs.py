@@ -68,12 +68,17 @@ class Fan(BaseModel):
     branches: int = 3
     steps: int = 5
     delay: float = 0.1
+    nap: float = 0.0
+    spans: str = ""  # a file for "enter|exit flow_id b.i pid time" lines, if any
 
 
 @durable_flow(input=Fan, output=int)
 async def fanned(job: Fan, ctx: DurableContext) -> int:
-    """A join of ``branches`` branches of ``steps`` steps each (step ``b.i`` logs
-    ``b.i`` halfway through and returns ``i``), then two signals ``go``."""
+    """A durable sleep of ``nap`` seconds (if any), a join of ``branches`` branches of
+    ``steps`` steps each (step ``b.i`` logs ``b.i`` and this execution's id halfway
+    through and returns ``i``), then two signals ``go``."""
+    if job.nap:
+        await ctx.sleep("nap", job.nap)
 
     def branch(b: int) -> Any:
         async def run(ctx: DurableContext) -> int:
@@ -81,9 +86,14 @@ async def fanned(job: Fan, ctx: DurableContext) -> int:
             for i in range(job.steps):
 
                 async def step(i: int = i) -> int:
+                    span = f"{ctx.flow_id} {b}.{i} {os.getpid()}"
+                    if job.spans:
+                        _append(job.spans, f"enter {span} {time.time():.6f}")
                     await anyio.sleep(job.delay / 2)
-                    _append(job.log, f"{b}.{i} {os.getpid()}")
+                    _append(job.log, f"{b}.{i} {os.getpid()} {ctx.flow_id}")
                     await anyio.sleep(job.delay / 2)
+                    if job.spans:
+                        _append(job.spans, f"exit {span} {time.time():.6f}")
                     return i
 
                 value: int = await ctx.run(f"s{i}", step)
@@ -154,7 +164,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class WorkerProcess:
-    """A ``stream-gateway-worker`` process on ``db`` (its `main`, run by this module).
+    """A ``stream-gateway-worker`` process on ``db`` (its `main`, run by this module):
+    a SQLite file, or a store location such as ``firestore://project`` (then ``log``
+    names the file its stderr goes to; a file's is next to it).
 
     `spawn` starts the interpreter and imports everything, then the process waits;
     `go` lets it run the worker and returns once it is serving. Spawning the next
@@ -165,7 +177,7 @@ class WorkerProcess:
         self.proc = proc
 
     @classmethod
-    async def spawn(cls, db: Path, *args: str) -> WorkerProcess:
+    async def spawn(cls, db: Path | str, *args: str, log: Path | None = None) -> WorkerProcess:
         command = [
             sys.executable,
             "-m",
@@ -181,11 +193,9 @@ class WorkerProcess:
             "0.02",
             *args,
         ]
-        log = db.with_suffix(".workers.log").open("ab")
-        try:
-            return cls(await anyio.open_process(command, cwd=ROOT, stderr=log))
-        finally:
-            log.close()
+        path = log or Path(db).with_suffix(".workers.log")
+        with path.open("ab") as stderr:
+            return cls(await anyio.open_process(command, cwd=ROOT, stderr=stderr))
 
     async def go(self) -> None:
         assert self.proc.stdin is not None and self.proc.stdout is not None

@@ -4,6 +4,8 @@ calls, transactions, sequence counters."""
 from __future__ import annotations
 
 import re
+import time
+import uuid
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
@@ -80,6 +82,7 @@ class FirestoreBase(DurableStore):
         self._owned: list[AsyncClient | Client] = []
         # Journal order within a lease: (execution, token) -> next number.
         self._order: dict[tuple[str, int], int] = {}
+        self._last_stamp = 0
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -173,14 +176,20 @@ class FirestoreBase(DurableStore):
         if count:
             txn.set(self._counter(name), {"next": first + count})
 
-    def _put_audit(self, txn: AsyncTransaction, entries: Sequence[AuditEntry], first: int) -> None:
-        """Write ``entries`` as audit lines ``first, first + 1, ...`` (``first`` from
-        `_reserve`), and the audit counter past them."""
-        self._advance(txn, "audit", first, len(entries))
+    def _put_audit(self, txn: AsyncTransaction, entries: Sequence[AuditEntry]) -> None:
+        """Write ``entries`` as audit lines not numbered yet (`_sequence` numbers them).
+
+        Numbering in the writing transaction would make one counter document part of
+        every audited write: every worker's transactions would queue on it. ``order``
+        (this process's clock, never going back, then the position) keeps a writer's
+        lines in the order it wrote them.
+        """
+        stamp = max(time.time_ns(), self._last_stamp + 1)
+        self._last_stamp = stamp
         audit = self._collection("audit")
-        for offset, entry in enumerate(entries):
-            seq = first + offset
-            txn.set(audit.document(f"{seq:016d}"), audit_fields(entry, seq))
+        for position, entry in enumerate(entries):
+            order = f"{stamp:020d}.{position:05d}"
+            txn.set(audit.document(uuid.uuid4().hex), audit_fields(entry, None, order))
 
     def _next_order(self, lease: Lease) -> int:
         # A new lease's token is larger than every earlier one, so entries first

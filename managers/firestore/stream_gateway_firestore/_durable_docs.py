@@ -133,9 +133,12 @@ def signal_id(number: int) -> str:
     return f"{number:012d}"
 
 
-def audit_fields(entry: AuditEntry, seq: int) -> dict[str, Any]:
+def audit_fields(entry: AuditEntry, seq: int | None, order: str) -> dict[str, Any]:
+    """An audit document: ``seq`` is ``None`` until the line is numbered; ``order``
+    sorts lines not numbered yet."""
     return {
         "seq": seq,
+        "order": order,
         "execution_id": entry.execution_id,
         "kind": entry.kind,
         "at": entry.at,

@@ -116,14 +116,13 @@ class ScheduleMixin(FirestoreBase):
             if not snap.exists or fields.get("paused") or fields.get("next_at") != tick:
                 return False
             planned = await self._plan_create(txn, execution) if execution is not None else None
-            first = await self._reserve(txn, "audit", len(audit))
             if planned is not None:
                 self._apply_create(txn, planned)
             changes: dict[str, Any] = {"next_at": next_at, "last_tick": tick, "updated_at": now}
             if execution is not None:
                 changes["last_execution"] = execution.id
             txn.update(ref, changes)
-            self._put_audit(txn, audit, first)
+            self._put_audit(txn, audit)
             return True
 
         fired: bool = await self._transact("firing a schedule", body)

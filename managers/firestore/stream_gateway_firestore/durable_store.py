@@ -16,12 +16,14 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import anyio
 import anyio.to_thread
 from google.cloud.firestore_v1 import AsyncQuery, AsyncTransaction, Client, FieldFilter, Query
 from google.cloud.firestore_v1.base_document import DocumentSnapshot
 
 from stream_gateway.durable import (
     AuditEntry,
+    DurableStoreError,
     ExecutionNotFoundError,
     ExecutionRecord,
     ExecutionStatus,
@@ -158,10 +160,9 @@ class FirestoreDurableStore(ScheduleMixin):
     ) -> tuple[ExecutionRecord, bool]:
         async def body(txn: AsyncTransaction) -> tuple[ExecutionRecord, bool]:
             planned = await self._plan_create(txn, record)
-            first = await self._reserve(txn, "audit", len(audit)) if planned[1] else 0
             self._apply_create(txn, planned)
             if planned[1]:
-                self._put_audit(txn, audit, first)
+                self._put_audit(txn, audit)
             return planned
 
         result: tuple[ExecutionRecord, bool] = await self._transact("creating a flow", body)
@@ -198,68 +199,81 @@ class FirestoreDurableStore(ScheduleMixin):
         if not flows or limit <= 0:
             return []
         claimed: list[ExecutionRecord] = []
-        # Candidates are read outside the transaction (no lock on the whole queue),
-        # then taken in one; a candidate another worker took meanwhile is skipped,
-        # and the queue is read again (a few rounds at most).
+        tried: set[str] = set()
+        # Candidates are read outside any transaction (no lock on the queue), then
+        # each is taken in a transaction of its own, all at once: workers racing for
+        # one execution queue on that document only. A candidate another worker took
+        # meanwhile is skipped, and the queue is read again (a few rounds at most).
         for _ in range(3):
             wanted = limit - len(claimed)
             queries = self._due_queries(flows, now, wanted, worker if reclaim_own else None)
             seen: dict[str, float] = {}
             for query in queries:
                 for snap in await self._call("looking for due flows", self._query(query)):
-                    seen[snap.id] = fields_of(snap).get("due_at") or 0.0
-            if not seen:
+                    if snap.id not in tried:
+                        seen[snap.id] = fields_of(snap).get("due_at") or 0.0
+            candidates = sorted(seen, key=lambda d: seen[d])[:wanted]
+            if not candidates:
                 break
-            candidates = sorted(seen, key=lambda d: seen[d])
-            taken = await self._take(worker, candidates, now, lease_until, wanted, reclaim_own)
+            tried.update(candidates)
+            taken = await self._take_all(worker, candidates, now, lease_until, reclaim_own)
             claimed.extend(taken)
             if len(taken) == len(candidates) or len(claimed) >= limit:
                 break
         return sorted(claimed, key=lambda r: r.seq)
 
-    async def _take(
-        self,
-        worker: str,
-        candidates: list[str],
-        now: float,
-        lease_until: float,
-        limit: int,
-        reclaim_own: bool,
+    async def _take_all(
+        self, worker: str, candidates: list[str], now: float, lease_until: float, own: bool
     ) -> list[ExecutionRecord]:
-        executions = self._collection("executions")
-        refs = [executions.document(d) for d in candidates]
+        taken: list[ExecutionRecord] = []
+        failures: list[Exception] = []
 
-        async def body(txn: AsyncTransaction) -> list[ExecutionRecord]:
-            taken: list[ExecutionRecord] = []
-            for snap in sorted(
-                await self._get_all(refs, txn), key=lambda s: fields_of(s).get("due_at") or 0.0
+        async def take(doc: str) -> None:
+            try:
+                record = await self._take(worker, doc, now, lease_until, own)
+            except DurableStoreError as exc:
+                failures.append(exc)  # the others may still have been taken
+            else:
+                if record is not None:
+                    taken.append(record)
+
+        async with anyio.create_task_group() as tg:
+            for doc in candidates:
+                tg.start_soon(take, doc)
+        if failures and not taken:
+            raise failures[0]
+        return taken
+
+    async def _take(
+        self, worker: str, doc: str, now: float, lease_until: float, reclaim_own: bool
+    ) -> ExecutionRecord | None:
+        ref = self._collection("executions").document(doc)
+
+        async def body(txn: AsyncTransaction) -> ExecutionRecord | None:
+            snap = await self._snap(ref, txn)
+            fields = fields_of(snap)
+            status = fields.get("status")
+            due = fields.get("due_at")
+            own = reclaim_own and status in LEASED and fields.get("lease_owner") == worker
+            if (
+                not snap.exists
+                or status in FINISHED
+                or not (own or (due is not None and due <= now))
             ):
-                fields = fields_of(snap)
-                status = fields.get("status")
-                due = fields.get("due_at")
-                own = reclaim_own and status in LEASED and fields.get("lease_owner") == worker
-                if (
-                    not snap.exists
-                    or status in FINISHED
-                    or not (own or (due is not None and due <= now))
-                ):
-                    continue
-                changes = {
-                    "status": "rolling_back" if status == "rolling_back" else "running",
-                    "lease_owner": worker,
-                    "lease_token": int(fields.get("lease_token", 0)) + 1,
-                    "due_at": lease_until,
-                    "blocked_on": None,
-                    "updated_at": now,
-                }
-                txn.update(snap.reference, changes)
-                taken.append(record_from_fields(fields["id"], {**fields, **changes}))
-                if len(taken) == limit:
-                    break
-            return taken
+                return None
+            changes = {
+                "status": "rolling_back" if status == "rolling_back" else "running",
+                "lease_owner": worker,
+                "lease_token": int(fields.get("lease_token", 0)) + 1,
+                "due_at": lease_until,
+                "blocked_on": None,
+                "updated_at": now,
+            }
+            txn.update(ref, changes)
+            return record_from_fields(fields["id"], {**fields, **changes})
 
-        result: list[ExecutionRecord] = await self._transact("claiming flows", body)
-        return result
+        record: ExecutionRecord | None = await self._transact("claiming a flow", body)
+        return record
 
     async def renew(self, worker: str, leases: Collection[Lease], lease_until: float) -> set[str]:
         wanted = {lease.execution_id: lease for lease in leases}
@@ -300,7 +314,6 @@ class FirestoreDurableStore(ScheduleMixin):
             await self._fence(lease, txn)
             existing = await self._snap(entry_ref, txn)
             signals = await self._get_all(signal_refs, txn)
-            first = await self._reserve(txn, "audit", len(audit))
             for snap in signals:
                 if not snap.exists or fields_of(snap).get("consumed"):
                     raise ValueError(f"signal {snap.id} is not waiting to be consumed")
@@ -312,7 +325,7 @@ class FirestoreDurableStore(ScheduleMixin):
                     raise ValueError(f"journal entry {entry.path!r} is final")
                 kept = old["ord"]
             txn.set(entry_ref, entry_fields(entry, kept))
-            self._put_audit(txn, audit, first)
+            self._put_audit(txn, audit)
 
         await self._transact("writing a journal entry", body)
 
@@ -329,9 +342,8 @@ class FirestoreDurableStore(ScheduleMixin):
 
         async def body(txn: AsyncTransaction) -> None:
             await self._fence(lease, txn)
-            first = await self._reserve(txn, "audit", len(audit))
             txn.update(self._execution(lease.execution_id), {"status": status, "updated_at": now})
-            self._put_audit(txn, audit, first)
+            self._put_audit(txn, audit)
 
         await self._transact("setting a status", body)
 
@@ -382,7 +394,6 @@ class FirestoreDurableStore(ScheduleMixin):
             for snap in await self._get_all([self._execution(t) for t in targets], txn):
                 if not snap.exists or fields_of(snap).get("status") in FINISHED:
                     due = now
-            first = await self._reserve(txn, "audit", len(audit))
             for target in targets:
                 waiter = self._execution(target).collection(WAITERS).document(ref.id)
                 txn.set(waiter, {"waiter": lease.execution_id})
@@ -396,7 +407,7 @@ class FirestoreDurableStore(ScheduleMixin):
             if targets:
                 changes["waits_for"] = sorted({*fields.get("waits_for", ()), *targets})
             txn.update(ref, changes)
-            self._put_audit(txn, audit, first)
+            self._put_audit(txn, audit)
 
         await self._transact("parking a flow", body)
         self._forget_lease(lease)
@@ -413,7 +424,6 @@ class FirestoreDurableStore(ScheduleMixin):
         ref = self._execution(execution_id)
         waiters = await self._query(ref.collection(WAITERS), txn)
         woken = await self._get_all([self._execution(fields_of(w)["waiter"]) for w in waiters], txn)
-        first = await self._reserve(txn, "audit", len(audit))
         txn.update(
             ref,
             {**changes, "due_at": None, "lease_owner": None, "blocked_on": None, "updated_at": now},
@@ -423,7 +433,7 @@ class FirestoreDurableStore(ScheduleMixin):
                 txn.update(snap.reference, {"due_at": now})
         for waiter in waiters:
             txn.delete(waiter.reference)
-        self._put_audit(txn, audit, first)
+        self._put_audit(txn, audit)
 
     async def finish(
         self,
@@ -467,7 +477,6 @@ class FirestoreDurableStore(ScheduleMixin):
                 named = ref.collection(SIGNALS).where(filter=FieldFilter("name", "==", name))
                 if await self._query(named.limit(1), txn):
                     return False
-            first = await self._reserve(txn, "audit", len(audit))
             number = int(fields.get("signal_next", 1))
             txn.set(
                 ref.collection(SIGNALS).document(signal_id(number)),
@@ -477,7 +486,7 @@ class FirestoreDurableStore(ScheduleMixin):
             if fields.get("status") in ("sleeping", "waiting"):
                 changes.update(status="pending", due_at=now, blocked_on=None, updated_at=now)
             txn.update(ref, changes)
-            self._put_audit(txn, audit, first)
+            self._put_audit(txn, audit)
             return True
 
         sent: bool = await self._transact("sending a signal", body)
@@ -494,7 +503,6 @@ class FirestoreDurableStore(ScheduleMixin):
             if fields.get("status") != "failed":
                 return False
             doomed = await self._query(failed, txn)
-            first = await self._reserve(txn, "audit", len(audit))
             for snap in doomed:
                 txn.delete(snap.reference)
             txn.update(
@@ -507,7 +515,7 @@ class FirestoreDurableStore(ScheduleMixin):
                     "updated_at": now,
                 },
             )
-            self._put_audit(txn, audit, first)
+            self._put_audit(txn, audit)
             return True
 
         recovered: bool = await self._transact("recovering a flow", body)
@@ -583,20 +591,43 @@ class FirestoreDurableStore(ScheduleMixin):
             return
 
         async def body(txn: AsyncTransaction) -> None:
-            first = await self._reserve(txn, "audit", len(entries))
-            self._put_audit(txn, entries, first)
+            self._put_audit(txn, entries)
 
         await self._transact("writing audit lines", body)
 
     async def audit(
         self, *, execution_id: str | None = None, after: int = 0, limit: int = 1000
     ) -> list[AuditEntry]:
+        await self._sequence()
         query: Any = self._collection("audit")
         if execution_id is not None:
             query = query.where(filter=FieldFilter("execution_id", "==", execution_id))
         query = query.where(filter=FieldFilter("seq", ">", after)).order_by("seq").limit(limit)
         snaps = await self._call("reading audit lines", self._query(query))
         return [audit_from_fields(fields_of(s)) for s in snaps]
+
+    async def _sequence(self) -> None:
+        """Number the audit lines written since the last reader did, in their order:
+        a transaction on the audit counter, taken by readers only."""
+        pending = (
+            self._collection("audit")
+            .where(filter=FieldFilter("seq", "==", None))
+            .order_by("order")
+            .limit(_CHUNK)
+        )
+        if not await self._call("numbering audit lines", self._query(pending.limit(1))):
+            return
+
+        async def body(txn: AsyncTransaction) -> int:
+            first = await self._reserve(txn, "audit", 1)
+            docs = await self._query(pending, txn)
+            for offset, snap in enumerate(docs):
+                txn.update(snap.reference, {"seq": first + offset})
+            self._advance(txn, "audit", first, len(docs))
+            return len(docs)
+
+        while await self._transact("numbering audit lines", body) == _CHUNK:
+            pass
 
     # -- notifications -------------------------------------------------------------
 
