@@ -4,6 +4,7 @@ Google's failures as `DurableStoreError` (which the engine answers with "replay 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator
@@ -47,11 +48,21 @@ def store_errors(action: str) -> Iterator[None]:
     names ``action`` only; the backend's text stays in ``__cause__`` and the log."""
     try:
         yield
+    except asyncio.CancelledError as exc:
+        # gRPC raises asyncio's CancelledError for an RPC the channel or server
+        # cancelled. Let it through only when this task is really being cancelled:
+        # otherwise a task group would take it for one and drop that task silently.
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise
+        logger.info("Firestore cancelled %s: %s", action, exc)
+        raise DurableStoreError(f"the durable store is unavailable ({action})") from exc
     except _TRANSIENT as exc:
         logger.info("Firestore unavailable (%s): %s", action, exc)
         raise DurableStoreError(f"the durable store is unavailable ({action})") from exc
     except gexc.GoogleAPICallError as exc:
-        logger.warning("Firestore refused %s: %s", action, exc)
+        if not isinstance(exc, gexc.FailedPrecondition):  # a lost race: callers retry
+            logger.warning("Firestore refused %s: %s", action, exc)
         raise DurableStoreError(f"the durable store refused {action}", transient=False) from exc
 
 

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import anyio.to_thread
+from google.api_core import exceptions as gexc
 from google.cloud.firestore_v1 import AsyncQuery, AsyncTransaction, Client, FieldFilter, Query
 from google.cloud.firestore_v1.base_document import DocumentSnapshot
 
@@ -276,23 +277,48 @@ class FirestoreDurableStore(ScheduleMixin):
         return record
 
     async def renew(self, worker: str, leases: Collection[Lease], lease_until: float) -> set[str]:
+        # No transaction: each held lease is extended by a write that only lands if
+        # the document is unchanged since it was read (``last_update_time``), so a
+        # renewal never takes locks that the leases' own journal writes queue on.
         wanted = {lease.execution_id: lease for lease in leases}
-        if not wanted:
-            return set()
+        kept: set[str] = set()
 
-        async def body(txn: AsyncTransaction) -> set[str]:
-            kept: set[str] = set()
-            refs = [self._execution(i) for i in wanted]
-            for snap in await self._get_all(refs, txn):
-                fields = fields_of(snap)
-                lease = wanted.get(fields.get("id", ""))
-                if snap.exists and lease is not None and held(fields, lease):
-                    txn.update(snap.reference, {"due_at": lease_until})
-                    kept.add(lease.execution_id)
-            return kept
+        async def extend(lease: Lease) -> None:
+            ref = self._execution(lease.execution_id)
+            for _ in range(5):
+                snap: DocumentSnapshot[Any] = await self._call(
+                    "renewing leases", ref.get(retry=None, timeout=self.rpc_timeout)
+                )
+                if not snap.exists or not held(fields_of(snap), lease):
+                    return
+                guard = self.client.write_option(last_update_time=snap.update_time)
+                try:
+                    await self._call(
+                        "renewing leases",
+                        ref.update({"due_at": lease_until}, option=guard, retry=None),
+                    )
+                except DurableStoreError as exc:
+                    if isinstance(exc.__cause__, gexc.FailedPrecondition):
+                        continue  # written meanwhile (a journal write): read again
+                    raise
+                kept.add(lease.execution_id)
+                return
+            raise DurableStoreError("the durable store is busy (renewing leases)")
 
-        result: set[str] = await self._transact("renewing leases", body)
-        return result
+        failures: list[DurableStoreError] = []
+
+        async def attempt(lease: Lease) -> None:
+            try:
+                await extend(lease)
+            except DurableStoreError as exc:
+                failures.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for lease in wanted.values():
+                tg.start_soon(attempt, lease)
+        if failures:  # unknown whether those are held: the worker tries again soon
+            raise failures[0]
+        return kept
 
     # -- fenced writes -------------------------------------------------------------
 

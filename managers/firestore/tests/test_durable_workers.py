@@ -24,9 +24,9 @@ from stream_gateway_firestore.testing import FirestoreEmulator
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
-EXECUTIONS = 200
+EXECUTIONS = 40
 WORKERS = 3
-KILLS = 20
+KILLS = 6
 BRANCHES, STEPS = 2, 2
 EXPECTED = BRANCHES * sum(range(STEPS)) + 1000 + 20000  # `fanned`: signals 1 then 2
 WORKER_ARGS = ("--lease", "5", "--concurrency", "32", "--poll-interval", "1.0")
