@@ -38,7 +38,7 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 #: Attempts of one transaction that keeps meeting contention (``Aborted``).
-TRANSACTION_ATTEMPTS = 12
+TRANSACTION_ATTEMPTS = 20
 
 
 @contextmanager
@@ -114,5 +114,5 @@ async def in_transaction(
             if not isinstance(exc.__cause__, gexc.Aborted) or attempt == TRANSACTION_ATTEMPTS - 1:
                 raise
         # Contended: back off a little, at random, so the contenders spread out.
-        await anyio.sleep(random.uniform(0, 0.02 * 2 ** min(attempt, 5)))
+        await anyio.sleep(random.uniform(0, 0.05 * 2 ** min(attempt, 4)))
     raise AssertionError("unreachable")

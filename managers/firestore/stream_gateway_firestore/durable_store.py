@@ -30,6 +30,7 @@ from stream_gateway.durable import (
     ExecutionStatus,
     JournalEntry,
     Lease,
+    LeaseLostError,
     Signal,
 )
 from stream_gateway.durable.records import History
@@ -285,7 +286,7 @@ class FirestoreDurableStore(ScheduleMixin):
 
         async def extend(lease: Lease) -> None:
             ref = self._execution(lease.execution_id)
-            for _ in range(5):
+            for _ in range(8):
                 snap: DocumentSnapshot[Any] = await self._call(
                     "renewing leases", ref.get(retry=None, timeout=self.rpc_timeout)
                 )
@@ -298,8 +299,10 @@ class FirestoreDurableStore(ScheduleMixin):
                         ref.update({"due_at": lease_until}, option=guard, retry=None),
                     )
                 except DurableStoreError as exc:
-                    if isinstance(exc.__cause__, gexc.FailedPrecondition):
-                        continue  # written meanwhile (a journal write): read again
+                    # Written meanwhile (a signal), or locked by a transaction on it too
+                    # long (a journal write reads it): read again.
+                    if isinstance(exc.__cause__, gexc.FailedPrecondition | gexc.Aborted):
+                        continue
                     raise
                 kept.add(lease.execution_id)
                 return
@@ -337,9 +340,17 @@ class FirestoreDurableStore(ScheduleMixin):
         order = self._next_order(lease)
 
         async def body(txn: AsyncTransaction) -> None:
-            await self._fence(lease, txn)
-            existing = await self._snap(entry_ref, txn)
-            signals = await self._get_all(signal_refs, txn)
+            # One round trip for every read: the execution stays locked (other
+            # writers to it wait) for as short a time as a transaction allows.
+            snaps = {
+                snap.reference.path: snap
+                for snap in await self._get_all([ref, entry_ref, *signal_refs], txn)
+            }
+            execution = snaps[ref.path]
+            if not execution.exists or not held(fields_of(execution), lease):
+                raise LeaseLostError(f"lease on flow {lease.execution_id} was lost")
+            existing = snaps[entry_ref.path]
+            signals = [snaps[r.path] for r in signal_refs]
             for snap in signals:
                 if not snap.exists or fields_of(snap).get("consumed"):
                     raise ValueError(f"signal {snap.id} is not waiting to be consumed")

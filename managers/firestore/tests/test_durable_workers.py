@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 EXECUTIONS = 40
 WORKERS = 3
-KILLS = 6
+KILLS = 20
 BRANCHES, STEPS = 2, 2
 EXPECTED = BRANCHES * sum(range(STEPS)) + 1000 + 20000  # `fanned`: signals 1 then 2
 WORKER_ARGS = ("--lease", "5", "--concurrency", "32", "--poll-interval", "1.0")
@@ -44,24 +44,37 @@ class Fleet:
         self.where, self.log, self.rng = where, log, rng
         self.live: list[WorkerProcess] = []
         self.killed: dict[str, float] = {}  # pid -> when it was killed
+        self.spare: WorkerProcess | None = None
 
     async def start(self, count: int) -> None:
         for _ in range(count):
             worker = await WorkerProcess.spawn(self.where, *WORKER_ARGS, log=self.log)
             await worker.go()
             self.live.append(worker)
+        self.spare = await WorkerProcess.spawn(self.where, *WORKER_ARGS, log=self.log)
 
     async def kill_one(self) -> None:
         victim = self.live.pop(self.rng.randrange(len(self.live)))
         self.killed[str(victim.proc.pid)] = time.time()
         await victim.kill()  # SIGKILL
-        await self.start(1)
+        # The spare has imported everything meanwhile: it serves at once.
+        worker, self.spare = self.spare, None
+        assert worker is not None
+        await worker.go()
+        self.live.append(worker)
+        self.spare = await WorkerProcess.spawn(self.where, *WORKER_ARGS, log=self.log)
 
     async def stop(self) -> None:
-        for worker in self.live:
-            worker.proc.send_signal(signal.SIGTERM)
-        for worker in self.live:
-            with anyio.move_on_after(15):
+        """SIGTERM the live workers, then SIGKILL whichever has not stopped in 15 s."""
+        live, self.live = self.live, []
+        if self.spare is not None:
+            await self.spare.kill()
+            self.spare = None
+        for worker in live:
+            if worker.proc.returncode is None:
+                worker.proc.send_signal(signal.SIGTERM)
+        for worker in live:
+            with anyio.move_on_after(15, shield=True):
                 await worker.proc.wait()
             await worker.kill()
 
@@ -92,16 +105,18 @@ async def test_three_workers_two_hundred_flows_twenty_sigkills(
     started = time.monotonic()
     async with engine:
         ids = [(await engine.schedule("fanned", job)).name for _ in range(EXECUTIONS)]
-        with anyio.fail_after(600):
-            await fleet.start(WORKERS)
-            for kill in range(KILLS):
-                if kill == KILLS // 3:
-                    await send_to_all(engine, ids, 1)  # from this process, not a worker's
-                if kill == 2 * KILLS // 3:
-                    await send_to_all(engine, ids, 2)
-                await anyio.sleep(rng.uniform(0.5, 2.0))
-                await fleet.kill_one()
-            finals = [await engine.wait(flow_id) for flow_id in ids]
+        try:
+            with anyio.fail_after(600):
+                await fleet.start(WORKERS)
+                for kill in range(KILLS):
+                    if kill == KILLS // 3:
+                        await send_to_all(engine, ids, 1)  # from this process, not a worker's
+                    if kill == 2 * KILLS // 3:
+                        await send_to_all(engine, ids, 2)
+                    await anyio.sleep(rng.uniform(0.5, 2.0))
+                    await fleet.kill_one()
+                finals = [await engine.wait(flow_id) for flow_id in ids]
+        finally:
             await fleet.stop()
     elapsed = time.monotonic() - started
 
