@@ -197,11 +197,12 @@ class WorkerProcess:
         with path.open("ab") as stderr:
             return cls(await anyio.open_process(command, cwd=ROOT, stderr=stderr))
 
-    async def go(self) -> None:
+    async def go(self, within: float = 60.0) -> None:
+        """Let the worker run; returns once it serves (``within`` seconds at most)."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         await self.proc.stdin.send(b"go\n")
         seen = b""
-        with anyio.fail_after(60):
+        with anyio.fail_after(within):
             while b"ready" not in seen:
                 seen += await self.proc.stdout.receive()
 

@@ -27,15 +27,20 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 FLOWS_RUN = 12
 DOWN = 5.0
+STARTUP = 180.0  # a JVM on a loaded machine
 EXPECTED = 2 * sum(range(3)) + 1000 + 20000  # `fanned`, 2 branches of 3 steps, signals 1, 2
 
 
 @pytest.fixture
 def private_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[FirestoreEmulator]:
     """An emulator of this test's own (worker processes inherit its address)."""
-    with FirestoreEmulator() as emulator:
+    emulator = FirestoreEmulator()
+    emulator.start(timeout=STARTUP)
+    try:
         monkeypatch.setenv(HOST_ENV, emulator.address)
         yield emulator
+    finally:
+        emulator.stop()
 
 
 async def patiently(engine: DurableEngine, flow_id: str) -> Operation:
@@ -65,7 +70,7 @@ async def test_workers_ride_out_a_five_second_outage(
             with anyio.fail_after(300):
                 for _ in range(2):
                     workers.append(await WorkerProcess.spawn(where, *args, log=tmp_path / "w.log"))
-                    await workers[-1].go()
+                    await workers[-1].go(STARTUP)
                 while len(effects.read_text().splitlines()) < FLOWS_RUN * 2:  # noqa: ASYNC110
                     await anyio.sleep(0.1)  # well under way
                 for worker in workers:
@@ -82,7 +87,9 @@ async def test_workers_ride_out_a_five_second_outage(
                 for worker in workers:
                     worker.proc.send_signal(signal.SIGCONT)
                 await anyio.sleep(DOWN)  # the workers meet a dead store
-                await anyio.to_thread.run_sync(lambda: private_emulator.start(import_data=exported))
+                await anyio.to_thread.run_sync(
+                    lambda: private_emulator.start(STARTUP, import_data=exported)
+                )
                 finals = [await patiently(engine, flow_id) for flow_id in ids]
         finally:
             for worker in workers:
