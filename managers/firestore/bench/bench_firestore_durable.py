@@ -27,8 +27,8 @@ from stream_gateway_firestore import FirestoreDurableStore
 from stream_gateway_firestore.testing import HOST_ENV, FirestoreEmulator
 
 POLL = 5.0
-SIGNALS = 20
-STEPS = 50
+SIGNALS = 10
+STEPS = 20
 
 
 @durable_flow(input=int, output=int)

@@ -57,7 +57,7 @@ async def test_workers_ride_out_a_five_second_outage(
 ) -> None:
     where = f"firestore://{private_emulator.project}?prefix=r{secrets.token_hex(4)}"
     effects = tmp_path / "effects.log"
-    engine = DurableEngine(FLOWS, store=FirestoreDurableStore.from_url(where, rpc_timeout=10))
+    engine = DurableEngine(FLOWS, store=FirestoreDurableStore.from_url(where, rpc_timeout=60))
     job = Fan(log=str(effects), branches=2, steps=3, delay=0.3, nap=0.5)
     args = ("--lease", "4", "--poll-interval", "0.5")
     workers: list[WorkerProcess] = []
