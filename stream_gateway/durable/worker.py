@@ -156,6 +156,11 @@ class Worker:
             if tg is None:  # stopped while claiming: hand it back
                 await _release(self.engine, lease)
                 continue
+            stale = self._runs.get(record.id)
+            if stale is not None:
+                # Its lease lapsed while it ran here (renewals failed) and it came back
+                # to us: the old run can only fail its next write, so stop it now.
+                stale.scope.cancel()
             run = self._runs[record.id] = _Run(lease)
             self._idle = anyio.Event()
             tg.start_soon(self._run, record, run)
@@ -241,7 +246,8 @@ class Worker:
             if run.scope.cancel_called and self._closing:
                 with anyio.CancelScope(shield=True):
                     await _release(self.engine, run.lease)
-            del self._runs[record.id]
+            if self._runs.get(record.id) is run:  # not replaced by a newer claim
+                del self._runs[record.id]
             if not self._runs:
                 self._idle.set()
             self.engine.notify(record.id)
