@@ -52,8 +52,9 @@ def store_errors(action: str) -> Iterator[None]:
         # gRPC raises asyncio's CancelledError for an RPC the channel or server
         # cancelled. Let it through only when this task is really being cancelled:
         # otherwise a task group would take it for one and drop that task silently.
+        # anyio's own cancellations carry a message ("Cancelled via cancel scope ...").
         task = asyncio.current_task()
-        if task is None or task.cancelling():
+        if task is None or task.cancelling() or exc.args:
             raise
         logger.info("Firestore cancelled %s: %s", action, exc)
         raise DurableStoreError(f"the durable store is unavailable ({action})") from exc
