@@ -2,8 +2,9 @@
 
 Run: ``uvicorn samples.approval.app:app`` and follow ``samples/approval/README.md``.
 
-State lives in SQLite at ``.data/approval.sqlite3`` (``APPROVAL_DB`` to change it),
-so scheduled flows survive restarts of the server. Callers name themselves with an
+State lives in SQLite at ``.data/approval.sqlite3`` (``APPROVAL_DB`` to change it: a
+path, or ``firestore://project`` with ``stream-gateway-firestore`` installed), so
+scheduled flows survive restarts of the server. Callers name themselves with an
 ``X-User`` header (a stand-in for real auth): each user sees only their own flows.
 """
 
@@ -19,15 +20,16 @@ from starlette.requests import Request
 from starlette.routing import Mount
 
 from stream_gateway import RequestContext, UnauthenticatedError
-from stream_gateway.durable import DurableEngine, SqliteDurableStore, durable_routes
+from stream_gateway.durable import DurableEngine, durable_routes
+from stream_gateway.durable.cli import store_at
 
 from .flows import FLOWS, pending_digest
 
 
 def make_engine(db_path: str | None = None) -> DurableEngine:
-    """The engine on the sample's SQLite file."""
-    path = db_path or os.environ.get("APPROVAL_DB", ".data/approval.sqlite3")
-    return DurableEngine(FLOWS, store=SqliteDurableStore(path))
+    """The engine on the sample's store: a SQLite file, or ``firestore://project``."""
+    location = db_path or os.environ.get("APPROVAL_DB", ".data/approval.sqlite3")
+    return DurableEngine(FLOWS, store=store_at(location))
 
 
 async def user_from_header(request: Request) -> RequestContext:

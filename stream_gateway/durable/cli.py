@@ -2,6 +2,7 @@
 
 ```
 stream-gateway-worker --db .data/durable.sqlite3 --flows myapp.flows:FLOWS
+stream-gateway-worker --db firestore://my-project --flows myapp.flows:FLOWS
 ```
 
 ``--flows`` names ``module:attr``: a `DurableFlow`, a list of them, or a
@@ -24,8 +25,23 @@ import anyio
 from .definition import DurableFlow
 from .engine import DurableEngine
 from .sqlite import SqliteDurableStore
+from .store import DurableStore
 
-__all__ = ["load_engine", "main"]
+__all__ = ["load_engine", "main", "store_at"]
+
+
+def store_at(location: str, synchronous: str = "FULL") -> DurableStore:
+    """The store at ``location``: a SQLite file path, or ``firestore://project``
+    (``?prefix=name`` for other collections; needs ``stream-gateway-firestore``)."""
+    if location.startswith("firestore://"):
+        try:
+            from stream_gateway_firestore import FirestoreDurableStore
+        except ImportError:
+            raise SystemExit(
+                "firestore:// stores need the plugin: pip install stream-gateway-firestore"
+            ) from None
+        return FirestoreDurableStore.from_url(location)
+    return SqliteDurableStore(location, synchronous=synchronous)
 
 
 def load_engine(spec: str, db: str | None, synchronous: str = "FULL") -> DurableEngine:
@@ -36,7 +52,7 @@ def load_engine(spec: str, db: str | None, synchronous: str = "FULL") -> Durable
     target: Any = importlib.import_module(module_name)
     for part in attr.split("."):
         target = getattr(target, part)
-    store = SqliteDurableStore(db, synchronous=synchronous) if db else None
+    store = store_at(db, synchronous) if db else None
     if isinstance(target, DurableEngine):
         if store is not None:
             target.store = store
@@ -67,7 +83,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``stream-gateway-worker`` console script."""
     parser = argparse.ArgumentParser(prog="stream-gateway-worker", description=__doc__)
     parser.add_argument("--flows", required=True, help="module:attr of flows or an engine")
-    parser.add_argument("--db", help="SQLite file (default: the engine's store)")
+    parser.add_argument(
+        "--db", help="SQLite file or firestore://project (default: the engine's store)"
+    )
     parser.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL", "EXTRA"])
     parser.add_argument("--worker-id", help="stable id: a restart takes back its own leases")
     parser.add_argument("--concurrency", type=int, default=16)

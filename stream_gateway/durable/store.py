@@ -26,7 +26,7 @@ Missing ids raise `ExecutionNotFoundError` unless a method says otherwise.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -63,6 +63,17 @@ class DurableStore(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. The data stays (for a persistent store)."""
+
+    async def watch_due(self, flows: Collection[str]) -> AsyncIterator[float]:
+        """Yield a time (POSIX seconds) whenever an execution of ``flows`` may be due
+        then, as soon as the store learns it from another process (a signal, a new
+        execution, a timer set elsewhere): workers look for work at that time
+        instead of at their next poll. Raises when the store cannot watch (the worker
+        starts again later); ends at once for a store that does not notify (the
+        default: workers poll)."""
+        nothing: tuple[float, ...] = ()
+        for due_at in nothing:  # an async generator that yields nothing
+            yield due_at
 
     @abstractmethod
     async def create(

@@ -131,6 +131,7 @@ class Worker:
             raise
         self._tg.start_soon(self._claim_loop)
         self._tg.start_soon(self._renew_loop)
+        self._tg.start_soon(self._watch_loop)
         logger.info("durable worker %s started", self.worker_id)
         return self
 
@@ -178,6 +179,11 @@ class Worker:
             if tg is None:  # stopped while claiming: hand it back
                 await _release(self.engine, lease)
                 continue
+            stale = self._runs.get(record.id)
+            if stale is not None:
+                # Its lease lapsed while it ran here (renewals failed) and it came back
+                # to us: the old run can only fail its next write, so stop it now.
+                stale.scope.cancel()
             run = self._runs[record.id] = _Run(lease)
             self._idle = anyio.Event()
             logger.info(
@@ -207,6 +213,26 @@ class Worker:
                 self._next_local = None
             with anyio.move_on_after(timeout):
                 await self._wake.wait()
+
+    async def _watch_loop(self) -> None:
+        """Relay the store's "due at" notices to the claim loop (stores that notify:
+        `DurableStore.watch_due`); a store that does not ends this at once."""
+        backoff = 0.5
+        while not self._closing:
+            try:
+                async for due_at in self.store.watch_due(list(self.engine.flows)):
+                    backoff = 0.5
+                    self._due_hint(due_at)
+                return
+            except Exception:  # the store is down: poll meanwhile, watch again later
+                logger.warning("durable worker %s: store watch failed", self.worker_id)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def _due_hint(self, due_at: float) -> None:
+        if self._next_local is None or due_at < self._next_local:
+            self._next_local = due_at
+        self._wake.set()
 
     async def _renew_loop(self) -> None:
         while True:
@@ -266,7 +292,8 @@ class Worker:
             if run.scope.cancel_called and self._closing:
                 with anyio.CancelScope(shield=True):
                     await _release(self.engine, run.lease)
-            del self._runs[record.id]
+            if self._runs.get(record.id) is run:  # not replaced by a newer claim
+                del self._runs[record.id]
             if not self._runs:
                 self._idle.set()
             self.engine.notify(record.id)

@@ -16,6 +16,7 @@ Which tests run where:
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -53,9 +54,27 @@ async def sqlite_store() -> AsyncIterator[DurableHarness]:
         yield DurableHarness("sqlite", lambda: SqliteDurableStore(path), str(path), embedded=True)
 
 
+@asynccontextmanager
+async def firestore_store() -> AsyncIterator[DurableHarness]:
+    # Imported here: the plugin (and Google's SDK) only when its tests run.
+    from stream_gateway_firestore import FirestoreDurableStore
+    from stream_gateway_firestore.testing import shared_emulator
+
+    emulator = shared_emulator()
+    # Collections of this test's own: no test sees another's data, none is wiped.
+    prefix = f"t{secrets.token_hex(5)}"
+    location = f"firestore://{emulator.project}?prefix={prefix}"
+    yield DurableHarness(
+        "firestore",
+        lambda: FirestoreDurableStore.from_url(location, rpc_timeout=30.0),
+        location,
+    )
+
+
 DURABLE_BACKENDS: dict[str, Callable[[], AbstractAsyncContextManager[DurableHarness]]] = {
     "memory": memory_store,
     "sqlite": sqlite_store,
+    "firestore": firestore_store,
 }
 
 EMBEDDED = ("memory", "sqlite")

@@ -70,12 +70,17 @@ class Fan(BaseModel):
     branches: int = 3
     steps: int = 5
     delay: float = 0.1
+    nap: float = 0.0
+    spans: str = ""  # a file for "enter|exit flow_id b.i pid time" lines, if any
 
 
 @durable_flow(input=Fan, output=int)
 async def fanned(job: Fan, ctx: DurableContext) -> int:
-    """A join of ``branches`` branches of ``steps`` steps each (step ``b.i`` logs
-    ``b.i`` halfway through and returns ``i``), then two signals ``go``."""
+    """A durable sleep of ``nap`` seconds (if any), a join of ``branches`` branches of
+    ``steps`` steps each (step ``b.i`` logs ``b.i`` and this execution's id halfway
+    through and returns ``i``), then two signals ``go``."""
+    if job.nap:
+        await ctx.sleep("nap", job.nap)
 
     def branch(b: int) -> Any:
         async def run(ctx: DurableContext) -> int:
@@ -83,9 +88,14 @@ async def fanned(job: Fan, ctx: DurableContext) -> int:
             for i in range(job.steps):
 
                 async def step(i: int = i) -> int:
+                    span = f"{ctx.flow_id} {b}.{i} {os.getpid()}"
+                    if job.spans:
+                        _append(job.spans, f"enter {span} {time.time():.6f}")
                     await anyio.sleep(job.delay / 2)
-                    _append(job.log, f"{b}.{i} {os.getpid()}")
+                    _append(job.log, f"{b}.{i} {os.getpid()} {ctx.flow_id}")
                     await anyio.sleep(job.delay / 2)
+                    if job.spans:
+                        _append(job.spans, f"exit {span} {time.time():.6f}")
                     return i
 
                 value: int = await ctx.run(f"s{i}", step)
@@ -197,7 +207,9 @@ atexit.register(kill_leftover_workers)
 
 
 class WorkerProcess:
-    """A ``stream-gateway-worker`` process on ``db`` (its `main`, run by this module).
+    """A ``stream-gateway-worker`` process on ``db`` (its `main`, run by this module):
+    a SQLite file, or a store location such as ``firestore://project`` (then ``log``
+    names the file its stderr goes to; a file's is next to it).
 
     `spawn` starts the interpreter and imports everything, then the process waits;
     `go` lets it run the worker and returns once it is serving. Spawning the next
@@ -209,7 +221,7 @@ class WorkerProcess:
         _LIVE.add(proc)
 
     @classmethod
-    async def spawn(cls, db: Path, *args: str) -> WorkerProcess:
+    async def spawn(cls, db: Path | str, *args: str, log: Path | None = None) -> WorkerProcess:
         command = [
             sys.executable,
             "-m",
@@ -225,17 +237,16 @@ class WorkerProcess:
             "0.02",
             *args,
         ]
-        log = db.with_suffix(".workers.log").open("ab")
-        try:
-            return cls(await anyio.open_process(command, cwd=ROOT, stderr=log))
-        finally:
-            log.close()
+        path = log or Path(db).with_suffix(".workers.log")
+        with path.open("ab") as stderr:
+            return cls(await anyio.open_process(command, cwd=ROOT, stderr=stderr))
 
-    async def go(self) -> None:
+    async def go(self, within: float = 60.0) -> None:
+        """Let the worker run; returns once it serves (``within`` seconds at most)."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         await self.proc.stdin.send(b"go\n")
         seen = b""
-        with anyio.fail_after(60):
+        with anyio.fail_after(within):
             while b"ready" not in seen:
                 seen += await self.proc.stdout.receive()
 
