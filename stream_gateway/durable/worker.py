@@ -45,7 +45,8 @@ class Worker:
     - claims up to ``concurrency`` due executions at a time (only flows it knows),
       with a lease of ``lease`` seconds renewed every ``lease / 3``;
     - fires timers within ``poll_interval`` seconds (at once for its own timers and
-      for executions scheduled through the same engine);
+      for executions scheduled through the same engine; at once for everything with
+      a store that notifies, see `DurableStore.watch_due`);
     - on entry runs `recover`: executions whose lease lapsed, and those still leased
       to this ``worker_id`` (a restarted worker with a stable id takes its own back
       at once; never give two live workers the same id);
@@ -108,6 +109,7 @@ class Worker:
             raise
         self._tg.start_soon(self._claim_loop)
         self._tg.start_soon(self._renew_loop)
+        self._tg.start_soon(self._watch_loop)
         logger.info("durable worker %s started", self.worker_id)
         return self
 
@@ -183,6 +185,22 @@ class Worker:
             with anyio.move_on_after(timeout):
                 await self._wake.wait()
 
+    async def _watch_loop(self) -> None:
+        """Let the store wake the claim loop (other processes' work); polling stays
+        the fallback while the store's notifications are down."""
+        while not self._closing:
+            try:
+                await self.store.watch_due(self.wake)
+                return  # the store does not notify: polling alone
+            except Exception as exc:
+                logger.warning(
+                    "durable worker %s: store notifications down (%s); polling meanwhile",
+                    self.worker_id,
+                    exc,
+                )
+            self.wake()
+            await anyio.sleep(max(self.poll_interval, 0.1))
+
     async def _renew_loop(self) -> None:
         while True:
             await anyio.sleep(self.lease / 3)
@@ -220,7 +238,10 @@ class Worker:
             if run.scope.cancel_called and self._closing:
                 with anyio.CancelScope(shield=True):
                     await _release(self.engine, run.lease)
-            del self._runs[record.id]
+            # A run handed back due now may be claimed again (a new `_Run`) before
+            # this one gets here: only remove our own.
+            if self._runs.get(record.id) is run:
+                del self._runs[record.id]
             if not self._runs:
                 self._idle.set()
             self.engine.notify(record.id)
