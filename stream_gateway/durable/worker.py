@@ -32,11 +32,12 @@ logger = logging.getLogger("stream_gateway.durable")
 
 
 class _Run:
-    __slots__ = ("lease", "scope")
+    __slots__ = ("done", "lease", "scope")
 
     def __init__(self, lease: Lease) -> None:
         self.lease = lease
         self.scope = anyio.CancelScope()
+        self.done = anyio.Event()
 
 
 class Worker:
@@ -157,9 +158,14 @@ class Worker:
             if tg is None:  # stopped while claiming: hand it back
                 await _release(self.engine, lease)
                 continue
+            # Still running here under the lease it let lapse (this process stalled
+            # past it): that run stops, and this one starts once it has.
+            previous = self._runs.get(record.id)
+            if previous is not None:
+                previous.scope.cancel()
             run = self._runs[record.id] = _Run(lease)
             self._idle = anyio.Event()
-            tg.start_soon(self._run, record, run)
+            tg.start_soon(self._run, record, run, previous)
         if claimed:
             logger.debug("worker %s claimed %d executions", self.worker_id, len(claimed))
         return len(claimed)
@@ -218,9 +224,11 @@ class Worker:
                     logger.warning("lost the lease on flow %s; stopping it", lease.execution_id)
                     run.scope.cancel()
 
-    async def _run(self, record: ExecutionRecord, run: _Run) -> None:
+    async def _run(self, record: ExecutionRecord, run: _Run, previous: _Run | None) -> None:
         try:
             with run.scope:
+                if previous is not None:
+                    await previous.done.wait()
                 wake_at = await replay(
                     self.engine, record, run.lease, lambda: run.scope.cancel_called or self._closing
                 )
@@ -240,6 +248,7 @@ class Worker:
                     await _release(self.engine, run.lease)
             # A run handed back due now may be claimed again (a new `_Run`) before
             # this one gets here: only remove our own.
+            run.done.set()
             if self._runs.get(record.id) is run:
                 del self._runs[record.id]
             if not self._runs:

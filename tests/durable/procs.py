@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,56 @@ async def ticked(log: str, ctx: DurableContext) -> int:
     return done
 
 
-FLOWS: list[DurableFlow[Any, Any]] = [counted, guarded, fanned, blocking, compensated, ticked]
+class Mix(BaseModel):
+    log: str
+    n: int
+    delay: float = 0.02
+    nap: float = 0.1
+
+
+@durable_flow(input=Mix, output=int)
+async def mixed(job: Mix, ctx: DurableContext) -> int:
+    """Sleeps ``nap``, joins branches ``a`` and ``b`` of two steps each, waits for the
+    signal ``go``, then a last step; returns ``n`` + the signal + the steps' values.
+
+    Each step logs ``enter`` and ``exit`` lines (``<id> <path> <pid> <time>``) around
+    ``delay`` seconds of work (``exit`` even if interrupted), and an ``effect`` line
+    halfway."""
+
+    async def step(path: str, value: int) -> int:
+        _append(job.log, f"enter {ctx.flow_id} {path} {os.getpid()} {time.time():.6f}")
+        try:
+            await anyio.sleep(job.delay / 2)
+            _append(job.log, f"effect {ctx.flow_id} {path} {os.getpid()} {time.time():.6f}")
+            await anyio.sleep(job.delay / 2)
+        finally:  # also when interrupted (its lease was lost): only a SIGKILL skips it
+            _append(job.log, f"exit {ctx.flow_id} {path} {os.getpid()} {time.time():.6f}")
+        return value
+
+    def branch(name: str) -> Any:
+        async def run(ctx: DurableContext) -> int:
+            first: int = await ctx.run("s0", partial(step, f"{name}.s0", 1))
+            second: int = await ctx.run("s1", partial(step, f"{name}.s1", 10))
+            return first + second
+
+        return run
+
+    await ctx.sleep("nap", job.nap)
+    joined: dict[str, int] = await ctx.join("fan", {"a": branch("a"), "b": branch("b")})
+    go: int = await ctx.wait_for_signal("go", "go")
+    last: int = await ctx.run("last", partial(step, "last", 100))
+    return job.n + go + sum(joined.values()) + last
+
+
+FLOWS: list[DurableFlow[Any, Any]] = [
+    counted,
+    guarded,
+    fanned,
+    blocking,
+    compensated,
+    ticked,
+    mixed,
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -165,7 +215,9 @@ class WorkerProcess:
         self.proc = proc
 
     @classmethod
-    async def spawn(cls, db: Path, *args: str) -> WorkerProcess:
+    async def spawn(cls, db: Path | str, *args: str, log: Path | None = None) -> WorkerProcess:
+        """``db``: a SQLite path or a store URL; the workers' stderr goes to ``log``
+        (default: next to the SQLite file)."""
         command = [
             sys.executable,
             "-m",
@@ -181,11 +233,9 @@ class WorkerProcess:
             "0.02",
             *args,
         ]
-        log = db.with_suffix(".workers.log").open("ab")
-        try:
-            return cls(await anyio.open_process(command, cwd=ROOT, stderr=log))
-        finally:
-            log.close()
+        log = log or Path(db).with_suffix(".workers.log")
+        with log.open("ab") as stderr:
+            return cls(await anyio.open_process(command, cwd=ROOT, stderr=stderr))
 
     async def go(self) -> None:
         assert self.proc.stdin is not None and self.proc.stdout is not None
