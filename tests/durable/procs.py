@@ -163,31 +163,32 @@ async def mixed(job: Mix, ctx: DurableContext) -> int:
 
     Each step logs ``enter`` and ``exit`` lines (``<id> <path> <pid> <time>``) around
     ``delay`` seconds of work (``exit`` even if interrupted), and an ``effect`` line
-    halfway."""
+    halfway, whose time it returns (as ``effect_at``, with its ``value``)."""
 
-    async def step(path: str, value: int) -> int:
+    async def step(path: str, value: int) -> dict[str, Any]:
         _append(job.log, f"enter {ctx.flow_id} {path} {os.getpid()} {time.time():.6f}")
         try:
             await anyio.sleep(job.delay / 2)
-            _append(job.log, f"effect {ctx.flow_id} {path} {os.getpid()} {time.time():.6f}")
+            effect_at = f"{time.time():.6f}"
+            _append(job.log, f"effect {ctx.flow_id} {path} {os.getpid()} {effect_at}")
             await anyio.sleep(job.delay / 2)
         finally:  # also when interrupted (its lease was lost): only a SIGKILL skips it
             _append(job.log, f"exit {ctx.flow_id} {path} {os.getpid()} {time.time():.6f}")
-        return value
+        return {"value": value, "effect_at": effect_at}
 
     def branch(name: str) -> Any:
         async def run(ctx: DurableContext) -> int:
-            first: int = await ctx.run("s0", partial(step, f"{name}.s0", 1))
-            second: int = await ctx.run("s1", partial(step, f"{name}.s1", 10))
-            return first + second
+            first = await ctx.run("s0", partial(step, f"{name}.s0", 1))
+            second = await ctx.run("s1", partial(step, f"{name}.s1", 10))
+            return int(first["value"] + second["value"])
 
         return run
 
     await ctx.sleep("nap", job.nap)
     joined: dict[str, int] = await ctx.join("fan", {"a": branch("a"), "b": branch("b")})
     go: int = await ctx.wait_for_signal("go", "go")
-    last: int = await ctx.run("last", partial(step, "last", 100))
-    return job.n + go + sum(joined.values()) + last
+    last = await ctx.run("last", partial(step, "last", 100))
+    return job.n + go + sum(joined.values()) + int(last["value"])
 
 
 FLOWS: list[DurableFlow[Any, Any]] = [
