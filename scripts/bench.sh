@@ -23,3 +23,6 @@ $PY -m bench.bench_durable_streaming
 echo "== durable flows vs DBOS (installs dbos into the venv for the comparison)"
 .venv/bin/pip install --quiet dbos
 $PY bench/bench_durable.py
+echo "== durable flows on Postgres: signal-to-wake latency; against DBOS on Postgres"
+$PY managers/postgres/bench/bench_durable_wake.py
+$PY managers/postgres/bench/bench_durable_dbos.py

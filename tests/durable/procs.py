@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,48 @@ async def evictable(job: Job, ctx: DurableContext) -> str:
     return done
 
 
+class Mix(BaseModel):
+    log: str
+    n: int
+    delay: float = 0.02
+    nap: float = 0.1
+
+
+@durable_flow(input=Mix, output=int)
+async def mixed(job: Mix, ctx: DurableContext) -> int:
+    """Sleeps ``nap``, joins branches ``a`` and ``b`` of two steps each, waits for the
+    signal ``go``, then a last step; returns ``n`` + the signal + the steps' values.
+
+    Each step logs ``enter`` and ``exit`` lines (``<id> <path> <pid> <time>``) around
+    ``delay`` seconds of work (``exit`` even if interrupted), and an ``effect`` line
+    halfway, whose time it returns (as ``effect_at``, with its ``value``)."""
+
+    async def step(path: str, value: int) -> dict[str, Any]:
+        _append(job.log, f"enter {ctx.flow_id} {path} {os.getpid()} {time.time():.6f}")
+        try:
+            await anyio.sleep(job.delay / 2)
+            effect_at = f"{time.time():.6f}"
+            _append(job.log, f"effect {ctx.flow_id} {path} {os.getpid()} {effect_at}")
+            await anyio.sleep(job.delay / 2)
+        finally:  # also when interrupted (its lease was lost): only a SIGKILL skips it
+            _append(job.log, f"exit {ctx.flow_id} {path} {os.getpid()} {time.time():.6f}")
+        return {"value": value, "effect_at": effect_at}
+
+    def branch(name: str) -> Any:
+        async def run(ctx: DurableContext) -> int:
+            first = await ctx.run("s0", partial(step, f"{name}.s0", 1))
+            second = await ctx.run("s1", partial(step, f"{name}.s1", 10))
+            return int(first["value"] + second["value"])
+
+        return run
+
+    await ctx.sleep("nap", job.nap)
+    joined: dict[str, int] = await ctx.join("fan", {"a": branch("a"), "b": branch("b")})
+    go: int = await ctx.wait_for_signal("go", "go")
+    last = await ctx.run("last", partial(step, "last", 100))
+    return job.n + go + sum(joined.values()) + int(last["value"])
+
+
 FLOWS: list[DurableFlow[Any, Any]] = [
     counted,
     guarded,
@@ -184,6 +227,7 @@ FLOWS: list[DurableFlow[Any, Any]] = [
     compensated,
     ticked,
     evictable,
+    mixed,
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -222,6 +266,8 @@ class WorkerProcess:
 
     @classmethod
     async def spawn(cls, db: Path | str, *args: str, log: Path | None = None) -> WorkerProcess:
+        """``db``: a SQLite path or a store URL; the workers' stderr goes to ``log``
+        (default: next to the SQLite file)."""
         command = [
             sys.executable,
             "-m",

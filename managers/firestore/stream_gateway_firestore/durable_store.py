@@ -12,7 +12,7 @@ and timers set by other processes wake them without waiting for their poll.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -668,10 +668,14 @@ class FirestoreDurableStore(ScheduleMixin):
 
     # -- notifications -------------------------------------------------------------
 
-    async def watch_due(self, flows: Collection[str]) -> AsyncIterator[float]:
-        """Yield the earliest ``due_at`` among the executions of ``flows`` whenever it
-        may have changed: one snapshot listener per 30 flows on
+    async def watch_due(self, flows: Collection[str], wake: Callable[[float], None]) -> None:
+        """Call ``wake`` with the earliest ``due_at`` among the executions of ``flows``
+        whenever it may have changed: one snapshot listener per 30 flows on
         ``flow in [...] and due_at >= 0 order by due_at limit 1``."""
+        async for due_at in self._due_times(flows):
+            wake(due_at)
+
+    async def _due_times(self, flows: Collection[str]) -> AsyncIterator[float]:
         names = sorted(flows)
         if not names:
             return

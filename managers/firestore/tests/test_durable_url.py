@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from samples.approval.app import make_engine
 
-from stream_gateway.durable.cli import store_at
+from stream_gateway.durable import store_from_url
 from stream_gateway_firestore import FirestoreDurableStore
 
 
@@ -26,5 +26,5 @@ def test_a_malformed_firestore_url_is_refused(url: str) -> None:
 
 
 def test_the_worker_cli_and_the_approval_sample_take_a_firestore_url() -> None:
-    assert isinstance(store_at("firestore://p?prefix=w"), FirestoreDurableStore)
+    assert isinstance(store_from_url("firestore://p?prefix=w"), FirestoreDurableStore)
     assert isinstance(make_engine("firestore://p").store, FirestoreDurableStore)

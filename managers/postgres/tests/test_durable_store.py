@@ -1,0 +1,106 @@
+"""`PostgresDurableStore` beyond the shared contract (``tests/durable``): wake-ups by
+notification, store URLs, migrations, and calls retried over a dropped connection."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import asyncpg
+import pytest
+from tests.durable.helpers import until_status
+
+from stream_gateway.durable import (
+    DurableContext,
+    DurableEngine,
+    ExecutionRecord,
+    durable_flow,
+    store_from_url,
+)
+from stream_gateway_postgres import PostgresDurableStore, PostgresStreamStorage
+from stream_gateway_postgres.testing import PostgresServer
+
+pytestmark = pytest.mark.anyio
+
+
+@durable_flow(input=int, output=int)
+async def parked(n: int, ctx: DurableContext) -> int:
+    """Waits for the signal ``go``, then adds it to ``n``."""
+    go: int = await ctx.wait_for_signal("go", "go")
+    return n + go
+
+
+async def test_a_worker_polling_once_a_minute_is_woken_by_notifications(
+    server: PostgresServer, schema: str
+) -> None:
+    # Two engines on two store instances share no in-process notifier: only the
+    # store's NOTIFYs can tell the worker about the other engine's work in time.
+    worker_side = DurableEngine([parked], store=PostgresDurableStore(server.dsn, schema=schema))
+    client = DurableEngine(
+        [parked], store=PostgresDurableStore(server.dsn, schema=schema), poll_interval=0.05
+    )
+    async with client, worker_side, worker_side.worker(poll_interval=60):
+        with anyio.fail_after(30):  # half the poll interval
+            now = await client.schedule(parked, 1)
+            later = await client.schedule(parked, 2, delay=0.5)  # a timer, set elsewhere
+            for op in (now, later):
+                await until_status(client, op.name, "waiting")
+                await client.signal(op.name, "go", 10)
+                await client.wait(op.name)
+            assert (await client.get_state(now.name)).response == 11
+            assert (await client.get_state(later.name)).response == 12
+
+
+async def test_store_urls_name_the_schema(server: PostgresServer, schema: str) -> None:
+    store = store_from_url(f"{server.dsn}#schema={schema}")
+    assert isinstance(store, PostgresDurableStore)
+    assert store.schema == schema and "#" not in store.dsn
+    assert PostgresDurableStore.from_url(server.dsn).schema == "stream_gateway"
+    alias = store_from_url(server.dsn.replace("postgresql://", "postgres://", 1))
+    assert isinstance(alias, PostgresDurableStore)
+
+
+async def test_migrations_are_recorded_once_next_to_the_streams(
+    server: PostgresServer, schema: str
+) -> None:
+    async with PostgresDurableStore(server.dsn, schema=schema):
+        pass
+    async with PostgresDurableStore(server.dsn, schema=schema) as again:
+        await again.create(ExecutionRecord(id="x" * 22, flow="f", input="1"))
+    streams = PostgresStreamStorage(server.dsn, schema=schema)
+    await streams.start()
+    await streams.close()
+    conn = await asyncpg.connect(server.dsn)
+    try:
+        rows = await conn.fetch(
+            f'SELECT component, version FROM "{schema}".schema_migrations ORDER BY 1, 2'
+        )
+    finally:
+        await conn.close()
+    assert [(r["component"], r["version"]) for r in rows] == [
+        ("durable", 1),
+        ("streams", 1),
+        ("streams", 2),
+    ]
+
+
+async def test_a_call_on_a_dropped_connection_is_tried_again(
+    server: PostgresServer, schema: str
+) -> None:
+    name = f"sg-retry-{schema}"
+    options: dict[str, Any] = {"server_settings": {"application_name": name}}
+    async with PostgresDurableStore(server.dsn, schema=schema, connect_options=options) as store:
+        stored, _ = await store.create(ExecutionRecord(id="y" * 22, flow="f", input="1"))
+        conn = await asyncpg.connect(server.dsn)
+        try:  # what a server restart or a network cut does to idle pooled connections
+            killed = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = $1",
+                name,
+            )
+        finally:
+            await conn.close()
+        assert killed >= 1
+        assert (await store.get(stored.id)).seq == stored.seq  # a read
+        assert await store.wake(stored.id, time.time())  # a write
