@@ -42,6 +42,7 @@ class _Run:
         self.replay: Run | None = None
         self.evicting = False
         self.worker = lease.worker
+        self.done = anyio.Event()
 
     def attach(self, replay: Run) -> None:
         self.replay = replay
@@ -52,7 +53,6 @@ class _Run:
         self.evicting = True
         if self.replay is not None:
             self.replay.evict(self.worker)
-        self.done = anyio.Event()
 
 
 class Worker:
