@@ -134,6 +134,15 @@ DURABLE_MIGRATIONS = [
             WHERE NOT paused;
         """,
     ),
+    Migration(
+        2,
+        "durable eviction requests and journal stream offsets",
+        """
+        ALTER TABLE {schema}.durable_executions
+            ADD COLUMN evict_requested boolean NOT NULL DEFAULT false;
+        ALTER TABLE {schema}.durable_journal ADD COLUMN stream_at bigint;
+        """,
+    ),
 ]
 
 
@@ -146,7 +155,7 @@ def due_channel(schema: str) -> str:
 
 COLUMNS = (
     "id, flow, status, input, owner, created_at, updated_at, due_at, lease_owner, "
-    "lease_token, blocked_on, result, error, seq, parent"
+    "lease_token, blocked_on, result, error, seq, parent, evict_requested"
 )
 SCHEDULE_COLUMNS = (
     'id, flow, input, owner, cron, "interval", timezone, overlap, paused, next_at, '
@@ -178,6 +187,7 @@ def to_record(row: asyncpg.Record) -> ExecutionRecord:
         error=json.loads(row["error"]) if row["error"] is not None else None,
         seq=row["seq"],
         parent=row["parent"],
+        evict_requested=row["evict_requested"],
     )
 
 

@@ -278,10 +278,11 @@ class PostgresDurableStore(DurableStore):
                     finished_at=r["finished_at"],
                     wake_at=r["wake_at"],
                     branch=r["branch"],
+                    stream_at=r["stream_at"],
                 )
                 for r in await conn.fetch(
                     "SELECT seq, kind, key, status, result, error, attempts, started_at, "
-                    f"finished_at, wake_at, branch FROM {self._t['journal']} "
+                    f"finished_at, wake_at, branch, stream_at FROM {self._t['journal']} "
                     "WHERE execution_id = $1 ORDER BY ord",
                     execution_id,
                 )
@@ -326,7 +327,7 @@ class PostgresDurableStore(DurableStore):
         sql = f"""UPDATE {ex} AS x SET
                 status = CASE x.status WHEN 'rolling_back' THEN 'rolling_back' ELSE 'running' END,
                 lease_owner = $1, lease_token = x.lease_token + 1, due_at = $2,
-                blocked_on = NULL, updated_at = $3
+                blocked_on = NULL, evict_requested = false, updated_at = $3
             FROM (SELECT id FROM {ex}
                   WHERE ((due_at <= $3 AND status IN {LIVE}) {own}) AND flow = ANY($4::text[])
                   ORDER BY due_at, seq LIMIT $5 FOR UPDATE SKIP LOCKED) AS due
@@ -367,6 +368,7 @@ class PostgresDurableStore(DurableStore):
         *,
         consume: Collection[int] = (),
         audit: Sequence[AuditEntry] = (),
+        preceding: Sequence[JournalEntry] = (),
     ) -> None:
         wanted = sorted(set(consume))
 
@@ -382,25 +384,30 @@ class PostgresDurableStore(DurableStore):
                 if len(used) != len(wanted) or len(wanted) != len(consume):
                     missing = set(wanted) - {r["id"] for r in used}
                     raise ValueError(f"signal {sorted(missing)} is not waiting to be consumed")
-            written = await conn.fetchval(
-                f"""INSERT INTO {self._t["journal"]} (execution_id, branch, key, seq, kind,
-                    status, result, error, attempts, started_at, finished_at, wake_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                ON CONFLICT (execution_id, branch, key) DO UPDATE SET status = excluded.status,
-                    result = excluded.result, error = excluded.error,
-                    attempts = excluded.attempts, finished_at = excluded.finished_at,
-                    wake_at = excluded.wake_at
-                WHERE durable_journal.status NOT IN ('completed', 'failed')
-                RETURNING true""",
-                lease.execution_id, entry.branch, entry.key, entry.seq, entry.kind,
-                entry.status, entry.result, to_json(entry.error), entry.attempts,
-                entry.started_at, entry.finished_at, entry.wake_at,
-            )  # fmt: skip
-            if not written:
-                raise ValueError(f"journal entry {entry.path!r} is final")
+            for written in [*preceding, entry]:
+                await self._write_entry(conn, lease.execution_id, written)
             await self._add_audit(conn, audit)
 
         await self._db.write("writing a journal entry", body)
+
+    async def _write_entry(self, conn: Connection, execution_id: str, entry: JournalEntry) -> None:
+        """Add ``entry`` at its address, or replace the non-final entry there."""
+        written = await conn.fetchval(
+            f"""INSERT INTO {self._t["journal"]} (execution_id, branch, key, seq, kind,
+                status, result, error, attempts, started_at, finished_at, wake_at, stream_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+            ON CONFLICT (execution_id, branch, key) DO UPDATE SET status = excluded.status,
+                result = excluded.result, error = excluded.error,
+                attempts = excluded.attempts, finished_at = excluded.finished_at,
+                wake_at = excluded.wake_at, stream_at = excluded.stream_at
+            WHERE durable_journal.status NOT IN ('completed', 'failed')
+            RETURNING true""",
+            execution_id, entry.branch, entry.key, entry.seq, entry.kind,
+            entry.status, entry.result, to_json(entry.error), entry.attempts,
+            entry.started_at, entry.finished_at, entry.wake_at, entry.stream_at,
+        )  # fmt: skip
+        if not written:
+            raise ValueError(f"journal entry {entry.path!r} is final")
 
     async def set_status(
         self,
@@ -487,7 +494,7 @@ class PostgresDurableStore(DurableStore):
                 )
             await conn.execute(
                 f"UPDATE {ex} SET status = $1, blocked_on = $2, due_at = $3, "
-                "lease_owner = NULL, updated_at = $4 WHERE id = $5",
+                "lease_owner = NULL, evict_requested = false, updated_at = $4 WHERE id = $5",
                 status, blocked_on, due, now, lease.execution_id,
             )  # fmt: skip
             await self._notify(conn, due)
@@ -507,7 +514,8 @@ class PostgresDurableStore(DurableStore):
         ex, waits = self._t["executions"], self._t["waits"]
         await conn.execute(
             f"UPDATE {ex} SET status = $1, result = $2, error = $3, due_at = NULL, "
-            "lease_owner = NULL, blocked_on = NULL, updated_at = $4 WHERE id = $5",
+            "lease_owner = NULL, blocked_on = NULL, evict_requested = false, updated_at = $4 "
+            "WHERE id = $5",
             status, result, to_json(error), now, execution_id,
         )  # fmt: skip
         woken = await conn.fetch(
@@ -579,6 +587,23 @@ class PostgresDurableStore(DurableStore):
             return True
 
         return await self._db.write("sending a signal", body)
+
+    async def request_evict(
+        self, execution_id: str, now: float, *, audit: Sequence[AuditEntry] = ()
+    ) -> bool:
+        async def body(conn: Connection) -> bool:
+            if await self._status(conn, execution_id) not in ("running", "rolling_back"):
+                return False
+            await conn.execute(
+                f"UPDATE {self._t['executions']} SET evict_requested = true, updated_at = $1 "
+                "WHERE id = $2",
+                now,
+                execution_id,
+            )
+            await self._add_audit(conn, audit)
+            return True
+
+        return await self._db.write("asking a worker to park a flow", body)
 
     async def recover(
         self, execution_id: str, now: float, *, audit: Sequence[AuditEntry] = ()

@@ -3,6 +3,7 @@ notification, store URLs, migrations, and calls retried over a dropped connectio
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -15,10 +16,15 @@ from stream_gateway.durable import (
     DurableContext,
     DurableEngine,
     ExecutionRecord,
+    JournalEntry,
+    Lease,
     durable_flow,
     store_from_url,
 )
 from stream_gateway_postgres import PostgresDurableStore, PostgresStreamStorage
+from stream_gateway_postgres._durable_layout import DURABLE_MIGRATIONS
+from stream_gateway_postgres._layout import STREAMS_MIGRATIONS
+from stream_gateway_postgres._migrations import migrate
 from stream_gateway_postgres.testing import PostgresServer
 
 pytestmark = pytest.mark.anyio
@@ -80,9 +86,36 @@ async def test_migrations_are_recorded_once_next_to_the_streams(
         await conn.close()
     assert [(r["component"], r["version"]) for r in rows] == [
         ("durable", 1),
-        ("streams", 1),
-        ("streams", 2),
-    ]
+        ("durable", 2),
+    ] + [("streams", m.version) for m in STREAMS_MIGRATIONS]
+
+
+async def test_a_database_made_by_the_first_durable_release_is_migrated_in_place(
+    server: PostgresServer, schema: str
+) -> None:
+    flow_id = "m" * 22
+    conn = await asyncpg.connect(server.dsn)
+    try:
+        assert await migrate(conn, schema, "durable", DURABLE_MIGRATIONS[:1]) == [1]
+        await conn.execute(
+            f'INSERT INTO "{schema}".durable_executions (id, flow, status, input, '
+            "created_at, updated_at, due_at) VALUES ($1, 'f', 'pending', '1', 1, 1, 1)",
+            flow_id,
+        )
+    finally:
+        await conn.close()
+    async with PostgresDurableStore(server.dsn, schema=schema) as store:
+        kept = await store.get(flow_id)
+        assert kept.status == "pending" and not kept.evict_requested
+        [claimed] = await store.claim("w", now=2.0, lease_until=60.0, limit=1, flows=["f"])
+        lease = Lease(flow_id, "w", claimed.lease_token)
+        assert await store.request_evict(flow_id, 3.0)
+        step = JournalEntry(seq=0, kind="step", key="s", status="completed", started_at=3.0)
+        await store.append(lease, dataclasses.replace(step, stream_at=7), 3.0)
+    async with PostgresDurableStore(server.dsn, schema=schema) as again:
+        assert (await again.get(flow_id)).evict_requested
+        [kept_entry] = (await again.history(flow_id)).entries
+        assert kept_entry.key == "s" and kept_entry.stream_at == 7
 
 
 async def test_a_call_on_a_dropped_connection_is_tried_again(
