@@ -65,6 +65,7 @@ def record_fields(record: ExecutionRecord) -> dict[str, Any]:
         "error": dump_error(record.error),
         "seq": record.seq,
         "parent": record.parent,
+        "evict_requested": record.evict_requested,
     }
 
 
@@ -85,6 +86,7 @@ def record_from_fields(execution_id: str, fields: dict[str, Any]) -> ExecutionRe
         error=_load(fields.get("error")),
         seq=fields["seq"],
         parent=fields.get("parent"),
+        evict_requested=bool(fields.get("evict_requested", False)),
     )
 
 
@@ -109,6 +111,7 @@ def entry_fields(entry: JournalEntry, order: int) -> dict[str, Any]:
         "started_at": entry.started_at,
         "finished_at": entry.finished_at,
         "wake_at": entry.wake_at,
+        "stream_at": entry.stream_at,
     }
 
 
@@ -125,6 +128,7 @@ def entry_from_fields(fields: dict[str, Any]) -> JournalEntry:
         finished_at=fields.get("finished_at"),
         wake_at=fields.get("wake_at"),
         branch=fields["branch"],
+        stream_at=fields.get("stream_at"),
     )
 
 

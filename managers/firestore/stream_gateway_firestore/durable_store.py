@@ -12,6 +12,7 @@ and timers set by other processes wake them without waiting for their poll.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -269,6 +270,7 @@ class FirestoreDurableStore(ScheduleMixin):
                 "lease_token": int(fields.get("lease_token", 0)) + 1,
                 "due_at": lease_until,
                 "blocked_on": None,
+                "evict_requested": False,
                 "updated_at": now,
             }
             txn.update(ref, changes)
@@ -333,35 +335,53 @@ class FirestoreDurableStore(ScheduleMixin):
         *,
         consume: Collection[int] = (),
         audit: Sequence[AuditEntry] = (),
+        preceding: Sequence[JournalEntry] = (),
     ) -> None:
         ref = self._execution(lease.execution_id)
-        entry_ref = ref.collection(JOURNAL).document(journal_id(entry.branch, entry.key))
+        written = [*preceding, entry]
+        entry_refs = [
+            ref.collection(JOURNAL).document(journal_id(e.branch, e.key)) for e in written
+        ]
+        distinct = list({r.path: r for r in entry_refs}.values())
         signal_refs = [ref.collection(SIGNALS).document(signal_id(i)) for i in consume]
-        order = self._next_order(lease)
+        orders = [self._next_order(lease) for _ in written]
 
         async def body(txn: AsyncTransaction) -> None:
             # One round trip for every read: the execution stays locked (other
             # writers to it wait) for as short a time as a transaction allows.
             snaps = {
                 snap.reference.path: snap
-                for snap in await self._get_all([ref, entry_ref, *signal_refs], txn)
+                for snap in await self._get_all([ref, *distinct, *signal_refs], txn)
             }
             execution = snaps[ref.path]
             if not execution.exists or not held(fields_of(execution), lease):
                 raise LeaseLostError(f"lease on flow {lease.execution_id} was lost")
-            existing = snaps[entry_ref.path]
+            # Every check before any write: a refused entry leaves nothing written.
+            # Entries at one address follow each other (the last one is stored, at
+            # the place the first one took), checked as the journal would be.
+            staged: dict[str, tuple[Any, JournalEntry, int]] = {}
+            for item, entry_ref, order in zip(written, entry_refs, orders, strict=True):
+                if entry_ref.path in staged:
+                    earlier, kept = staged[entry_ref.path][1], staged[entry_ref.path][2]
+                    if earlier.final:
+                        raise ValueError(f"journal entry {item.path!r} is final")
+                else:
+                    existing = snaps[entry_ref.path]
+                    kept = order
+                    if existing.exists:
+                        old = fields_of(existing)
+                        if old.get("status") in ("completed", "failed"):
+                            raise ValueError(f"journal entry {item.path!r} is final")
+                        kept = old["ord"]
+                staged[entry_ref.path] = (entry_ref, item, kept)
             signals = [snaps[r.path] for r in signal_refs]
             for snap in signals:
                 if not snap.exists or fields_of(snap).get("consumed"):
                     raise ValueError(f"signal {snap.id} is not waiting to be consumed")
+            for snap in signals:
                 txn.update(snap.reference, {"consumed": True})
-            kept = order
-            if existing.exists:
-                old = fields_of(existing)
-                if old.get("status") in ("completed", "failed"):
-                    raise ValueError(f"journal entry {entry.path!r} is final")
-                kept = old["ord"]
-            txn.set(entry_ref, entry_fields(entry, kept))
+            for entry_ref, item, kept in staged.values():
+                txn.set(entry_ref, entry_fields(item, kept))
             self._put_audit(txn, audit)
 
         await self._transact("writing a journal entry", body)
@@ -439,6 +459,7 @@ class FirestoreDurableStore(ScheduleMixin):
                 "blocked_on": blocked_on,
                 "due_at": due,
                 "lease_owner": None,
+                "evict_requested": False,
                 "updated_at": now,
             }
             if targets:
@@ -463,7 +484,14 @@ class FirestoreDurableStore(ScheduleMixin):
         woken = await self._get_all([self._execution(fields_of(w)["waiter"]) for w in waiters], txn)
         txn.update(
             ref,
-            {**changes, "due_at": None, "lease_owner": None, "blocked_on": None, "updated_at": now},
+            {
+                **changes,
+                "due_at": None,
+                "lease_owner": None,
+                "blocked_on": None,
+                "evict_requested": False,
+                "updated_at": now,
+            },
         )
         for snap in woken:
             if snap.exists and fields_of(snap).get("status") == "waiting":
@@ -528,6 +556,20 @@ class FirestoreDurableStore(ScheduleMixin):
 
         sent: bool = await self._transact("sending a signal", body)
         return sent
+
+    async def request_evict(
+        self, execution_id: str, now: float, *, audit: Sequence[AuditEntry] = ()
+    ) -> bool:
+        async def body(txn: AsyncTransaction) -> bool:
+            fields = await self._existing(execution_id, txn)
+            if fields.get("status") not in LEASED:
+                return False
+            txn.update(self._execution(execution_id), {"evict_requested": True, "updated_at": now})
+            self._put_audit(txn, audit)
+            return True
+
+        requested: bool = await self._transact("asking a flow to park", body)
+        return requested
 
     async def recover(
         self, execution_id: str, now: float, *, audit: Sequence[AuditEntry] = ()
@@ -670,7 +712,8 @@ class FirestoreDurableStore(ScheduleMixin):
 
     async def watch_due(self, flows: Collection[str], wake: Callable[[float], None]) -> None:
         """Call ``wake`` with the earliest ``due_at`` among the executions of ``flows``
-        whenever it may have changed: one snapshot listener per 30 flows on
+        whenever it may have changed (the current time once listening, if nothing is
+        due): one snapshot listener per 30 flows on
         ``flow in [...] and due_at >= 0 order by due_at limit 1``."""
         async for due_at in self._due_times(flows):
             wake(due_at)
@@ -696,6 +739,7 @@ class FirestoreDurableStore(ScheduleMixin):
             .limit(1)
             for i in range(0, len(names), _IN_LIMIT)
         ]
+        first = True
         with store_errors("watching for due flows"):
             async for _ in listen_to(targets):
                 found = [
@@ -705,6 +749,9 @@ class FirestoreDurableStore(ScheduleMixin):
                 ]
                 if found:
                     yield min(found)
+                elif first:  # listening now: the worker looks once, even with nothing due
+                    yield time.time()
+                first = False
 
     async def _listening_client(self) -> Client:
         if self._watch_client is None:
