@@ -74,7 +74,7 @@ lint: $(PY_STAMP)
 	$(BIN)/mypy managers/firestore/tests
 	$(BIN)/mypy managers/rtdb/tests
 	$(BIN)/mypy managers/redis/tests managers/redis/bench
-	$(BIN)/mypy managers/postgres/tests
+	$(BIN)/mypy managers/postgres/tests managers/postgres/bench
 
 # Every public module; pdoc's warnings (a module that does not import, an annotation it
 # cannot resolve) are errors.

@@ -14,7 +14,7 @@ echo "== SQLite writes"
 $PY bench/bench_sqlite_writes.py
 echo "== SQLite synchronous: FULL (default) against NORMAL"
 $PY bench/bench_sqlite_sync.py
-for plugin in managers/firestore/bench/bench_firestore.py managers/rtdb/bench/bench_rtdb.py managers/redis/bench/bench_redis.py bench/bench_rtdb.py \
+for plugin in managers/firestore/bench/bench_firestore.py managers/firestore/bench/bench_firestore_durable.py managers/rtdb/bench/bench_rtdb.py managers/redis/bench/bench_redis.py bench/bench_rtdb.py \
     managers/postgres/bench/bench_postgres.py; do
   if [ -f "$plugin" ]; then echo "== $plugin"; $PY "$plugin"; fi
 done
@@ -23,3 +23,6 @@ $PY -m bench.bench_durable_streaming
 echo "== durable flows vs DBOS (installs dbos into the venv for the comparison)"
 .venv/bin/pip install --quiet dbos
 $PY bench/bench_durable.py
+echo "== durable flows on Postgres: signal-to-wake latency; against DBOS on Postgres"
+$PY managers/postgres/bench/bench_durable_wake.py
+$PY managers/postgres/bench/bench_durable_dbos.py

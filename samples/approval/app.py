@@ -2,8 +2,11 @@
 
 Run: ``uvicorn samples.approval.app:app`` and follow ``samples/approval/README.md``.
 
-State lives in SQLite at ``.data/approval.sqlite3`` (``APPROVAL_DB`` to change it),
-so scheduled flows survive restarts of the server. Callers name themselves with an
+State lives in SQLite at ``.data/approval.sqlite3``, so scheduled flows survive
+restarts of the server. ``APPROVAL_DB`` names another store: a SQLite path or a store
+URL (`store_from_url`: ``postgresql://user@host/db#schema=approval`` with
+stream-gateway-postgres installed, ``firestore://project`` with
+stream-gateway-firestore). Callers name themselves with an
 ``X-User`` header (a stand-in for real auth): each user sees only their own flows.
 """
 
@@ -19,17 +22,18 @@ from starlette.requests import Request
 from starlette.routing import Mount
 
 from stream_gateway import RequestContext, UnauthenticatedError
-from stream_gateway.durable import DurableEngine, DurableFlow, SqliteDurableStore, durable_routes
+from stream_gateway.durable import DurableEngine, DurableFlow, durable_routes, store_from_url
 
 from .flows import FLOWS, pending_digest
 
 
 def make_engine(
-    db_path: str | None = None, *, more: Sequence[DurableFlow[Any, Any]] = ()
+    db: str | None = None, *, more: Sequence[DurableFlow[Any, Any]] = ()
 ) -> DurableEngine:
-    """The engine on the sample's SQLite file, with the sample's flows and ``more``."""
-    path = db_path or os.environ.get("APPROVAL_DB", ".data/approval.sqlite3")
-    return DurableEngine([*FLOWS, *more], store=SqliteDurableStore(path))
+    """The engine on the sample's store, with the sample's flows and ``more``: ``db`` or
+    ``APPROVAL_DB``, a SQLite path or a store URL (default ``.data/approval.sqlite3``)."""
+    location = db or os.environ.get("APPROVAL_DB", ".data/approval.sqlite3")
+    return DurableEngine([*FLOWS, *more], store=store_from_url(location))
 
 
 async def user_from_header(request: Request) -> RequestContext:

@@ -74,6 +74,7 @@ from .records import (
 )
 from .sqlite import SqliteDurableStore
 from .store import DurableStore
+from .urls import STORE_URL_SCHEMES, store_from_url
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -135,6 +136,7 @@ __all__ = [
     "RollbackCheckpointError",
     "RollbackError",
     "RollbackFailedError",
+    "STORE_URL_SCHEMES",
     "Schedule",
     "ScheduleNotFoundError",
     "Signal",
@@ -146,4 +148,5 @@ __all__ = [
     "Worker",
     "durable_flow",
     "durable_routes",
+    "store_from_url",
 ]

@@ -2,7 +2,11 @@
 
 ```
 stream-gateway-worker --db .data/durable.sqlite3 --flows myapp.flows:FLOWS
+stream-gateway-worker --db postgresql://app@db/app --flows myapp.flows:FLOWS
+stream-gateway-worker --db firestore://my-project --flows myapp.flows:FLOWS
 ```
+
+``--db`` is a SQLite path or a store URL (`store_from_url`).
 
 ``--flows`` names ``module:attr``: a `DurableFlow`, a list of them, or a
 `DurableEngine` (whose store is then used unless ``--db`` is given). SIGINT/SIGTERM
@@ -24,6 +28,8 @@ import anyio
 from .definition import DurableFlow
 from .engine import DurableEngine
 from .sqlite import SqliteDurableStore
+from .store import DurableStore
+from .urls import store_from_url
 
 __all__ = ["load_engine", "main"]
 
@@ -36,7 +42,13 @@ def load_engine(spec: str, db: str | None, synchronous: str = "FULL") -> Durable
     target: Any = importlib.import_module(module_name)
     for part in attr.split("."):
         target = getattr(target, part)
-    store = SqliteDurableStore(db, synchronous=synchronous) if db else None
+    store: DurableStore | None
+    if db is None:
+        store = None
+    elif "://" in db or db.startswith("memory:"):
+        store = store_from_url(db)
+    else:
+        store = SqliteDurableStore(db, synchronous=synchronous)
     if isinstance(target, DurableEngine):
         if store is not None:
             target.store = store
@@ -67,7 +79,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``stream-gateway-worker`` console script."""
     parser = argparse.ArgumentParser(prog="stream-gateway-worker", description=__doc__)
     parser.add_argument("--flows", required=True, help="module:attr of flows or an engine")
-    parser.add_argument("--db", help="SQLite file (default: the engine's store)")
+    parser.add_argument(
+        "--db", help="SQLite file or store URL, e.g. postgresql://... or firestore://project"
+    )
     parser.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL", "EXTRA"])
     parser.add_argument("--worker-id", help="stable id: a restart takes back its own leases")
     parser.add_argument("--concurrency", type=int, default=16)

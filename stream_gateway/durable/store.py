@@ -26,7 +26,7 @@ Missing ids raise `ExecutionNotFoundError` unless a method says otherwise.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -63,6 +63,26 @@ class DurableStore(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. The data stays (for a persistent store)."""
+
+    async def watch_due(self, flows: Collection[str], wake: Callable[[float], None]) -> None:
+        """Call ``wake(at)`` whenever an execution of ``flows`` (or a schedule) may be
+        due at ``at`` (POSIX seconds; a time already past means now), whichever process
+        made it so, until cancelled (optional hook).
+
+        What wakes: an execution created, a signal sent, a wake, a recovery, an
+        execution parked with a timer, a waited-on execution finishing, a schedule
+        created or changed. A store may call with a future ``at`` (the worker then
+        looks at that time) or call again once that time comes; ``wake`` is a plain
+        callable that must not block, and extra calls are harmless (the worker just
+        claims). A store that cannot notify returns at once (this default: workers
+        then find work by polling alone, as with memory and SQLite, where the engine's
+        in-process `Notifier` covers what one process does). A store that can
+        (Postgres LISTEN/NOTIFY, Firestore snapshot listeners) calls ``wake`` once it
+        is listening (work made due before that may have been missed), and raises
+        `DurableStoreError` when its connection is lost: the worker calls it again
+        after a pause, polling meanwhile.
+        """
+        del flows, wake
 
     @abstractmethod
     async def create(

@@ -34,7 +34,7 @@ logger = logging.getLogger("stream_gateway.durable")
 
 
 class _Run:
-    __slots__ = ("evicting", "lease", "replay", "scope", "worker")
+    __slots__ = ("done", "evicting", "lease", "replay", "scope", "worker")
 
     def __init__(self, lease: Lease) -> None:
         self.lease = lease
@@ -42,6 +42,7 @@ class _Run:
         self.replay: Run | None = None
         self.evicting = False
         self.worker = lease.worker
+        self.done = anyio.Event()
 
     def attach(self, replay: Run) -> None:
         self.replay = replay
@@ -60,7 +61,8 @@ class Worker:
     - claims up to ``concurrency`` due executions at a time (only flows it knows),
       with a lease of ``lease`` seconds renewed every ``lease / 3``;
     - fires timers within ``poll_interval`` seconds (at once for its own timers and
-      for executions scheduled through the same engine);
+      for executions scheduled through the same engine; at once for everything with
+      a store that notifies, see `DurableStore.watch_due`);
     - parks an execution evicted (`DurableEngine.evict`) at once if the engine
       that evicts it is this worker's, else when a lease renewal reads the flag;
     - on entry runs `recover`: executions whose lease lapsed, and those still leased
@@ -131,6 +133,7 @@ class Worker:
             raise
         self._tg.start_soon(self._claim_loop)
         self._tg.start_soon(self._renew_loop)
+        self._tg.start_soon(self._watch_loop)
         logger.info("durable worker %s started", self.worker_id)
         return self
 
@@ -178,13 +181,18 @@ class Worker:
             if tg is None:  # stopped while claiming: hand it back
                 await _release(self.engine, lease)
                 continue
+            # Still running here under the lease it let lapse (this process stalled
+            # past it): that run stops, and this one starts once it has.
+            previous = self._runs.get(record.id)
+            if previous is not None:
+                previous.scope.cancel()
             run = self._runs[record.id] = _Run(lease)
             self._idle = anyio.Event()
             logger.info(
                 "execution %s (flow %r, owner %s): claimed by worker %s",
                 record.id, record.flow, owner_tag(record.owner), self.worker_id,
             )  # fmt: skip
-            tg.start_soon(self._run, record, run)
+            tg.start_soon(self._run, record, run, previous)
         return len(claimed)
 
     def _current_group(self) -> TaskGroup | None:
@@ -207,6 +215,30 @@ class Worker:
                 self._next_local = None
             with anyio.move_on_after(timeout):
                 await self._wake.wait()
+
+    async def _watch_loop(self) -> None:
+        """Let the store wake the claim loop with the times work is due (other
+        processes' work: `DurableStore.watch_due`); a store that does not notify
+        returns at once, and polling stays the fallback while notifications are down."""
+        backoff = max(self.poll_interval, 0.1)
+        while not self._closing:
+            try:
+                await self.store.watch_due(list(self.engine.flows), self._due_hint)
+                return  # the store does not notify: polling alone
+            except Exception as exc:
+                logger.warning(
+                    "durable worker %s: store notifications down (%s); polling meanwhile",
+                    self.worker_id,
+                    exc,
+                )
+            self.wake()
+            await anyio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    def _due_hint(self, due_at: float) -> None:
+        if self._next_local is None or due_at < self._next_local:
+            self._next_local = due_at
+        self._wake.set()
 
     async def _renew_loop(self) -> None:
         while True:
@@ -242,9 +274,11 @@ class Worker:
                 logger.info("flow %s evicted; parking it", execution_id)
                 run.evict()
 
-    async def _run(self, record: ExecutionRecord, run: _Run) -> None:
+    async def _run(self, record: ExecutionRecord, run: _Run, previous: _Run | None) -> None:
         try:
             with run.scope:
+                if previous is not None:
+                    await previous.done.wait()
                 wake_at = await replay(
                     self.engine,
                     record,
@@ -266,7 +300,11 @@ class Worker:
             if run.scope.cancel_called and self._closing:
                 with anyio.CancelScope(shield=True):
                     await _release(self.engine, run.lease)
-            del self._runs[record.id]
+            # A run handed back due now may be claimed again (a new `_Run`) before
+            # this one gets here: only remove our own.
+            run.done.set()
+            if self._runs.get(record.id) is run:
+                del self._runs[record.id]
             if not self._runs:
                 self._idle.set()
             self.engine.notify(record.id)

@@ -16,6 +16,7 @@ Which tests run where:
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -31,13 +32,15 @@ class DurableHarness:
 
     ``location`` tells another process where that data is: a SQLite path, a Postgres
     DSN, a Firestore project; empty for memory. ``embedded`` stores run the engine's
-    own tests too.
+    own tests too. ``notifies``: its `DurableStore.watch_due` wakes workers (else it
+    returns at once and workers poll).
     """
 
     name: str
     new_store: Callable[[], DurableStore]
     location: str = ""
     embedded: bool = False
+    notifies: bool = False
 
 
 @asynccontextmanager
@@ -53,9 +56,50 @@ async def sqlite_store() -> AsyncIterator[DurableHarness]:
         yield DurableHarness("sqlite", lambda: SqliteDurableStore(path), str(path), embedded=True)
 
 
+@asynccontextmanager
+async def firestore_store() -> AsyncIterator[DurableHarness]:
+    # Imported here: the plugin (and Google's SDK) only when its tests run.
+    from stream_gateway_firestore import FirestoreDurableStore
+    from stream_gateway_firestore.testing import shared_emulator
+
+    emulator = shared_emulator()
+    # Collections of this test's own: no test sees another's data, none is wiped.
+    prefix = f"t{secrets.token_hex(5)}"
+    location = f"firestore://{emulator.project}?prefix={prefix}"
+    yield DurableHarness(
+        "firestore",
+        lambda: FirestoreDurableStore.from_url(location, rpc_timeout=30.0),
+        location,
+        notifies=True,
+    )
+
+
+@asynccontextmanager
+async def postgres_store() -> AsyncIterator[DurableHarness]:
+    """The PostgreSQL at ``POSTGRES_DSN``, else one started once per test process (a
+    missing server fails loudly). Each test gets a schema of its own, dropped after;
+    ``location`` is the DSN with ``#schema=<name>`` (`PostgresDurableStore.from_url`)."""
+    from stream_gateway_postgres import PostgresDurableStore
+    from stream_gateway_postgres.testing import drop_schema, new_schema, shared_server
+
+    server = shared_server()
+    schema = new_schema()
+    try:
+        yield DurableHarness(
+            "postgres",
+            lambda: PostgresDurableStore(server.dsn, schema=schema, max_connections=4),
+            f"{server.dsn}#schema={schema}",
+            notifies=True,
+        )
+    finally:
+        await drop_schema(server.dsn, schema)
+
+
 DURABLE_BACKENDS: dict[str, Callable[[], AbstractAsyncContextManager[DurableHarness]]] = {
     "memory": memory_store,
     "sqlite": sqlite_store,
+    "firestore": firestore_store,
+    "postgres": postgres_store,
 }
 
 EMBEDDED = ("memory", "sqlite")

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +71,17 @@ class Fan(BaseModel):
     branches: int = 3
     steps: int = 5
     delay: float = 0.1
+    nap: float = 0.0
+    spans: str = ""  # a file for "enter|exit flow_id b.i pid time" lines, if any
 
 
 @durable_flow(input=Fan, output=int)
 async def fanned(job: Fan, ctx: DurableContext) -> int:
-    """A join of ``branches`` branches of ``steps`` steps each (step ``b.i`` logs
-    ``b.i`` halfway through and returns ``i``), then two signals ``go``."""
+    """A durable sleep of ``nap`` seconds (if any), a join of ``branches`` branches of
+    ``steps`` steps each (step ``b.i`` logs ``b.i`` and this execution's id halfway
+    through and returns ``i``), then two signals ``go``."""
+    if job.nap:
+        await ctx.sleep("nap", job.nap)
 
     def branch(b: int) -> Any:
         async def run(ctx: DurableContext) -> int:
@@ -83,9 +89,14 @@ async def fanned(job: Fan, ctx: DurableContext) -> int:
             for i in range(job.steps):
 
                 async def step(i: int = i) -> int:
+                    span = f"{ctx.flow_id} {b}.{i} {os.getpid()}"
+                    if job.spans:
+                        _append(job.spans, f"enter {span} {time.time():.6f}")
                     await anyio.sleep(job.delay / 2)
-                    _append(job.log, f"{b}.{i} {os.getpid()}")
+                    _append(job.log, f"{b}.{i} {os.getpid()} {ctx.flow_id}")
                     await anyio.sleep(job.delay / 2)
+                    if job.spans:
+                        _append(job.spans, f"exit {span} {time.time():.6f}")
                     return i
 
                 value: int = await ctx.run(f"s{i}", step)
@@ -166,6 +177,48 @@ async def evictable(job: Job, ctx: DurableContext) -> str:
     return done
 
 
+class Mix(BaseModel):
+    log: str
+    n: int
+    delay: float = 0.02
+    nap: float = 0.1
+
+
+@durable_flow(input=Mix, output=int)
+async def mixed(job: Mix, ctx: DurableContext) -> int:
+    """Sleeps ``nap``, joins branches ``a`` and ``b`` of two steps each, waits for the
+    signal ``go``, then a last step; returns ``n`` + the signal + the steps' values.
+
+    Each step logs ``enter`` and ``exit`` lines (``<id> <path> <pid> <time>``) around
+    ``delay`` seconds of work (``exit`` even if interrupted), and an ``effect`` line
+    halfway, whose time it returns (as ``effect_at``, with its ``value``)."""
+
+    async def step(path: str, value: int) -> dict[str, Any]:
+        _append(job.log, f"enter {ctx.flow_id} {path} {os.getpid()} {time.time():.6f}")
+        try:
+            await anyio.sleep(job.delay / 2)
+            effect_at = f"{time.time():.6f}"
+            _append(job.log, f"effect {ctx.flow_id} {path} {os.getpid()} {effect_at}")
+            await anyio.sleep(job.delay / 2)
+        finally:  # also when interrupted (its lease was lost): only a SIGKILL skips it
+            _append(job.log, f"exit {ctx.flow_id} {path} {os.getpid()} {time.time():.6f}")
+        return {"value": value, "effect_at": effect_at}
+
+    def branch(name: str) -> Any:
+        async def run(ctx: DurableContext) -> int:
+            first = await ctx.run("s0", partial(step, f"{name}.s0", 1))
+            second = await ctx.run("s1", partial(step, f"{name}.s1", 10))
+            return int(first["value"] + second["value"])
+
+        return run
+
+    await ctx.sleep("nap", job.nap)
+    joined: dict[str, int] = await ctx.join("fan", {"a": branch("a"), "b": branch("b")})
+    go: int = await ctx.wait_for_signal("go", "go")
+    last = await ctx.run("last", partial(step, "last", 100))
+    return job.n + go + sum(joined.values()) + int(last["value"])
+
+
 FLOWS: list[DurableFlow[Any, Any]] = [
     counted,
     guarded,
@@ -174,6 +227,7 @@ FLOWS: list[DurableFlow[Any, Any]] = [
     compensated,
     ticked,
     evictable,
+    mixed,
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -197,7 +251,9 @@ atexit.register(kill_leftover_workers)
 
 
 class WorkerProcess:
-    """A ``stream-gateway-worker`` process on ``db`` (its `main`, run by this module).
+    """A ``stream-gateway-worker`` process on ``db`` (its `main`, run by this module):
+    a SQLite file, or a store location such as ``firestore://project`` (then ``log``
+    names the file its stderr goes to; a file's is next to it).
 
     `spawn` starts the interpreter and imports everything, then the process waits;
     `go` lets it run the worker and returns once it is serving. Spawning the next
@@ -209,7 +265,9 @@ class WorkerProcess:
         _LIVE.add(proc)
 
     @classmethod
-    async def spawn(cls, db: Path, *args: str) -> WorkerProcess:
+    async def spawn(cls, db: Path | str, *args: str, log: Path | None = None) -> WorkerProcess:
+        """``db``: a SQLite path or a store URL; the workers' stderr goes to ``log``
+        (default: next to the SQLite file)."""
         command = [
             sys.executable,
             "-m",
@@ -225,17 +283,16 @@ class WorkerProcess:
             "0.02",
             *args,
         ]
-        log = db.with_suffix(".workers.log").open("ab")
-        try:
-            return cls(await anyio.open_process(command, cwd=ROOT, stderr=log))
-        finally:
-            log.close()
+        path = log or Path(db).with_suffix(".workers.log")
+        with path.open("ab") as stderr:
+            return cls(await anyio.open_process(command, cwd=ROOT, stderr=stderr))
 
-    async def go(self) -> None:
+    async def go(self, within: float = 60.0) -> None:
+        """Let the worker run; returns once it serves (``within`` seconds at most)."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         await self.proc.stdin.send(b"go\n")
         seen = b""
-        with anyio.fail_after(60):
+        with anyio.fail_after(within):
             while b"ready" not in seen:
                 seen += await self.proc.stdout.receive()
 

@@ -9,7 +9,8 @@ manager = FirestoreStreamManager(project="my-project")
 Importing this package imports Google's Firestore client; the core never does.
 """
 
+from .durable_store import FirestoreDurableStore
 from .manager import FirestoreStreamManager
 from .storage import FirestoreStreamStorage
 
-__all__ = ["FirestoreStreamManager", "FirestoreStreamStorage"]
+__all__ = ["FirestoreDurableStore", "FirestoreStreamManager", "FirestoreStreamStorage"]

@@ -8,7 +8,7 @@ once per burst of snapshots, without ever blocking the event loop.
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 import anyio
@@ -25,7 +25,7 @@ from stream_gateway import UnavailableError
 
 from ._google import translated
 
-__all__ = ["listen"]
+__all__ = ["listen", "listen_to"]
 
 
 class _Relay:
@@ -117,13 +117,16 @@ class _FailFastWatch(Watch):
 
 
 def _open(
-    doc: DocumentReference, batches: Query, relay: _Relay, into: list[_FailFastWatch]
+    targets: Sequence[DocumentReference | Query], relay: _Relay, into: list[_FailFastWatch]
 ) -> None:
     # Appends as it goes, so that the caller closes whatever was opened, even when
     # it was cancelled meanwhile.
     factory: Any = _FailFastWatch  # Watch's constructors are untyped
-    into.append(factory.for_document(doc, relay.poke, DocumentSnapshot))
-    into.append(factory.for_query(batches, relay.poke, DocumentSnapshot))
+    for target in targets:
+        if isinstance(target, DocumentReference):
+            into.append(factory.for_document(target, relay.poke, DocumentSnapshot))
+        else:
+            into.append(factory.for_query(target, relay.poke, DocumentSnapshot))
 
 
 def _close(watches: list[_FailFastWatch]) -> None:
@@ -132,16 +135,22 @@ def _close(watches: list[_FailFastWatch]) -> None:
         closer()
 
 
-async def listen(doc: DocumentReference, batches: Query) -> AsyncIterator[None]:
+def listen(doc: DocumentReference, batches: Query) -> AsyncIterator[None]:
     """Yield whenever ``doc`` or the result of ``batches`` may have changed.
 
     Yields once at the start (the listeners' first snapshots). Raises when a listener
     fails: `UnavailableError` for a transient failure, the original error otherwise.
     """
+    return listen_to([doc, batches])
+
+
+async def listen_to(targets: Sequence[DocumentReference | Query]) -> AsyncIterator[None]:
+    """Yield whenever a document or query result of ``targets`` may have changed;
+    as `listen`, with one listener per target."""
     relay = _Relay()
     watches: list[_FailFastWatch] = []
     try:
-        await anyio.to_thread.run_sync(_open, doc, batches, relay, watches)
+        await anyio.to_thread.run_sync(_open, targets, relay, watches)
         while True:
             await relay.wait()
             for watch in watches:

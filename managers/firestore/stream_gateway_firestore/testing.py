@@ -79,9 +79,12 @@ class FirestoreEmulator:
         self.jar = jar or Path(os.environ.get(JAR_ENV) or DEFAULT_JAR)
         self._process: subprocess.Popen[bytes] | None = None
         self._log: Path | None = None
+        self._import: Path | None = None
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Start the emulator (or check the external one) and wait until it answers."""
+    def start(self, timeout: float = 60.0, *, import_data: Path | None = None) -> None:
+        """Start the emulator (or check the external one) and wait until it answers;
+        with the documents of an `export` when ``import_data`` is given."""
+        self._import = import_data
         if self.external:
             if not self.is_up():
                 raise EmulatorError(
@@ -124,6 +127,7 @@ class FirestoreEmulator:
                     "start",
                     f"--host={host}",
                     f"--port={port}",
+                    *([f"--import-data={self._import}"] if self._import else []),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -155,6 +159,23 @@ class FirestoreEmulator:
         """Stop and start again on the same port (an empty database)."""
         self.stop()
         self.start(timeout)
+
+    def export(self, directory: Path) -> Path:
+        """Export ``project``'s documents under ``directory``; returns the file that
+        `start` takes as ``import_data`` (an emulator stopped and started with it keeps
+        what was exported; later writes are lost, as in a crash)."""
+        response = httpx.post(
+            f"http://{self.address}/emulator/v1/projects/{self.project}:export",
+            json={
+                "database": f"projects/{self.project}/databases/(default)",
+                "export_directory": str(directory),
+            },
+            timeout=120.0,
+        )
+        response.raise_for_status()
+        return max(
+            directory.glob("*/*.overall_export_metadata"), key=lambda path: path.stat().st_mtime
+        )
 
     def is_up(self) -> bool:
         try:

@@ -11,7 +11,7 @@ import stream_gateway_firestore
 def test_exports_are_sorted_and_complete() -> None:
     exported = stream_gateway_firestore.__all__
     assert exported == sorted(exported)
-    assert exported == ["FirestoreStreamManager", "FirestoreStreamStorage"]
+    assert exported == ["FirestoreDurableStore", "FirestoreStreamManager", "FirestoreStreamStorage"]
     for name in exported:
         assert getattr(stream_gateway_firestore, name).__module__.startswith(
             "stream_gateway_firestore."
@@ -20,7 +20,7 @@ def test_exports_are_sorted_and_complete() -> None:
 
 def test_importing_the_core_never_imports_google() -> None:
     probe = (
-        "import sys, stream_gateway, stream_gateway.streams; "
+        "import sys, stream_gateway, stream_gateway.streams, stream_gateway.durable.cli; "
         "print(sorted(m for m in sys.modules if m.startswith(('google', 'grpc'))))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

@@ -11,7 +11,7 @@ import stream_gateway_postgres
 def test_exports_are_sorted_and_complete() -> None:
     exported = stream_gateway_postgres.__all__
     assert exported == sorted(exported)
-    assert exported == ["PostgresStreamManager", "PostgresStreamStorage"]
+    assert exported == ["PostgresDurableStore", "PostgresStreamManager", "PostgresStreamStorage"]
     for name in exported:
         assert getattr(stream_gateway_postgres, name).__module__.startswith(
             "stream_gateway_postgres."
@@ -20,7 +20,7 @@ def test_exports_are_sorted_and_complete() -> None:
 
 def test_importing_the_core_never_imports_asyncpg() -> None:
     probe = (
-        "import sys, stream_gateway, stream_gateway.streams; "
+        "import sys, stream_gateway, stream_gateway.streams, stream_gateway.durable; "
         "print(sorted(m for m in sys.modules if m.startswith('asyncpg')))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

@@ -1,0 +1,139 @@
+"""How the durable store talks to PostgreSQL: a pool, transactions, retries, errors.
+
+Every call becomes a `DurableStoreError` when the server is away (transient: the
+engine replays the run later, never fails the execution) or refuses a privilege
+(not transient). A call that failed before anything could have committed (the pool
+handed out a connection the server had closed, the server was restarting, a
+deadlock was broken) is tried again, a few times with a short backoff; a write
+whose COMMIT was sent but not answered is not, as it may have landed: the engine's
+replay reads the journal back and carries on from what is there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import anyio
+import asyncpg
+from asyncpg import exceptions as pgexc
+
+from stream_gateway.durable import DurableStoreError
+
+from ._errors import is_transient
+from ._migrations import Connection
+
+__all__ = ["Database", "store_errors"]
+
+logger = logging.getLogger("stream_gateway_postgres")
+T = TypeVar("T")
+
+
+@contextmanager
+def store_errors(what: str) -> Iterator[None]:
+    """Re-raise asyncpg's failures while doing ``what`` as `DurableStoreError`."""
+    try:
+        yield
+    except pgexc.InsufficientPrivilegeError as exc:
+        raise DurableStoreError(f"PostgreSQL refused {what}: {exc}", transient=False) from exc
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        logger.warning("durable store: %s failed: %s: %s", what, type(exc).__name__, exc)
+        raise DurableStoreError(f"PostgreSQL unavailable while {what}") from exc
+
+
+class Database:
+    """A pool on ``dsn``; `read` and `write` run a body on one of its connections."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        max_connections: int,
+        command_timeout: float,
+        retries: int,
+        options: Mapping[str, Any],
+        prepare: Callable[[Connection], Awaitable[Any]],
+    ) -> None:
+        self.dsn = dsn
+        self.max_connections = max_connections
+        self.command_timeout = command_timeout
+        self.retries = retries
+        self.options = dict(options)
+        self.pool: asyncpg.Pool | None = None
+        self._prepare = prepare
+        self._opening = anyio.Lock()
+
+    async def open(self) -> None:
+        """Create the pool and run ``prepare`` (migrations) on one connection; once."""
+        async with self._opening:
+            if self.pool is None:
+                self.pool = await self._open()
+
+    async def _open(self) -> asyncpg.Pool:
+        with store_errors("connecting"):
+            pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=0,  # no connection kept (and retried in the background) while down
+                max_size=self.max_connections,
+                command_timeout=self.command_timeout,
+                timeout=self.command_timeout,
+                **self.options,
+            )
+        try:
+            with store_errors("migrating the durable tables"):
+                async with pool.acquire(timeout=self.command_timeout) as conn:
+                    await self._prepare(conn)
+        except BaseException:
+            pool.terminate()
+            raise
+        return pool
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            pool, self.pool = self.pool, None
+            if pool is None:
+                return
+            with anyio.move_on_after(self.command_timeout) as waited:
+                try:
+                    await pool.close()
+                except Exception as exc:  # connections the server already dropped
+                    logger.debug("closing the pool: %r", exc)
+                    pool.terminate()
+            if waited.cancelled_caught:
+                pool.terminate()
+
+    async def read(self, what: str, body: Callable[[Connection], Awaitable[T]]) -> T:
+        """``body(conn)`` outside a transaction (each statement sees what is committed)."""
+        return await self._run(what, body, transaction=False)
+
+    async def write(self, what: str, body: Callable[[Connection], Awaitable[T]]) -> T:
+        """``body(conn)`` in one transaction: all of it commits, or nothing."""
+        return await self._run(what, body, transaction=True)
+
+    async def _run(
+        self, what: str, body: Callable[[Connection], Awaitable[T]], *, transaction: bool
+    ) -> T:
+        for attempt in range(self.retries + 1):
+            committing = False
+            try:
+                if self.pool is None:
+                    await self.open()  # the first call opens the store, as SQLite's does
+                pool = self.pool
+                assert pool is not None
+                with store_errors(what):
+                    async with pool.acquire(timeout=self.command_timeout) as conn:
+                        if not transaction:
+                            return await body(conn)
+                        async with conn.transaction():
+                            value = await body(conn)
+                            committing = True  # what fails from here on may have landed
+                        return value
+            except DurableStoreError as exc:
+                if committing or not exc.transient or attempt == self.retries:
+                    raise
+            await anyio.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
