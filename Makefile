@@ -16,7 +16,7 @@ GENKIT_STAMP := tests/node/node_modules/.installed
 PROTOCOLS_STAMP := tests/conformance/node_modules/.installed
 AISDK_STAMP := samples/aisdk/node_modules/.installed
 
-.PHONY: demo install test lint docs test-python test-node test-browser bench clean postgres-server
+.PHONY: demo install test lint docs test-python test-python-firestore test-python-others test-node test-browser bench clean postgres-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -95,10 +95,16 @@ test: $(PY_STAMP) $(NODE_STAMP) $(GENKIT_STAMP) $(PROTOCOLS_STAMP) $(AISDK_BUNDL
 # The core suite runs on three pytest-xdist workers: most of its time is spent waiting
 # (worker processes, leases, timers), not computing. Each worker process gets its own
 # Firestore project, RTDB namespace, Redis prefix and Postgres schema.
-# The plugins' test folders import their own helpers as top-level modules: one run each.
+# The plugins' test folders import their own helpers as top-level modules: one run each,
+# Firestore's (the longest: the emulator) next to the three others.
 test-python:
 	$(BIN)/python -m pytest -p no:cacheprovider -n 3 --dist worksteal
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-python-firestore test-python-others
+
+test-python-firestore:
 	$(BIN)/python -m pytest -p no:cacheprovider managers/firestore/tests
+
+test-python-others:
 	$(BIN)/python -m pytest -p no:cacheprovider managers/rtdb/tests
 	$(BIN)/python -m pytest -p no:cacheprovider managers/redis/tests
 	$(BIN)/python -m pytest -p no:cacheprovider managers/postgres/tests
