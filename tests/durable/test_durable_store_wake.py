@@ -75,6 +75,14 @@ async def test_watch_due_wakes_for_work_made_due_elsewhere(
             wakes.clear()
             await other.send_signal(claimed.id, "go", "1", time.time())
             await wakes.next()
+            # A worker takes that work: nothing is due any more.
+            [again] = await other.claim(
+                "w", now=time.time(), lease_until=time.time() + 30, limit=1, flows=["f"]
+            )
+            await other.finish(
+                Lease(again.id, "w", again.lease_token),
+                status="completed", result="1", error=None, now=time.time(),
+            )  # fmt: skip
 
             # A timer: a wake comes once it is due, with nothing else happening.
             due = time.time() + 0.5

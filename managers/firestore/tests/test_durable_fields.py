@@ -37,7 +37,7 @@ async def test_documents_without_the_new_fields_read_as_defaults(
         doc = store.client.collection(f"{prefix}_executions").document(record.id)
         [journal_doc] = [s async for s in doc.collection("journal").stream()]
         assert (await doc.get()).to_dict()["evict_requested"] is True  # type: ignore[index]
-        assert journal_doc.to_dict()["stream_at"] == 7  # type: ignore[index]
+        assert journal_doc.to_dict()["stream_at"] == 7
         assert (await store.history(record.id)).entries[0].stream_at == 7
 
         await doc.update({"evict_requested": DELETE_FIELD})
