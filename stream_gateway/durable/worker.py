@@ -34,9 +34,11 @@ logger = logging.getLogger("stream_gateway.durable")
 
 
 class _Run:
-    __slots__ = ("done", "evicting", "lease", "replay", "scope", "worker")
+    __slots__ = ("done", "evicting", "expires", "lease", "replay", "scope", "worker")
 
-    def __init__(self, lease: Lease) -> None:
+    def __init__(self, lease: Lease, expires: float) -> None:
+        #: When the lease lapses unless renewed: the run must be stopped before then.
+        self.expires = expires
         self.lease = lease
         self.scope = anyio.CancelScope()
         self.replay: Run | None = None
@@ -186,7 +188,7 @@ class Worker:
             previous = self._runs.get(record.id)
             if previous is not None:
                 previous.scope.cancel()
-            run = self._runs[record.id] = _Run(lease)
+            run = self._runs[record.id] = _Run(lease, now + self.lease)
             self._idle = anyio.Event()
             logger.info(
                 "execution %s (flow %r, owner %s): claimed by worker %s",
@@ -243,19 +245,46 @@ class Worker:
     async def _renew_loop(self) -> None:
         while True:
             await anyio.sleep(self.lease / 3)
-            leases = [run.lease for run in self._runs.values()]
-            if not leases:
+            runs = list(self._runs.values())
+            if not runs:
                 continue
-            try:
-                held = await self.store.renew(self.worker_id, leases, time.time() + self.lease)
-            except Exception:
-                logger.exception("durable worker %s could not renew its leases", self.worker_id)
+            leases = [run.lease for run in runs]
+            asked = time.time()
+            held: set[str] | None = None
+            # A run must never outlive its lease (another worker may claim it then): a
+            # renewal that does not answer before the soonest lease nears its end is
+            # given up, and the runs about to lapse are stopped below.
+            patience = min(run.expires for run in runs) - asked - self.lease / 6
+            with anyio.move_on_after(max(0.0, patience)):
+                try:
+                    held = await self.store.renew(self.worker_id, leases, asked + self.lease)
+                except Exception:
+                    logger.exception("durable worker %s could not renew its leases", self.worker_id)
+            if held is None:
+                now = time.time()
+                for run in runs:
+                    if (
+                        run.expires - now < self.lease / 3
+                        and self._runs.get(run.lease.execution_id) is run
+                    ):
+                        logger.warning(
+                            "could not renew the lease on flow %s in time; stopping it",
+                            run.lease.execution_id,
+                        )
+                        run.scope.cancel()
                 continue
+            for run in runs:
+                if run.lease.execution_id in held:
+                    run.expires = asked + self.lease
             for lease in leases:
-                run = self._runs.get(lease.execution_id)
-                if lease.execution_id not in held and run is not None and run.lease == lease:
+                current = self._runs.get(lease.execution_id)
+                if (
+                    lease.execution_id not in held
+                    and current is not None
+                    and current.lease == lease
+                ):
                     logger.warning("lost the lease on flow %s; stopping it", lease.execution_id)
-                    run.scope.cancel()
+                    current.scope.cancel()
             await self._read_evictions(held)
 
     async def _read_evictions(self, held: set[str]) -> None:
