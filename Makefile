@@ -18,12 +18,15 @@ AISDK_STAMP := samples/aisdk/node_modules/.installed
 
 .PHONY: demo install test lint docs test-python test-python-firestore test-python-others test-node test-browser bench clean postgres-server
 
+# uv installs the same PyPI releases as pip, in a fifth of the time on a fresh machine
+# (parallel downloads, no per-package build step for wheels). The venv keeps pip for
+# users and for the README test, which installs as a user would.
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip 'uv==0.13.9'
 
 $(PY_STAMP): $(BIN)/python pyproject.toml $(wildcard managers/*/pyproject.toml)
-	$(BIN)/pip install --quiet -e '.[dev,pydantic-ai,otel,prometheus,langgraph,openai-agents]' $(foreach m,$(wildcard managers/*/pyproject.toml),-e ./$(dir $(m)))
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,pydantic-ai,otel,prometheus,langgraph,openai-agents]' $(foreach m,$(wildcard managers/*/pyproject.toml),-e ./$(dir $(m)))
 	touch $@
 
 install: $(PY_STAMP)
