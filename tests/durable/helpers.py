@@ -8,8 +8,9 @@ from stream_gateway.durable import DurableEngine, Operation
 
 
 async def until_status(engine: DurableEngine, flow_id: str, *statuses: str) -> Operation:
-    """Poll until the execution is in one of ``statuses`` (10 s against hangs)."""
-    with anyio.fail_after(10):
+    """Poll until the execution is in one of ``statuses`` (60 s against hangs only: a
+    loaded machine with the Firestore emulator can take 15 s where a quiet one takes 1)."""
+    with anyio.fail_after(60):
         while True:
             op = await engine.get_state(flow_id)
             if op.status in statuses:
@@ -18,6 +19,6 @@ async def until_status(engine: DurableEngine, flow_id: str, *statuses: str) -> O
 
 
 async def finished(engine: DurableEngine, flow_id: str) -> Operation:
-    """Wait for the end of the execution (10 s against hangs)."""
-    with anyio.fail_after(10):
+    """Wait for the end of the execution (60 s against hangs only, as `until_status`)."""
+    with anyio.fail_after(60):
         return await engine.wait(flow_id)
