@@ -32,7 +32,7 @@ async def test_sigkilled_worker_loses_no_completed_step(tmp_path: Path) -> None:
     in_flight_at_kill: Counter[int] = Counter()
     async with engine:
         op = await engine.schedule("counted", Job(log=str(log), steps=STEPS, delay=DELAY))
-        with anyio.fail_after(120):
+        with anyio.fail_after(300):
             unfinished = list(range(STEPS))
             # A stable worker id: the restarted worker takes its lease back at once.
             spare = await WorkerProcess.spawn(db, "--worker-id", "w", "--lease", "2")
@@ -110,7 +110,7 @@ async def test_sigkilled_worker_completes_a_join_and_two_signals(tmp_path: Path)
     in_flight_at_kill: Counter[tuple[int, int]] = Counter()
     async with engine:
         op = await engine.schedule("fanned", job)
-        with anyio.fail_after(180):
+        with anyio.fail_after(360):
             spare = await WorkerProcess.spawn(db, "--worker-id", "w", "--lease", "2")
             for kill in range(KILLS):
                 if kill == 20:
@@ -186,7 +186,7 @@ async def test_sigkills_during_a_rollback_run_each_handler_once_in_reverse(
         op = await engine.schedule(
             "compensated", Job(log=str(log), steps=HANDLERS, delay=5 * DELAY)
         )
-        with anyio.fail_after(120):
+        with anyio.fail_after(300):
             unfinished = keys
             spare = await WorkerProcess.spawn(db, "--worker-id", "w", "--lease", "2")
             for kill in range(ROLLBACK_KILLS):
