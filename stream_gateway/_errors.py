@@ -12,7 +12,8 @@ GatewayError                      status (a canonical code), message, details
 ├── AlreadyExistsError            ALREADY_EXISTS     409
 │   └── StreamExistsError
 ├── FailedPreconditionError       FAILED_PRECONDITION 400
-│   └── StreamClosedError
+│   ├── StreamClosedError
+│   └── StreamCompactedError      FAILED_PRECONDITION 410
 ├── ResourceExhaustedError        RESOURCE_EXHAUSTED 429
 │   └── PayloadTooLargeError      RESOURCE_EXHAUSTED 413
 ├── CancelledError                CANCELLED          499
@@ -54,6 +55,7 @@ __all__ = [
     "Status",
     "StreamAbandonedError",
     "StreamClosedError",
+    "StreamCompactedError",
     "StreamExistsError",
     "StreamInterruptedError",
     "StreamNotFoundError",
@@ -190,6 +192,26 @@ class FailedPreconditionError(GatewayError):
 
 class StreamClosedError(FailedPreconditionError):
     """A write after the stream's terminal entry."""
+
+
+class StreamCompactedError(FailedPreconditionError):
+    """The stream was compacted and the offset asked for lies inside a compacted range
+    (its chunks were joined into one entry): replay from offset 0.
+
+    Answered with HTTP 410 Gone; ``details`` names the stream, the offset and
+    ``"replayFrom": 0``. Our clients drop what they showed and replay from 0.
+    """
+
+    http_override = 410
+
+    @classmethod
+    def at(cls, stream_id: str, offset: int) -> StreamCompactedError:
+        """The error for a reader of ``stream_id`` at ``offset``."""
+        return cls(
+            f"stream {stream_id} was compacted: offset {offset} is inside a compacted"
+            " range; replay from offset 0",
+            details={"streamId": stream_id, "offset": offset, "replayFrom": 0},
+        )
 
 
 class ResourceExhaustedError(GatewayError):

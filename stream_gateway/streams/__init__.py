@@ -15,6 +15,7 @@ from .base import (
     Terminal,
     scanned_page,
 )
+from .compaction import Coalesce, CompactionReport, join_deltas
 from .manager import DURABLE, StreamManager
 from .memory import InMemoryStreamManager, InMemoryStreamStorage
 from .sqlite import SqliteStreamManager, SqliteStreamStorage
@@ -22,6 +23,8 @@ from .writer import StreamWriter
 
 __all__ = [
     "ChunkEvent",
+    "Coalesce",
+    "CompactionReport",
     "DURABLE",
     "ErrorEvent",
     "InMemoryStreamManager",
@@ -39,6 +42,7 @@ __all__ = [
     "StreamStorage",
     "StreamWriter",
     "Terminal",
+    "join_deltas",
     "new_stream_id",
     "scanned_page",
     "validate_stream_id",

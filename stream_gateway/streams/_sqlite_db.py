@@ -1,10 +1,11 @@
 """The SQLite file behind `SqliteStreamStorage`: schema, connections, errors, rows.
 
-Layout (schema version 1, kept in ``PRAGMA user_version`` so a later version can
-migrate)::
+Layout (schema version 2, kept in ``PRAGMA user_version``; a version 1 file is
+migrated in place when opened, see `_MIGRATIONS`)::
 
     streams(id PK, flow, status, length, created_at, updated_at, expires_at, owner,
-            lease_until, cancel_requested, terminal_kind, terminal_payload, extra)
+            lease_until, cancel_requested, terminal_kind, terminal_payload, extra,
+            compacted)
         index streams_by_creation (created_at DESC, id DESC)
     batches(stream_id, first_offset, count, data)    PK (stream_id, first_offset)
 
@@ -28,19 +29,24 @@ from .base import StreamRecord, StreamStatus, Terminal
 
 logger = logging.getLogger("stream_gateway.streams")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS streams (
         id TEXT PRIMARY KEY, flow TEXT NOT NULL, status TEXT NOT NULL,
         length INTEGER NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL,
         expires_at REAL NOT NULL, owner TEXT, lease_until REAL,
         cancel_requested INTEGER NOT NULL DEFAULT 0, terminal_kind TEXT,
-        terminal_payload BLOB, extra TEXT NOT NULL DEFAULT '{}')""",
+        terminal_payload BLOB, extra TEXT NOT NULL DEFAULT '{}', compacted INTEGER)""",
     "CREATE INDEX IF NOT EXISTS streams_by_expiry ON streams (expires_at)",
     """CREATE TABLE IF NOT EXISTS batches (
         stream_id TEXT NOT NULL, first_offset INTEGER NOT NULL, count INTEGER NOT NULL,
         data BLOB NOT NULL, PRIMARY KEY (stream_id, first_offset))""",
 )
+#: How a file of an older version becomes the current one (from-version -> statements),
+#: in the transaction that opens it. Version 2 added ``compacted`` (stream compaction).
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE streams ADD COLUMN compacted INTEGER",),
+}
 # Indexes added since version 1, created on every start if missing: an index changes
 # no row, so files made by older releases take them without a version bump (and those
 # releases keep opening the file).
@@ -50,7 +56,7 @@ _INDEXES = (
 )
 COLUMNS = (
     "id, flow, created_at, updated_at, expires_at, owner, status, length,"
-    " lease_until, cancel_requested, terminal_kind, terminal_payload, extra"
+    " lease_until, cancel_requested, terminal_kind, terminal_payload, extra, compacted"
 )
 _MAX_PARAMS = 500  # ids per IN (...) list, well under SQLite's variable limit
 
@@ -90,6 +96,12 @@ def _create_schema(conn: sqlite3.Connection) -> int:
         for statement in _SCHEMA:
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    elif version < SCHEMA_VERSION:
+        for step in range(version, SCHEMA_VERSION):
+            for statement in _MIGRATIONS[step]:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        logger.info("stream database migrated from schema v%d to v%d", version, SCHEMA_VERSION)
     if version <= SCHEMA_VERSION:
         for statement in _INDEXES:
             conn.execute(statement)
@@ -125,7 +137,7 @@ def record_row(record: StreamRecord) -> tuple[Any, ...]:
         record.lease_until, flags(record),
         None if terminal is None else terminal.kind,
         None if terminal is None else terminal.payload,
-        dumps(record.extra).decode(),
+        dumps(record.extra).decode(), record.compacted,
     )  # fmt: skip
 
 
@@ -146,6 +158,7 @@ def row_record(row: Any) -> StreamRecord:
         stop_requested=cancel == STOP,
         terminal=None if kind is None else Terminal(kind, row[11]),
         extra=loads(row[12]),
+        compacted=row[13],
     )
 
 

@@ -31,6 +31,8 @@ __all__ = [
     "StreamStatus",
     "StreamStorage",
     "Terminal",
+    "compacted_entry",
+    "parse_compacted",
     "parse_reset",
     "reset_entry",
     "scanned_page",
@@ -40,6 +42,7 @@ __all__ = [
 #: stores it as it stores any chunk, and nothing a flow sends can be taken for one.
 CONTROL_PREFIX = b"#"
 _RESET = b"#reset "
+_COMPACTED = b"#c "
 
 StreamStatus = Literal["open", "done", "error", "cancelled"]
 
@@ -78,16 +81,24 @@ class StreamRecord:
     #: A stop was requested (`StreamStorage.request_stop`): finish now, with a result.
     stop_requested: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The number of stored entries once compacted (`StreamStorage.compact`); None before.
+    compacted: int | None = None
 
 
 # Not frozen: one is made per chunk per reader, and a frozen dataclass costs twice as
 # much to build. Treat it as immutable all the same.
 @dataclass(slots=True)
 class ChunkEvent:
-    """A chunk at ``offset``; ``raw`` is its compact JSON."""
+    """A chunk at ``offset``; ``raw`` is its compact JSON.
+
+    ``span`` is how many offsets it stands for: 1, except for an entry of a compacted
+    stream, which stands for the chunks it joined (the next one starts at
+    ``offset + span``, and a reader resumes there).
+    """
 
     offset: int
     raw: bytes
+    span: int = 1
 
     @property
     def data(self) -> Any:
@@ -145,6 +156,24 @@ def parse_reset(raw: bytes) -> int | None:
     if raw[:1] != CONTROL_PREFIX or not raw.startswith(_RESET):
         return None
     return int(raw[len(_RESET) :])
+
+
+def compacted_entry(start: int, raw: bytes) -> bytes:
+    """The stored form of an entry of a compacted stream: ``raw`` (a chunk's compact
+    JSON) standing for the chunks from logical offset ``start`` on."""
+    if start < 0:
+        raise ValueError("start must be >= 0")
+    return _COMPACTED + str(start).encode() + b" " + raw
+
+
+def parse_compacted(raw: bytes) -> tuple[int, bytes] | None:
+    """``(start, chunk)`` of a stored compacted entry; ``None`` for anything else."""
+    if raw[:1] != CONTROL_PREFIX or not raw.startswith(_COMPACTED):
+        return None
+    start, sep, chunk = raw[len(_COMPACTED) :].partition(b" ")
+    if not sep or not start.isdigit():
+        return None
+    return int(start), chunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +403,29 @@ class StreamStorage(abc.ABC):
         says in its docs what it does. The default raises `NotImplementedError`.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot list streams")
+
+    async def compact(self, stream_id: str, length: int, entries: Sequence[bytes]) -> bool:
+        """Replace a finished stream's stored chunks with ``entries`` (physical offsets
+        ``0..len(entries)-1``) and record ``compacted = len(entries)``.
+
+        Conditional and atomic as far as the backend allows: only if the stream exists,
+        is not open, its recorded ``length`` equals ``length`` and it is not compacted
+        yet; returns True when this call compacted it, False otherwise (unknown, open,
+        already compacted, length changed). ``length``, status, terminal, owner, flow,
+        created_at, updated_at and expires_at are left as they are.
+
+        Readers may read while it runs: `read` returns original chunks, entries (they
+        start with ``#c``), or fewer chunks than asked (even ``[]``); never anything
+        else. Chunks at physical offsets ``len(entries)..length-1`` are deleted before
+        this returns (or, on a backend that cannot do it in the same transaction, just
+        after the record is marked; a crash in between leaves them to `purge`, which
+        deletes a compacted stream entirely when it expires). ``len(entries)`` is at
+        least 1 and at most ``length``.
+
+        The default raises `NotImplementedError` (the manager then reports that this
+        store cannot compact).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot compact streams")
 
     @abc.abstractmethod
     async def purge(self, now: float) -> int:

@@ -27,6 +27,7 @@ from .._errors import (
     GatewayError,
     InvalidArgumentError,
     StreamClosedError,
+    StreamCompactedError,
     StreamInterruptedError,
     StreamNotFoundError,
     UnavailableError,
@@ -46,7 +47,16 @@ from .base import (
     StreamStatus,
     StreamStorage,
     Terminal,
+    parse_compacted,
     parse_reset,
+)
+from .compaction import (
+    Coalesce,
+    CompactionReport,
+    entry_starts,
+    join_deltas,
+    plan_entries,
+    read_compacted,
 )
 from .writer import StreamWriter, error_terminal
 
@@ -178,6 +188,9 @@ class StreamManager:
         poll_fallback: float = 2.0,
         purge_interval: float = 60.0,
         write_retry_for: float | None = None,
+        coalesce: Coalesce = join_deltas,
+        compact_finished: bool = False,
+        compact_delay: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """Configure limits and timings; ``flush_interval`` defaults to the storage's.
@@ -188,9 +201,17 @@ class StreamManager:
         ``max_chunk_bytes`` / ``max_stream_chunks``: limits on what a writer accepts.
         ``write_retry_for``: how long a write is retried while the backend reports
         itself unavailable (default: one lease).
+
+        Compaction (`compact`): ``coalesce`` joins two consecutive chunks or says they
+        stay apart (default `join_deltas`: text deltas joined). ``compact_finished``
+        compacts every stream this manager writes once it has ended,
+        ``compact_delay`` seconds later (so that readers still replaying it can
+        finish first), in the background; failures are logged, never raised.
         """
         if ttl <= 0 or lease <= 0 or max_batch < 1 or read_batch < 1:
             raise ValueError("ttl, lease, max_batch and read_batch must be positive")
+        if compact_delay < 0:
+            raise ValueError("compact_delay must be >= 0")
         if max_ttl is not None and max_ttl < ttl:
             raise ValueError("max_ttl must be at least ttl")
         self.storage = storage
@@ -205,6 +226,9 @@ class StreamManager:
         self.poll_fallback = poll_fallback
         self.purge_interval = purge_interval
         self.write_retry_for = lease if write_retry_for is None else write_retry_for
+        self.coalesce = coalesce
+        self.compact_finished = compact_finished
+        self.compact_delay = compact_delay
         self.clock = clock
         self._tail_size = tail_size
         self._writers: dict[str, StreamWriter] = {}
@@ -461,6 +485,95 @@ class StreamManager:
         """Delete expired streams now (the manager also does this periodically)."""
         return await self.storage.purge(self.clock())
 
+    async def compact(
+        self, stream_id: str, *, coalesce: Coalesce | None = None
+    ) -> CompactionReport:
+        """Coalesce a finished stream's chunks into far fewer stored entries.
+
+        Reads the stream's live view (chunks retracted by resets left out), joins
+        consecutive chunks with ``coalesce`` (default: the manager's, `join_deltas`)
+        and has the storage replace the stored chunks with the entries, atomically.
+        A full replay then yields the same logical content and result; a reader
+        resuming inside a joined range gets `StreamCompactedError` (replay from 0).
+
+        An open stream raises `FailedPreconditionError`; unknown or expired,
+        `StreamNotFoundError`; a store that cannot compact, `FailedPreconditionError`.
+        A stream already compacted, or one compaction would not shrink (leave fewer
+        stored entries than it has chunks), is left as it is: the report says so.
+        """
+        record = await self.info(stream_id)
+        if record.status == "open":
+            raise FailedPreconditionError(
+                f"stream {stream_id} is still open: only a finished stream can be compacted"
+            )
+        if record.compacted is not None:
+            return _unchanged(record, "already compacted", record.compacted, None)
+        stored: list[bytes] = []
+        while len(stored) < record.length:
+            limit = min(self.read_batch, record.length - len(stored))
+            chunks = await self._retrying(
+                functools.partial(self.storage.read, stream_id, len(stored), limit)
+            )
+            if not chunks or any(parse_compacted(raw) is not None for raw in chunks):
+                return _unchanged(record, "changed meanwhile (compacted or purged)", None, None)
+            stored += chunks
+        size = sum(map(len, stored))
+        entries = plan_entries(stored, coalesce or self.coalesce)
+        if not entries:
+            return _unchanged(record, "no live chunk to keep", len(stored), size)
+        after = sum(map(len, entries))
+        if len(entries) >= len(stored):
+            return _unchanged(record, "compaction would not shrink it", len(stored), size)
+        try:
+            done = await self._retrying(
+                lambda: self.storage.compact(stream_id, record.length, entries)
+            )
+        except NotImplementedError as exc:
+            raise FailedPreconditionError(str(exc)) from None
+        if not done:
+            latest = await self.storage.load(stream_id)
+            reason = "already compacted" if latest and latest.compacted else "changed meanwhile"
+            return _unchanged(record, reason, len(stored), size)
+        logger.info(
+            "stream %s (flow %r) compacted: %d chunks (%d bytes) -> %d entries (%d bytes)",
+            stream_id, record.flow, len(stored), size, len(entries), after,
+        )  # fmt: skip
+        return CompactionReport(
+            stream_id, True, record.length, len(stored), len(entries), size, after
+        )
+
+    async def check_resume(self, record: StreamRecord, offset: int) -> None:
+        """Raise `StreamCompactedError` when ``offset`` lies inside a compacted range
+        of ``record``'s stream; for an HTTP endpoint, before its response starts.
+
+        On a compacted stream a reader may start at 0, at the stream's length, or at
+        the start of an entry (where a reader that got the entry before resumes).
+        """
+        check_offset(record, offset)
+        if record.compacted is None or offset in (0, record.length):
+            return
+        if offset not in await entry_starts(self, record):
+            raise StreamCompactedError.at(record.stream_id, offset)
+
+    def _ended(self, stream_id: str) -> None:
+        """A writer of this manager recorded its stream's end: compact it by policy."""
+        if self.compact_finished and self._tg is not None:
+            self._tg.start_soon(self._compact_quietly, stream_id)
+
+    async def _compact_quietly(self, stream_id: str) -> None:
+        """`compact`, off the writer's path: failures are logged, never raised."""
+        if self.compact_delay:
+            await anyio.sleep(self.compact_delay)
+        try:
+            report = await self.compact(stream_id)
+        except StreamNotFoundError:
+            return  # expired or purged meanwhile: nothing to do
+        except Exception:
+            logger.exception("stream %s: compaction after its end failed", stream_id)
+            return
+        if not report.compacted:
+            logger.debug("stream %s left uncompacted: %s", stream_id, report.reason)
+
     def is_abandoned(self, record: StreamRecord) -> bool:
         """True when the record is open and its writer's lease has lapsed (never for
         the stream of a durable execution: another worker takes it over)."""
@@ -505,9 +618,16 @@ class StreamManager:
         # to ``history`` is the live view; past it, resets come as they are written.
         voids: list[tuple[int, int]] = []
         history = from_offset
-        if durable and from_offset < known.length:
+        if durable and from_offset < known.length and known.compacted is None:
             history = known.length
-            voids = await self._resets(stream_id, from_offset, history)
+            voids, complete = await self._resets(stream_id, from_offset, history)
+            if not complete:  # cut short: compacted (or purged) meanwhile?
+                known = await self.info(stream_id)
+        if known.compacted is not None:
+            async with aclosing(self._compacted(known, from_offset)) as entries:
+                async for batch in entries:
+                    yield batch
+            return
         listener = self._acquire(stream_id)
         for observer in _telemetry.observers:
             observer.subscriber_added()
@@ -519,6 +639,7 @@ class StreamManager:
                 yield [ResetEvent(at, min(v for v, _ in before))]
                 cursor = at + 1
             missing = 0
+            sent = False  # whether a chunk was yielded (a compaction seen before may restart)
             # The recorded length of a finished stream: nothing past it is read (a
             # stalled writer may still have appended there after its end was recorded).
             end = None if known.terminal is None else known.length
@@ -553,10 +674,16 @@ class StreamManager:
                         chunks = await self._retrying(
                             functools.partial(self.storage.read, stream_id, cursor, limit)
                         )
+                    cut = _first_entry(chunks)
+                    if cut is not None:
+                        # Compacted under us: what precedes the first entry are the
+                        # original chunks; the record then says how to go on.
+                        chunks = chunks[:cut]
                     if chunks:
                         listener.remember(cursor, chunks)
                 if chunks:
                     missing = 0
+                    sent = True
                     if _telemetry.observers:
                         self._report_read(listener, writer, cursor + len(chunks), len(chunks))
                     if durable:
@@ -589,6 +716,15 @@ class StreamManager:
                 record = await self._retrying(lambda: self.storage.load(stream_id))
                 if record is None or record.expires_at <= self.clock():
                     yield [ErrorEvent("NOT_FOUND", "stream not found")]
+                    return
+                if record.compacted is not None:
+                    # Compacted while we read: go on in its entries if we stand at a
+                    # boundary of them, else `StreamCompactedError` (replay from 0).
+                    async with aclosing(
+                        self._compacted(record, cursor if sent else from_offset)
+                    ) as entries:
+                        async for batch in entries:
+                            yield batch
                     return
                 lease_until = record.lease_until
                 if record.terminal is not None:
@@ -639,8 +775,28 @@ class StreamManager:
         for observer in _telemetry.observers:
             observer.chunks_read(count, max(0, head - cursor))
 
-    async def _resets(self, stream_id: str, start: int, end: int) -> list[tuple[int, int]]:
-        """The reset entries in ``[start, end)`` as ``(void_from, offset)`` pairs."""
+    async def _compacted(
+        self, record: StreamRecord, from_offset: int
+    ) -> AsyncGenerator[list[StreamEvent], None]:
+        """`read_compacted`, counted as a subscriber by the observers."""
+        for observer in _telemetry.observers:
+            observer.subscriber_added()
+        try:
+            async with aclosing(read_compacted(self, record, from_offset)) as batches:
+                async for batch in batches:
+                    for observer in _telemetry.observers:
+                        observer.chunks_read(len(batch), 0)
+                    yield batch
+        finally:
+            for observer in _telemetry.observers:
+                observer.subscriber_removed()
+
+    async def _resets(
+        self, stream_id: str, start: int, end: int
+    ) -> tuple[list[tuple[int, int]], bool]:
+        """The reset entries in ``[start, end)`` as ``(void_from, offset)`` pairs, and
+        whether all were read (False: a read came back short or met a compacted
+        entry; the caller looks at the record, else takes what was found)."""
         found: list[tuple[int, int]] = []
         offset = start
         while offset < end:
@@ -648,14 +804,14 @@ class StreamManager:
             chunks = await self._retrying(
                 functools.partial(self.storage.read, stream_id, offset, limit)
             )
-            if not chunks:
-                break  # the record counted further than the read: take what is there
+            if not chunks or _first_entry(chunks) is not None:
+                return found, False
             for i, raw in enumerate(chunks):
                 void_from = parse_reset(raw)
                 if void_from is not None:
                     found.append((void_from, offset + i))
             offset += len(chunks)
-        return found
+        return found, True
 
     async def _record_abandoned(self, stream_id: str, record: StreamRecord) -> bool:
         """Record the end of a stream whose writer's lease lapsed, so that every reader,
@@ -839,6 +995,24 @@ class StreamManager:
                 continue
             if removed:
                 logger.info("purged %d expired streams", removed)
+
+
+def _unchanged(
+    record: StreamRecord, reason: str, stored: int | None, size: int | None
+) -> CompactionReport:
+    """The report of a compaction that changed nothing (``None``: not measured)."""
+    return CompactionReport(
+        record.stream_id, False, record.length, stored, stored, size, size, reason
+    )
+
+
+def _first_entry(chunks: list[bytes]) -> int | None:
+    """The index of the first compacted entry among ``chunks`` read as chunks: the
+    stream was compacted under the reader."""
+    for i, raw in enumerate(chunks):
+        if raw[:2] == b"#c":
+            return i
+    return None
 
 
 def _durable_events(

@@ -90,6 +90,22 @@ class InMemoryStreamStorage(StreamStorage):
         await self.finish(stream_id, len(entry.chunks), terminal, now=now, expires_at=expires_at)
         return True
 
+    async def compact(self, stream_id: str, length: int, entries: Sequence[bytes]) -> bool:
+        entry = self._entries.get(stream_id)
+        if entry is None:
+            return False
+        record = entry.record
+        if record.status == "open" or record.length != length or record.compacted is not None:
+            return False
+        if not 1 <= len(entries) <= length:
+            raise ValueError("a compacted stream holds between 1 and `length` entries")
+        size = sum(map(len, entries))
+        self._nbytes += size - entry.nbytes
+        entry.nbytes = size
+        entry.chunks = list(entries)
+        record.compacted = len(entries)
+        return True
+
     async def load(self, stream_id: str) -> StreamRecord | None:
         entry = self._entries.get(stream_id)
         return None if entry is None else replace(entry.record)

@@ -240,6 +240,26 @@ class SqliteStreamStorage(StreamStorage):
         args = (terminal.kind, terminal.kind, terminal.payload, now, expires_at, stream_id, now)
         return bool(await self._run(True, lambda conn: conn.execute(sql, args).rowcount))
 
+    async def compact(self, stream_id: str, length: int, entries: Sequence[bytes]) -> bool:
+        """One transaction: mark the record, delete its batches, write the entries as
+        one batch at offset 0 (readers see the stream before or after, never between)."""
+        if not 1 <= len(entries) <= length:
+            raise ValueError("a compacted stream holds between 1 and `length` entries")
+        data = b"\n".join(entries)
+        if data.count(b"\n") != len(entries) - 1:
+            raise InvalidArgumentError("an entry contains a raw newline: not compact JSON")
+        mark = """UPDATE streams SET compacted = ? WHERE id = ? AND status <> 'open'
+            AND length = ? AND compacted IS NULL"""
+
+        def body(conn: sqlite3.Connection) -> bool:
+            if not conn.execute(mark, (len(entries), stream_id, length)).rowcount:
+                return False
+            conn.execute("DELETE FROM batches WHERE stream_id = ?", (stream_id,))
+            conn.execute("INSERT INTO batches VALUES (?, 0, ?, ?)", (stream_id, len(entries), data))
+            return True
+
+        return await self._run(True, lambda conn: db.transaction(conn, body))
+
     async def load(self, stream_id: str) -> StreamRecord | None:
         sql = f"SELECT {db.COLUMNS} FROM streams WHERE id = ?"
         row = await self._run(False, lambda conn: conn.execute(sql, (stream_id,)).fetchone())

@@ -314,6 +314,7 @@ class StreamWriter:
                 self.stream_id, self.flow, owner_tag(self.owner), _describe(terminal),
                 self._length,
             )  # fmt: skip
+            manager._ended(self.stream_id)
         finally:
             manager._finished(self.stream_id)
             for observer in _telemetry.observers:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import anyio
@@ -34,45 +34,11 @@ from stream_gateway.streams import (
     Terminal,
 )
 from stream_gateway.streams.manager import DURABLE
-from tests.backends import BACKENDS, BackendHarness, selected_backends
+from tests.backends import BackendHarness
 from tests.faults import FlakyStorage
+from tests.streams.support import MakeManager, chunks_of, collect
 
 pytestmark = pytest.mark.anyio
-
-MakeManager = Callable[..., AbstractAsyncContextManager[StreamManager]]
-
-
-@pytest.fixture(params=selected_backends())
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[BackendHarness]:
-    async with BACKENDS[request.param]() as harness:  # type: ignore[attr-defined]
-        yield harness
-
-
-@pytest.fixture
-def make_manager(backend: BackendHarness) -> MakeManager:
-    @asynccontextmanager
-    async def make(**options: Any) -> AsyncIterator[StreamManager]:
-        async with StreamManager(backend.new_storage(), **options) as manager:
-            yield manager
-
-    return make
-
-
-@pytest.fixture
-async def manager(make_manager: MakeManager) -> AsyncIterator[StreamManager]:
-    async with make_manager(flush_interval=0.01) as m:
-        yield m
-
-
-async def collect(
-    manager: StreamManager, stream_id: str, from_offset: int = 0
-) -> list[StreamEvent]:
-    with anyio.fail_after(20):
-        return [e async for e in manager.subscribe(stream_id, from_offset)]
-
-
-def chunks_of(events: list[StreamEvent]) -> list[tuple[int, Any]]:
-    return [(e.offset, e.data) for e in events if isinstance(e, ChunkEvent)]
 
 
 async def test_replay_after_done(manager: StreamManager) -> None:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 import anyio
 import pytest
 
+from stream_gateway import FailedPreconditionError
 from stream_gateway.streams import (
     ChunkEvent,
     InMemoryStreamStorage,
@@ -92,3 +93,25 @@ async def test_commits_racing_slow_reads_are_not_mistaken_for_lost_data() -> Non
                 await writer.done("end")
     assert [e.offset for e in received if isinstance(e, ChunkEvent)] == list(range(300))
     assert received[-1] == ResultEvent(b'"end"')
+
+
+async def test_compaction_by_policy_logs_failures_and_never_raises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A store that cannot compact: the writer's `done` is unaffected, the failure is
+    logged, and asking for compaction directly says what is missing."""
+    storage = RemoteLike(InMemoryStreamStorage(), 0.0)
+    async with StreamManager(storage, compact_finished=True) as manager:
+        writer = await manager.open()
+        for token in ("a", "b", "c"):
+            await writer.write(token)
+        await writer.done("abc")
+        with anyio.fail_after(10):
+            while "compaction after its end failed" not in caplog.text:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        assert "cannot compact streams" in caplog.text
+        events = [e async for e in manager.subscribe(writer.stream_id)]
+        assert [e.offset for e in events if isinstance(e, ChunkEvent)] == [0, 1, 2]
+        assert events[-1] == ResultEvent(b'"abc"')
+        with pytest.raises(FailedPreconditionError, match="cannot compact"):
+            await manager.compact(writer.stream_id)

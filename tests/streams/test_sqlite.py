@@ -34,6 +34,7 @@ from stream_gateway.streams import (
     StreamRecord,
     Terminal,
 )
+from stream_gateway.streams import _sqlite_db as db_schema
 from stream_gateway.streams._sqlite_db import SCHEMA_VERSION
 
 pytestmark = pytest.mark.anyio
@@ -236,6 +237,44 @@ async def test_schema_creation_is_idempotent(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
         assert {"streams", "batches", "streams_by_expiry"} <= tables
+
+
+async def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
+    """Files made before compaction (schema v1, no ``compacted`` column) keep their
+    streams, gain the column when opened, and their streams can then be compacted."""
+    path = tmp_path / "v1.db"
+    v1 = db_schema._SCHEMA[0].replace(", compacted INTEGER)", ")")
+    assert "compacted" not in v1
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(v1)
+        conn.execute(
+            "CREATE TABLE batches (stream_id TEXT NOT NULL, first_offset INTEGER NOT NULL,"
+            " count INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (stream_id, first_offset))"
+        )
+        conn.execute(
+            "INSERT INTO streams (id, flow, status, length, created_at, updated_at, expires_at,"
+            " terminal_kind, terminal_payload) VALUES ('old-stream-0000001', 'f', 'done', 3,"
+            " 1000, 1000, 1e12, 'done', ?)",
+            (b'"r"',),
+        )
+        conn.execute(
+            "INSERT INTO batches VALUES ('old-stream-0000001', 0, 3, ?)", (b'"a"\n"b"\n"c"',)
+        )
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+    async with SqliteStreamManager(path) as manager:
+        record = await manager.info("old-stream-0000001")
+        assert (record.length, record.compacted) == (3, None)
+        assert (await manager.compact("old-stream-0000001")).entries_after == 1
+        events = [e async for e in manager.subscribe("old-stream-0000001")]
+        assert events == [ChunkEvent(0, b'"abc"', 3), ResultEvent(b'"r"')]
+    async with started(path) as again:  # opening it again changes nothing
+        reopened = await again.load("old-stream-0000001")
+        assert reopened is not None and reopened.compacted == 1
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (2,)
+        (rows,) = conn.execute("SELECT count(*) FROM batches").fetchone()
+        assert rows == 1
 
 
 async def test_read_cost_does_not_grow_with_stream_length(tmp_path: Path) -> None:
