@@ -39,6 +39,18 @@ class _ServerBusy(Exception):
     """A 502/503/504 while reconnecting: the server is restarting or overloaded."""
 
 
+class _Compacted(Exception):
+    """A 410 to a resume: the stream was compacted; replay it from offset 0."""
+
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+#: Replays from 0 after a 410 in a row before giving up (a stream is compacted once).
+_MAX_REPLAYS = 3
+
+
 _RESUMABLE = (httpx.TransportError, httpx.StreamError, _ServerBusy)
 # Flows may be silent for minutes and the Genkit protocol has no pings: no read timeout.
 _STREAM_TIMEOUT = httpx.Timeout(10.0, read=None)
@@ -84,7 +96,10 @@ class FlowStream:
     Iterate it for chunks (each exactly once, in order); `result` returns the output
     (or raises the flow's error as a `GatewayError`). A streaming durable flow may
     also yield a `Reset`: drop the last ``dropped`` chunks (a step attempt that failed
-    or was lost streamed them); the chunks after it replace them. After a dropped connection it
+    or was lost streamed them); the chunks after it replace them. Any stream yields
+    ``Reset(0, n)`` when it was compacted before a resume could continue it (the
+    server answered 410): drop everything shown; the whole stream comes again, its
+    text deltas joined into fewer chunks. After a dropped connection it
     reconnects with the stream id and the next offset it needs. ``stream_id`` is
     known once the first response has arrived.
 
@@ -164,6 +179,7 @@ class FlowStream:
 
     async def _follow(self) -> AsyncGenerator[Any, None]:
         failures = 0
+        replays = 0
         while self._outcome is None:
             try:
                 async for chunk in self._one_response():
@@ -171,6 +187,17 @@ class FlowStream:
                     yield chunk
                 if self._outcome is None:
                     raise httpx.RemoteProtocolError("stream ended without a terminal frame")
+            except _Compacted as exc:
+                # Compacted since: what was shown goes, and the whole stream comes again.
+                replays += 1
+                if replays > _MAX_REPLAYS:
+                    raise exc.error from None
+                logger.info("stream %s was compacted; replaying it from 0", self.stream_id)
+                dropped = len(self._shown)
+                self._shown.clear()
+                self.offset = 0
+                if dropped:
+                    yield Reset(0, dropped)
             except _RESUMABLE as exc:
                 failures += 1
                 if self.stream_id is None and self._answered:
@@ -217,6 +244,8 @@ class FlowStream:
             if response.status_code in (502, 503, 504):
                 raise _ServerBusy(f"HTTP {response.status_code}")
             self._answered = True
+            if response.status_code == 410 and self.stream_id is not None:
+                raise _Compacted(_error_of(response.status_code, await response.aread()))
             if response.status_code != 200:
                 _raise_for_error(response.status_code, await response.aread())
             self.stream_id = self.stream_id or response.headers.get("x-genkit-stream-id")
@@ -274,18 +303,23 @@ def _parse_frame(frame: bytes) -> tuple[str, Any, int | None]:
 
 
 def _raise_for_error(status_code: int, content: bytes) -> None:
-    if status_code < 400:
-        return
+    if status_code >= 400:
+        raise _error_of(status_code, content)
+
+
+def _error_of(status_code: int, content: bytes) -> GatewayError:
+    """The error an HTTP error response carries (``{"error": {...}}``), else one made
+    from its status."""
     try:
         error = loads(content)["error"]
-    except (GatewayError, KeyError, TypeError):
-        raise error_from_status(
+        return error_from_status(
+            str(error.get("status")), str(error.get("message")), error.get("details")
+        )
+    except (GatewayError, KeyError, TypeError, AttributeError):
+        return error_from_status(
             "UNAVAILABLE" if status_code >= 500 else "INTERNAL",
             f"HTTP {status_code}: {content[:200]!r}",
-        ) from None
-    raise error_from_status(
-        str(error.get("status")), str(error.get("message")), error.get("details")
-    )
+        )
 
 
 def stream_flow(

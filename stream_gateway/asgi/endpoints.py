@@ -20,6 +20,7 @@ from .._errors import (
     CancelledError,
     GatewayError,
     InvalidArgumentError,
+    StreamCompactedError,
     StreamExistsError,
     StreamNotFoundError,
     UnavailableError,
@@ -29,7 +30,7 @@ from .._limits import check_chunk
 from .._logs import owner_tag
 from ..flow import ContextProvider, Flow, FlowContext, RequestContext
 from ..streams.base import ErrorEvent, StreamRecord
-from ..streams.manager import StreamManager, check_offset
+from ..streams.manager import StreamManager
 from ._http import (
     ClientGone,
     FrameResponse,
@@ -187,7 +188,8 @@ class FlowEndpoints:
         except StreamNotFoundError:
             return Response(status_code=204)  # what Genkit's client reads as NOT_FOUND
         offset = record.length if wanted is None else wanted
-        check_offset(record, offset)
+        assert self.settings.stream_manager is not None
+        await self.settings.stream_manager.check_resume(record, offset)  # 410 if compacted away
         logger.info(
             "stream %s (flow %r, owner %s): resumed at offset %d",
             stream_id, self.flow.name, owner_tag(record.owner), offset,
@@ -443,7 +445,8 @@ class FlowEndpoints:
             wanted = _offset_or_now(request.query_params.get("offset", "0"), "offset")
         record = await self._owned_record(stream_id, context)
         offset = record.length if wanted is None else wanted
-        check_offset(record, offset)
+        assert self.settings.stream_manager is not None
+        await self.settings.stream_manager.check_resume(record, offset)  # 410 if compacted away
         if offset:
             logger.info(
                 "stream %s (flow %r, owner %s): resumed at offset %d (SSE)",
@@ -538,6 +541,16 @@ class FlowEndpoints:
                         events = events[-1:]
                     await write(encode(events))
                     writing = False
+        except StreamCompactedError as exc:
+            if writing:
+                raise
+            logger.info("stream %s: compacted while replayed (%s)", stream_id, exc.message)
+            if encode is genkit_frames:
+                # Genkit's own client cannot resume from an offset: tell it plainly.
+                await write(encode([ErrorEvent(exc.status, exc.message, exc.details)]))
+                return
+            # Our clients resume from their offset, get 410 and replay from 0.
+            raise ResponseCut from exc
         except UnavailableError as exc:
             if writing:
                 raise

@@ -25,6 +25,12 @@ A reader drops what it showed from that offset on; later chunks continue after t
 reset's own ``id``. The Genkit protocol cannot say this: its frames leave resets out
 (a reconnect replays only the live view, so only a reader connected while a
 retraction happened can have seen retracted chunks).
+
+A compacted stream's chunks are entries that each stand for several offsets (see
+`stream_gateway.streams.compaction`): an entry carries the *last* offset it stands
+for as its ``id`` (and as ``offset`` in the Genkit frames for our clients), so that a
+resume after it (``Last-Event-ID`` + 1) lands on the next entry's start. A resume
+inside an entry is answered ``410 Gone``: the client replays from offset 0.
 """
 
 from __future__ import annotations
@@ -70,7 +76,8 @@ def genkit_frames_with_offsets(events: Iterable[StreamEvent]) -> bytes:
     parts: list[bytes] = []
     for event in events:
         if isinstance(event, ChunkEvent):
-            parts += (b'data: {"message":', event.raw, b',"offset":', str(event.offset).encode())
+            last = event.offset + event.span - 1
+            parts += (b'data: {"message":', event.raw, b',"offset":', str(last).encode())
             parts.append(b"}\n\n")
         elif isinstance(event, ResetEvent):
             parts += (b'data: {"reset":', str(event.void_from).encode(), b',"offset":')
@@ -85,7 +92,8 @@ def sse_frames(events: Iterable[StreamEvent]) -> bytes:
     parts: list[bytes] = []
     for event in events:
         if isinstance(event, ChunkEvent):
-            parts += (b"id: ", str(event.offset).encode(), b"\nevent: chunk\ndata: ", event.raw)
+            last = event.offset + event.span - 1
+            parts += (b"id: ", str(last).encode(), b"\nevent: chunk\ndata: ", event.raw)
         elif isinstance(event, ResultEvent):
             parts += (b"event: result\ndata: ", event.raw)
         elif isinstance(event, ResetEvent):

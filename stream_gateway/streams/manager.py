@@ -60,13 +60,18 @@ from .compaction import (
 )
 from .writer import StreamWriter, error_terminal
 
-__all__ = ["DURABLE", "StreamManager"]
+__all__ = ["DURABLE", "KEEP_AS_WRITTEN", "StreamManager"]
 
 #: The key in `StreamRecord.extra` that marks the stream of a durable execution (its
 #: value is the execution id). Such a stream outlives its writers: a worker attaches
 #: one per run (`StreamManager.attach`); readers never call it abandoned; it may hold
 #: reset entries, and readers get its live view (see `StreamManager.subscribe`).
 DURABLE = "durable"
+
+#: The key in `StreamRecord.extra` of a stream that must keep its chunks as written
+#: (`compact` leaves it alone): a Durable Streams protocol stream, whose messages are
+#: not text deltas and whose offsets forks refer to.
+KEEP_AS_WRITTEN = "keepAsWritten"
 
 logger = logging.getLogger("stream_gateway.streams")
 T = TypeVar("T")
@@ -508,6 +513,8 @@ class StreamManager:
             )
         if record.compacted is not None:
             return _unchanged(record, "already compacted", record.compacted, None)
+        if record.extra.get(KEEP_AS_WRITTEN):
+            return _unchanged(record, "its writer keeps it as written", None, None)
         stored: list[bytes] = []
         while len(stored) < record.length:
             limit = min(self.read_batch, record.length - len(stored))

@@ -259,3 +259,41 @@ async def _put(app: DurableStreamsApp, request: httpx.Request) -> None:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
         await http.send(request)
+
+
+async def test_a_compacted_flows_stream_reads_whole_and_refuses_inside_offsets(
+    base: str, manager: StreamManager
+) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        stream_id = await run_flow(http, base, "text", "abcdef")
+        assert (await manager.compact(stream_id)).entries_after == 1
+        url = f"{base}/ds/{stream_id}"
+        whole = await http.get(url, params={"offset": "-1"}, headers=ALICE)
+        assert whole.json() == [{"message": "abcdef"}, {"result": "abcdef"}]
+        assert whole.headers["stream-next-offset"] == format_offset(7)
+        assert whole.headers["stream-closed"] == "true"
+        end = await http.get(url, params={"offset": format_offset(6)}, headers=ALICE)
+        assert end.json() == [{"result": "abcdef"}]
+        for live in (None, "long-poll", "sse"):
+            params = {"offset": format_offset(3), **({"live": live} if live else {})}
+            inside = await http.get(url, params=params, headers=ALICE)
+            assert inside.status_code == 410
+            assert "replay from offset 0" in inside.text
+        sse = await http.get(url, params={"offset": "-1", "live": "sse"}, headers=ALICE)
+        assert '[{"message":"abcdef"},{"result":"abcdef"}]' in sse.text
+
+
+async def test_protocol_streams_are_never_compacted(base: str, manager: StreamManager) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        created = await http.put(
+            f"{base}/ds/notes",
+            content=b'["a","b","c"]',
+            headers={**ALICE, "content-type": "application/json", "stream-closed": "true"},
+        )
+        assert created.status_code == 201
+        page = await manager.list_streams()
+        [record] = [r for r in page.records if r.flow != "text"]
+        report = await manager.compact(record.stream_id)
+        assert (report.compacted, report.reason) == (False, "its writer keeps it as written")
+        read = await http.get(f"{base}/ds/notes", params={"offset": "-1"}, headers=ALICE)
+        assert read.json() == ["a", "b", "c"]

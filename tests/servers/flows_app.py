@@ -272,9 +272,15 @@ def build_app(
         GATES.setdefault(request.path_params["name"], anyio.Event()).set()
         return JSONResponse({"opened": request.path_params["name"]})
 
+    async def compact(request: Request) -> JSONResponse:
+        assert manager is not None
+        report = await manager.compact(request.path_params["stream_id"])
+        return JSONResponse(report.to_json())
+
     app = Starlette(
         routes=[
             Mount("/flows", app=gateway),
+            Route("/_test/compact/{stream_id}", compact, methods=["POST"]),
             Route("/_test/drops", set_drops, methods=["POST"]),
             Route("/_test/drops", get_drops, methods=["GET"]),
             Route("/_test/gates/{name}", open_gate, methods=["POST"]),

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from ..._errors import GatewayError, InvalidArgumentError, UnavailableError
+from ..._errors import GatewayError, InvalidArgumentError, StreamCompactedError, UnavailableError
 from ..._ids import owner_key
 from ..._json import dumps
 from ...asgi._http import (
@@ -216,6 +216,13 @@ class UIMessageStreamApp:
     async def _relay(self, stream_id: str, emit: Any) -> None:
         encoder = UIMessageEncoder(stream_id)
         await emit(encoder.start())
+        try:
+            await self._relay_events(stream_id, encoder, emit)
+        except StreamCompactedError:
+            # Compacted (by policy, once it ended) while this reader was replaying it.
+            await emit(encoder.error("the answer was compacted while it was sent: load it again"))
+
+    async def _relay_events(self, stream_id: str, encoder: UIMessageEncoder, emit: Any) -> None:
         async with aclosing(self.manager.subscribe_batches(stream_id, 0)) as batches:
             async for events in batches:
                 out: list[UIChunk] = []

@@ -10,6 +10,7 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..._errors import StreamCompactedError
 from ..._json import dumps
 from ...asgi._http import FrameResponse, Write
 from .reads import Page, StreamView
@@ -86,6 +87,8 @@ async def read(app: DurableStreamsApp, request: Request, path: str, owner: str |
     tail = await view.tail()
     if offset is not None and offset > tail.offset:
         raise ProtocolError(400, "offset is past the stream's tail")
+    if offset is not None and view.flow:
+        await view.check_resume(offset)  # 410 inside a compacted range
     cursor = next_cursor(request.query_params.get("cursor"))
     if live == "sse":
         return _sse(app, view, tail.offset if offset is None else offset, cursor)
@@ -149,15 +152,20 @@ def _sse(app: DurableStreamsApp, view: StreamView, offset: int, cursor: str) -> 
                 await write(_control(tail.offset, cursor, True, tail.closed))
                 if tail.closed:
                     return
-            async with aclosing(view.follow(offset)) as pages:
-                async for page in pages:
-                    frames = b""
-                    if not page.empty:
-                        frames = _data_event(page.body, text)
-                    frames += _control(page.next_offset, cursor, page.up_to_date, page.closed)
-                    await write(frames)
-                    if page.closed:
-                        return
+            try:
+                async with aclosing(view.follow(offset)) as following:
+                    async for page in following:
+                        frames = b""
+                        if not page.empty:
+                            frames = _data_event(page.body, text)
+                        frames += _control(page.next_offset, cursor, page.up_to_date, page.closed)
+                        await write(frames)
+                        if page.closed:
+                            return
+            except StreamCompactedError:
+                # Compacted while we replayed it: end here; the client comes back from
+                # its last offset and gets 410, and replays from the start.
+                return
 
     headers = {
         **SECURITY_HEADERS,

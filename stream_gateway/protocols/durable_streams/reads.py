@@ -89,10 +89,19 @@ class StreamView:
             return json_array(messages)
         return decode_bytes(chunks)
 
+    async def check_resume(self, offset: int) -> None:
+        """Raise `StreamCompactedError` (410) when ``offset`` lies inside a compacted
+        range of a flow's stream (see `StreamManager.compact`)."""
+        record = await self.manager.info(self.stream_id)
+        if record.compacted is not None and offset <= record.length:
+            await self.manager.check_resume(record, offset)
+
     async def read(self, offset: int) -> Page:
         """Catch-up: what is committed from ``offset`` on, up to ``max_read_bytes``."""
         record = await self.manager.info(self.stream_id)
         tail = self._tail(record)
+        if record.compacted is not None:
+            return await self._read_compacted(record, offset)
         chunks: list[bytes] = []
         size = 0
         position = offset
@@ -119,6 +128,33 @@ class StreamView:
             not chunks and end is None,
         )
 
+    async def _read_compacted(self, record: StreamRecord, offset: int) -> Page:
+        """Catch-up on a compacted flow stream: its entries, each standing for the
+        offsets up to the next one, then its end message."""
+        tail = self._tail(record)
+        chunks: list[bytes] = []
+        end = None
+        position = offset
+        if offset <= record.length:
+            size = 0
+            async with aclosing(self.manager.subscribe_batches(self.stream_id, offset)) as batches:
+                async for events in batches:
+                    for event in events:
+                        if isinstance(event, ChunkEvent):
+                            if size >= self.max_read_bytes:
+                                break
+                            chunks.append(event.raw)
+                            size += len(event.raw)
+                            position = event.offset + event.span
+                        elif not isinstance(event, ResetEvent):
+                            end = _end_event(event)
+                            position = record.length + 1
+                    else:
+                        continue
+                    break
+        up_to_date = position >= tail.offset
+        return Page(self._body(chunks, end), offset, position, up_to_date, up_to_date, not chunks)
+
     async def follow(self, offset: int) -> AsyncGenerator[Page, None]:
         """Pages from ``offset`` on as they are committed; the last one is closed.
 
@@ -132,9 +168,12 @@ class StreamView:
         position = offset
         async with aclosing(self.manager.subscribe_batches(self.stream_id, offset)) as batches:
             async for events in batches:
-                chunks = [e.raw for e in events if isinstance(e, ChunkEvent)]
+                chunk_events = [e for e in events if isinstance(e, ChunkEvent)]
+                chunks = [e.raw for e in chunk_events]
                 last = events[-1]
                 start, position = position, position + len(chunks)
+                if any(e.span != 1 for e in chunk_events):  # a compacted stream's entries
+                    position = chunk_events[-1].offset + chunk_events[-1].span
                 if isinstance(last, ChunkEvent):
                     # A batch shorter than a full read is everything committed when it
                     # was read: up to date then, without asking the storage again.

@@ -9,6 +9,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ..._errors import GatewayError
+from ...streams.manager import KEEP_AS_WRITTEN
 from .catalog import DsStream, Producer, Settings
 from .forks import (
     FORK_SUB_OFFSET,
@@ -135,7 +136,8 @@ async def create(
         if app.catalog.peek(path) is not None or await app.flow_view(path, owner) is not None:
             raise ProtocolError(409, "this path is taken")
         chunks = _chunks(settings.content_type, body, creating=True)
-        writer = await app.manager.open(flow=DS_FLOW, owner=owner)
+        # Never compacted: messages are not text deltas, and forks refer to offsets.
+        writer = await app.manager.open(flow=DS_FLOW, owner=owner, extra={KEEP_AS_WRITTEN: True})
         now = app.manager.clock()
         stream = DsStream(path, writer, settings, owner, now, source=source)
         try:
