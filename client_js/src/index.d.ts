@@ -74,7 +74,9 @@ export interface RetryEvent {
 /**
  * Passed to `onReset` when a streaming durable flow retracts what a failed or lost
  * step attempt streamed: drop the last `dropped` chunks you received (those from
- * stream offset `offset` on); the chunks that follow replace them.
+ * stream offset `offset` on); the chunks that follow replace them. Also sent with
+ * `offset: 0` when a resume found the stream compacted (HTTP 410): drop everything;
+ * the whole stream follows again, its text deltas joined into fewer chunks.
  */
 export interface ResetEvent {
   offset: number;
@@ -119,7 +121,8 @@ interface CommonStreamOptions {
   retry?: RetryOptions | false;
   /** Called before each reconnect (for a "reconnecting..." indicator). */
   onRetry?: (event: RetryEvent) => void;
-  /** Called when a streaming durable flow retracts chunks (see `ResetEvent`). */
+  /** Called when a streaming durable flow retracts chunks, or a compacted stream is
+   * replayed from 0 (see `ResetEvent`). */
   onReset?: (event: ResetEvent) => void;
   /** Default: the global `fetch`. */
   fetch?: FetchLike;

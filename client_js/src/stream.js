@@ -6,7 +6,10 @@
  * offset N has offset N + k. After a network error, or a body that ends without a
  * terminal frame, it waits (backoff with jitter) and sends the Genkit reconnect POST
  * with `x-genkit-stream-id` and `x-genkit-stream-offset: <next offset>`; the partial
- * frame it was in the middle of is dropped and comes again whole.
+ * frame it was in the middle of is dropped and comes again whole. A resume answered
+ * 410 Gone (the stream was compacted: its chunks were joined into fewer entries)
+ * drops what was shown, as a reset from offset 0 would (`onReset`), and replays
+ * the stream from offset 0.
  */
 
 import { backoffDelay, retryPolicy, sleep } from './backoff.js';
@@ -91,6 +94,16 @@ class Lost {
     this.cause = cause;
   }
 }
+
+/** A resume answered 410 Gone: the stream was compacted; replay it from offset 0. */
+class Compacted {
+  constructor(cause) {
+    this.cause = cause;
+  }
+}
+
+/** Replays from 0 after a 410 in a row before giving up (a stream is compacted once). */
+const MAX_REPLAYS = 3;
 
 class StreamSession {
   #url;
@@ -221,6 +234,7 @@ class StreamSession {
 
   async #run() {
     let attempt = 0;
+    let replays = 0;
     for (;;) {
       let progressed = false;
       let lost;
@@ -230,6 +244,12 @@ class StreamSession {
         });
       } catch (error) {
         if (this.#stop.signal.aborted) throw this.#stop.signal.reason;
+        if (error instanceof Compacted) {
+          replays += 1;
+          if (replays > MAX_REPLAYS) throw error.cause;
+          this.#replayFromStart();
+          continue;
+        }
         if (!(error instanceof Lost)) throw error;
         lost = error;
       }
@@ -294,6 +314,7 @@ class StreamSession {
     }
     if (response.status !== 200) {
       const error = await errorFromResponse(response);
+      if (this.#resume && response.status === 410) throw new Compacted(error);
       if (this.#resume && RETRYABLE_HTTP.has(response.status)) throw new Lost(error);
       if (this.#resume && error.status === 'NOT_FOUND') this.#ended = true;
       throw error;
@@ -370,6 +391,24 @@ class StreamSession {
     if (this.#onReset !== undefined) {
       try {
         this.#onReset({ offset: from, dropped });
+      } catch {
+        // A broken callback must not break the stream.
+      }
+    }
+  }
+
+  /**
+   * The stream was compacted since this client read it: drop every chunk it got (as
+   * a reset from offset 0 would) and read it again from the start.
+   */
+  #replayFromStart() {
+    const dropped = this.#channel.retract(0);
+    this.#next = 0;
+    this.#taken = 0;
+    this.#persist();
+    if (this.#onReset !== undefined) {
+      try {
+        this.#onReset({ offset: 0, dropped });
       } catch {
         // A broken callback must not break the stream.
       }

@@ -12,6 +12,7 @@ import click
 
 from .._errors import GatewayError
 from ..streams.base import ChunkEvent, ErrorEvent, ResetEvent, StreamRecord
+from ..streams.compaction import CompactionReport
 from ._output import EXIT_FAILED, EXIT_USAGE, emit_json, fail, run, table, when
 from ._stores import engine_for, manager_for, record_json
 
@@ -263,6 +264,42 @@ def streams_purge(store: str | None, as_json: bool, timeout: float) -> None:
         emit_json({"purged": removed})
     else:
         click.echo(f"purged {removed} expired stream{'s' if removed != 1 else ''}")
+
+
+@streams.command("compact")
+@store_options
+@click.argument("stream_id")
+def streams_compact(store: str | None, as_json: bool, timeout: float, stream_id: str) -> None:
+    """Coalesce a finished stream's chunks (text deltas joined) into far fewer stored
+    entries. A full replay stays the same; a resume inside a joined range is then
+    refused (410) and clients replay from 0. A stream already compacted, or one it
+    would not shrink, is left as it is (exit code 0, the reason printed)."""
+
+    async def body() -> CompactionReport:
+        async with manager_for(store, patience=timeout) as manager:
+            return await manager.compact(stream_id)
+
+    report = run(body, as_json=as_json)
+    if as_json:
+        emit_json(
+            {
+                "id": report.stream_id,
+                "compacted": report.compacted,
+                "length": report.length,
+                "chunks_before": report.chunks_before,
+                "entries_after": report.entries_after,
+                "bytes_before": report.bytes_before,
+                "bytes_after": report.bytes_after,
+                "reason": report.reason,
+            }
+        )
+    elif report.compacted:
+        click.echo(
+            f"compacted: {report.chunks_before} chunks ({report.bytes_before} bytes) ->"
+            f" {report.entries_after} entries ({report.bytes_after} bytes)"
+        )
+    else:
+        click.echo(f"left as it is: {report.reason}")
 
 
 # -- durable executions -------------------------------------------------------------------

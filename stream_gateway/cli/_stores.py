@@ -116,6 +116,7 @@ def record_json(record: StreamRecord, *, abandoned: bool = False) -> dict[str, A
         "cancel_requested": record.cancel_requested,
         "stop_requested": record.stop_requested,
         "abandoned": abandoned,
+        "compacted": record.compacted,
     }
     terminal = record.terminal
     if terminal is not None:

@@ -3,6 +3,7 @@ reach (all but memory), with ``--json`` output parsed."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import anyio
@@ -133,3 +134,48 @@ async def test_streams_commands(backend: BackendHarness) -> None:
     assert purged["purged"] >= 1
     gone = await ainvoke("streams", "info", "--store", url, "--json", "--", short.stream_id)
     assert gone.code == 3
+
+
+async def test_streams_compact(backend: BackendHarness) -> None:
+    url = store_url(backend)
+    ainvoke = runner_for(backend)
+    async with StreamManager(backend.new_storage(), flush_interval=0.01) as manager:
+        answer = await manager.open(flow="chat")
+        for token in ("Hel", "lo", " wor", "ld"):
+            await answer.write(token)
+        await answer.done({"text": "Hello world"})
+        live = await manager.open(flow="chat")
+        await live.write("x")
+        await live.flush()
+
+        compacted = await ainvoke(
+            "streams", "compact", "--store", url, "--json", "--", answer.stream_id
+        )
+        assert compacted.code == 0
+        report = compacted.json()
+        assert (report["id"], report["compacted"], report["reason"]) == (
+            answer.stream_id,
+            True,
+            None,
+        )
+        assert (report["length"], report["chunks_before"], report["entries_after"]) == (4, 4, 1)
+        assert report["bytes_after"] < report["bytes_before"]
+        info = await ainvoke("streams", "info", "--store", url, "--json", "--", answer.stream_id)
+        assert (info.json()["compacted"], info.json()["length"]) == (1, 4)
+        tail = await ainvoke("streams", "tail", "--store", url, "--json", "--", answer.stream_id)
+        assert tail.lines() == [
+            {"offset": 0, "chunk": "Hello world"},
+            {"result": {"text": "Hello world"}},
+        ]
+
+        again = await ainvoke("streams", "compact", "--store", url, "--", answer.stream_id)
+        assert (again.code, again.stdout.strip()) == (0, "left as it is: already compacted")
+        still_open = await ainvoke(
+            "streams", "compact", "--store", url, "--json", "--", live.stream_id
+        )
+        assert still_open.code == 1
+        error = json.loads(still_open.stderr)["error"]
+        assert error["status"] == "FAILED_PRECONDITION" and "still open" in error["message"]
+        unknown = await ainvoke("streams", "compact", "--store", url, "--json", "--", "0" * 22)
+        assert unknown.code == 3
+        await live.done(None)
