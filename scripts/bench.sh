@@ -14,6 +14,8 @@ echo "== SQLite writes"
 $PY bench/bench_sqlite_writes.py
 echo "== SQLite synchronous: FULL (default) against NORMAL"
 $PY bench/bench_sqlite_sync.py
+echo "== compaction of a 5,000-token answer on SQLite: stored rows/bytes, replay time"
+$PY bench/bench_compaction.py
 for plugin in managers/firestore/bench/bench_firestore.py managers/firestore/bench/bench_firestore_durable.py managers/rtdb/bench/bench_rtdb.py managers/redis/bench/bench_redis.py bench/bench_rtdb.py \
     managers/postgres/bench/bench_postgres.py; do
   if [ -f "$plugin" ]; then echo "== $plugin"; $PY "$plugin"; fi
