@@ -791,8 +791,10 @@ class StreamManager:
         try:
             async with aclosing(read_compacted(self, record, from_offset)) as batches:
                 async for batch in batches:
-                    for observer in _telemetry.observers:
-                        observer.chunks_read(len(batch), 0)
+                    if _telemetry.observers:
+                        count = sum(isinstance(e, ChunkEvent) for e in batch)
+                        for observer in _telemetry.observers:
+                            observer.chunks_read(count, 0)
                     yield batch
         finally:
             for observer in _telemetry.observers:

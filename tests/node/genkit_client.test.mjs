@@ -122,6 +122,16 @@ describe('Genkit client against the gateway (flows_app, memory manager)', { time
     assert.equal(got.streamId, null); // a 204 carries no x-genkit-stream-id
   });
 
+  test('reconnecting to a compacted stream: the joined text, then the same result', async () => {
+    const done = await drain(streamFlow({ url: flow('text'), input: 'hello world' }));
+    assert.deepEqual(done.chunks, [...'hello world']);
+    const compacted = await fetch(`${server.url}/_test/compact/${done.streamId}`, { method: 'POST' });
+    assert.equal((await compacted.json()).entriesAfter, 1);
+    const got = await drain(streamFlow({ url: flow('text'), streamId: done.streamId }));
+    assert.deepEqual(got.chunks, ['hello world']);
+    assert.equal(got.output, 'hello world');
+  });
+
   test('a stream id of another flow is not found either', async () => {
     const done = await drain(streamFlow({ url: flow('count'), input: { n: 2 } }));
     assert.match(done.streamId, STREAM_ID);
