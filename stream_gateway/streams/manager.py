@@ -1019,7 +1019,7 @@ def _first_entry(chunks: list[bytes]) -> int | None:
     """The index of the first compacted entry among ``chunks`` read as chunks: the
     stream was compacted under the reader."""
     for i, raw in enumerate(chunks):
-        if raw[:2] == b"#c":
+        if raw[:3] == b"#c ":
             return i
     return None
 
