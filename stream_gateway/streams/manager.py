@@ -234,6 +234,7 @@ class StreamManager:
         self.coalesce = coalesce
         self.compact_finished = compact_finished
         self.compact_delay = compact_delay
+        self._cannot_compact = False  # the storage said so: compact_finished stays quiet
         self.clock = clock
         self._tail_size = tail_size
         self._writers: dict[str, StreamWriter] = {}
@@ -536,7 +537,7 @@ class StreamManager:
                 lambda: self.storage.compact(stream_id, record.length, entries)
             )
         except NotImplementedError as exc:
-            raise FailedPreconditionError(str(exc)) from None
+            raise _CannotCompactError(str(exc)) from None
         if not done:
             latest = await self.storage.load(stream_id)
             reason = "already compacted" if latest and latest.compacted else "changed meanwhile"
@@ -571,10 +572,20 @@ class StreamManager:
         """`compact`, off the writer's path: failures are logged, never raised."""
         if self.compact_delay:
             await anyio.sleep(self.compact_delay)
+        if self._cannot_compact:
+            return  # said once (below)
         try:
             report = await self.compact(stream_id)
         except StreamNotFoundError:
             return  # expired or purged meanwhile: nothing to do
+        except _CannotCompactError as exc:
+            self._cannot_compact = True
+            logger.warning(
+                "compaction after a stream's end failed: %s; compact_finished does"
+                " nothing on this store",
+                exc.message,
+            )
+            return
         except Exception:
             logger.exception("stream %s: compaction after its end failed", stream_id)
             return
@@ -1004,6 +1015,10 @@ class StreamManager:
                 continue
             if removed:
                 logger.info("purged %d expired streams", removed)
+
+
+class _CannotCompactError(FailedPreconditionError):
+    """The storage does not implement `StreamStorage.compact`."""
 
 
 def _unchanged(

@@ -107,11 +107,40 @@ async def test_compaction_by_policy_logs_failures_and_never_raises(
             await writer.write(token)
         await writer.done("abc")
         with anyio.fail_after(10):
-            while "compaction after its end failed" not in caplog.text:  # noqa: ASYNC110
+            while "compaction after a stream's end failed" not in caplog.text:  # noqa: ASYNC110
                 await anyio.sleep(0.01)
         assert "cannot compact streams" in caplog.text
+        # Said once: the next stream that ends adds nothing to the log.
+        second = await manager.open()
+        await second.write("x")
+        await second.write("y")
+        await second.done(None)
+        await anyio.sleep(0.1)
+        assert caplog.text.count("compact_finished does nothing") == 1
         events = [e async for e in manager.subscribe(writer.stream_id)]
         assert [e.offset for e in events if isinstance(e, ChunkEvent)] == [0, 1, 2]
         assert events[-1] == ResultEvent(b'"abc"')
         with pytest.raises(FailedPreconditionError, match="cannot compact"):
             await manager.compact(writer.stream_id)
+
+
+async def test_a_compaction_failing_by_policy_is_logged_and_the_stream_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Broken(InMemoryStreamStorage):
+        async def compact(self, stream_id: str, length: int, entries: Sequence[bytes]) -> bool:
+            raise RuntimeError("disk on fire")
+
+    async with StreamManager(Broken(), compact_finished=True) as manager:
+        writer = await manager.open()
+        for token in ("a", "b"):
+            await writer.write(token)
+        await writer.done("ab")  # the writer's path is unaffected
+        with anyio.fail_after(10):
+            while "compaction after its end failed" not in caplog.text:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        assert "disk on fire" in caplog.text
+        record = await manager.info(writer.stream_id)
+        assert (record.status, record.compacted) == ("done", None)
+        events = [e async for e in manager.subscribe(writer.stream_id)]
+        assert [e.raw for e in events if isinstance(e, ChunkEvent)] == [b'"a"', b'"b"']
