@@ -544,7 +544,7 @@ async def test_subscribers_are_interrupted_when_their_manager_stops(
             # The subscriber has read the chunk before the manager stops (a loaded
             # machine may take long; the bound is against a hang only).
             with anyio.fail_after(30):
-                while not received:
+                while not received:  # noqa: ASYNC110 - the subscriber offers no event
                     await anyio.sleep(0.01)
     assert received == [ChunkEvent(0, b'"x"')]
     assert [e.message for e in errors] == ["stream manager stopped"]
