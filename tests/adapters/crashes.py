@@ -20,11 +20,11 @@ from .durable_procs import engine_on
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def spawn(directory: Path) -> Process:
+async def spawn(directory: Path, framework: str) -> Process:
     """A worker process on ``directory``, its interpreter warm, waiting for `go`."""
     with (directory / "workers.log").open("ab") as log:
         return await anyio.open_process(
-            [sys.executable, "-m", "tests.adapters.durable_procs", str(directory)],
+            [sys.executable, "-m", "tests.adapters.durable_procs", str(directory), framework],
             cwd=ROOT,
             stderr=log,
         )
@@ -62,9 +62,9 @@ def view(events: list[Any]) -> list[Any]:
 
 
 async def killed_mid_answer(
-    directory: Path, flow: str, prompt: str, held: Callable[[dict[str, Any]], bool]
+    directory: Path, framework: str, prompt: str, held: Callable[[dict[str, Any]], bool]
 ) -> tuple[Operation, list[Any]]:
-    """Run ``flow`` on ``prompt`` in a worker process, SIGKILL it once a chunk for
+    """Run ``{framework}-weather`` on ``prompt`` in a worker process, SIGKILL it once a chunk for
     which ``held`` is true was streamed (the model holds its answer there while the
     file ``hold`` exists), and let a second worker take the run over.
 
@@ -74,12 +74,13 @@ async def killed_mid_answer(
     (directory / "hold").touch()
     events: list[Any] = []
     reached = anyio.Event()
-    engine = engine_on(directory)
+    engine = engine_on(directory, framework)
     async with engine:
         assert engine.streams is not None
         streams = engine.streams
-        op = await engine.schedule(flow, {"prompt": prompt})
-        first, second = await spawn(directory), await spawn(directory)
+        op = await engine.schedule(f"{framework}-weather", {"prompt": prompt})
+        first = await spawn(directory, framework)
+        second: Process | None = None
         try:
             with anyio.fail_after(60):
                 async with anyio.create_task_group() as tg:
@@ -94,6 +95,7 @@ async def killed_mid_answer(
 
                     tg.start_soon(follow)
                     await go(first)
+                    second = await spawn(directory, framework)  # warms up meanwhile
                     await reached.wait()
                     await kill(first)  # mid-answer: the tool step completed before
                     (directory / "hold").unlink()
@@ -101,5 +103,6 @@ async def killed_mid_answer(
                     final = await engine.wait(op.name)
         finally:
             await kill(first)
-            await kill(second)
+            if second is not None:
+                await kill(second)
     return final, events

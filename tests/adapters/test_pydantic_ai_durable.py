@@ -29,7 +29,8 @@ from tests.backends import BackendHarness
 from tests.gateway.conftest import serve
 
 from .crashes import killed_mid_answer, view
-from .durable_procs import lines, pydantic_agent
+from .durable_procs import lines
+from .procs_pydantic import agent as pydantic_agent
 
 pytestmark = pytest.mark.anyio
 
@@ -103,7 +104,7 @@ async def test_a_worker_killed_mid_answer_continues_after_the_tool_call(tmp_path
     def held(chunk: dict[str, Any]) -> bool:
         return chunk.get("delta") == "The forecast: "
 
-    final, events = await killed_mid_answer(tmp_path, "pydantic-weather", prompt, held)
+    final, events = await killed_mid_answer(tmp_path, "pydantic", prompt, held)
     assert final.status == "completed", final.to_json()
     assert final.response == expected
     assert lines(tmp_path, "effects") == ["forecast Paris"]  # the tool ran once
