@@ -20,10 +20,12 @@ async def unless_stopped(
     """Await ``run()``, cancelled if ``stop`` is requested first.
 
     Returns its result and ``False``, or ``None`` and ``True`` once stopped (the run
-    was cancelled: the caller returns its partial answer). A cancellation from outside
-    goes on as usual.
+    was cancelled: the caller returns its partial answer). An error of ``run()`` is
+    raised as it is (not in an exception group); a cancellation from outside goes on
+    as usual.
     """
     result: T | None = None
+    error: Exception | None = None
     with anyio.CancelScope() as stopping:
         async with anyio.create_task_group() as watch:
 
@@ -32,6 +34,12 @@ async def unless_stopped(
                 stopping.cancel()
 
             watch.start_soon(cancel_on_stop)
-            result = await run()
-            watch.cancel_scope.cancel()
+            try:
+                result = await run()
+            except Exception as exc:
+                error = exc  # raised below, outside the task group
+            finally:
+                watch.cancel_scope.cancel()
+    if error is not None:
+        raise error
     return result, stopping.cancelled_caught

@@ -46,6 +46,7 @@ from .._errors import FailedPreconditionError
 from ..flow import ConversationPolicy, Flow, FlowContext
 from ._asyncio import in_own_task
 from ._parts import AgentPrompt, Part, TextParts, tool_error, tool_input, tool_output
+from ._stop import unless_stopped
 
 __all__ = ["AgentPrompt", "GraphParts", "graph_flow", "last_message_text", "prompt_input"]
 
@@ -185,7 +186,8 @@ def graph_flow(
 
     ``name`` defaults to the graph's (``compile(name=...)``). ``input`` makes the
     graph's input from the prompt; ``output`` makes the flow's result from the final
-    state (made JSON-able); ``config`` is passed to every run.
+    state (made JSON-able); ``config`` is passed to every run. When the stream's stop
+    is requested the run is cancelled and the result is the text streamed so far.
     """
     flow_name = name or (graph.name if graph.name != _DEFAULT_GRAPH_NAME else None)
     if not flow_name:
@@ -194,7 +196,9 @@ def graph_flow(
             " (the graph has LangGraph's default name)"
         )
 
-    async def stream(request: AgentPrompt, ctx: FlowContext[dict[str, Any]]) -> Any:
+    async def stream(
+        request: AgentPrompt, ctx: FlowContext[dict[str, Any]], answer: list[str]
+    ) -> Any:
         parts = GraphParts()
         final: Any = None
         items = graph.astream(input(request.prompt), config, stream_mode=_STREAM_MODES)
@@ -204,14 +208,20 @@ def graph_flow(
                     final = data
                     continue
                 for part in parts.parts(mode, data):
+                    if part["type"] == "text-delta":
+                        answer.append(part["delta"])
                     await ctx.send_chunk(part)
         for part in parts.end():
             await ctx.send_chunk(part)
         return to_jsonable_python(output(final), fallback=str)
 
     async def run(request: AgentPrompt, ctx: FlowContext[dict[str, Any]]) -> Any:
+        answer: list[str] = []  # the text so far, the result of a stopped run
         # LangGraph cancels its running nodes (a tool call) only under asyncio's rules.
-        return await in_own_task(stream(request, ctx))
+        result, stopped = await unless_stopped(
+            ctx.stop_requested, lambda: in_own_task(stream(request, ctx, answer))
+        )
+        return "".join(answer) if stopped else result
 
     return Flow(
         run,

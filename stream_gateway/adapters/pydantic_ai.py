@@ -231,7 +231,12 @@ class _DurableSteps(AbstractCapability[Any]):
         self.model_retry = model_retry
         self.tool_retry = tool_retry
         self.answer: list[str] = []  # the text of the responses so far
-        self.tool_calls: dict[str, int] = {}  # calls made so far, by tool
+        self._counts: dict[str, int] = {}  # steps made so far, by name
+
+    def _key(self, name: str) -> str:
+        """``name`` for its first step, then ``name#2``, ``name#3``..."""
+        count = self._counts[name] = self._counts.get(name, 0) + 1
+        return name if count == 1 else f"{name}#{count}"
 
     def get_wrapper_model(self, model: Model) -> Model | None:
         return _StepModel(model, self)
@@ -248,7 +253,7 @@ class _DurableSteps(AbstractCapability[Any]):
             dumped = ModelMessagesTypeAdapter.dump_python([response], mode="json")
             return {"response": dumped[0], "next_id": self.parts.next_id}
 
-        step = await self.ctx.run("model", body, retry=self.model_retry)
+        step = await self.ctx.run(self._key("model"), body, retry=self.model_retry)
         if step.get("stopped"):
             raise _Stopped
         self.parts.restart(step["next_id"])
@@ -282,8 +287,7 @@ class _DurableSteps(AbstractCapability[Any]):
 
         # Pydantic AI calls tools from tasks of its own: each call gets its own step name
         # (the engine refuses a repeated name from another task), in call order.
-        count = self.tool_calls[name] = self.tool_calls.get(name, 0) + 1
-        key = "tool-" + name.replace("/", "_") + ("" if count == 1 else f"#{count}")
+        key = self._key("tool-" + name.replace("/", "_"))
         outcome = await self.ctx.run(key, body, retry=self.tool_retry)
         if outcome.get("stopped") or self.ctx.stop_requested:
             raise _Stopped

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import anyio
 from anyio.abc import Process
 
-from stream_gateway.durable import Operation
+from stream_gateway.durable import DurableEngine, Lease, Operation
 from stream_gateway.streams.base import ChunkEvent, ResetEvent, ResultEvent
 
 from .durable_procs import engine_on
@@ -61,12 +62,23 @@ def view(events: list[Any]) -> list[Any]:
     return [c for _, c in shown]
 
 
+async def lapse(engine: DurableEngine, execution_id: str) -> None:
+    """End the lease of the (killed) worker that holds ``execution_id`` now, as its
+    lapse would later: workers hold long leases here, so that a slow machine never
+    takes a run from a live worker, and the test need not wait for one to lapse."""
+    record = await engine.store.get(execution_id)
+    assert record.lease_owner is not None
+    lease = Lease(execution_id, record.lease_owner, record.lease_token)
+    await engine.store.renew(record.lease_owner, [lease], time.time())
+
+
 async def killed_mid_answer(
     directory: Path, framework: str, prompt: str, held: Callable[[dict[str, Any]], bool]
 ) -> tuple[Operation, list[Any]]:
     """Run ``{framework}-weather`` on ``prompt`` in a worker process, SIGKILL it once a chunk for
     which ``held`` is true was streamed (the model holds its answer there while the
-    file ``hold`` exists), and let a second worker take the run over.
+    file ``hold`` exists), and let a second worker take the run over (the first
+    one's lease ended by `lapse`).
 
     Returns the execution once it ended, and every event a reader following the
     stream from the start got (chunks and resets).
@@ -98,6 +110,7 @@ async def killed_mid_answer(
                     second = await spawn(directory, framework)  # warms up meanwhile
                     await reached.wait()
                     await kill(first)  # mid-answer: the tool step completed before
+                    await lapse(engine, op.name)
                     (directory / "hold").unlink()
                     await go(second)
                     final = await engine.wait(op.name)

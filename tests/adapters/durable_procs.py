@@ -57,7 +57,8 @@ def engine_on(directory: Path, framework: str) -> DurableEngine:
 
 async def _work(directory: Path, framework: str) -> None:
     async with engine_on(directory, framework) as engine:
-        async with engine.worker(lease=1.0, poll_interval=0.02, grace=0.5):
+        # A long lease: only the test ends it (`tests.adapters.crashes.lapse`).
+        async with engine.worker(lease=60.0, poll_interval=0.02, grace=0.5):
             print("ready", flush=True)
             await anyio.sleep_forever()
 

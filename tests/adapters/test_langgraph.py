@@ -330,6 +330,36 @@ async def test_a_cancelled_run_stops_the_graph(harness: BackendHarness) -> None:
     assert outcome == ["cancelled"]
 
 
+async def test_a_stopped_run_ends_with_the_text_so_far(harness: BackendHarness) -> None:
+    started, finished = anyio.Event(), anyio.Event()
+
+    @tool
+    async def slow(city: str) -> str:
+        """Waits for ever."""
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            finished.set()
+        return "never"
+
+    call = {"name": "slow", "args": {"city": "Lima"}, "id": "call-s"}
+    replies: list[BaseMessage] = [AIMessage("Looking it up.", tool_calls=[call], id="s1")]
+    graph = agent_graph(ListModel(responses=replies), [slow], name="slow")
+    gateway = Gateway([graph_flow(graph)], stream_manager=StreamManager(harness.new_storage()))
+    async with serve(gateway) as url, httpx.AsyncClient(timeout=30) as http:
+        stream = stream_flow(f"{url}/slow", {"prompt": "Lima?"}, http=http)
+        async for chunk in stream:
+            if chunk["type"] == "tool-input-available":
+                break
+        with anyio.fail_after(10):
+            await started.wait()
+        assert await stream.stop()
+        assert await stream.result() == "Looking it up."  # done, with the partial answer
+        with anyio.fail_after(10):
+            await finished.wait()  # the tool call was cancelled
+
+
 def test_a_graph_with_the_default_name_needs_a_flow_name() -> None:
     builder = StateGraph(MessagesState)
     builder.add_node("noop", lambda state: {})

@@ -160,3 +160,31 @@ async def test_a_cancelled_run_stops_the_agent(harness: BackendHarness) -> None:
             [c async for c in resumed]
     assert raised.value.status == "CANCELLED"
     assert outcome == ["cancelled"]
+
+
+async def test_a_stopped_run_ends_with_the_text_so_far(harness: BackendHarness) -> None:
+    started, finished = anyio.Event(), anyio.Event()
+
+    @function_tool
+    async def slow(city: str) -> str:
+        """Waits for ever."""
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            finished.set()
+        return "never"
+
+    flow = agent_flow(weather_agent(slow, name="slow"), run_config=OFFLINE)
+    gateway = Gateway([flow], stream_manager=StreamManager(harness.new_storage()))
+    async with serve(gateway) as url, httpx.AsyncClient(timeout=30) as http:
+        stream = stream_flow(f"{url}/slow", {"prompt": "Lima"}, http=http)
+        async for chunk in stream:
+            if chunk["type"] == "tool-input-available":
+                break
+        with anyio.fail_after(10):
+            await started.wait()
+        assert await stream.stop()
+        assert await stream.result() == ""  # done: the model wrote no text before the tool
+        with anyio.fail_after(10):
+            await finished.wait()  # the tool call was cancelled

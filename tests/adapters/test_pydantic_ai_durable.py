@@ -90,7 +90,7 @@ async def test_a_durable_run_streams_what_the_plain_flow_streams() -> None:
     assert [(e.path, e.status) for e in detail.steps] == [
         ("model", "completed"),
         ("tool-forecast", "completed"),
-        ("model-1", "completed"),
+        ("model#2", "completed"),
     ]
 
 
@@ -214,7 +214,7 @@ async def test_a_stopped_plain_run_ends_with_the_text_so_far(harness: BackendHar
 @pytest.mark.parametrize(
     ("hold_in", "steps", "tool_runs"),
     [
-        ("tool", ["model", "tool-lookup", "model-1"], 1),  # the next request sees the stop
+        ("tool", ["model", "tool-lookup", "model#2"], 1),  # the next request sees the stop
         ("model", ["model", "tool-lookup"], 0),  # the tool call sees it: no tool runs
     ],
 )
