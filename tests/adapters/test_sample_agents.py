@@ -42,7 +42,9 @@ async def test_the_sample_serves_the_durable_variant(tmp_path: Path) -> None:
         chunks = [chunk async for chunk in stream]
         assert await stream.result() == expected
         execution = (await http.get(f"{url}/durable/ops/{stream.stream_id}")).json()
+        detail = (await http.get(f"{url}/durable/ops/{stream.stream_id}/detail")).json()
     assert execution["done"] is True
+    assert [step["path"] for step in detail["steps"]] == ["model", "tool-forecast", "model#2"]
     assert [c["toolName"] for c in chunks if c["type"] == "tool-input-available"] == ["forecast"]
 
 
