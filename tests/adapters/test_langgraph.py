@@ -35,11 +35,13 @@ from typing_extensions import TypedDict
 
 from stream_gateway import Gateway, GatewayError
 from stream_gateway.adapters.langgraph import graph_flow
-from stream_gateway.client import Reconnect, stream_flow
+from stream_gateway.client import stream_flow
 from stream_gateway.streams import StreamManager
 from tests.backends import BackendHarness
 from tests.gateway.conftest import serve
 from tests.servers.flows_app import DropConnections
+
+from .resume import read_dropped_and_resumed
 
 pytestmark = pytest.mark.anyio
 
@@ -131,10 +133,6 @@ def agent_graph(
     return builder.compile(name=name)
 
 
-def texts(chunks: list[dict[str, Any]]) -> str:
-    return "".join(c["delta"] for c in chunks if c["type"] == "text-delta")
-
-
 async def run_served(harness: BackendHarness, graph: Graph, prompt: str) -> tuple[list[Any], Any]:
     gateway = Gateway([graph_flow(graph)], stream_manager=StreamManager(harness.new_storage()))
     async with serve(gateway) as url, httpx.AsyncClient(timeout=30) as http:
@@ -161,26 +159,7 @@ async def test_a_run_with_a_tool_call_is_streamed_dropped_and_resumed(
     )
     expected = state["messages"][-1].text
     assert expected == "The forecast: sunny in Paris."
-    async with httpx.AsyncClient(timeout=30) as http:
-        first = stream_flow(url, {"prompt": "Weather in Paris?"}, http=http)
-        head = []
-        async for chunk in first:
-            head.append(chunk)
-            if len(head) == 3:
-                break
-        await first.aclose()
-        rest = stream_flow(url, http=http, stream_id=first.stream_id, offset=3)
-        tail = [chunk async for chunk in rest]
-        assert await rest.result() == expected
-        dropping.configure(5, seed=3, max_bytes=300)
-        again = stream_flow(
-            url, http=http, stream_id=first.stream_id, reconnect=Reconnect(base=0.001)
-        )
-        replayed = [chunk async for chunk in again]
-        assert await again.result() == expected
-    assert dropping.left < 5  # it was cut off, and resumed
-    chunks = head + tail
-    assert replayed == chunks
+    chunks = await read_dropped_and_resumed(url, dropping, "Weather in Paris?", expected)
     assert chunks == [
         {"type": "text-start", "id": "text-0"},
         {"type": "text-delta", "id": "text-0", "delta": "Let "},

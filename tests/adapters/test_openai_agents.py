@@ -14,13 +14,14 @@ from agents import Agent, FunctionTool, Runner, function_tool
 
 from stream_gateway import Gateway, GatewayError
 from stream_gateway.adapters.openai_agents import agent_flow
-from stream_gateway.client import Reconnect, stream_flow
+from stream_gateway.client import stream_flow
 from stream_gateway.streams import StreamManager
 from tests.backends import BackendHarness
 from tests.gateway.conftest import serve
 from tests.servers.flows_app import DropConnections
 
 from .openai_model import OFFLINE, WeatherModel
+from .resume import read_dropped_and_resumed, texts
 
 pytestmark = pytest.mark.anyio
 
@@ -33,10 +34,6 @@ def forecast(city: str) -> str:
 
 def weather_agent(*tools: FunctionTool, name: str = "weather") -> Agent[Any]:
     return Agent(name=name, model=WeatherModel(), tools=list(tools) or [forecast])
-
-
-def texts(chunks: list[dict[str, Any]]) -> str:
-    return "".join(c["delta"] for c in chunks if c["type"] == "text-delta")
 
 
 @pytest.fixture
@@ -56,26 +53,7 @@ async def test_a_run_with_a_tool_call_is_streamed_dropped_and_resumed(
         await Runner.run(weather_agent(), "Weather in Paris?", run_config=OFFLINE)
     ).final_output
     assert expected == "The forecast: sunny in Paris."
-    async with httpx.AsyncClient(timeout=30) as http:
-        first = stream_flow(url, {"prompt": "Weather in Paris?"}, http=http)
-        head = []
-        async for chunk in first:
-            head.append(chunk)
-            if len(head) == 3:
-                break
-        await first.aclose()
-        rest = stream_flow(url, http=http, stream_id=first.stream_id, offset=3)
-        tail = [chunk async for chunk in rest]
-        assert await rest.result() == expected
-        dropping.configure(5, seed=3, max_bytes=300)
-        again = stream_flow(
-            url, http=http, stream_id=first.stream_id, reconnect=Reconnect(base=0.001)
-        )
-        replayed = [chunk async for chunk in again]
-        assert await again.result() == expected
-    assert dropping.left < 5  # it was cut off, and resumed
-    chunks = head + tail
-    assert replayed == chunks
+    chunks = await read_dropped_and_resumed(url, dropping, "Weather in Paris?", expected)
     assert chunks == [
         {"type": "reasoning-start", "id": "reasoning-0"},
         {"type": "reasoning-delta", "id": "reasoning-0", "delta": "look "},

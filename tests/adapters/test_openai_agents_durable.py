@@ -27,6 +27,7 @@ from .crashes import killed_mid_answer, view
 from .durable_procs import lines
 from .openai_model import OFFLINE, WeatherModel
 from .procs_openai import agent as openai_agent
+from .resume import texts
 
 pytestmark = pytest.mark.anyio
 
@@ -37,10 +38,6 @@ async def plain_run(agent: Agent[Any], prompt: str) -> tuple[list[dict[str, Any]
     result = Runner.run_streamed(agent, prompt, run_config=OFFLINE)
     chunks = [part async for event in result.stream_events() for part in parts.parts(event)]
     return chunks + parts.end(), result.final_output
-
-
-def texts(chunks: list[dict[str, Any]]) -> str:
-    return "".join(c["delta"] for c in chunks if c["type"] == "text-delta")
 
 
 @asynccontextmanager

@@ -31,6 +31,7 @@ from tests.gateway.conftest import serve
 from .crashes import killed_mid_answer, view
 from .durable_procs import lines
 from .procs_pydantic import agent as pydantic_agent
+from .resume import texts
 
 pytestmark = pytest.mark.anyio
 
@@ -56,10 +57,6 @@ async def plain_run(agent: Agent[None, Any], prompt: str) -> tuple[list[dict[str
             chunks += parts.parts(event)
         assert events.result is not None
         return chunks, events.result.output
-
-
-def texts(chunks: list[dict[str, Any]]) -> str:
-    return "".join(c["delta"] for c in chunks if c["type"] == "text-delta")
 
 
 @asynccontextmanager
