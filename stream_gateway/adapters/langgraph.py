@@ -22,7 +22,9 @@ resuming it is not supported yet.
 
 The chunks are the same as the other adapters' (``docs/agents.md``). Served by a
 gateway with a stream manager, the run is detached from the request and its stream
-resumable by offset like any flow's.
+resumable by offset like any flow's. `durable_graph_flow` is the durable variant: each
+node run a step of a durable execution's journal, so a run cut by a crash continues
+after its last completed node.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ run's stream events as the other adapters' parts (``docs/agents.md``):
 
 Served by a gateway with a stream manager, the run is detached from the request and
 its stream resumable by offset like any flow's; cancelling the stream cancels the run.
+`durable_agent_flow` is the durable variant: each model request and each function
+tool call a step of a durable execution's journal (``docs/agents.md``).
 """
 
 from __future__ import annotations

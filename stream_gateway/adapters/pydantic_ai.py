@@ -21,7 +21,9 @@ can rebuild the message as the agent produced it:
 
 Part ids are unique within a run (``text-0``, ``reasoning-1``, ...). Served by a
 gateway with a stream manager, the run is detached from the request and its stream
-resumable by offset like any flow's.
+resumable by offset like any flow's. `durable_agent_flow` is the durable variant: each
+model request and each tool call a step of a durable execution's journal, so a run
+cut by a crash continues after its last completed step (``docs/agents.md``).
 """
 
 from __future__ import annotations
