@@ -1,4 +1,4 @@
-"""Cutting a durable agent run with a SIGKILL: worker processes of
+"""Cutting a durable agent run with a SIGKILL: a worker process of
 `tests.adapters.durable_procs`, and what a reader of the run's stream saw."""
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ async def killed_mid_answer(
 ) -> tuple[Operation, list[Any]]:
     """Run ``{framework}-weather`` on ``prompt`` in a worker process, SIGKILL it once a chunk for
     which ``held`` is true was streamed (the model holds its answer there while the
-    file ``hold`` exists), and let a second worker take the run over (the first
-    one's lease ended by `lapse`).
+    file ``hold`` exists), and let a worker of this process take the run over (the
+    killed one's lease ended by `lapse`).
 
     Returns the execution once it ended, and every event a reader following the
     stream from the start got (chunks and resets).
@@ -92,7 +92,6 @@ async def killed_mid_answer(
         streams = engine.streams
         op = await engine.schedule(f"{framework}-weather", {"prompt": prompt})
         first = await spawn(directory, framework)
-        second: Process | None = None
         try:
             with anyio.fail_after(60):
                 async with anyio.create_task_group() as tg:
@@ -107,15 +106,13 @@ async def killed_mid_answer(
 
                     tg.start_soon(follow)
                     await go(first)
-                    second = await spawn(directory, framework)  # warms up meanwhile
                     await reached.wait()
                     await kill(first)  # mid-answer: the tool step completed before
                     await lapse(engine, op.name)
                     (directory / "hold").unlink()
-                    await go(second)
-                    final = await engine.wait(op.name)
+                    # Another worker (here, in this process) takes the run over.
+                    async with engine.worker(lease=60.0, poll_interval=0.02, grace=0.5):
+                        final = await engine.wait(op.name)
         finally:
             await kill(first)
-            if second is not None:
-                await kill(second)
     return final, events
