@@ -22,8 +22,8 @@ from pydantic_ai.models.test import TestModel
 
 from stream_gateway import Gateway, InMemoryStreamManager
 from stream_gateway.adapters.pydantic_ai import EventParts, agent_flow, durable_agent_flow
-from stream_gateway.client import stream_flow
-from stream_gateway.durable import DurableEngine, DurableFlow, InMemoryDurableStore
+from stream_gateway.client import Reset, stream_flow
+from stream_gateway.durable import DurableEngine, DurableFlow, InMemoryDurableStore, RetryPolicy
 from stream_gateway.streams import StreamManager
 from tests.backends import BackendHarness
 from tests.gateway.conftest import serve
@@ -237,3 +237,45 @@ async def test_a_stopped_durable_run_ends_with_the_text_so_far(
         detail = await engine.detail(stream.stream_id)
     assert [e.path for e in detail.steps if e.kind == "step"] == steps
     assert len(ran) == tool_runs
+
+
+async def test_a_model_request_that_fails_mid_answer_is_retracted_and_asked_again() -> None:
+    attempts: list[int] = []
+
+    async def model(
+        messages: list[ModelMessage], info: AgentInfo
+    ) -> AsyncIterator[str | DeltaToolCalls]:
+        if len(messages) == 1:
+            yield {0: DeltaToolCall("lookup", "{}", tool_call_id="call-1")}
+            return
+        attempts.append(len(attempts) + 1)
+        yield "Found "
+        if len(attempts) == 1:
+            raise ConnectionError("the provider went away mid-answer")
+        yield "it."
+
+    def flaky_agent() -> Agent[None, str]:
+        agent = Agent(FunctionModel(stream_function=model), name="flaky-model")
+
+        @agent.tool_plain
+        def lookup() -> str:
+            return "v"
+
+        return agent
+
+    fast = RetryPolicy(max_attempts=2, backoff_base=0.0, jitter=0.0)
+    async with served(durable_agent_flow(flaky_agent(), model_retry=fast)) as (url, _):
+        async with httpx.AsyncClient(timeout=30) as http:
+            stream = stream_flow(url, {"prompt": "find"}, http=http)
+            shown: list[Any] = []
+            resets = 0
+            async for item in stream:
+                if isinstance(item, Reset):
+                    resets += 1
+                    del shown[len(shown) - item.dropped :]
+                else:
+                    shown.append(item)
+            assert await stream.result() == "Found it."
+    assert attempts == [1, 2] and resets == 1
+    plain, _ = await plain_run(flaky_agent(), "find")  # the model answers at once now
+    assert shown == plain  # the same part ids as a run without the failure
