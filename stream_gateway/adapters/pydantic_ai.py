@@ -244,7 +244,8 @@ class _DurableSteps(AbstractCapability[Any]):
         return _StepModel(model, self)
 
     async def model_step(self, fetch: Callable[[], Awaitable[ModelResponse]]) -> ModelResponse:
-        """``fetch()`` as the step ``model``: the response, from the journal on replay."""
+        """``fetch()`` as the step ``model`` (``model#2``...): the response, from the
+        journal on replay."""
         first_id = self.parts.next_id
 
         async def body() -> dict[str, Any]:
@@ -271,10 +272,10 @@ class _DurableSteps(AbstractCapability[Any]):
 
     async def tool_step(self, name: str, call: Callable[[], Awaitable[Any]]) -> Any:
         """``call()`` (the tool ``name``) as the step ``tool-{name}`` (``#2``, ``#3``...
-        for the next calls of that tool): its result,
-        from the journal on replay. A tool asking for a retry or reporting a failure to
-        the model is an outcome, raised again from the journal: the run counts retries
-        the same on every replay."""
+        for the next calls of that tool): its result, from the journal on replay. A
+        tool asking for a retry or reporting a failure to the model is an outcome,
+        raised again from the journal: the run counts retries the same on every
+        replay."""
 
         async def body() -> dict[str, Any]:
             if self.ctx.stop_requested:
