@@ -37,6 +37,17 @@ class TextParts:
         self._next_id = 0
         self._open: dict[Hashable, tuple[Kind, str]] = {}  # source -> (kind, part id)
 
+    @property
+    def next_id(self) -> int:
+        """The number the next part's id gets."""
+        return self._next_id
+
+    def restart(self, next_id: int) -> None:
+        """Forget the open parts and number the next part ``next_id`` (a model
+        response that starts over, or one replayed from a journal)."""
+        self._next_id = next_id
+        self._open.clear()
+
     def delta(self, source: Hashable, kind: Kind, text: str) -> list[Part]:
         """The parts that add ``text`` to ``source``'s open part of ``kind`` (opening
         it, and closing a part of the other kind, as needed). None for empty text."""

@@ -3,136 +3,38 @@ offline chat models, with a tool call, served, dropped and resumed by offset."""
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import httpx
 import pytest
-from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import (
-    FakeMessagesListChatModel,
     GenericFakeChatModel,
 )
 from langchain_core.messages import (
     AIMessage,
-    AIMessageChunk,
     BaseMessage,
     HumanMessage,
-    ToolMessage,
 )
-from langchain_core.messages.tool import tool_call_chunk
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.tools import BaseTool, tool
+from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
-from langgraph.graph.state import CompiledStateGraph
-from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import interrupt
 from typing_extensions import TypedDict
 
 from stream_gateway import Gateway, GatewayError
 from stream_gateway.adapters.langgraph import graph_flow
-from stream_gateway.client import Reconnect, stream_flow
+from stream_gateway.client import stream_flow
 from stream_gateway.streams import StreamManager
 from tests.backends import BackendHarness
 from tests.gateway.conftest import serve
 from tests.servers.flows_app import DropConnections
 
+from .langgraph_model import Graph, ListModel, WeatherModel, agent_graph, forecast
+from .resume import read_dropped_and_resumed
+
 pytestmark = pytest.mark.anyio
-
-Graph = CompiledStateGraph[Any, Any, Any, Any]
-
-
-@tool
-def forecast(city: str) -> str:
-    """Today's forecast for a city."""
-    return f"sunny in {city}"
-
-
-class WeatherModel(BaseChatModel):
-    """An offline chat model that asks for the forecast of the prompt's last word, then
-    answers with what the tool said. It streams as providers do: its text word by word,
-    its tool call's arguments in two pieces."""
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> WeatherModel:
-        return self
-
-    @property
-    def _llm_type(self) -> str:
-        return "weather-test"
-
-    def _reply(self, messages: list[BaseMessage]) -> AIMessage:
-        last = messages[-1]
-        turn = f"m{len(messages)}"
-        if isinstance(last, ToolMessage):
-            return AIMessage(f"The forecast: {last.text}.", id=turn)
-        city = last.text.split()[-1].strip("?")
-        call = {"name": "forecast", "args": {"city": city}, "id": f"call-{turn}"}
-        return AIMessage("Let me check.", tool_calls=[call], id=turn)
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: Any = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=self._reply(messages))])
-
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: Any = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        reply = self._reply(messages)
-        for word in re.split(r"(?<= )", reply.text):
-            yield ChatGenerationChunk(message=AIMessageChunk(content=word, id=reply.id))
-        for index, call in enumerate(reply.tool_calls):
-            args = json.dumps(call["args"])
-            half = len(args) // 2
-            pieces = [
-                tool_call_chunk(name=call["name"], args=args[:half], id=call["id"], index=index),
-                tool_call_chunk(args=args[half:], index=index),
-            ]
-            for piece in pieces:
-                yield ChatGenerationChunk(
-                    message=AIMessageChunk(content="", id=reply.id, tool_call_chunks=[piece])
-                )
-
-
-class ListModel(FakeMessagesListChatModel):
-    """LangChain's fake model that answers whole messages (it does not stream)."""
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ListModel:
-        return self
-
-
-def agent_graph(
-    model: BaseChatModel, tools: Sequence[BaseTool], name: str = "weather", *, catch: bool = False
-) -> Graph:
-    """The ReAct loop: the model, then the tools it calls, until it answers. ``catch``:
-    a tool's error goes back to the model as an error result instead of failing the run."""
-    bound = model.bind_tools(tools) if tools else model
-
-    async def call_model(state: MessagesState) -> dict[str, Any]:
-        return {"messages": [await bound.ainvoke(state["messages"])]}
-
-    builder = StateGraph(MessagesState)
-    builder.add_node("model", call_model)
-    builder.add_node("tools", ToolNode(tools, handle_tool_errors=catch))
-    builder.add_edge(START, "model")
-    builder.add_conditional_edges("model", tools_condition)
-    builder.add_edge("tools", "model")
-    return builder.compile(name=name)
-
-
-def texts(chunks: list[dict[str, Any]]) -> str:
-    return "".join(c["delta"] for c in chunks if c["type"] == "text-delta")
 
 
 async def run_served(harness: BackendHarness, graph: Graph, prompt: str) -> tuple[list[Any], Any]:
@@ -161,26 +63,7 @@ async def test_a_run_with_a_tool_call_is_streamed_dropped_and_resumed(
     )
     expected = state["messages"][-1].text
     assert expected == "The forecast: sunny in Paris."
-    async with httpx.AsyncClient(timeout=30) as http:
-        first = stream_flow(url, {"prompt": "Weather in Paris?"}, http=http)
-        head = []
-        async for chunk in first:
-            head.append(chunk)
-            if len(head) == 3:
-                break
-        await first.aclose()
-        rest = stream_flow(url, http=http, stream_id=first.stream_id, offset=3)
-        tail = [chunk async for chunk in rest]
-        assert await rest.result() == expected
-        dropping.configure(5, seed=3, max_bytes=300)
-        again = stream_flow(
-            url, http=http, stream_id=first.stream_id, reconnect=Reconnect(base=0.001)
-        )
-        replayed = [chunk async for chunk in again]
-        assert await again.result() == expected
-    assert dropping.left < 5  # it was cut off, and resumed
-    chunks = head + tail
-    assert replayed == chunks
+    chunks = await read_dropped_and_resumed(url, dropping, "Weather in Paris?", expected)
     assert chunks == [
         {"type": "text-start", "id": "text-0"},
         {"type": "text-delta", "id": "text-0", "delta": "Let "},
@@ -328,6 +211,36 @@ async def test_a_cancelled_run_stops_the_graph(harness: BackendHarness) -> None:
             [c async for c in resumed]
     assert raised.value.status == "CANCELLED"
     assert outcome == ["cancelled"]
+
+
+async def test_a_stopped_run_ends_with_the_text_so_far(harness: BackendHarness) -> None:
+    started, finished = anyio.Event(), anyio.Event()
+
+    @tool
+    async def slow(city: str) -> str:
+        """Waits for ever."""
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            finished.set()
+        return "never"
+
+    call = {"name": "slow", "args": {"city": "Lima"}, "id": "call-s"}
+    replies: list[BaseMessage] = [AIMessage("Looking it up.", tool_calls=[call], id="s1")]
+    graph = agent_graph(ListModel(responses=replies), [slow], name="slow")
+    gateway = Gateway([graph_flow(graph)], stream_manager=StreamManager(harness.new_storage()))
+    async with serve(gateway) as url, httpx.AsyncClient(timeout=30) as http:
+        stream = stream_flow(f"{url}/slow", {"prompt": "Lima?"}, http=http)
+        async for chunk in stream:
+            if chunk["type"] == "tool-input-available":
+                break
+        with anyio.fail_after(10):
+            await started.wait()
+        assert await stream.stop()
+        assert await stream.result() == "Looking it up."  # done, with the partial answer
+        with anyio.fail_after(10):
+            await finished.wait()  # the tool call was cancelled
 
 
 def test_a_graph_with_the_default_name_needs_a_flow_name() -> None:

@@ -4,159 +4,26 @@ dropped and resumed by offset."""
 
 from __future__ import annotations
 
-import itertools
-import json
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import httpx
 import pytest
-from agents import Agent, FunctionTool, ModelResponse, RunConfig, Runner, Usage, function_tool
-from agents.items import TResponseInputItem, TResponseStreamEvent
-from agents.models.interface import Model
-from openai.types.responses import (
-    Response,
-    ResponseCompletedEvent,
-    ResponseFunctionToolCall,
-    ResponseOutputItemAddedEvent,
-    ResponseOutputItemDoneEvent,
-    ResponseOutputMessage,
-    ResponseOutputRefusal,
-    ResponseOutputText,
-    ResponseReasoningItem,
-    ResponseReasoningSummaryTextDeltaEvent,
-    ResponseTextDeltaEvent,
-)
-from openai.types.responses.response_reasoning_item import Summary
+from agents import Agent, FunctionTool, Runner, function_tool
 
 from stream_gateway import Gateway, GatewayError
 from stream_gateway.adapters.openai_agents import agent_flow
-from stream_gateway.client import Reconnect, stream_flow
+from stream_gateway.client import stream_flow
 from stream_gateway.streams import StreamManager
 from tests.backends import BackendHarness
 from tests.gateway.conftest import serve
 from tests.servers.flows_app import DropConnections
 
+from .openai_model import OFFLINE, WeatherModel
+from .resume import read_dropped_and_resumed, texts
+
 pytestmark = pytest.mark.anyio
-
-OFFLINE = RunConfig(tracing_disabled=True)
-
-
-class WeatherModel(Model):
-    """An offline model: it thinks, calls the first tool with the prompt's last word as
-    ``city``, then answers with what the tool returned. It streams as the Responses
-    API does: reasoning and text word by word, each output item added, then done."""
-
-    def _reply(self, input: str | list[TResponseInputItem], tool: str) -> list[Any]:
-        items: list[Any] = (
-            [{"type": "message", "content": input}] if isinstance(input, str) else input
-        )
-        last: Any = items[-1]
-        turn = len(items)
-        if last.get("type") == "function_call_output":
-            text = f"The forecast: {last['output']}."
-            content: list[ResponseOutputText | ResponseOutputRefusal] = [
-                ResponseOutputText(type="output_text", text=text, annotations=[])
-            ]
-            return [
-                ResponseOutputMessage(
-                    id=f"msg-{turn}",
-                    type="message",
-                    role="assistant",
-                    status="completed",
-                    content=content,
-                )
-            ]
-        prompt = last["content"] if isinstance(last["content"], str) else last["content"][0]["text"]
-        city = prompt.split()[-1].strip("?")
-        return [
-            ResponseReasoningItem(
-                id=f"rs-{turn}",
-                type="reasoning",
-                summary=[Summary(text=f"look up {city}", type="summary_text")],
-            ),
-            ResponseFunctionToolCall(
-                id=f"fc-{turn}",
-                type="function_call",
-                call_id=f"call-{turn}",
-                name=tool,
-                arguments=json.dumps({"city": city}),
-                status="completed",
-            ),
-        ]
-
-    async def get_response(
-        self,
-        system_instructions: Any,
-        input: Any,
-        model_settings: Any,
-        tools: Any,
-        *args: Any,
-        **kwargs: Any,
-    ) -> ModelResponse:
-        output = self._reply(input, tools[0].name)
-        return ModelResponse(output=output, usage=Usage(), response_id=None)
-
-    async def stream_response(
-        self,
-        system_instructions: Any,
-        input: Any,
-        model_settings: Any,
-        tools: Any,
-        *args: Any,
-        **kwargs: Any,
-    ) -> AsyncIterator[TResponseStreamEvent]:
-        output = self._reply(input, tools[0].name)
-        number = itertools.count()
-        for index, item in enumerate(output):
-            yield ResponseOutputItemAddedEvent(
-                type="response.output_item.added",
-                item=item,
-                output_index=index,
-                sequence_number=next(number),
-            )
-            if isinstance(item, ResponseReasoningItem):
-                for word in re.split(r"(?<= )", item.summary[0].text):
-                    yield ResponseReasoningSummaryTextDeltaEvent(
-                        type="response.reasoning_summary_text.delta",
-                        item_id=item.id,
-                        output_index=index,
-                        summary_index=0,
-                        delta=word,
-                        sequence_number=next(number),
-                    )
-            if isinstance(item, ResponseOutputMessage):
-                for word in re.split(r"(?<= )", item.content[0].text):  # type: ignore[union-attr]
-                    yield ResponseTextDeltaEvent(
-                        type="response.output_text.delta",
-                        item_id=item.id,
-                        output_index=index,
-                        content_index=0,
-                        delta=word,
-                        logprobs=[],
-                        sequence_number=next(number),
-                    )
-            yield ResponseOutputItemDoneEvent(
-                type="response.output_item.done",
-                item=item,
-                output_index=index,
-                sequence_number=next(number),
-            )
-        response = Response(
-            id=f"resp-{len(input)}",
-            created_at=0,
-            model="weather-test",
-            object="response",
-            output=output,
-            tool_choice="auto",
-            tools=[],
-            parallel_tool_calls=False,
-        )
-        yield ResponseCompletedEvent(
-            type="response.completed", response=response, sequence_number=next(number)
-        )
 
 
 @function_tool
@@ -167,10 +34,6 @@ def forecast(city: str) -> str:
 
 def weather_agent(*tools: FunctionTool, name: str = "weather") -> Agent[Any]:
     return Agent(name=name, model=WeatherModel(), tools=list(tools) or [forecast])
-
-
-def texts(chunks: list[dict[str, Any]]) -> str:
-    return "".join(c["delta"] for c in chunks if c["type"] == "text-delta")
 
 
 @pytest.fixture
@@ -190,26 +53,7 @@ async def test_a_run_with_a_tool_call_is_streamed_dropped_and_resumed(
         await Runner.run(weather_agent(), "Weather in Paris?", run_config=OFFLINE)
     ).final_output
     assert expected == "The forecast: sunny in Paris."
-    async with httpx.AsyncClient(timeout=30) as http:
-        first = stream_flow(url, {"prompt": "Weather in Paris?"}, http=http)
-        head = []
-        async for chunk in first:
-            head.append(chunk)
-            if len(head) == 3:
-                break
-        await first.aclose()
-        rest = stream_flow(url, http=http, stream_id=first.stream_id, offset=3)
-        tail = [chunk async for chunk in rest]
-        assert await rest.result() == expected
-        dropping.configure(5, seed=3, max_bytes=300)
-        again = stream_flow(
-            url, http=http, stream_id=first.stream_id, reconnect=Reconnect(base=0.001)
-        )
-        replayed = [chunk async for chunk in again]
-        assert await again.result() == expected
-    assert dropping.left < 5  # it was cut off, and resumed
-    chunks = head + tail
-    assert replayed == chunks
+    chunks = await read_dropped_and_resumed(url, dropping, "Weather in Paris?", expected)
     assert chunks == [
         {"type": "reasoning-start", "id": "reasoning-0"},
         {"type": "reasoning-delta", "id": "reasoning-0", "delta": "look "},
@@ -294,3 +138,31 @@ async def test_a_cancelled_run_stops_the_agent(harness: BackendHarness) -> None:
             [c async for c in resumed]
     assert raised.value.status == "CANCELLED"
     assert outcome == ["cancelled"]
+
+
+async def test_a_stopped_run_ends_with_the_text_so_far(harness: BackendHarness) -> None:
+    started, finished = anyio.Event(), anyio.Event()
+
+    @function_tool
+    async def slow(city: str) -> str:
+        """Waits for ever."""
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            finished.set()
+        return "never"
+
+    flow = agent_flow(weather_agent(slow, name="slow"), run_config=OFFLINE)
+    gateway = Gateway([flow], stream_manager=StreamManager(harness.new_storage()))
+    async with serve(gateway) as url, httpx.AsyncClient(timeout=30) as http:
+        stream = stream_flow(f"{url}/slow", {"prompt": "Lima"}, http=http)
+        async for chunk in stream:
+            if chunk["type"] == "tool-input-available":
+                break
+        with anyio.fail_after(10):
+            await started.wait()
+        assert await stream.stop()
+        assert await stream.result() == ""  # done: the model wrote no text before the tool
+        with anyio.fail_after(10):
+            await finished.wait()  # the tool call was cancelled

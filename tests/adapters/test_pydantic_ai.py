@@ -4,7 +4,6 @@ with a tool call, served, dropped and resumed by offset."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
@@ -22,11 +21,13 @@ from pydantic_ai.models.test import TestModel
 
 from stream_gateway import Gateway
 from stream_gateway.adapters.pydantic_ai import agent_flow
-from stream_gateway.client import Reconnect, stream_flow
+from stream_gateway.client import stream_flow
 from stream_gateway.streams import StreamManager
 from tests.backends import BackendHarness
 from tests.gateway.conftest import serve
 from tests.servers.flows_app import DropConnections
+
+from .resume import read_dropped_and_resumed, texts
 
 pytestmark = pytest.mark.anyio
 
@@ -40,10 +41,6 @@ def weather_agent() -> Agent[None, str]:
         return f"sunny in {city}"
 
     return agent
-
-
-def texts(chunks: list[dict[str, Any]]) -> str:
-    return "".join(c["delta"] for c in chunks if c["type"] == "text-delta")
 
 
 @pytest.fixture
@@ -61,28 +58,7 @@ async def test_a_run_with_a_tool_call_is_streamed_dropped_and_resumed(
 ) -> None:
     url, dropping = served
     expected = (await weather_agent().run("weather in Paris?")).output
-    async with httpx.AsyncClient(timeout=30) as http:
-        # Read a few parts, leave, and come back from the next offset.
-        first = stream_flow(url, {"prompt": "weather in Paris?"}, http=http)
-        head = []
-        async for chunk in first:
-            head.append(chunk)
-            if len(head) == 3:
-                break
-        await first.aclose()
-        rest = stream_flow(url, http=http, stream_id=first.stream_id, offset=3)
-        tail = [chunk async for chunk in rest]
-        assert await rest.result() == expected
-        # The same stream, read again through dropped connections.
-        dropping.configure(5, seed=3, max_bytes=300)
-        again = stream_flow(
-            url, http=http, stream_id=first.stream_id, reconnect=Reconnect(base=0.001)
-        )
-        replayed = [chunk async for chunk in again]
-        assert await again.result() == expected
-    assert dropping.left < 5  # it was cut off, and resumed
-    chunks = head + tail
-    assert replayed == chunks
+    chunks = await read_dropped_and_resumed(url, dropping, "weather in Paris?", expected)
     (call,) = [c for c in chunks if c["type"] == "tool-input-available"]
     assert call["toolName"] == "forecast" and set(call["input"]) == {"city"}
     (result,) = [c for c in chunks if c["type"] == "tool-output-available"]

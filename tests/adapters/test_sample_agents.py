@@ -34,6 +34,20 @@ async def test_the_sample_streams_the_agent_run(tmp_path: Path) -> None:
     assert [c["toolName"] for c in chunks if c["type"] == "tool-input-available"] == ["forecast"]
 
 
+async def test_the_sample_serves_the_durable_variant(tmp_path: Path) -> None:
+    expected = (await make_agent().run("Weather in Paris?")).output
+    app = make_app(str(tmp_path / "agents.sqlite3"), str(tmp_path / "durable.sqlite3"))
+    async with serve(app) as url, httpx.AsyncClient(timeout=30) as http:
+        stream = stream_flow(f"{url}/weather-durable", {"prompt": "Weather in Paris?"}, http=http)
+        chunks = [chunk async for chunk in stream]
+        assert await stream.result() == expected
+        execution = (await http.get(f"{url}/durable/ops/{stream.stream_id}")).json()
+        detail = (await http.get(f"{url}/durable/ops/{stream.stream_id}/detail")).json()
+    assert execution["done"] is True
+    assert [step["path"] for step in detail["steps"]] == ["model", "tool-forecast", "model#2"]
+    assert [c["toolName"] for c in chunks if c["type"] == "tool-input-available"] == ["forecast"]
+
+
 async def test_the_langgraph_sample_streams_the_graph_run(tmp_path: Path) -> None:
     state = await langgraph_app.make_graph().ainvoke({"messages": [HumanMessage("Oslo?")]})
     expected = state["messages"][-1].text
