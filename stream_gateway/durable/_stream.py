@@ -113,7 +113,7 @@ class RunStream:
         """Send one encoded chunk from ``branch`` (inside the body of ``step``, if any)."""
         if self.writer is None:
             return
-        if self._in_concurrent(branch):
+        if self._concurrent and self._in_concurrent(branch):
             if step is None:
                 raise DurableUsageError(
                     "ctx.send_chunk() in a ctx.join/ctx.race branch must be called from "

@@ -121,6 +121,7 @@ class DurableContext:
         self.flow_id = run.record.id
         self.flow_name = run.record.flow
         self.owner = run.record.owner
+        self._chunk_codec: Codec | None = None  # the flow's, once a chunk was sent
 
     @property
     def stop_requested(self) -> bool:
@@ -667,14 +668,17 @@ class DurableContext:
         its chunks are streamed when the step completes. A flow declared without
         ``chunk=`` raises `DurableUsageError`.
         """
-        flow = self.engine.flow(self.flow_name)
-        if not flow.streaming:
-            raise DurableUsageError(
-                f"flow {self.flow_name!r} sends chunks but declares no chunk type: "
-                "use @durable_flow(chunk=...) (typing.Any for any JSON)"
-            )
+        codec = self._chunk_codec
+        if codec is None:
+            flow = self.engine.flow(self.flow_name)
+            if not flow.streaming:
+                raise DurableUsageError(
+                    f"flow {self.flow_name!r} sends chunks but declares no chunk type: "
+                    "use @durable_flow(chunk=...) (typing.Any for any JSON)"
+                )
+            codec = self._chunk_codec = flow.chunk_codec
         try:
-            raw = flow.chunk_codec.encode(chunk)
+            raw = codec.encode(chunk)
         except (ValidationError, InvalidArgumentError) as exc:
             raise InvalidArgumentError(
                 f"invalid chunk for flow {self.flow_name!r}: {type(exc).__name__}"

@@ -608,6 +608,44 @@ async def test_live_reader_of_a_durable_stream_gets_the_reset(manager: StreamMan
     ]
 
 
+async def test_live_reader_finds_a_reset_inside_a_batch_and_no_false_one(
+    manager: StreamManager,
+) -> None:
+    # Readers scan each batch for control entries at once: a reset in the middle of a
+    # batch still comes in place, and chunks that merely hold the control prefix (or
+    # the text of a reset entry, as JSON) stay chunks.
+    writer = await manager.open(flow="f", extra={DURABLE: "x"})
+    await writer.write_raw(b'"a"')
+    await writer.flush()
+    events: list[StreamEvent] = []
+    first = anyio.Event()
+
+    async def follow() -> None:
+        with anyio.fail_after(20):
+            async for event in manager.subscribe(writer.stream_id):
+                events.append(event)
+                first.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follow)
+        await first.wait()
+        for raw in (b'"#b"', b'"#reset 0"'):
+            await writer.write_raw(raw)
+        await writer.reset(1)
+        await writer.write_raw(b'"c#"')
+        await writer.done_raw(b'"ac#"')  # one commit: the reader reads it as one batch
+    assert events == [
+        ChunkEvent(0, b'"a"'),
+        ChunkEvent(1, b'"#b"'),
+        ChunkEvent(2, b'"#reset 0"'),
+        ResetEvent(3, 1),
+        ChunkEvent(4, b'"c#"'),
+        ResultEvent(b'"ac#"'),
+    ]
+    late = await collect(manager, writer.stream_id)
+    assert late == [ChunkEvent(0, b'"a"'), ChunkEvent(4, b'"c#"'), ResultEvent(b'"ac#"')]
+
+
 async def test_durable_stream_is_taken_over_not_abandoned(make_manager: MakeManager) -> None:
     async with make_manager(lease=0.3, poll_fallback=0.05, write_retry_for=10.0) as first:
         writer = await first.open(flow="f", extra={DURABLE: "x"})
