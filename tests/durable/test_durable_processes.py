@@ -76,9 +76,11 @@ async def test_two_worker_processes_never_run_one_execution_at_once(tmp_path: Pa
     job = Job(log=str(log), steps=4, delay=0.03, nap=0.01)
     async with engine:
         with anyio.fail_after(60):
+            # Nobody dies here, so the lease only has to outlast a stall of a loaded
+            # machine (a 1 s lease lapsed under load 12: a lapse is not what this tests).
             async with (
-                worker_process(db, "--lease", "1", "--concurrency", "3") as a,
-                worker_process(db, "--lease", "1", "--concurrency", "3") as b,
+                worker_process(db, "--lease", "5", "--concurrency", "3") as a,
+                worker_process(db, "--lease", "5", "--concurrency", "3") as b,
             ):
                 ids = [(await engine.schedule("guarded", job)).name for _ in range(16)]
                 for flow_id in ids:
