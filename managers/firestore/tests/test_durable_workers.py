@@ -7,6 +7,7 @@ at a ``firestore://`` location instead of a SQLite file.
 
 from __future__ import annotations
 
+import os
 import random
 import secrets
 import signal
@@ -24,9 +25,10 @@ from stream_gateway_firestore.testing import FirestoreEmulator
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
-# 40, not 200: on the emulator (one JVM, every transaction locking its documents) 40
-# executions through 20 kills already take minutes on a shared 2-core machine.
-EXECUTIONS = 40
+# The scenario names 200 executions; on the emulator (one JVM, every transaction
+# locking its documents) the default run keeps fewer, and
+# ``FIRESTORE_SIGKILL_EXECUTIONS=200`` runs the full scale (see the README).
+EXECUTIONS = int(os.environ.get("FIRESTORE_SIGKILL_EXECUTIONS", "40"))
 WORKERS = 3
 KILLS = 20
 BRANCHES, STEPS = 2, 2
@@ -36,7 +38,7 @@ WORKER_ARGS = ("--lease", "5", "--concurrency", "32", "--poll-interval", "1.0")
 
 
 def location(emulator: FirestoreEmulator) -> str:
-    return f"firestore://{emulator.project}?prefix=w{secrets.token_hex(5)}"
+    return f"firestore://{emulator.project}#prefix=w{secrets.token_hex(5)}"
 
 
 class Fleet:
@@ -109,7 +111,7 @@ async def test_three_workers_share_flows_through_twenty_sigkills(
     async with engine:
         ids = [(await engine.schedule("fanned", job)).name for _ in range(EXECUTIONS)]
         try:
-            with anyio.fail_after(900):
+            with anyio.fail_after(300 + 15 * EXECUTIONS):  # minutes: a shared emulator
                 await fleet.start(WORKERS)
                 for kill in range(KILLS):
                     if kill == KILLS // 3:
