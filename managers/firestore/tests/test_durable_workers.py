@@ -17,9 +17,10 @@ from pathlib import Path
 
 import anyio
 import pytest
+from google.api_core.exceptions import Aborted
 from tests.durable.procs import FLOWS, Fan, WorkerProcess
 
-from stream_gateway.durable import DurableEngine
+from stream_gateway.durable import DurableEngine, DurableStoreError
 from stream_gateway_firestore import FirestoreDurableStore
 from stream_gateway_firestore.testing import FirestoreEmulator
 
@@ -89,7 +90,16 @@ async def send_to_all(engine: DurableEngine, ids: list[str], payload: int) -> No
 
     async def send(flow_id: str) -> None:
         async with limiter:
-            await engine.signal(flow_id, "go", payload)
+            for attempt in range(10):
+                try:
+                    await engine.signal(flow_id, "go", payload)
+                    return
+                except DurableStoreError as exc:
+                    # Still contended after the store's own retries: an aborted
+                    # transaction wrote nothing, so sending again cannot send twice.
+                    if not isinstance(exc.__cause__, Aborted) or attempt == 9:
+                        raise
+                await anyio.sleep(0.5)
 
     async with anyio.create_task_group() as tg:
         for flow_id in ids:
