@@ -89,3 +89,26 @@ def test_store_url_schemes_is_deprecated_but_still_adds_a_scheme() -> None:
         del schemes["legacy"]
     with pytest.raises(ValueError, match="no durable store is installed for legacy://"):
         store_from_url("legacy://anything")
+
+
+@pytest.mark.parametrize(
+    ("url", "plugin"),
+    [
+        ("postgresql://app@db/app", "stream-gateway-postgres"),
+        ("postgres://app@db/app", "stream-gateway-postgres"),
+        ("firestore://project", "stream-gateway-firestore"),
+    ],
+)
+def test_a_plugin_that_is_not_installed_is_named(
+    url: str, plugin: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on a machine where only the core is installed: no plugin's entry points.
+    from importlib.metadata import entry_points
+
+    import stream_gateway.stores as stores
+
+    core = [p for p in entry_points(group=stores.DURABLE_STORES) if p.name == "sqlite"]
+    monkeypatch.setattr(stores, "entry_points", lambda group: core)
+    with pytest.raises(ValueError, match=rf"pip install {plugin}\)"):
+        store_from_url(url)
+    assert isinstance(store_from_url("x.db"), SqliteDurableStore)
