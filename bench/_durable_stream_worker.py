@@ -1,15 +1,21 @@
-"""A worker process for the take-over benchmark: an endless streaming step."""
+"""A worker process for the take-over benchmark: an endless streaming step.
+
+    python -m bench._durable_stream_worker DURABLE_STORE_URL STREAM_STORE_URL
+
+Both stores are named by URL (`stream_gateway.stores`): a SQLite path, a
+``postgresql://`` DSN, a ``firestore://`` project.
+"""
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
 import anyio
 
-from stream_gateway.durable import DurableContext, DurableEngine, SqliteDurableStore, durable_flow
-from stream_gateway.streams import SqliteStreamManager
+from stream_gateway import StreamManager
+from stream_gateway.durable import DurableContext, DurableEngine, durable_flow
+from stream_gateway.stores import open_durable_store, open_stream_storage
 
 
 @durable_flow(chunk=int)
@@ -24,17 +30,17 @@ async def endless(_: Any, ctx: DurableContext) -> None:
     await ctx.run("stream", step)
 
 
-def engine_on(directory: str) -> DurableEngine:
+def engine_on(durable_url: str, stream_url: str) -> DurableEngine:
     return DurableEngine(
         [endless],
-        store=SqliteDurableStore(os.path.join(directory, "durable.sqlite3")),
-        streams=SqliteStreamManager(os.path.join(directory, "streams.sqlite3")),
+        store=open_durable_store(durable_url),
+        streams=StreamManager(open_stream_storage(stream_url)),
         poll_interval=0.01,
     )
 
 
-async def _work(directory: str) -> None:
-    async with engine_on(directory) as engine:
+async def _work(durable_url: str, stream_url: str) -> None:
+    async with engine_on(durable_url, stream_url) as engine:
         async with engine.worker(worker_id="w", lease=5.0, poll_interval=0.01, grace=0.1):
             print("ready", flush=True)
             await anyio.sleep_forever()
@@ -43,4 +49,4 @@ async def _work(directory: str) -> None:
 if __name__ == "__main__":
     print("warm", flush=True)  # imported: a standby worker
     sys.stdin.readline()
-    anyio.run(_work, sys.argv[1])
+    anyio.run(_work, sys.argv[1], sys.argv[2])

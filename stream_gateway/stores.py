@@ -1,11 +1,13 @@
 """Stores named by URL: one registry, which plugins extend through entry points.
 
 ```
-.data/streams.db                      SQLite (a path, or sqlite:PATH)
+.data/streams.db                      SQLite (a path, sqlite:PATH or sqlite:///abs/path)
+memory:                               durable flows in this process's memory (tests)
 postgresql://user@host/db#schema=sg   PostgreSQL (stream-gateway-postgres)
-firestore://my-project#collection=c   Firestore (stream-gateway-firestore)
-redis://host:6379/0#prefix=sg         Redis (stream-gateway-redis)
-https://my-db.firebaseio.com#root=r   Realtime Database (stream-gateway-rtdb)
+firestore://my-project#collection=c   Firestore streams (stream-gateway-firestore)
+firestore://my-project#prefix=jobs    Firestore durable flows (stream-gateway-firestore)
+redis://host:6379/0#prefix=sg         Redis, streams only (stream-gateway-redis)
+https://my-db.firebaseio.com#root=r   Realtime Database, streams only (stream-gateway-rtdb)
 ```
 
 The fragment (after ``#``) carries the store's own options as ``key=value`` pairs
@@ -14,14 +16,20 @@ joined by ``&``; it never reaches the server. `open_stream_storage` and
 this process (`register_stream_store`, `register_durable_store`), then among the
 installed distributions' entry points, in the groups ``stream_gateway.stream_stores``
 and ``stream_gateway.durable_stores`` (the entry point's name is the scheme, its value
-a factory taking a `StoreURL`). A plugin adds a store in one place, its
+a factory taking a `StoreURL`). A plugin adds its stores in one place, its
 ``pyproject.toml``::
+
+    [project.entry-points."stream_gateway.stream_stores"]
+    postgresql = "stream_gateway_postgres.urls:stream_storage"
 
     [project.entry-points."stream_gateway.durable_stores"]
     postgresql = "stream_gateway_postgres.urls:durable_store"
 
+This is the only resolver: the ``stream-gateway`` command line, ``stream-gateway-worker``,
+`stream_gateway.durable.store_from_url` and the samples all open stores through it.
 A scheme nobody provides is an `InvalidArgumentError` that names the distribution to
-install when the scheme is one of ours.
+install when the scheme is one of ours, and says so when the scheme's store keeps
+streams only (Redis, the Realtime Database) and a durable store was asked for.
 """
 
 from __future__ import annotations
@@ -64,6 +72,8 @@ _PROVIDERS = {
     "https": "stream-gateway-rtdb",
 }
 _KINDS = {STREAM_STORES: "stream store", DURABLE_STORES: "durable store"}
+# Schemes whose plugin has no durable store (durable flows need claims and fenced writes).
+_STREAMS_ONLY = {"redis": "Redis", "https": "a Realtime Database"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +130,8 @@ def parse_store_url(text: str) -> StoreURL:
         raise InvalidArgumentError(
             f"malformed options after '#' in store URL {text!r}: use key=value&key=value"
         ) from None
+    if head.lower() in ("memory:", "memory://"):
+        return StoreURL(text, "memory", head, options)
     if "://" not in head:
         path = head.removeprefix("sqlite:")
         if not path:
@@ -132,6 +144,10 @@ def parse_store_url(text: str) -> StoreURL:
         path = head.split("://", 1)[1]
         if not path:
             raise InvalidArgumentError(f"store URL {text!r} names no SQLite file")
+        if not path.startswith("/"):  # sqlite://name/... reads as a host, not a path
+            raise InvalidArgumentError(
+                f"store URL {text!r}: write sqlite:///absolute/path or sqlite:relative/path"
+            )
         return StoreURL(text, "sqlite", path, options)
     return StoreURL(text, _ALIASES.get(scheme, scheme), head, options)
 
@@ -163,10 +179,22 @@ def _factory(group: str, url: StoreURL) -> Factory:
             return loaded
     kind = _KINDS[group]
     provider = _PROVIDERS.get(url.scheme)
+    if group == DURABLE_STORES and url.scheme in _STREAMS_ONLY:
+        raise InvalidArgumentError(
+            f"{url.scheme}:// URLs name {_STREAMS_ONLY[url.scheme]}, which keeps streams"
+            f" only ({provider} has no durable store): durable flows need a SQLite path,"
+            " postgresql:// (pip install stream-gateway-postgres) or firestore://"
+            " (pip install stream-gateway-firestore)"
+        )
     if provider is None:
+        known = (
+            "a SQLite path, memory:, postgresql://, firestore://"
+            if group == DURABLE_STORES
+            else "a SQLite path, postgresql://, firestore://, redis://, https:// (RTDB)"
+        )
         raise InvalidArgumentError(
             f"no {kind} is installed for {url.scheme}:// URLs ({url.redacted}); known"
-            " schemes: a SQLite path, postgresql://, firestore://, redis://, https:// (RTDB)"
+            f" schemes: {known}"
         )
     raise InvalidArgumentError(
         f"no {kind} is installed for {url.scheme}:// URLs: it comes with the {provider}"
@@ -197,6 +225,14 @@ def sqlite_stream_storage(url: StoreURL) -> StreamStorage:
     return SqliteStreamStorage(
         url.location, synchronous=url.option("synchronous", "FULL") or "FULL"
     )
+
+
+def memory_durable_store(url: StoreURL) -> DurableStore:
+    """The ``memory:`` durable store factory: this process only (no options)."""
+    from .durable.memory import InMemoryDurableStore
+
+    url.check_options()
+    return InMemoryDurableStore()
 
 
 def sqlite_durable_store(url: StoreURL) -> DurableStore:

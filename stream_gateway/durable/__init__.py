@@ -74,7 +74,7 @@ from .records import (
 )
 from .sqlite import SqliteDurableStore
 from .store import DurableStore
-from .urls import STORE_URL_SCHEMES, store_from_url
+from .urls import store_from_url
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -136,7 +136,6 @@ __all__ = [
     "RollbackCheckpointError",
     "RollbackError",
     "RollbackFailedError",
-    "STORE_URL_SCHEMES",
     "Schedule",
     "ScheduleNotFoundError",
     "Signal",
@@ -150,3 +149,11 @@ __all__ = [
     "durable_routes",
     "store_from_url",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "STORE_URL_SCHEMES":  # deprecated; `urls` warns
+        from . import urls
+
+        return getattr(urls, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

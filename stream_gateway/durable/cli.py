@@ -6,7 +6,8 @@ stream-gateway-worker --db postgresql://app@db/app --flows myapp.flows:FLOWS
 stream-gateway-worker --db firestore://my-project --flows myapp.flows:FLOWS
 ```
 
-``--db`` is a SQLite path or a store URL (`store_from_url`).
+``--db`` is a SQLite path or a store URL (`stream_gateway.stores`: the same schemes as
+the ``stream-gateway`` command line's ``--store``).
 
 ``--flows`` names ``module:attr``: a `DurableFlow`, a list of them, or a
 `DurableEngine` (whose store is then used unless ``--db`` is given). SIGINT/SIGTERM
@@ -21,15 +22,16 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import anyio
 
+from .._errors import InvalidArgumentError
+from ..stores import open_durable_store, parse_store_url
 from .definition import DurableFlow
 from .engine import DurableEngine
-from .sqlite import SqliteDurableStore
 from .store import DurableStore
-from .urls import store_from_url
 
 __all__ = ["load_engine", "main"]
 
@@ -45,10 +47,14 @@ def load_engine(spec: str, db: str | None, synchronous: str = "FULL") -> Durable
     store: DurableStore | None
     if db is None:
         store = None
-    elif "://" in db or db.startswith("memory:"):
-        store = store_from_url(db)
     else:
-        store = SqliteDurableStore(db, synchronous=synchronous)
+        try:
+            url = parse_store_url(db)
+            if url.scheme == "sqlite":
+                url = replace(url, options={"synchronous": synchronous, **url.options})
+            store = open_durable_store(url)
+        except InvalidArgumentError as exc:
+            raise SystemExit(f"--db: {exc.message}") from None
     if isinstance(target, DurableEngine):
         if store is not None:
             target.store = store

@@ -5,67 +5,90 @@
 sqlite:///abs/path.db                 the same, as a URL (sqlite:rel/path.db too)
 memory:                               an in-memory store (this process only)
 postgresql://user@host/db#schema=s    Postgres (stream-gateway-postgres; postgres:// too)
-firestore://project?prefix=name       Firestore (stream-gateway-firestore)
+firestore://project#prefix=name       Firestore (stream-gateway-firestore)
 ```
 
-`STORE_URL_SCHEMES` maps each scheme to the function that opens it: a plugin's store
-joins by one entry there. Plugins are imported only when their scheme is used.
+The schemes are those of `stream_gateway.stores`, the one resolver the command lines
+use too: a plugin adds its durable store there, by an entry point in the
+``stream_gateway.durable_stores`` group of its ``pyproject.toml`` (or, in one process,
+`stream_gateway.stores.register_durable_store`).
+
+``STORE_URL_SCHEMES``, the dictionary plugins used to add themselves to, still works
+but is deprecated: reading it warns, and a scheme set in it is registered with
+`stream_gateway.stores.register_durable_store`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator, MutableMapping
 
-from .memory import InMemoryDurableStore
-from .sqlite import SqliteDurableStore
+from .._errors import InvalidArgumentError
+from ..stores import (
+    DURABLE_STORES,
+    StoreURL,
+    _registered,
+    open_durable_store,
+    register_durable_store,
+)
 from .store import DurableStore
 
-__all__ = ["STORE_URL_SCHEMES", "store_from_url"]
+__all__ = ["store_from_url"]
 
-
-def _sqlite(url: str) -> DurableStore:
-    path = url.removeprefix("sqlite:")
-    if path.startswith("///"):
-        path = path[2:]  # sqlite:///abs -> /abs
-    elif path.startswith("//"):
-        raise ValueError(f"{url!r}: write sqlite:///absolute/path or sqlite:relative/path")
-    return SqliteDurableStore(path)
-
-
-def _postgres(url: str) -> DurableStore:
-    try:
-        from stream_gateway_postgres import PostgresDurableStore
-    except ImportError as exc:
-        raise ValueError(f"{url!r} needs `pip install stream-gateway-postgres`") from exc
-    return PostgresDurableStore.from_url(url)
-
-
-def _firestore(url: str) -> DurableStore:
-    try:
-        from stream_gateway_firestore import FirestoreDurableStore
-    except ImportError as exc:
-        raise ValueError(f"{url!r} needs `pip install stream-gateway-firestore`") from exc
-    return FirestoreDurableStore.from_url(url)
-
-
-#: scheme -> the function that opens a store from its URL.
-STORE_URL_SCHEMES: dict[str, Callable[[str], DurableStore]] = {
-    "memory": lambda url: InMemoryDurableStore(),
-    "sqlite": _sqlite,
-    "postgresql": _postgres,
-    "postgres": _postgres,
-    "firestore": _firestore,
-}
+Opener = Callable[[str], DurableStore]
 
 
 def store_from_url(url: str) -> DurableStore:
-    """The (not yet started) store ``url`` names: a scheme of `STORE_URL_SCHEMES`, or a
-    plain file path for SQLite. An unknown scheme is a `ValueError` listing the known."""
-    scheme, colon, _ = url.partition(":")
-    if not colon or "/" in scheme or "\\" in scheme or len(scheme) == 1:
-        return SqliteDurableStore(url)  # a path (C:\\... on Windows has a 1-letter "scheme")
-    opener = STORE_URL_SCHEMES.get(scheme.lower())
-    if opener is None:
-        known = ", ".join(f"{s}:" for s in sorted(STORE_URL_SCHEMES))
-        raise ValueError(f"unknown durable store URL scheme {scheme!r}: use {known} or a path")
-    return opener(url)
+    """The (not yet started) store ``url`` names: a plain file path for SQLite, or a
+    URL whose scheme a `stream_gateway.stores` factory opens (`open_durable_store`,
+    with its errors as `ValueError` here: an unknown scheme, or a plugin that is not
+    installed, names what to write or install instead)."""
+    try:
+        return open_durable_store(url)
+    except InvalidArgumentError as exc:
+        raise ValueError(exc.message) from None
+
+
+class _LegacySchemes(MutableMapping[str, Opener]):
+    """The deprecated ``STORE_URL_SCHEMES``: a view of the schemes registered in this
+    process; setting one registers it with `register_durable_store`."""
+
+    def __init__(self) -> None:
+        self._openers: dict[str, Opener] = {}
+
+    def __getitem__(self, scheme: str) -> Opener:
+        return self._openers[scheme]
+
+    def __setitem__(self, scheme: str, opener: Opener) -> None:
+        self._openers[scheme] = opener
+
+        def factory(url: StoreURL) -> DurableStore:
+            return opener(url.text)
+
+        register_durable_store(scheme, factory)
+
+    def __delitem__(self, scheme: str) -> None:
+        del self._openers[scheme]
+        _registered[DURABLE_STORES].pop(scheme, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._openers)
+
+    def __len__(self) -> int:
+        return len(self._openers)
+
+
+_LEGACY = _LegacySchemes()
+
+
+def __getattr__(name: str) -> object:
+    if name == "STORE_URL_SCHEMES":
+        warnings.warn(
+            "STORE_URL_SCHEMES is deprecated: a plugin registers its durable store with an"
+            ' entry point in the "stream_gateway.durable_stores" group (or, in one process,'
+            " stream_gateway.stores.register_durable_store)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return _LEGACY
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

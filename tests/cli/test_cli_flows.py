@@ -139,10 +139,14 @@ def test_store_errors(tmp_path: Path) -> None:
     assert none.code == 2 and "STREAM_GATEWAY_STORE" in none.stderr
     unknown = invoke("streams", "ls", "--store", "mongodb://127.0.0.1/x")
     assert unknown.code == 2 and "no stream store is installed for mongodb://" in unknown.stderr
-    # Postgres streams exist (its plugin is installed), a Postgres durable store does not yet.
-    plugin = invoke("flows", "ls", "--store", "postgresql://u@127.0.0.1:1/db", "--json")
+    # Redis keeps streams only: flows commands say which stores durable flows need.
+    plugin = invoke("flows", "ls", "--store", "redis://127.0.0.1:1/0", "--json")
     assert plugin.code == 2
-    assert "stream-gateway-postgres" in plugin.error()["message"]
+    message = plugin.error()["message"]
+    assert "streams only" in message and "pip install stream-gateway-postgres" in message
+    # The Postgres plugin provides both: a durable store that does not answer is down.
+    durable = invoke("flows", "ls", "--store", "postgresql://u@127.0.0.1:1/db", "--timeout", "1")
+    assert durable.code == 4 and "unavailable" in durable.stderr.lower()
     option = invoke("streams", "ls", "--store", "postgresql://u@127.0.0.1:1/db#shema=x")
     assert option.code == 2 and "unknown option 'shema'" in option.stderr
     down = invoke("streams", "ls", "--store", "postgresql://u@127.0.0.1:1/db", "--timeout", "1")

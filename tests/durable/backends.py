@@ -65,7 +65,7 @@ async def firestore_store() -> AsyncIterator[DurableHarness]:
     emulator = shared_emulator()
     # Collections of this test's own: no test sees another's data, none is wiped.
     prefix = f"t{secrets.token_hex(5)}"
-    location = f"firestore://{emulator.project}?prefix={prefix}"
+    location = f"firestore://{emulator.project}#prefix={prefix}"
     yield DurableHarness(
         "firestore",
         lambda: FirestoreDurableStore.from_url(location, rpc_timeout=30.0),

@@ -92,11 +92,13 @@ async def fanned(job: Fan, ctx: DurableContext) -> int:
                     span = f"{ctx.flow_id} {b}.{i} {os.getpid()}"
                     if job.spans:
                         _append(job.spans, f"enter {span} {time.time():.6f}")
-                    await anyio.sleep(job.delay / 2)
-                    _append(job.log, f"{b}.{i} {os.getpid()} {ctx.flow_id}")
-                    await anyio.sleep(job.delay / 2)
-                    if job.spans:
-                        _append(job.spans, f"exit {span} {time.time():.6f}")
+                    try:
+                        await anyio.sleep(job.delay / 2)
+                        _append(job.log, f"{b}.{i} {os.getpid()} {ctx.flow_id}")
+                        await anyio.sleep(job.delay / 2)
+                    finally:  # also when the worker stops the run (not when SIGKILLed)
+                        if job.spans:
+                            _append(job.spans, f"exit {span} {time.time():.6f}")
                     return i
 
                 value: int = await ctx.run(f"s{i}", step)

@@ -1,4 +1,4 @@
-"""A worker whose lease lapses while it runs an execution, then claims it again."""
+"""A worker whose lease lapses while it runs an execution, or that cannot renew it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from stream_gateway.durable import (
     DurableContext,
     DurableEngine,
     DurableStoreError,
+    ExecutionRecord,
     InMemoryDurableStore,
     Lease,
     durable_flow,
@@ -56,3 +57,91 @@ async def test_an_execution_claimed_again_by_its_own_worker_keeps_the_worker_up(
                 op = await engine.schedule(slow, 0.6)
                 final = await engine.wait(op.name)
     assert final.status == "completed" and final.response == "done"
+
+
+class RenewalsStall(InMemoryDurableStore):
+    """A store in which worker ``stalled``'s renewals hang (``mode="hang"``) or raise
+    (``mode="raise"``) and which gives that worker nothing after its first claim (so
+    it cannot take its lapsed lease back); every claim's lease end is recorded."""
+
+    def __init__(self, stalled: str, mode: str) -> None:
+        super().__init__()
+        self.stalled = stalled
+        self.mode = mode
+        self.claims: list[tuple[str, float, float]] = []  # (worker, claimed at, lease until)
+
+    async def claim(
+        self,
+        worker: str,
+        *,
+        now: float,
+        lease_until: float,
+        limit: int,
+        flows: Collection[str],
+        reclaim_own: bool = False,
+    ) -> list[ExecutionRecord]:
+        if worker == self.stalled and any(w == worker for w, _, _ in self.claims):
+            return []
+        claimed = await super().claim(
+            worker,
+            now=now,
+            lease_until=lease_until,
+            limit=limit,
+            flows=flows,
+            reclaim_own=reclaim_own,
+        )
+        if claimed:
+            self.claims.append((worker, now, lease_until))
+        return claimed
+
+    async def renew(self, worker: str, leases: Collection[Lease], lease_until: float) -> set[str]:
+        if worker != self.stalled:
+            return await super().renew(worker, leases, lease_until)
+        if self.mode == "hang":
+            await anyio.sleep_forever()
+        raise DurableStoreError("the durable store is unavailable")
+
+
+@pytest.mark.parametrize("mode", ["hang", "raise"])
+async def test_a_run_whose_renewals_fail_stops_before_its_lease_ends(mode: str) -> None:
+    # Worker "a" claims the execution, then cannot renew its lease (the store hangs or
+    # fails). It must stop the step before the lease it claimed ends: worker "b" claims
+    # the execution once that lease lapses, and the two must never run it at once.
+    # (Before a worker gave renewals up, the first attempt went on until the worker
+    # stopped; the margin the worker keeps is a sixth of the lease.)
+    lease = 1.5
+    store = RenewalsStall("a", mode)
+    attempts: list[list[float]] = []
+    started = anyio.Event()
+
+    @durable_flow(name="ticking", input=int, output=int)
+    async def ticking(ticks: int, ctx: DurableContext) -> int:
+        async def tick() -> int:
+            stamps: list[float] = []
+            attempts.append(stamps)
+            started.set()
+            # The first attempt ticks for three leases unless stopped; later ones finish.
+            for _ in range(ticks if len(attempts) == 1 else 1):
+                stamps.append(time.time())
+                await anyio.sleep(0.01)
+            return len(stamps)
+
+        done: int = await ctx.run("tick", tick, retry=None)
+        return done
+
+    first = DurableEngine([ticking], store=store, poll_interval=0.02)
+    second = DurableEngine([ticking], store=store, poll_interval=0.02)
+    async with first, second:
+        with anyio.fail_after(30):
+            async with first.worker(worker_id="a", lease=lease, poll_interval=0.02, grace=0.1):
+                op = await first.schedule(ticking, int(3 * lease / 0.01))
+                await started.wait()
+                async with second.worker(worker_id="b", lease=lease, poll_interval=0.02, grace=0.1):
+                    final = await second.wait(op.name)
+    assert final.status == "completed" and final.response == 1
+    (a, a_claimed, a_until), (b, b_claimed, _) = store.claims
+    assert (a, b) == ("a", "b")
+    assert len(attempts) == 2 and attempts[0][0] >= a_claimed
+    stopped_at = attempts[0][-1]
+    assert stopped_at < a_until, f"ran {stopped_at - a_until:.3f}s past its lease"
+    assert stopped_at < attempts[1][0] and stopped_at < b_claimed

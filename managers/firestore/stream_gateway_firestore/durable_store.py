@@ -76,15 +76,18 @@ class FirestoreDurableStore(ScheduleMixin):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> FirestoreDurableStore:
         """The store a URL names: ``firestore://project`` (collections ``durable_*``)
-        or ``firestore://project?prefix=name``; ``options`` as for the constructor.
+        or ``firestore://project#prefix=name`` (``?prefix=name`` too); ``options`` as
+        for the constructor.
 
         The client finds credentials the usual way (``GOOGLE_APPLICATION_CREDENTIALS``,
         the metadata server) or the emulator (``FIRESTORE_EMULATOR_HOST``).
         """
         parts = urlsplit(url)
         if parts.scheme != "firestore" or not parts.hostname or parts.path not in ("", "/"):
-            raise ValueError("expected firestore://project or firestore://project?prefix=name")
+            raise ValueError("expected firestore://project or firestore://project#prefix=name")
         query = parse_qs(parts.query)
+        for name, values in parse_qs(parts.fragment).items():
+            query.setdefault(name, []).extend(values)
         unknown = set(query) - {"prefix"}
         if unknown:
             raise ValueError(f"unknown firestore URL parameters: {sorted(unknown)}")

@@ -7,6 +7,7 @@ at a ``firestore://`` location instead of a SQLite file.
 
 from __future__ import annotations
 
+import os
 import random
 import secrets
 import signal
@@ -16,17 +17,19 @@ from pathlib import Path
 
 import anyio
 import pytest
+from google.api_core.exceptions import Aborted
 from tests.durable.procs import FLOWS, Fan, WorkerProcess
 
-from stream_gateway.durable import DurableEngine
+from stream_gateway.durable import DurableEngine, DurableStoreError
 from stream_gateway_firestore import FirestoreDurableStore
 from stream_gateway_firestore.testing import FirestoreEmulator
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
-# 40, not 200: on the emulator (one JVM, every transaction locking its documents) 40
-# executions through 20 kills already take minutes on a shared 2-core machine.
-EXECUTIONS = 40
+# The scenario names 200 executions; on the emulator (one JVM, every transaction
+# locking its documents) the default run keeps fewer, and
+# ``FIRESTORE_SIGKILL_EXECUTIONS=200`` runs the full scale (see the README).
+EXECUTIONS = int(os.environ.get("FIRESTORE_SIGKILL_EXECUTIONS", "40"))
 WORKERS = 3
 KILLS = 20
 BRANCHES, STEPS = 2, 2
@@ -36,7 +39,7 @@ WORKER_ARGS = ("--lease", "5", "--concurrency", "32", "--poll-interval", "1.0")
 
 
 def location(emulator: FirestoreEmulator) -> str:
-    return f"firestore://{emulator.project}?prefix=w{secrets.token_hex(5)}"
+    return f"firestore://{emulator.project}#prefix=w{secrets.token_hex(5)}"
 
 
 class Fleet:
@@ -87,7 +90,16 @@ async def send_to_all(engine: DurableEngine, ids: list[str], payload: int) -> No
 
     async def send(flow_id: str) -> None:
         async with limiter:
-            await engine.signal(flow_id, "go", payload)
+            for attempt in range(10):
+                try:
+                    await engine.signal(flow_id, "go", payload)
+                    return
+                except DurableStoreError as exc:
+                    # Still contended after the store's own retries: an aborted
+                    # transaction wrote nothing, so sending again cannot send twice.
+                    if not isinstance(exc.__cause__, Aborted) or attempt == 9:
+                        raise
+                await anyio.sleep(0.5)
 
     async with anyio.create_task_group() as tg:
         for flow_id in ids:
@@ -109,7 +121,7 @@ async def test_three_workers_share_flows_through_twenty_sigkills(
     async with engine:
         ids = [(await engine.schedule("fanned", job)).name for _ in range(EXECUTIONS)]
         try:
-            with anyio.fail_after(900):
+            with anyio.fail_after(300 + 15 * EXECUTIONS):  # minutes: a shared emulator
                 await fleet.start(WORKERS)
                 for kill in range(KILLS):
                     if kill == KILLS // 3:

@@ -21,15 +21,10 @@ import asyncpg
 
 from stream_gateway.durable import (
     AuditEntry,
-    DurableStore,
-    ExecutionNotFoundError,
     ExecutionRecord,
     ExecutionStatus,
     JournalEntry,
     Lease,
-    LeaseLostError,
-    Schedule,
-    ScheduleNotFoundError,
     Signal,
 )
 from stream_gateway.durable.records import History
@@ -41,21 +36,19 @@ from ._durable_layout import (
     FINISHED,
     LEASED,
     LIVE,
-    SCHEDULE_COLUMNS,
     due_channel,
-    schedule_row,
     split_url,
     to_json,
     to_record,
-    to_schedule,
 )
+from ._durable_schedules import ScheduleMixin
 from ._durable_watch import watch
 from ._migrations import Connection, migrate, quote_schema
 
 __all__ = ["PostgresDurableStore"]
 
 
-class PostgresDurableStore(DurableStore):
+class PostgresDurableStore(ScheduleMixin):
     """A `DurableStore` in PostgreSQL tables (``durable_*``) in ``schema``.
 
     ``dsn``: a libpq URI or keyword string. The tables are created (and later
@@ -128,92 +121,6 @@ class PostgresDurableStore(DurableStore):
 
     async def close(self) -> None:
         await self._db.close()
-
-    # -- helpers ---------------------------------------------------------------------
-
-    async def _notify(self, conn: Connection, at: float | None) -> None:
-        """Tell the workers (at commit) that something is due at ``at``."""
-        if at is not None:
-            await conn.execute("SELECT pg_notify($1, $2)", self._channel, repr(at))
-
-    async def _fence(self, conn: Connection, lease: Lease) -> None:
-        """Lock the execution's row while ``lease`` is current (to the commit)."""
-        locked = await conn.fetchval(
-            f"SELECT true FROM {self._t['executions']} WHERE id = $1 AND status IN {LEASED} "
-            "AND lease_owner = $2 AND lease_token = $3 FOR NO KEY UPDATE",
-            lease.execution_id,
-            lease.worker,
-            lease.token,
-        )
-        if not locked:
-            raise LeaseLostError(f"lease on flow {lease.execution_id} was lost")
-
-    async def _status(self, conn: Connection, execution_id: str) -> str:
-        """The execution's status, its row locked to the commit."""
-        status: str | None = await conn.fetchval(
-            f"SELECT status FROM {self._t['executions']} WHERE id = $1 FOR NO KEY UPDATE",
-            execution_id,
-        )
-        if status is None:
-            raise ExecutionNotFoundError("flow not found")
-        return status
-
-    async def _add_audit(self, conn: Connection, entries: Sequence[AuditEntry]) -> None:
-        # Stored without a seq: see `_sequence`. Writers never wait on each other here.
-        if not entries:
-            return
-        await conn.execute(
-            f"""INSERT INTO {self._t["audit"]} (execution_id, kind, at, step, data)
-            SELECT e, k, a, s, d FROM unnest($1::text[], $2::text[], $3::float8[],
-                $4::text[], $5::text[]) WITH ORDINALITY AS u(e, k, a, s, d, n)
-            ORDER BY n""",
-            [a.execution_id for a in entries],
-            [a.kind for a in entries],
-            [a.at for a in entries],
-            [a.step for a in entries],
-            [json.dumps(a.data) for a in entries],
-        )
-
-    async def _sequence(self, conn: Connection) -> None:
-        """Number the audit lines committed since the last reader did, in insertion
-        order, after every number given so far (kept in ``durable_audit_cursor``, so
-        none is ever reused). Audit seqs are a feed cursor: a reader that saw seq n
-        must never later find a smaller one. Numbers drawn by writers would commit out
-        of order (a transaction may draw 9, commit after another drew and committed
-        10); numbered by readers, one at a time under a lock, a line committed late
-        just gets a later number. So writers never serialize on the audit table."""
-        audit, cursor = self._t["audit"], self._t["audit_cursor"]
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", self._audit_lock)
-        await conn.execute(
-            f"""WITH todo AS (
-                SELECT id, row_number() OVER (ORDER BY id) AS r FROM {audit}
-                WHERE seq IS NULL),
-            bump AS (
-                UPDATE {cursor} SET last = last + (SELECT count(*) FROM todo)
-                RETURNING last - (SELECT count(*) FROM todo) AS base)
-            UPDATE {audit} AS a SET seq = bump.base + todo.r FROM todo, bump
-            WHERE a.id = todo.id"""
-        )
-
-    async def _insert(self, conn: Connection, record: ExecutionRecord) -> bool:
-        created = await conn.fetchval(
-            f"INSERT INTO {self._t['executions']} (id, flow, status, input, owner, "
-            "created_at, updated_at, due_at, parent) VALUES ($1, $2, $3, $4, $5, $6, $7, "
-            "$8, $9) ON CONFLICT (id) DO NOTHING RETURNING true",
-            record.id, record.flow, record.status, record.input, record.owner,
-            record.created_at, record.updated_at, record.due_at, record.parent,
-        )  # fmt: skip
-        if created:
-            await self._notify(conn, record.due_at)
-        return bool(created)
-
-    async def _get(self, conn: Connection, execution_id: str) -> ExecutionRecord:
-        row = await conn.fetchrow(
-            f"SELECT {COLUMNS} FROM {self._t['executions']} WHERE id = $1", execution_id
-        )
-        if row is None:
-            raise ExecutionNotFoundError("flow not found")
-        return to_record(row)
 
     # -- reads -----------------------------------------------------------------------
 
@@ -705,127 +612,6 @@ class PostgresDurableStore(DurableStore):
             )
             for r in rows
         ]
-
-    # -- recurring schedules -----------------------------------------------------------
-
-    async def create_schedule(self, schedule: Schedule) -> tuple[Schedule, bool]:
-        table = self._t["schedules"]
-
-        async def body(conn: Connection) -> tuple[Schedule, bool]:
-            marks = ", ".join(f"${i}" for i in range(1, 15))
-            created = await conn.fetchval(
-                f"INSERT INTO {table} ({SCHEDULE_COLUMNS}) VALUES ({marks}) "
-                "ON CONFLICT (id) DO NOTHING RETURNING true",
-                *schedule_row(schedule),
-            )
-            if created and not schedule.paused:
-                await self._notify(conn, schedule.next_at)
-            row = await conn.fetchrow(
-                f"SELECT {SCHEDULE_COLUMNS} FROM {table} WHERE id = $1", schedule.id
-            )
-            assert row is not None  # inserted now or before; never deleted in between
-            return to_schedule(row), bool(created)
-
-        return await self._db.write("creating a schedule", body)
-
-    async def put_schedule(self, schedule: Schedule) -> bool:
-        columns = SCHEDULE_COLUMNS.split(", ")[1:]
-        sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=2))
-
-        async def body(conn: Connection) -> bool:
-            updated = await conn.fetchval(
-                f"UPDATE {self._t['schedules']} SET {sets} WHERE id = $1 RETURNING true",
-                *schedule_row(schedule),
-            )
-            if updated and not schedule.paused:
-                await self._notify(conn, schedule.next_at)
-            return bool(updated)
-
-        return await self._db.write("updating a schedule", body)
-
-    async def get_schedule(self, schedule_id: str) -> Schedule:
-        row = await self._db.read(
-            "reading a schedule",
-            lambda conn: conn.fetchrow(
-                f"SELECT {SCHEDULE_COLUMNS} FROM {self._t['schedules']} WHERE id = $1",
-                schedule_id,
-            ),
-        )
-        if row is None:
-            raise ScheduleNotFoundError("schedule not found")
-        return to_schedule(row)
-
-    async def list_schedules(
-        self,
-        *,
-        owner: str | None = None,
-        any_owner: bool = True,
-        after: str | None = None,
-        limit: int = 50,
-    ) -> list[Schedule]:
-        where: list[str] = ["true"]
-        params: list[Any] = []
-        if after is not None:
-            params.append(after)
-            where.append(f"id > ${len(params)}")
-        if not any_owner:
-            params.append(owner)
-            where.append(f"owner IS NOT DISTINCT FROM ${len(params)}")
-        params.append(limit)
-        sql = (
-            f"SELECT {SCHEDULE_COLUMNS} FROM {self._t['schedules']} "
-            f"WHERE {' AND '.join(where)} ORDER BY id LIMIT ${len(params)}"
-        )
-        rows = await self._db.read("listing schedules", lambda conn: conn.fetch(sql, *params))
-        return [to_schedule(r) for r in rows]
-
-    async def delete_schedule(self, schedule_id: str) -> bool:
-        deleted = await self._db.write(
-            "deleting a schedule",
-            lambda conn: conn.fetchval(
-                f"DELETE FROM {self._t['schedules']} WHERE id = $1 RETURNING true", schedule_id
-            ),
-        )
-        return bool(deleted)
-
-    async def due_schedules(self, now: float, limit: int) -> list[Schedule]:
-        rows = await self._db.read(
-            "reading due schedules",
-            lambda conn: conn.fetch(
-                f"SELECT {SCHEDULE_COLUMNS} FROM {self._t['schedules']} "
-                "WHERE NOT paused AND next_at <= $1 ORDER BY next_at, id LIMIT $2",
-                now,
-                limit,
-            ),
-        )
-        return [to_schedule(r) for r in rows]
-
-    async def fire_schedule(
-        self,
-        schedule_id: str,
-        *,
-        tick: float,
-        next_at: float | None,
-        execution: ExecutionRecord | None,
-        now: float,
-        audit: Sequence[AuditEntry] = (),
-    ) -> bool:
-        async def body(conn: Connection) -> bool:
-            fired = await conn.fetchval(
-                f"UPDATE {self._t['schedules']} SET next_at = $1, last_tick = $2, "
-                "updated_at = $3, last_execution = COALESCE($4, last_execution) "
-                "WHERE id = $5 AND NOT paused AND next_at = $2 RETURNING true",
-                next_at, tick, now, execution.id if execution else None, schedule_id,
-            )  # fmt: skip
-            if not fired:
-                return False
-            if execution is not None:
-                await self._insert(conn, execution)
-            await self._notify(conn, next_at)
-            await self._add_audit(conn, audit)
-            return True
-
-        return await self._db.write("firing a schedule", body)
 
     # -- notifications -----------------------------------------------------------------
 

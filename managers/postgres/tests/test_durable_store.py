@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 from tests.durable.helpers import until_status
 
+from stream_gateway import InvalidArgumentError
 from stream_gateway.durable import (
     DurableContext,
     DurableEngine,
@@ -21,6 +22,7 @@ from stream_gateway.durable import (
     durable_flow,
     store_from_url,
 )
+from stream_gateway.stores import open_durable_store, open_stream_storage
 from stream_gateway_postgres import PostgresDurableStore, PostgresStreamStorage
 from stream_gateway_postgres._durable_layout import DURABLE_MIGRATIONS
 from stream_gateway_postgres._layout import STREAMS_MIGRATIONS
@@ -65,6 +67,15 @@ async def test_store_urls_name_the_schema(server: PostgresServer, schema: str) -
     assert PostgresDurableStore.from_url(server.dsn).schema == "stream_gateway"
     alias = store_from_url(server.dsn.replace("postgresql://", "postgres://", 1))
     assert isinstance(alias, PostgresDurableStore)
+    # The one resolver: the same URL names the durable store and the streams.
+    opened = open_durable_store(f"{server.dsn}#schema={schema}")
+    assert isinstance(opened, PostgresDurableStore) and opened.schema == schema
+    async with opened:
+        assert await opened.list_executions() == []
+    streams = open_stream_storage(f"{server.dsn}#schema={schema}")
+    assert isinstance(streams, PostgresStreamStorage)
+    with pytest.raises(InvalidArgumentError, match="unknown option 'shema'"):
+        open_durable_store(f"{server.dsn}#shema={schema}")
 
 
 async def test_migrations_are_recorded_once_next_to_the_streams(
