@@ -31,6 +31,7 @@ from collections.abc import Collection, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from anyio.lowlevel import checkpoint
 
 from .. import _telemetry
 from .._errors import GatewayError
@@ -265,6 +266,12 @@ class Run:
             raise self.abandon("its lease was lost") from None
         except DurableStoreError as exc:
             raise self.abandon(f"the store failed ({exc.message})") from None
+        except anyio.get_cancelled_exc_class():
+            # A cancel scope's own cancellation is delivered again here and goes on;
+            # past it, the store's client raised a CancelledError of its own (gRPC's
+            # asyncio channel does when it gives a call up): a store failure.
+            await checkpoint()
+            raise self.abandon("the store's client gave the write up") from None
         self.woken_consumed = True
         self.woken = []
         self._index(entry)

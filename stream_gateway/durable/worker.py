@@ -17,6 +17,7 @@ from typing import Self
 
 import anyio
 from anyio.abc import TaskGroup
+from anyio.lowlevel import checkpoint
 
 from .._errors import GatewayError
 from .._logs import owner_tag
@@ -130,6 +131,10 @@ class Worker:
             await self.recover()
         except DurableStoreError:  # the store is down: the claim loop keeps trying
             logger.warning("durable worker %s: store unavailable at start", self.worker_id)
+        except anyio.get_cancelled_exc_class():
+            if not await self._foreign("recovery at start"):
+                await self.__aexit__(None, None, None)
+                raise
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
@@ -200,14 +205,40 @@ class Worker:
     def _current_group(self) -> TaskGroup | None:
         return None if self._closing else self._tg
 
+    async def _foreign(self, what: str) -> bool:
+        """In an ``except CancelledError`` block: whether that CancelledError is
+        foreign, i.e. no cancel scope around this task sent it: a store's client
+        library raised its own on giving up a call (gRPC's asyncio channel does under
+        load). Let through, it would end the task, and the worker's task group would
+        then cancel every run and loop: one failed call would take the worker down.
+
+        A scope's cancellation is delivered again at the next checkpoint, so it is
+        raised here (and reaches the scope that sent it); a foreign one is logged and
+        the caller treats it as a failed call. While the worker stops, nothing is
+        foreign."""
+        if self._closing:
+            return False
+        await checkpoint()
+        logger.warning(
+            "durable worker %s: %s was interrupted by a CancelledError no cancel scope"
+            " sent (the store's client gave the call up); carrying on",
+            self.worker_id,
+            what,
+        )
+        return True
+
     async def _claim_loop(self) -> None:
         while not self._closing:
             self._wake = anyio.Event()
-            await fire_due_quietly(self.engine)
             try:
+                await fire_due_quietly(self.engine)
                 claimed = await self._claim()
             except Exception:  # the store is down: keep polling, never die
                 logger.exception("durable worker %s could not claim", self.worker_id)
+                claimed = 0
+            except anyio.get_cancelled_exc_class():
+                if not await self._foreign("a claim"):
+                    raise
                 claimed = 0
             if claimed and len(self._runs) < self.concurrency:
                 continue  # more may be due
@@ -233,6 +264,9 @@ class Worker:
                     self.worker_id,
                     exc,
                 )
+            except anyio.get_cancelled_exc_class():
+                if not await self._foreign("the store's notifications"):
+                    raise
             self.wake()
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
@@ -260,6 +294,12 @@ class Worker:
                     held = await self.store.renew(self.worker_id, leases, asked + self.lease)
                 except Exception:
                     logger.exception("durable worker %s could not renew its leases", self.worker_id)
+                except anyio.get_cancelled_exc_class():
+                    # Also our own deadline, which the store's client may have
+                    # re-raised as a CancelledError of its own: `_foreign` raises
+                    # the deadline's cancellation again, for the scope to catch.
+                    if not await self._foreign("a lease renewal"):
+                        raise
             if held is None:
                 now = time.time()
                 for run in runs:
@@ -297,6 +337,10 @@ class Worker:
         except Exception:
             logger.exception("durable worker %s could not read evictions", self.worker_id)
             return
+        except anyio.get_cancelled_exc_class():
+            if not await self._foreign("reading evictions"):
+                raise
+            return
         for execution_id, record in records.items():
             run = self._runs.get(execution_id)
             if record.evict_requested and run is not None and record.lease_token == run.lease.token:
@@ -318,7 +362,10 @@ class Worker:
                 if wake_at is not None and (self._next_local is None or wake_at < self._next_local):
                     self._next_local = wake_at
         except anyio.get_cancelled_exc_class():
-            raise
+            if not await self._foreign(f"flow {record.id}"):
+                raise
+            # The run ends as after a store failure: its lease lapses (or is renewed
+            # and it is claimed again) and it replays.
         except (KeyboardInterrupt, GeneratorExit):
             raise
         except BaseException:

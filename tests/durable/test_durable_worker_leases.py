@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Collection
+from typing import Any
 
 import anyio
 import pytest
@@ -145,3 +147,57 @@ async def test_a_run_whose_renewals_fail_stops_before_its_lease_ends(mode: str) 
     stopped_at = attempts[0][-1]
     assert stopped_at < a_until, f"ran {stopped_at - a_until:.3f}s past its lease"
     assert stopped_at < attempts[1][0] and stopped_at < b_claimed
+
+
+async def _foreign_cancellation() -> None:
+    """Raise a CancelledError that no cancel scope sent, as a client library does when
+    it cancels its own call (gRPC's asyncio channel does under load)."""
+    future = asyncio.get_running_loop().create_future()
+    future.cancel()
+    await future
+
+
+class StoreCallsCancelledOnce(InMemoryDurableStore):
+    """A store whose first call to each of ``methods`` raises a foreign CancelledError."""
+
+    def __init__(self, *methods: str) -> None:
+        super().__init__()
+        self.pending = set(methods)
+
+    async def _maybe(self, method: str) -> None:
+        if method in self.pending:
+            self.pending.discard(method)
+            await _foreign_cancellation()
+
+    async def renew(self, worker: str, leases: Collection[Lease], lease_until: float) -> set[str]:
+        await self._maybe("renew")
+        return await super().renew(worker, leases, lease_until)
+
+    async def claim(self, worker: str, **kwargs: Any) -> list[ExecutionRecord]:
+        await self._maybe("claim")
+        return await super().claim(worker, **kwargs)
+
+    async def append(self, *args: Any, **kwargs: Any) -> Any:
+        await self._maybe("append")
+        return await super().append(*args, **kwargs)
+
+
+@pytest.mark.parametrize("method", ["renew", "claim", "append"])
+async def test_a_foreign_cancellation_from_the_store_never_takes_the_worker_down(
+    method: str,
+) -> None:
+    # A CancelledError raised by a store call that no cancel scope of the worker sent
+    # used to end that task with it, and the worker's task group then cancelled every
+    # run and loop: the worker process died. It is now one failed call.
+    store = StoreCallsCancelledOnce(method)
+    engine = DurableEngine([slow], store=store, poll_interval=0.02)
+    async with engine:
+        with anyio.fail_after(30):
+            async with engine.worker(lease=0.3, poll_interval=0.02, grace=1.0) as worker:
+                first = await engine.schedule(slow, 0.4)
+                assert (await engine.wait(first.name)).status == "completed"
+                assert not store.pending, f"{method} was never called"
+                # Still working: a later execution runs too.
+                second = await engine.schedule(slow, 0.05)
+                assert (await engine.wait(second.name)).response == "done"
+                assert worker.running == 0
