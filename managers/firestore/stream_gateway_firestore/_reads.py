@@ -8,6 +8,7 @@ entries alone, so that it never returns old chunks and entries together.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from google.cloud.firestore_v1 import AsyncCollectionReference, Query
@@ -45,16 +46,23 @@ async def read_chunks(
         ]
         if not docs or int(docs[0]["offset"]) != offset:
             docs[:0] = await _batch_holding(batches, offset, rpc_timeout=rpc_timeout)
-        if any("compacted" in fields for fields in docs):
+        marked = [fields for fields in docs if "compacted" in fields]
+        if marked:
+            # Usually the entry documents read are all that is needed; else read by id.
+            end = min(stop, int(marked[0]["compacted"]))
+            with contextlib.suppress(StreamNotFoundError):
+                found = assemble(marked, offset, end)
+                if len(found) == max(end - offset, 0):
+                    return found
             return await _read_entries(batches, offset, stop, rpc_timeout=rpc_timeout) or []
         try:
             return assemble(docs, offset, stop)
         except StreamNotFoundError:
             # Batches deleted underneath by a compaction, or really lost.
-            entries = await _read_entries(batches, offset, stop, rpc_timeout=rpc_timeout)
-            if entries is None:
+            compacted = await _read_entries(batches, offset, stop, rpc_timeout=rpc_timeout)
+            if compacted is None:
                 raise
-            return entries
+            return compacted
 
 
 async def _read_entries(
