@@ -15,7 +15,8 @@ requests after reading the meta with its ETag:
    highest offsets first.
 
 A process that dies after the claim leaves a readable, uncompacted stream whose claim
-lapses after `CLAIM_LAPSE` seconds; one that dies after the mark leaves old batches
+lapses after `CLAIM_LAPSE` seconds (a retry in the same process, after a failed mark,
+takes its own claim again at once); one that dies after the mark leaves old batches
 that `purge` deletes with the stream (a later `compact` call deletes them too). Until
 then reads keep to the entries (see `_read`).
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from stream_gateway import InvalidArgumentError, UnavailableError
 
@@ -47,10 +48,13 @@ def check_entries(length: int, entries: Sequence[bytes]) -> None:
         raise InvalidArgumentError("a compacted entry contains a raw newline")
 
 
-async def claim(client: RestClient, meta_path: str, length: int) -> bool | None:
-    """Claim the stream for compaction (step 1). True when claimed; False when it may
-    not be compacted; ``None`` when it is compacted already (its leftovers may need
-    deleting)."""
+async def claim(
+    client: RestClient, meta_path: str, length: int, *, own: float | None = None
+) -> float | Literal[False] | None:
+    """Claim the stream for compaction (step 1); return the claim (its time). False
+    when the stream may not be compacted; ``None`` when it is compacted already (its
+    leftovers may need deleting). ``own`` is a claim this process made earlier for the
+    same stream (a compaction whose mark failed): finding it, the claim is taken again."""
     for _ in range(_TRIES):
         current, etag = await client.get_with_etag(meta_path)
         if not isinstance(current, dict) or current.get("status", "open") == "open":
@@ -58,15 +62,17 @@ async def claim(client: RestClient, meta_path: str, length: int) -> bool | None:
         if current.get("compacted") is not None:
             return None
         claimed = current.get("compacting")
-        if isinstance(claimed, int | float) and claimed > time.time() - CLAIM_LAPSE:
+        lapsed = time.time() - CLAIM_LAPSE
+        if isinstance(claimed, int | float) and claimed > lapsed and claimed != own:
             return False  # another compaction is under way
         if current.get("length") != length:
             return False
+        now = time.time()
         try:
-            await client.put(meta_path, {**current, "compacting": time.time()}, if_match=etag)
+            await client.put(meta_path, {**current, "compacting": now}, if_match=etag)
         except Conflict:
             continue
-        return True
+        return now
     raise UnavailableError("stream metadata kept changing; the stream was not compacted")
 
 

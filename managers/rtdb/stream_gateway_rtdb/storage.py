@@ -123,6 +123,7 @@ class RtdbStreamStorage(StreamStorage):
         self._client: RestClient | None = None
         self._written: dict[str, _Written] = {}
         self._caches: dict[str, BatchCache] = {}
+        self._claims: dict[str, float] = {}  # compaction claims whose mark has not landed
         self._reader = BatchReader()
         self._closed = False
         self._in_flight = 0
@@ -309,13 +310,16 @@ class RtdbStreamStorage(StreamStorage):
         multi-path PATCH), then delete the old batches; see `_compaction`."""
         _compaction.check_entries(length, entries)
         meta, batches = self._meta(stream_id), self._batches(stream_id)
-        claimed = await _compaction.claim(self.client, meta, length)
+        own = self._claims.pop(stream_id, None)
+        claimed = await _compaction.claim(self.client, meta, length, own=own)
         if claimed is None:
             # Compacted already: finish what a compaction that died part-way left.
             await _compaction.delete_leftovers(self.client, batches)
         if not claimed:
             return False
+        self._claims[stream_id] = claimed  # a retry after a failed mark takes it again
         await _compaction.mark(self.client, self.root, stream_id, entries)
+        del self._claims[stream_id]
         cache = self._caches.get(stream_id)
         if cache is not None:
             cache.clear()

@@ -15,7 +15,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from stream_gateway import InvalidArgumentError
+from stream_gateway import InvalidArgumentError, UnavailableError
 from stream_gateway.streams import StreamFilter, StreamRecord, Terminal
 from stream_gateway_rtdb import RtdbStreamStorage, _compaction
 from stream_gateway_rtdb._layout import batch_key, encode_batch
@@ -142,6 +142,27 @@ async def test_a_claim_refuses_a_second_compaction_until_it_lapses(site: Site) -
         lapsed = time.time() - _compaction.CLAIM_LAPSE - 1
         await meta.patch(f"streams/meta/{sid}", {"compacting": lapsed})
         assert await storage.compact(sid, 4, one) is True
+        assert await storage.read(sid, 0, 10) == one
+
+
+async def test_a_retry_after_a_failed_mark_takes_its_own_claim_again(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sid = "retried-stream-00001"
+    one = [entry(0, b'"x"')]
+
+    async def fails(*args: Any, **kwargs: Any) -> None:
+        raise UnavailableError("the PATCH timed out")
+
+    async with started(site) as storage, started(site) as other:
+        chunks = await finished_stream(storage, sid, 4)
+        with monkeypatch.context() as patch:
+            patch.setattr(_compaction, "mark", fails)
+            with pytest.raises(UnavailableError):
+                await storage.compact(sid, 4, one)
+        assert await storage.read(sid, 0, 10) == chunks
+        assert await other.compact(sid, 4, one) is False  # claimed by the first
+        assert await storage.compact(sid, 4, one) is True  # the first's retry
         assert await storage.read(sid, 0, 10) == one
 
 
