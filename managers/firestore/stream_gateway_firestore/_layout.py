@@ -2,7 +2,8 @@
 
 ``{collection}/{stream_id}`` holds the record (everything but the chunks);
 ``{collection}/{stream_id}/batches/{first offset, 12 digits}`` holds consecutive chunks.
-Batch documents are immutable once written: a retry rewrites the same content.
+Batch documents are immutable once written: a retry rewrites the same content. A
+compacted stream's entries replace them (`_compaction`).
 """
 
 from __future__ import annotations
@@ -163,6 +164,7 @@ def record_fields(record: StreamRecord, create_token: str) -> dict[str, Any]:
         "terminal": terminal_fields(record.terminal),
         "extra": dict(record.extra),
         "create_token": create_token,
+        "compacted": record.compacted,
     }
 
 
@@ -193,4 +195,5 @@ def record_from_fields(stream_id: str, fields: dict[str, Any]) -> StreamRecord:
         if terminal is None
         else Terminal(terminal["kind"], bytes(terminal["payload"])),
         extra=dict(fields.get("extra") or {}),
+        compacted=fields.get("compacted"),
     )

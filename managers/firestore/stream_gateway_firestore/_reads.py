@@ -1,7 +1,14 @@
-"""Reading chunks back: only the batch documents a read needs, checked for gaps."""
+"""Reading chunks back: only the batch documents a read needs, checked for gaps.
+
+A compacted stream's entry documents carry ``compacted`` (see `_compaction`). While the
+old batches are being deleted (or after a compaction that died before deleting them),
+a read may meet both kinds: once it sees an entry document, or a gap, it reads the
+entries alone, so that it never returns old chunks and entries together.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from google.cloud.firestore_v1 import AsyncCollectionReference, Query
@@ -39,7 +46,50 @@ async def read_chunks(
         ]
         if not docs or int(docs[0]["offset"]) != offset:
             docs[:0] = await _batch_holding(batches, offset, rpc_timeout=rpc_timeout)
-    return assemble(docs, offset, stop)
+        marked = [fields for fields in docs if "compacted" in fields]
+        if marked:
+            # Usually the entry documents read are all that is needed; else read by id.
+            end = min(stop, int(marked[0]["compacted"]))
+            with contextlib.suppress(StreamNotFoundError):
+                found = assemble(marked, offset, end)
+                if len(found) == max(end - offset, 0):
+                    return found
+            return await _read_entries(batches, offset, stop, rpc_timeout=rpc_timeout) or []
+        try:
+            return assemble(docs, offset, stop)
+        except StreamNotFoundError:
+            # Batches deleted underneath by a compaction, or really lost.
+            compacted = await _read_entries(batches, offset, stop, rpc_timeout=rpc_timeout)
+            if compacted is None:
+                raise
+            return compacted
+
+
+async def _read_entries(
+    batches: AsyncCollectionReference, offset: int, stop: int, *, rpc_timeout: float
+) -> list[bytes] | None:
+    """The entries of a compacted stream in ``[offset, stop)``, read by document id from
+    the first entry document's ``parts``; ``None`` if the stream is not compacted."""
+    first = await batches.document(batch_id(0)).get(retry=None, timeout=rpc_timeout)
+    fields = first.to_dict() or {}
+    if not first.exists or "compacted" not in fields:
+        return None
+    stop = min(stop, int(fields["compacted"]))
+    parts = [int(p) for p in fields["parts"]]
+    ends = [*parts[1:], stop]
+    docs = [fields]
+    for start, end in zip(parts[1:], ends[1:], strict=True):
+        if start >= stop:
+            break
+        if end > offset:
+            snap = await batches.document(batch_id(start)).get(retry=None, timeout=rpc_timeout)
+            if not snap.exists:
+                break  # purged meanwhile: fewer chunks
+            docs.append(snap.to_dict() or {})
+    try:
+        return assemble(docs, offset, stop)
+    except StreamNotFoundError:
+        return []  # being purged
 
 
 async def _batch_holding(

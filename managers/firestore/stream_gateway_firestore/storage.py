@@ -30,6 +30,7 @@ from stream_gateway.streams import (
     Terminal,
 )
 
+from ._compaction import compact_stream
 from ._google import from_timestamp, to_timestamp, translated
 from ._layout import (
     BATCHES,
@@ -262,6 +263,19 @@ class FirestoreStreamStorage(StreamStorage):
     async def read(self, stream_id: str, offset: int, limit: int) -> list[bytes]:
         return await read_chunks(
             self._batches(stream_id), offset, limit, rpc_timeout=self.rpc_timeout
+        )
+
+    async def compact(self, stream_id: str, length: int, entries: Sequence[bytes]) -> bool:
+        """One batched write marks the record (``last_update_time`` precondition) and
+        writes the entries as batch documents from offset 0; the old batches are then
+        deleted, newest first. A process that dies in between leaves them to `purge`."""
+        return await compact_stream(
+            self.client,
+            self._record(stream_id),
+            length,
+            list(entries),
+            batch_expiry_margin=self.batch_expiry_margin,
+            rpc_timeout=self.rpc_timeout,
         )
 
     async def renew(

@@ -7,9 +7,10 @@
 ```
 
 ``chunks`` holds a batch's compact JSON chunks joined by ``\\n`` (compact JSON never has
-a raw newline). Every statement is one round trip; those that change a stream also
-``pg_notify`` its channel in the same statement, so the notification goes out exactly
-when (and only if) the change commits.
+a raw newline); a compacted stream has one batch, at offset 0, holding its entries.
+Every statement is one round trip; those that change a stream also ``pg_notify`` its
+channel in the same statement, so the notification goes out exactly when (and only if)
+the change commits.
 """
 
 from __future__ import annotations
@@ -70,11 +71,20 @@ STREAMS_MIGRATIONS = [
         CREATE INDEX streams_created ON {schema}.streams (created_at DESC, stream_id DESC);
         """,
     ),
+    # A compacted stream (`compact`) keeps its entries as one batch at offset 0; this
+    # counts them (NULL: never compacted).
+    Migration(
+        4,
+        "compacted streams",
+        """
+        ALTER TABLE {schema}.streams ADD COLUMN compacted integer;
+        """,
+    ),
 ]
 
 RECORD_COLUMNS = (
     "stream_id, flow, owner, status, length, created_at, updated_at, expires_at, "
-    "lease_until, cancel_requested, stop_requested, terminal_payload, extra"
+    "lease_until, cancel_requested, stop_requested, terminal_payload, extra, compacted"
 )
 
 
@@ -147,6 +157,15 @@ class Statements:
             SELECT EXISTS (SELECT 1 FROM flagged) OR EXISTS (
                 SELECT 1 FROM {s}.streams WHERE stream_id = $1 AND status = 'open')"""
         self.list_from = f"SELECT {RECORD_COLUMNS} FROM {s}.streams"
+        # `compact`'s three statements, run in one transaction: the conditional mark
+        # (its row lock holds off a second compaction until this one commits), the
+        # deletion of every batch, the entries as one batch at offset 0.
+        self.compact_mark = f"""UPDATE {s}.streams SET compacted = $3
+            WHERE stream_id = $1 AND status <> 'open' AND length = $2 AND compacted IS NULL
+            RETURNING true"""
+        self.compact_delete = f"DELETE FROM {s}.stream_batches WHERE stream_id = $1"
+        self.compact_insert = f"""INSERT INTO {s}.stream_batches
+            (stream_id, first_offset, count, chunks) VALUES ($1, 0, $2, $3)"""
         # A bounded round per statement, skipping rows another transaction holds (a
         # stream being written is not expired anyway); batches go by the cascade.
         self.purge = f"""WITH doomed AS (

@@ -65,7 +65,18 @@ def _record(row: asyncpg.Record) -> StreamRecord:
         stop_requested=row["stop_requested"] and not row["cancel_requested"],
         terminal=None if status == "open" or payload is None else Terminal(status, payload),
         extra=json.loads(row["extra"]),
+        compacted=row["compacted"],
     )
+
+
+def _joined(entries: Sequence[bytes], length: int) -> bytes:
+    """A compaction's entries as one batch; checks what `compact` promises to receive."""
+    if not 1 <= len(entries) <= length:
+        raise InvalidArgumentError("a compaction stores between 1 and `length` entries")
+    data = b"\n".join(entries)
+    if data.count(b"\n") != len(entries) - 1:
+        raise InvalidArgumentError("a compacted entry contains a raw newline")
+    return data
 
 
 def _where(dsn: str) -> str:
@@ -282,6 +293,23 @@ class PostgresStreamStorage(StreamStorage):
             batch: bytes = row["chunks"]
             chunks.extend(batch.split(b"\n")[max(offset - first, 0) : min(end - first, count)])
         return chunks
+
+    async def compact(self, stream_id: str, length: int, entries: Sequence[bytes]) -> bool:
+        """One transaction: the conditional mark, the deletion of every batch, and the
+        entries inserted as one batch at offset 0. A reader's statement sees the stream
+        wholly before or wholly after it; a failure part-way leaves it as it was."""
+        data = _joined(entries, length)
+        args = (stream_id, length, len(entries))
+
+        async def body(conn: Connection) -> bool:
+            async with conn.transaction():
+                if not await conn.fetchval(self._sql.compact_mark, *args):
+                    return False
+                await conn.execute(self._sql.compact_delete, stream_id)
+                await conn.execute(self._sql.compact_insert, stream_id, len(entries), data)
+            return True
+
+        return await self._call("compacting a stream", body)
 
     async def renew(
         self, stream_ids: Sequence[str], lease_until: float, expires_at: float

@@ -2,10 +2,12 @@
 
 ```
 <prefix>:{<id>}:meta   hash    flow, status, length, created_at, updated_at, expires_at,
-                               lease_until, owner, cancel, stop, tkind, tpayload, extra
+                               lease_until, owner, cancel, stop, tkind, tpayload, extra,
+                               compacted
 <prefix>:{<id>}:log    stream  entry <first offset>-<count>  {d: chunks joined by "\\n"}
                                ...
                                entry <length>-1              {t: kind}  (the terminal)
+                               entry <length>-2              {c: count} (once compacted)
 <prefix>:expiring      zset    stream id -> expires_at (what `purge` looks at)
 <prefix>:created       zset    stream id -> created_at (what `list_streams` walks)
 ```
@@ -14,6 +16,9 @@ The braces are a hash tag: both keys of a stream hash to one cluster slot, so ev
 script that touches them is legal on Redis Cluster. Entry ids are derived from offsets
 (``<first offset>-<chunk count>``), so a retried append finds its own batch instead of
 adding it twice, and a read seeks straight to the batch holding an offset.
+
+A compacted stream's log is made anew: its entries as one batch ``0-<count>``, the
+terminal entry, and the compaction marker; the hash gains ``compacted``.
 """
 
 from __future__ import annotations
@@ -113,6 +118,8 @@ def encode_record(record: StreamRecord) -> dict[str, bytes | str]:
         fields["tpayload"] = record.terminal.payload
     if record.extra:
         fields["extra"] = json.dumps(record.extra, separators=(",", ":"))
+    if record.compacted is not None:
+        fields["compacted"] = str(record.compacted)
     return fields
 
 
@@ -138,6 +145,7 @@ def decode_record(stream_id: str, raw: Mapping[Any, Any]) -> StreamRecord | None
             terminal = Terminal(cast(TerminalKind, kind), fields.get(b"tpayload", b"null"))
         lease = text("lease_until")
         extra = fields.get(b"extra")
+        compacted = text("compacted")
         return StreamRecord(
             stream_id=stream_id,
             flow=text("flow") or "",
@@ -152,6 +160,7 @@ def decode_record(stream_id: str, raw: Mapping[Any, Any]) -> StreamRecord | None
             stop_requested=text("stop") == "1",
             terminal=terminal,
             extra=json.loads(extra) if extra else {},
+            compacted=None if compacted is None else int(compacted),
         )
     except ValueError as exc:
         raise InternalError(f"stream {stream_id}: malformed record in Redis ({exc})") from exc

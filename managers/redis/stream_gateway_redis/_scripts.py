@@ -7,7 +7,18 @@ strings and back through ``tonumber``; offsets stay far below 2^53, so they are 
 
 from __future__ import annotations
 
-__all__ = ["ABANDON", "APPEND", "CANCEL", "CREATE", "FINISH", "PURGE", "READ", "RENEW", "STOP"]
+__all__ = [
+    "ABANDON",
+    "APPEND",
+    "CANCEL",
+    "COMPACT",
+    "CREATE",
+    "FINISH",
+    "PURGE",
+    "READ",
+    "RENEW",
+    "STOP",
+]
 
 # KEYS: meta, log. ARGV: expire at (ms), created_at, flow, then the record's fields.
 # A create whose reply was lost finds its own record on retry (same created_at and
@@ -115,6 +126,26 @@ return 1
 CANCEL = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'open' then return 0 end
 redis.call('HSET', KEYS[1], 'cancel', '1')
+return 1
+"""
+
+# KEYS: meta, log. ARGV: length, entry count, entries joined by "\n".
+# Only a finished stream at `length`, not compacted yet. The log is made anew (an
+# entry id cannot go below the top one, even after XDEL): the entries as one batch
+# <0>-<count>, the terminal entry again, and a marker <length>-2 {c: count} that wakes
+# other processes' blocking reads (they drop the batches they hold). Every check comes
+# before the first write, so the script does all of it or nothing.
+COMPACT = """
+local meta = redis.call('HMGET', KEYS[1], 'status', 'length', 'compacted', 'tkind')
+if not meta[1] or meta[1] == 'open' or meta[3] then return 0 end
+if tonumber(meta[2]) ~= tonumber(ARGV[1]) then return 0 end
+local ttl = redis.call('PTTL', KEYS[1])
+redis.call('DEL', KEYS[2])
+redis.call('XADD', KEYS[2], '0-' .. ARGV[2], 'd', ARGV[3])
+redis.call('XADD', KEYS[2], ARGV[1] .. '-1', 't', meta[4] or meta[1])
+redis.call('XADD', KEYS[2], ARGV[1] .. '-2', 'c', ARGV[2])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+redis.call('HSET', KEYS[1], 'compacted', ARGV[2])
 return 1
 """
 

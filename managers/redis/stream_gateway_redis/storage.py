@@ -11,6 +11,8 @@ Commands per operation (see `_layout` for the keys, `_scripts` for the scripts):
 - ``load``: 1 ``HGETALL``; the stored length is exact (appends update it).
 - ``finish``: 1 script (record, terminal entry, key expiry), then 1 ``ZADD``.
 - ``renew``: one pipeline of 1 script per stream, then 1 ``ZADD`` for them all.
+- ``compact``: 1 script: checks the record, makes the log anew (the entries as one
+  batch, the terminal, a marker that wakes other processes' watches) and marks it.
 - ``request_cancel``: 1 script. ``purge``: ``ZRANGEBYSCORE``, a pipeline of 1 script
   per expired stream, ``ZREM`` from both indexes.
 - ``list_streams``: ``ZREVRANGEBYSCORE`` on the creation index from the cursor, then
@@ -70,6 +72,7 @@ from ._watch import BatchCache
 
 __all__ = ["RedisStreamStorage"]
 
+_SCRIPT_NAMES = ("CREATE", "APPEND", "FINISH", "ABANDON", "CANCEL", "STOP", "READ", "COMPACT")
 _PURGE_ROUND = 256
 _LIST_SCAN = 1000  # candidates one `list_streams` call reads at most
 _SCRIPT_ERRORS: dict[str, type[Exception]] = {
@@ -179,8 +182,7 @@ class RedisStreamStorage(StreamStorage):
             )
         # EVALSHA, loading the script again when a restarted server forgot it.
         self._registered = {
-            name: self._client.register_script(getattr(_scripts, name))
-            for name in ("CREATE", "APPEND", "FINISH", "ABANDON", "CANCEL", "STOP", "READ")
+            name: self._client.register_script(getattr(_scripts, name)) for name in _SCRIPT_NAMES
         }
 
     async def close(self) -> None:
@@ -286,6 +288,20 @@ class RedisStreamStorage(StreamStorage):
                 raise InternalError(f"stream {stream_id}: batch {first} holds {len(batch)} chunks")
             chunks.extend(batch[max(offset - first, 0) :])
         return chunks[:limit]
+
+    async def compact(self, stream_id: str, length: int, entries: Sequence[bytes]) -> bool:
+        """One script, atomic: the check, the new log and the mark (see `_scripts`).
+        The batches this process's watch holds of the stream are dropped."""
+        if not 1 <= len(entries) <= length:
+            raise InvalidArgumentError("a compaction stores between 1 and `length` entries")
+        if any(b"\n" in entry for entry in entries):
+            raise InvalidArgumentError("a compacted entry contains a raw newline")
+        args: list[int | bytes] = [length, len(entries), b"\n".join(entries)]
+        with _translated():
+            done = await self._script("COMPACT")(keys=self._keys(stream_id), args=args)
+        if done:
+            self._caches.pop(stream_id, None)
+        return bool(done)
 
     async def renew(
         self, stream_ids: Sequence[str], lease_until: float, expires_at: float
@@ -414,6 +430,9 @@ class RedisStreamStorage(StreamStorage):
                     data = fields.get(b"d")
                     if data is not None:
                         cache.add(parse_entry_id(entry_id)[0], data.split(b"\n"))
+                    elif b"c" in fields and self._caches.get(stream_id) is cache:
+                        # Compacted elsewhere: the batches held are gone from Redis.
+                        del self._caches[stream_id]
                 last = entries[-1][0]
                 yield
         finally:

@@ -237,6 +237,9 @@ async def test_every_command_of_a_stream_s_life_stays_in_one_cluster_slot(
                 await writer.cancelled()
             assert chunks_of(received) == [(i, i) for i in range(20)]
             assert received[-1] == ErrorEvent("CANCELLED", "flow cancelled")
+            entries = [b"#c 0 " + b'"0..19"']
+            assert await a.storage.compact(writer.stream_id, 20, entries) is True
+            assert await b.storage.read(writer.stream_id, 0, 20) == entries
             other = await a.open()
             await other.done(None)
             await anyio.sleep(0.5)

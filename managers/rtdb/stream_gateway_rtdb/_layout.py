@@ -4,11 +4,14 @@
 <root>/
   meta/<id>        {flow, status, length, created_at, updated_at, expires_at, owner,
                     lease_until, cancel_requested, stop_requested, terminal: {kind, payload},
-                    extra}
+                    extra, compacted, compacting}
   batches/<id>/
     000000000000   {"o": 0,  "n": 20, "c": ["<chunk json>", ...]}
     000000000020   {"o": 20, "n": 17, "c": [...]}
 ```
+
+A compacted stream has one batch, ``000000000000``, holding its entries and marked
+``"k": <entry count>`` (see `_compaction`).
 
 Batch keys are first offsets zero-padded to 12 digits, so ``orderBy="$key"`` sorts them
 in offset order (padded keys are never read as 32-bit integers, so all compare as
@@ -35,7 +38,9 @@ __all__ = [
     "decode_batch",
     "decode_record",
     "encode_batch",
+    "encode_entries",
     "encode_record",
+    "is_entries",
 ]
 
 KEY_DIGITS = 12
@@ -74,6 +79,16 @@ def encode_batch(offset: int, chunks: Sequence[bytes]) -> dict[str, Any]:
     return {"o": offset, "n": len(chunks), "c": [chunk.decode() for chunk in chunks]}
 
 
+def encode_entries(entries: Sequence[bytes]) -> dict[str, Any]:
+    """The batch at offset 0 of a compacted stream: its entries, marked with their count."""
+    return {**encode_batch(0, entries), "k": len(entries)}
+
+
+def is_entries(value: object) -> bool:
+    """Whether a stored batch holds a compacted stream's entries."""
+    return isinstance(value, Mapping) and isinstance(value.get("k"), int)
+
+
 def decode_batch(value: object) -> tuple[int, list[bytes]] | None:
     """``(first offset, chunks)`` of a stored batch, or ``None`` if it is not one."""
     if not isinstance(value, Mapping):
@@ -106,6 +121,8 @@ def encode_record(record: StreamRecord) -> dict[str, Any]:
         meta["terminal"] = encode_terminal(record.terminal)
     if record.extra:
         meta["extra"] = json.dumps(record.extra, separators=(",", ":"), ensure_ascii=False)
+    if record.compacted is not None:
+        meta["compacted"] = record.compacted
     return meta
 
 
@@ -137,6 +154,7 @@ def decode_record(stream_id: str, meta: object) -> StreamRecord | None:
         stop_requested=meta.get("stop_requested") is True,
         terminal=_decode_terminal(terminal),
         extra=_decode_extra(meta.get("extra")),
+        compacted=_optional_int(meta.get("compacted")),
     )
 
 
@@ -151,6 +169,10 @@ def _decode_terminal(value: object) -> Terminal | None:
 
 def _number(value: object) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def _optional_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _optional_str(value: object) -> str | None:

@@ -5,6 +5,10 @@ batch starts exactly at ``offset`` (the usual case: a reader goes on where the l
 batch ended) that is all. Otherwise ``offset`` may fall inside the batch before, and one
 more query, ``endAt=<offset's key>&limitToLast=1``, fetches just that batch. ``k`` is
 sized from the batches seen so far, so that a read brings about ``limit`` chunks.
+
+While a compaction deletes the old batches (or after one that died before deleting
+them), a read may meet old batches and the entries batch together: once it sees the
+entries, it keeps them alone, so that it never returns old chunks and entries together.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections import OrderedDict
 from typing import Any
 
 from ._client import RestClient
-from ._layout import batch_key, decode_batch
+from ._layout import batch_key, decode_batch, is_entries
 
 __all__ = ["BatchReader"]
 
@@ -37,9 +41,8 @@ class BatchReader:
         """Up to ``limit`` chunks from ``offset`` on, of the batches at ``path``."""
         count = max(1, min(_MAX_BATCHES_PER_READ, math.ceil(limit / self._batch_size_hint) + 1))
         key = batch_key(offset)
-        batches = _batches_in(
-            await client.get(path, orderBy="$key", startAt=key, limitToFirst=count)
-        )
+        found = await client.get(path, orderBy="$key", startAt=key, limitToFirst=count)
+        batches = _batches_in(found)
         if batches and batches[0][0] == offset:
             pass  # ``offset`` starts a batch: nothing before it is needed
         elif not batches and self._known_ends.pop(stream_id, None) == offset:
@@ -47,7 +50,7 @@ class BatchReader:
         elif offset > 0:
             # ``offset`` may fall inside the batch before: fetch just that one.
             holding = await client.get(path, orderBy="$key", endAt=key, limitToLast=1)
-            batches = _batches_in(holding) + batches
+            batches = _batches_in(holding, found)
         if not batches:
             return []
         self._batch_size_hint = max(1.0, sum(len(c) for _, c in batches) / len(batches))
@@ -69,11 +72,13 @@ class BatchReader:
             self._known_ends.popitem(last=False)
 
 
-def _batches_in(value: Any) -> list[Batch]:
-    """The batches of a query result (an unordered object), by offset."""
-    if not isinstance(value, dict):
-        return []
-    batches = [b for b in map(decode_batch, value.values()) if b is not None]
+def _batches_in(*results: Any) -> list[Batch]:
+    """The batches of query results (unordered objects), by offset; only the entries
+    batch if one of them is a compacted stream's."""
+    values = [v for result in results if isinstance(result, dict) for v in result.values()]
+    if any(map(is_entries, values)):
+        values = [v for v in values if is_entries(v)]
+    batches = [b for b in map(decode_batch, values) if b is not None]
     return sorted(batches, key=lambda batch: batch[0])
 
 

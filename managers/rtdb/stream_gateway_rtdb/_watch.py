@@ -31,7 +31,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from stream_gateway import PermissionDeniedError, UnavailableError
 
 from ._client import RestClient
-from ._layout import batch_key, decode_batch
+from ._layout import batch_key, decode_batch, is_entries
 
 __all__ = ["BatchCache", "watch_stream"]
 
@@ -60,6 +60,11 @@ class BatchCache:
             oldest = min(self._batches)
             self._chunks -= len(self._batches.pop(oldest))
 
+    def clear(self) -> None:
+        """Drop every batch held (the stream was compacted)."""
+        self._batches.clear()
+        self._chunks = 0
+
     def read(self, offset: int, limit: int) -> list[bytes]:
         """Chunks from ``offset`` on from contiguous batches held; ``[]`` if not held."""
         found: list[bytes] = []
@@ -83,10 +88,23 @@ class BatchCache:
             entries = [(keys[0], data)]
         else:
             return  # a deeper change: nothing a whole batch can be made of
-        for _, value in entries:
-            batch = decode_batch(value)
-            if batch is not None:
+        for key, value in entries:
+            if value is None and key.isdigit():  # deleted (by a compaction)
+                self._chunks -= len(self._batches.pop(int(key), []))
+            elif is_entries(value):
+                self.clear()
+            elif (batch := decode_batch(value)) is not None:
                 self.add(*batch)
+
+
+def _compacted(event: Any) -> bool:
+    """Whether a meta event carries the ``compacted`` mark (put or patch, any path)."""
+    if not isinstance(event, dict):
+        return False
+    path, data = str(event.get("path", "")), event.get("data")
+    if path.rstrip("/").endswith("/compacted"):
+        return data is not None
+    return isinstance(data, dict) and data.get("compacted") is not None
 
 
 def _length_in(meta: Any) -> int:
@@ -138,6 +156,8 @@ class _Round:
                     self._start = max(_length_in(meta), self.cache.end)
                     tg.start_soon(self._guarded, self._follow_batches, tg)
                 if name in ("put", "patch"):
+                    if _compacted(data):
+                        self.cache.clear()  # the batches held are being deleted
                     self.wake()
 
     async def _follow_batches(self, _tg: TaskGroup) -> None:

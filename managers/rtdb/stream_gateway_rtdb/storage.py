@@ -14,6 +14,10 @@ Requests per operation (``R`` = round trip; see `_layout` for where things live)
 - ``load``: 1 GET of the meta; 1 more (the last batch, ``limitToLast=1``) while the
   stream is open, since the stored length may lag. For a stream this process follows
   or writes (so likely open), both at once: the answer is then one round trip old.
+- ``compact``: 5 R: a GET of the meta with its ETag and a conditional PUT claiming it,
+  a shallow GET of the batch keys and one multi-path PATCH marking it, writing the
+  entries and deleting the batches they cover; a shallow GET again, then one PATCH of
+  nulls per 500 old batches left (see `_compaction`).
 - ``finish``: 1 PATCH of the meta. ``request_cancel``: a GET and a conditional PUT.
 - ``renew``: one GET per stream (its cancel flag and status), then one multi-path PATCH
   of every lease: ``N + 1`` requests per renewal round for ``N`` streams written here.
@@ -49,6 +53,7 @@ from stream_gateway.streams import (
     scanned_page,
 )
 
+from . import _compaction
 from ._auth import EMULATOR_TOKEN, TokenSource, resolve_endpoint
 from ._calls import gather, operation
 from ._client import Conflict, RestClient
@@ -118,6 +123,7 @@ class RtdbStreamStorage(StreamStorage):
         self._client: RestClient | None = None
         self._written: dict[str, _Written] = {}
         self._caches: dict[str, BatchCache] = {}
+        self._claims: dict[str, float] = {}  # compaction claims whose mark has not landed
         self._reader = BatchReader()
         self._closed = False
         self._in_flight = 0
@@ -297,6 +303,28 @@ class RtdbStreamStorage(StreamStorage):
         if held:
             return held
         return await self._reader.read(self.client, path, stream_id, offset, limit)
+
+    @operation
+    async def compact(self, stream_id: str, length: int, entries: Sequence[bytes]) -> bool:
+        """Claim (a conditional PUT of the meta), mark and write the entries (one
+        multi-path PATCH), then delete the old batches; see `_compaction`."""
+        _compaction.check_entries(length, entries)
+        meta, batches = self._meta(stream_id), self._batches(stream_id)
+        own = self._claims.pop(stream_id, None)
+        claimed = await _compaction.claim(self.client, meta, length, own=own)
+        if claimed is None:
+            # Compacted already: finish what a compaction that died part-way left.
+            await _compaction.delete_leftovers(self.client, batches)
+        if not claimed:
+            return False
+        self._claims[stream_id] = claimed  # a retry after a failed mark takes it again
+        await _compaction.mark(self.client, self.root, stream_id, entries)
+        del self._claims[stream_id]
+        cache = self._caches.get(stream_id)
+        if cache is not None:
+            cache.clear()
+        await _compaction.delete_leftovers(self.client, batches)
+        return True
 
     @operation
     async def renew(
