@@ -31,9 +31,9 @@ from collections.abc import Collection, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.lowlevel import checkpoint
 
 from .. import _telemetry
+from .._cancel import foreign_cancellation
 from .._errors import GatewayError
 from .._json import dumps, loads
 from ._stream import RunStream
@@ -267,10 +267,10 @@ class Run:
         except DurableStoreError as exc:
             raise self.abandon(f"the store failed ({exc.message})") from None
         except anyio.get_cancelled_exc_class():
-            # A cancel scope's own cancellation is delivered again here and goes on;
-            # past it, the store's client raised a CancelledError of its own (gRPC's
-            # asyncio channel does when it gives a call up): a store failure.
-            await checkpoint()
+            # The store's client gave the write up with a CancelledError of its own
+            # (gRPC's asyncio channel does): a store failure, not a cancellation.
+            if not await foreign_cancellation():
+                raise
             raise self.abandon("the store's client gave the write up") from None
         self.woken_consumed = True
         self.woken = []

@@ -17,8 +17,8 @@ from typing import Self
 
 import anyio
 from anyio.abc import TaskGroup
-from anyio.lowlevel import checkpoint
 
+from .._cancel import foreign_cancellation
 from .._errors import GatewayError
 from .._logs import owner_tag
 from ._driver import replay
@@ -207,18 +207,11 @@ class Worker:
 
     async def _foreign(self, what: str) -> bool:
         """In an ``except CancelledError`` block: whether that CancelledError is
-        foreign, i.e. no cancel scope around this task sent it: a store's client
-        library raised its own on giving up a call (gRPC's asyncio channel does under
-        load). Let through, it would end the task, and the worker's task group would
-        then cancel every run and loop: one failed call would take the worker down.
-
-        A scope's cancellation is delivered again at the next checkpoint, so it is
-        raised here (and reaches the scope that sent it); a foreign one is logged and
-        the caller treats it as a failed call. While the worker stops, nothing is
-        foreign."""
-        if self._closing:
+        foreign (`foreign_cancellation`), so that the caller treats it as a failed
+        call rather than let it end the task (the worker's task group would then
+        cancel every run and loop). While the worker stops, nothing is foreign."""
+        if self._closing or not await foreign_cancellation():
             return False
-        await checkpoint()
         logger.warning(
             "durable worker %s: %s was interrupted by a CancelledError no cancel scope"
             " sent (the store's client gave the call up); carrying on",

@@ -22,6 +22,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .. import _telemetry
+from .._cancel import foreign_cancellation
 from .._errors import (
     FailedPreconditionError,
     GatewayError,
@@ -576,7 +577,7 @@ class StreamManager:
         if self._cannot_compact:
             return  # said once (below)
         try:
-            report = await self.compact(stream_id)
+            report = await _failed_if_foreign(self.compact(stream_id))
         except StreamNotFoundError:
             return  # expired or purged meanwhile: nothing to do
         except _CannotCompactError as exc:
@@ -945,6 +946,10 @@ class StreamManager:
                     logger.warning("listener for %s failed, restarting: %s", stream_id, exc)
                 except Exception:
                     logger.exception("listener for %s failed, restarting", stream_id)
+                except anyio.get_cancelled_exc_class():
+                    if not await foreign_cancellation():
+                        raise  # the listener stops (its scope), or the manager closes
+                    logger.warning("listener for %s: the store's client gave up", stream_id)
                 # The watch ended or failed: wake subscribers to re-read, then resume.
                 listener.notify()
                 await anyio.sleep(delay)
@@ -966,8 +971,8 @@ class StreamManager:
             try:
                 cancelled: set[str] = set()
                 for ttl, ids in by_ttl.items():
-                    cancelled |= await self.storage.renew(
-                        ids, now + self.lease, now + self.lease + ttl
+                    cancelled |= await _failed_if_foreign(
+                        self.storage.renew(ids, now + self.lease, now + self.lease + ttl)
                     )
             except Exception as exc:
                 if isinstance(exc, GatewayError):
@@ -994,7 +999,7 @@ class StreamManager:
     async def _flagged(self, writer: StreamWriter) -> None:
         """A renewal reported the writer's stream: stop or cancel its flow."""
         try:
-            record = await self.storage.load(writer.stream_id)
+            record = await _failed_if_foreign(self.storage.load(writer.stream_id))
         except Exception as exc:
             logger.warning(
                 "could not load stream %s (next renewal retries): %r", writer.stream_id, exc
@@ -1010,12 +1015,25 @@ class StreamManager:
         while True:
             await anyio.sleep(self.purge_interval)
             try:
-                removed = await self.purge()
+                removed = await _failed_if_foreign(self.purge())
             except Exception:
                 logger.exception("purge of expired streams failed")
                 continue
             if removed:
                 logger.info("purged %d expired streams", removed)
+
+
+async def _failed_if_foreign(call: Awaitable[T]) -> T:
+    """Await a storage call made by a background loop; a CancelledError its client
+    raised of its own (`foreign_cancellation`) becomes `UnavailableError`, a failed
+    call the loop logs and retries, instead of ending the loop's task and with it the
+    manager's task group (every stream of this process)."""
+    try:
+        return await call
+    except anyio.get_cancelled_exc_class():
+        if not await foreign_cancellation():
+            raise
+        raise UnavailableError("the store's client gave the call up") from None
 
 
 class _CannotCompactError(FailedPreconditionError):

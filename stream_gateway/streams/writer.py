@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 
 from .. import _telemetry
+from .._cancel import foreign_cancellation
 from .._errors import (
     CancelledError,
     GatewayError,
@@ -331,6 +332,10 @@ class StreamWriter:
                     await self.flush()
                 except Exception:
                     return  # flush() failed the writer: the producer's next call hears
+                except anyio.get_cancelled_exc_class():
+                    if not await foreign_cancellation():
+                        raise
+                    return  # the next flush (the producer's, or the end's) retries
         finally:
             self._flusher_running = False
 
