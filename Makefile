@@ -16,7 +16,7 @@ GENKIT_STAMP := tests/node/node_modules/.installed
 PROTOCOLS_STAMP := tests/conformance/node_modules/.installed
 AISDK_STAMP := samples/aisdk/node_modules/.installed
 
-.PHONY: demo install test lint docs test-python test-python-firestore test-python-others test-node test-browser bench clean postgres-server
+.PHONY: demo install test lint docs test-all test-js test-python test-python-firestore test-python-others test-node test-browser bench clean postgres-server
 
 # uv installs the same PyPI releases as pip, in a fifth of the time on a fresh machine
 # (parallel downloads, no per-package build step for wheels). The venv keeps pip for
@@ -93,16 +93,25 @@ docs: $(PY_STAMP)
 	$(BIN)/python -W error -m pdoc --docformat restructuredtext -o build/api $(API_MODULES)
 
 test: $(PY_STAMP) $(NODE_STAMP) $(GENKIT_STAMP) $(PROTOCOLS_STAMP) $(AISDK_BUNDLE) /usr/bin/chromium /usr/bin/redis-server postgres-server lint docs
-	scripts/with_servers.sh $(MAKE) --no-print-directory test-python test-node test-browser
+	scripts/with_servers.sh $(MAKE) --no-print-directory test-all
 
 # The core suite runs on three pytest-xdist workers: most of its time is spent waiting
 # (worker processes, leases, timers), not computing. Each worker process gets its own
 # Firestore project, RTDB namespace, Redis prefix and Postgres schema.
-# The plugins' test folders import their own helpers as top-level modules: one run each,
-# Firestore's (the longest: the emulator) next to the three others.
+# The plugins' test folders import their own helpers as top-level modules: one run each.
+# After the core suite, three lanes run side by side, each mostly waiting on servers:
+# Firestore's suite (the longest: the emulator), the three other plugins' suites, and
+# the Node and Chromium suites.
+test-all:
+	$(BIN)/python -m pytest -p no:cacheprovider -n 3 --dist worksteal
+	$(MAKE) --no-print-directory -j3 --output-sync=target test-python-firestore test-python-others test-js
+
 test-python:
 	$(BIN)/python -m pytest -p no:cacheprovider -n 3 --dist worksteal
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-python-firestore test-python-others
+
+test-js:
+	$(MAKE) --no-print-directory test-node test-browser
 
 test-python-firestore:
 	$(BIN)/python -m pytest -p no:cacheprovider managers/firestore/tests
