@@ -6,6 +6,7 @@ tests/conformance); these tests cover what is ours.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from stream_gateway import InMemoryStreamManager, SqliteStreamManager, StreamManager
 from stream_gateway.protocols import DurableStreamsApp
+from stream_gateway.protocols.durable_streams.reads import StreamView
 from stream_gateway.protocols.durable_streams.wire import (
     ProtocolError,
     format_offset,
@@ -297,3 +299,55 @@ async def test_protocol_streams_are_never_compacted(base: str, manager: StreamMa
         assert (report.compacted, report.reason) == (False, "its writer keeps it as written")
         read = await http.get(f"{base}/ds/notes", params={"offset": "-1"}, headers=ALICE)
         assert read.json() == ["a", "b", "c"]
+
+
+async def _finished_flow_stream(manager: StreamManager, chunks: list[object]) -> str:
+    writer = await manager.open(flow="f", owner="o")
+    for chunk in chunks:
+        await writer.write(chunk)
+    await writer.done("r")
+    return writer.stream_id
+
+
+async def test_a_catch_up_read_overtaken_by_compaction_gives_the_compacted_stream() -> None:
+    # A compaction landing between two batches of a catch-up read used to give the
+    # stored entries as chunks (invalid JSON) and skip offsets.
+    storage = InMemoryStreamStorage()
+    async with StreamManager(storage, read_batch=4) as manager:
+        parts: list[object] = [
+            {"type": "text-delta", "id": "t", "delta": f"x{i}"} if i % 3 else {"n": i}
+            for i in range(12)
+        ]
+        stream_id = await _finished_flow_stream(manager, parts)
+        view = StreamView(manager, stream_id, "application/json", flow=True)
+        expected = json.loads((await view.read(0)).body)
+        read, calls = storage.read, 0
+
+        async def compacting_read(sid: str, offset: int, limit: int) -> list[bytes]:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                assert (await manager.compact(stream_id)).compacted
+            return await read(sid, offset, limit)
+
+        storage.read = compacting_read  # type: ignore[method-assign]
+        page = await view.read(0)
+    got = json.loads(page.body)  # valid JSON: no raw entry in it
+    assert got[-1] == {"result": "r"} and page.next_offset == 13
+    joined = [m["message"] for m in got[:-1]]
+    assert joined != [m["message"] for m in expected[:-1]]  # the compacted form
+    text = "".join(p["delta"] for p in joined if isinstance(p, dict) and "delta" in p)
+    assert text == "".join(p["delta"] for p in parts if isinstance(p, dict) and "delta" in p)
+
+
+async def test_a_read_at_the_end_of_a_compacted_stream_is_not_empty() -> None:
+    # A long-poll client that had every chunk read the result of a compacted stream
+    # as an empty page (204) and lost it.
+    async with InMemoryStreamManager() as manager:
+        stream_id = await _finished_flow_stream(manager, [f"t{i}" for i in range(5)])
+        view = StreamView(manager, stream_id, "application/json", flow=True)
+        before = await view.read(5)
+        assert (await manager.compact(stream_id)).compacted
+        after = await view.read(5)
+    assert not before.empty and not after.empty
+    assert json.loads(after.body) == json.loads(before.body) == [{"result": "r"}]

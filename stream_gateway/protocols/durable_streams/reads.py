@@ -21,6 +21,7 @@ from ...streams.base import (
     ResultEvent,
     StreamRecord,
     Terminal,
+    parse_compacted,
 )
 from ...streams.manager import StreamManager
 from .payload import decode_bytes, json_array
@@ -109,8 +110,14 @@ class StreamView:
             batch = await self.manager.storage.read(
                 self.stream_id, position, min(self.manager.read_batch, record.length - position)
             )
-            if not batch:
-                break
+            if not batch or any(parse_compacted(raw) is not None for raw in batch):
+                # Short, or entries where chunks were: compacted under this read?
+                # Then what it gathered is void: the compacted stream answers.
+                latest = await self.manager.info(self.stream_id)
+                if latest.compacted is not None:
+                    return await self._read_compacted(latest, offset)
+                if not batch:
+                    break
             chunks += batch
             size += sum(map(len, batch))
             position += len(batch)
@@ -153,7 +160,14 @@ class StreamView:
                         continue
                     break
         up_to_date = position >= tail.offset
-        return Page(self._body(chunks, end), offset, position, up_to_date, up_to_date, not chunks)
+        return Page(
+            self._body(chunks, end),
+            offset,
+            position,
+            up_to_date,
+            up_to_date,
+            not chunks and end is None,
+        )
 
     async def follow(self, offset: int) -> AsyncGenerator[Page, None]:
         """Pages from ``offset`` on as they are committed; the last one is closed.
