@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from contextlib import aclosing
 
 from .._errors import InvalidArgumentError, StreamNotFoundError
 from ..streams.base import StreamRecord
@@ -123,10 +122,6 @@ class Conversation:
     async def wait_until_ended(self, record: StreamRecord) -> None:
         """Return once the turn's stream has its terminal entry (or was abandoned)."""
         try:
-            async with aclosing(
-                self.manager.subscribe_batches(record.stream_id, record.length)
-            ) as batches:
-                async for _ in batches:
-                    pass
+            await self.manager.end_of(record.stream_id)
         except StreamNotFoundError:
             pass  # expired meanwhile: long over

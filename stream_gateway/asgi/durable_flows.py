@@ -13,7 +13,6 @@ durable call, and the stream ends with the result it returns).
 from __future__ import annotations
 
 import logging
-from contextlib import aclosing
 from typing import Any
 
 from starlette.requests import Request
@@ -23,7 +22,7 @@ from .._errors import InvalidArgumentError, error_from_status
 from .._ids import owner_key, validate_stream_id
 from ..durable.definition import DurableFlow
 from ..durable.engine import DurableEngine
-from ..streams.base import ErrorEvent, ResultEvent
+from ..streams.base import ResultEvent
 from ._http import error_response, read_json_body
 from ._idempotency import IDEMPOTENCY_HEADER
 from .conversations import CONVERSATION_HEADER
@@ -78,18 +77,15 @@ class DurableFlowEndpoints(FlowEndpoints):
         """A non-streaming start: the result once the execution ends (``runFlow``)."""
         manager = self.settings.stream_manager
         assert manager is not None
-        async with aclosing(manager.subscribe(stream_id)) as events:
-            async for event in events:
-                if isinstance(event, ResultEvent):
-                    return Response(
-                        b'{"result":' + event.raw + b"}",
-                        media_type="application/json",
-                        headers={EXECUTION_ID_HEADER: stream_id},
-                    )
-                if isinstance(event, ErrorEvent):
-                    error = error_from_status(event.status, event.message, event.details)
-                    return error_response(error, headers={EXECUTION_ID_HEADER: stream_id})
-        raise AssertionError("a stream always ends with a terminal event")
+        event = await manager.end_of(stream_id)
+        if isinstance(event, ResultEvent):
+            return Response(
+                b'{"result":' + event.raw + b"}",
+                media_type="application/json",
+                headers={EXECUTION_ID_HEADER: stream_id},
+            )
+        error = error_from_status(event.status, event.message, event.details)
+        return error_response(error, headers={EXECUTION_ID_HEADER: stream_id})
 
     async def _cancel(self, request: Request) -> Response:
         context = await self._authenticate(request)

@@ -604,6 +604,26 @@ class StreamManager:
             and record.lease_until < self.clock()
         )
 
+    async def end_of(self, stream_id: str) -> ResultEvent | ErrorEvent:
+        """The stream's terminal event, once it has one (waits while it is open).
+
+        For callers that need the outcome, not the chunks: it follows the stream from
+        its length, so a compaction meanwhile (`compact`) does not concern it.
+        Unknown or expired id: `StreamNotFoundError`; this manager stopping:
+        `StreamInterruptedError`.
+        """
+        for _ in range(3):  # a stream is compacted once: the second try reads its end
+            record = await self.info(stream_id)
+            try:
+                async with aclosing(self.subscribe(stream_id, record.length)) as events:
+                    async for event in events:
+                        if isinstance(event, ResultEvent | ErrorEvent):
+                            return event
+            except StreamCompactedError:
+                continue  # compacted under us: its length is final now
+            break
+        raise StreamInterruptedError(f"stream {stream_id} ended without a terminal entry")
+
     async def subscribe(
         self, stream_id: str, from_offset: int = 0
     ) -> AsyncGenerator[StreamEvent, None]:

@@ -330,7 +330,7 @@ async def test_a_catch_up_read_overtaken_by_compaction_gives_the_compacted_strea
                 assert (await manager.compact(stream_id)).compacted
             return await read(sid, offset, limit)
 
-        storage.read = compacting_read  # type: ignore[method-assign]
+        storage.read = compacting_read  # type: ignore[method-assign,assignment]
         page = await view.read(0)
     got = json.loads(page.body)  # valid JSON: no raw entry in it
     assert got[-1] == {"result": "r"} and page.next_offset == 13

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import anyio
 import pytest
 
-from stream_gateway import FailedPreconditionError
+from stream_gateway import FailedPreconditionError, StreamCompactedError
 from stream_gateway.streams import (
     ChunkEvent,
     InMemoryStreamStorage,
@@ -144,3 +145,43 @@ async def test_a_compaction_failing_by_policy_is_logged_and_the_stream_kept(
         assert (record.status, record.compacted) == ("done", None)
         events = [e async for e in manager.subscribe(writer.stream_id)]
         assert [e.raw for e in events if isinstance(e, ChunkEvent)] == [b'"a"', b'"b"']
+
+
+async def test_end_of_gives_the_end_even_when_a_compaction_overtakes_the_wait() -> None:
+    # A waiter for the end only (a conversation's next turn, a non-streaming durable
+    # start) in another manager on the same store: the writer's manager compacts the
+    # stream once it ends, before the waiter reads the chunks it had not read yet. A
+    # subscription then raises StreamCompactedError; `end_of` still gives the result.
+    storage = InMemoryStreamStorage()
+    async with (
+        StreamManager(storage) as writing,
+        StreamManager(storage, poll_fallback=2.0) as waiting,
+    ):
+        writer = await writing.open(flow="f", owner="o")
+        await writer.write("a")
+        await writer.flush()
+        ends: list[Any] = []
+        failures: list[BaseException] = []
+
+        async def wait_by_subscription(from_offset: int) -> None:
+            try:
+                async for _ in waiting.subscribe(writer.stream_id, from_offset):
+                    pass
+            except StreamCompactedError as exc:
+                failures.append(exc)
+
+        async def wait_with_end_of() -> None:
+            ends.append(await waiting.end_of(writer.stream_id))
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait_by_subscription, 1)
+                tg.start_soon(wait_with_end_of)
+                await anyio.sleep(0.05)
+                for chunk in "bcd":
+                    await writer.write(chunk)
+                await writer.done("r")
+                # Compacted before the waiters' next look at the store (they poll).
+                assert (await writing.compact(writer.stream_id)).compacted
+    assert failures, "the subscription was expected to be overtaken by the compaction"
+    assert ends == [ResultEvent(b'"r"')]
