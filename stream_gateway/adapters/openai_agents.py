@@ -181,8 +181,8 @@ class _DurableSteps:
     the response's text and reasoning, then its tool calls (as the plain flow does,
     once the response is complete), and returns the response; a tool call's step runs
     the tool and streams its output. On replay both come from the journal. Steps are
-    named in call order (``model``, ``model#2``...; ``tool-{name}``,
-    ``tool-{name}#2``...) and tool calls run one at a time.
+    named ``model``, ``model#2``... in call order, and ``tool-{name}-{call id}`` (the
+    id the model gave the call); tool calls run one at a time.
     """
 
     def __init__(
@@ -268,8 +268,13 @@ class _DurableSteps:
         ctx = self.ctx
 
         async def on_invoke_tool(context: ToolContext[Any], arguments: str) -> Any:
-            async with self._tools:  # one at a time, in call order
-                key = self._key(f"tool-{tool.name.replace('/', '_')}")
+            async with self._tools:  # one at a time
+                # Named by the call's id, which the journaled model response fixes:
+                # the SDK starts each call in a task of its own, after hooks and
+                # guardrails that may take longer on replay, so the order in which
+                # calls get here is not the order of the calls.
+                call = f"{tool.name}-{context.tool_call_id}".replace("/", "_")
+                key = self._key(f"tool-{call}")
 
                 async def body() -> dict[str, Any]:
                     if ctx.stop_requested:

@@ -75,7 +75,7 @@ async def test_a_durable_run_streams_what_the_plain_flow_streams() -> None:
     assert effects == ["Paris"]
     assert [(e.path, e.status) for e in detail.steps] == [
         ("model", "completed"),
-        ("tool-forecast", "completed"),
+        ("tool-forecast-call-1", "completed"),
         ("model#2", "completed"),
     ]
 
@@ -129,7 +129,8 @@ async def test_a_stopped_durable_run_ends_with_the_text_so_far() -> None:
             assert await stream.result() == ""  # the model said nothing before the tool
         assert stream.stream_id is not None
         detail = await engine.detail(stream.stream_id)
-    assert [e.path for e in detail.steps if e.kind == "step"] == ["model", "tool-lookup", "model#2"]
+    steps = [e.path for e in detail.steps if e.kind == "step"]
+    assert steps == ["model", "tool-lookup-call-1", "model#2"]
     assert ran == ["Lima"]
 
 
