@@ -27,7 +27,7 @@ import contextvars
 import inspect
 import logging
 import time
-from collections.abc import Collection, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -196,6 +196,10 @@ class Run:
         self.fatal: GatewayError | None = None
         self.closed = False
         self.abandoned: str | None = None
+        #: Set by the worker running it: how long its lease has left (seconds, by
+        #: its last renewal) and the least a step must have to start.
+        self.lease_left: Callable[[], float] | None = None
+        self.lease_margin = 0.0
         self.inflight = 0
         self._settled = anyio.Event()
         self._scopes: set[anyio.CancelScope] = set()
@@ -381,6 +385,13 @@ class Run:
             "rolling_back" if self.record.status == "rolling_back" else "pending"
         )
         return Suspend(status, None, time.time())
+
+    def check_lease(self) -> None:
+        """Before a step's body starts: abandon the run when its worker's lease is
+        about to lapse (its renewals are late). A body started then could still be
+        running when another worker takes the execution over."""
+        if self.lease_left is not None and self.lease_left() < self.lease_margin:
+            raise self.abandon("its lease is about to lapse (late renewals)")
 
     def abandon(self, why: str) -> Abandon:
         """Mark the run abandoned (it replays later) and return the exception to raise."""

@@ -141,6 +141,7 @@ async def attempt(
     policy = retry or RetryPolicy(max_attempts=1)
     limit = timeout if timeout is not None else policy.timeout
     number = entry.attempts + 1 if entry is not None else 1
+    run.check_lease()
     started = time.time()
     token = in_step.set(path)
     mark = run.stream.mark(cursor.branch, path)

@@ -35,11 +35,14 @@ logger = logging.getLogger("stream_gateway.durable")
 
 
 class _Run:
-    __slots__ = ("done", "evicting", "expires", "lease", "replay", "scope", "worker")
+    __slots__ = ("done", "evicting", "expires", "lease", "margin", "replay", "scope", "worker")
 
-    def __init__(self, lease: Lease, expires: float) -> None:
+    def __init__(self, lease: Lease, expires: float, duration: float) -> None:
         #: When the lease lapses unless renewed: the run must be stopped before then.
         self.expires = expires
+        #: No step starts with less than this left of the lease (a third of it: a
+        #: renewal, every third, is then late by more than one period).
+        self.margin = duration / 3
         self.lease = lease
         self.scope = anyio.CancelScope()
         self.replay: Run | None = None
@@ -49,6 +52,8 @@ class _Run:
 
     def attach(self, replay: Run) -> None:
         self.replay = replay
+        replay.lease_left = lambda: self.expires - time.time()
+        replay.lease_margin = self.margin
         if self.evicting:
             replay.evict(self.worker)
 
@@ -193,7 +198,7 @@ class Worker:
             previous = self._runs.get(record.id)
             if previous is not None:
                 previous.scope.cancel()
-            run = self._runs[record.id] = _Run(lease, now + self.lease)
+            run = self._runs[record.id] = _Run(lease, now + self.lease, self.lease)
             self._idle = anyio.Event()
             logger.info(
                 "execution %s (flow %r, owner %s): claimed by worker %s",

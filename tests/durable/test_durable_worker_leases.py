@@ -149,6 +149,47 @@ async def test_a_run_whose_renewals_fail_stops_before_its_lease_ends(mode: str) 
     assert stopped_at < attempts[1][0] and stopped_at < b_claimed
 
 
+async def test_no_step_starts_in_the_last_third_of_a_lease_not_renewed() -> None:
+    # Worker "a" cannot renew (its renewals hang): it gives up the renewal when a sixth
+    # of the lease is left. Steps it started in between could still run when another
+    # worker takes over; so no step starts with less than a third of the lease left:
+    # the run is abandoned instead, and replays elsewhere.
+    lease = 3.0
+    store = RenewalsStall("a", "hang")
+    starts: list[float] = []
+    started = anyio.Event()
+
+    @durable_flow(name="stepping", input=int, output=int)
+    async def stepping(steps: int, ctx: DurableContext) -> int:
+        for i in range(steps):
+
+            async def step() -> None:
+                starts.append(time.time())
+                started.set()
+                await anyio.sleep(0.02)
+
+            await ctx.run(f"s{i}", step)
+        return steps
+
+    first = DurableEngine([stepping], store=store, poll_interval=0.02)
+    second = DurableEngine([stepping], store=store, poll_interval=0.02)
+    async with first, second:
+        with anyio.fail_after(60):
+            async with first.worker(worker_id="a", lease=lease, poll_interval=0.02, grace=0.1):
+                op = await first.schedule(stepping, int(2 * lease / 0.02))
+                await started.wait()
+                async with second.worker(worker_id="b", lease=lease, poll_interval=0.02, grace=0.1):
+                    final = await second.wait(op.name)
+    assert final.status == "completed"
+    (a, _, a_until), (b, b_claimed, _) = store.claims
+    assert (a, b) == ("a", "b")
+    last_a = max(at for at in starts if at < b_claimed)  # "b" claims once a's lease lapsed
+    # Without the check steps start until a sixth is left (the renewal given up).
+    assert last_a < a_until - lease / 3 + lease / 12, (
+        f"a step started {a_until - last_a:.2f}s before the lease's end"
+    )
+
+
 async def _foreign_cancellation() -> None:
     """Raise a CancelledError that no cancel scope sent, as a client library does when
     it cancels its own call (gRPC's asyncio channel does under load)."""
