@@ -4,8 +4,8 @@ caller's transaction."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
+from typing import Any
 
 from stream_gateway.durable import (
     AuditEntry,
@@ -13,11 +13,10 @@ from stream_gateway.durable import (
     ExecutionNotFoundError,
     ExecutionRecord,
     Lease,
-    LeaseLostError,
 )
 
 from ._durable_conn import Database
-from ._durable_layout import COLUMNS, LEASED, to_record
+from ._durable_layout import COLUMNS, audit_args, to_json, to_record
 from ._migrations import Connection
 
 __all__ = ["PostgresBase"]
@@ -27,6 +26,8 @@ class PostgresBase(DurableStore):
     """What `PostgresDurableStore`'s ``__init__`` sets up, and the statements its
     reads, fenced writes and schedules share."""
 
+    #: The schema, quoted (the durable functions' qualifier).
+    _s: str
     #: The durable tables, schema-qualified and quoted, by short name.
     _t: dict[str, str]
     #: The channel writes that make work due ``pg_notify``.
@@ -41,16 +42,14 @@ class PostgresBase(DurableStore):
             await conn.execute("SELECT pg_notify($1, $2)", self._channel, repr(at))
 
     async def _fence(self, conn: Connection, lease: Lease) -> None:
-        """Lock the execution's row while ``lease`` is current (to the commit)."""
-        locked = await conn.fetchval(
-            f"SELECT true FROM {self._t['executions']} WHERE id = $1 AND status IN {LEASED} "
-            "AND lease_owner = $2 AND lease_token = $3 FOR NO KEY UPDATE",
+        """Lock the execution's row while ``lease`` is current (to the commit), or
+        raise `LeaseLostError` (``durable_fence``, translated by `store_errors`)."""
+        await conn.execute(
+            f"SELECT {self._s}.durable_fence($1, $2, $3)",
             lease.execution_id,
             lease.worker,
             lease.token,
         )
-        if not locked:
-            raise LeaseLostError(f"lease on flow {lease.execution_id} was lost")
 
     async def _status(self, conn: Connection, execution_id: str) -> str:
         """The execution's status, its row locked to the commit."""
@@ -64,19 +63,10 @@ class PostgresBase(DurableStore):
 
     async def _add_audit(self, conn: Connection, entries: Sequence[AuditEntry]) -> None:
         # Stored without a seq: see `_sequence`. Writers never wait on each other here.
-        if not entries:
-            return
-        await conn.execute(
-            f"""INSERT INTO {self._t["audit"]} (execution_id, kind, at, step, data)
-            SELECT e, k, a, s, d FROM unnest($1::text[], $2::text[], $3::float8[],
-                $4::text[], $5::text[]) WITH ORDINALITY AS u(e, k, a, s, d, n)
-            ORDER BY n""",
-            [a.execution_id for a in entries],
-            [a.kind for a in entries],
-            [a.at for a in entries],
-            [a.step for a in entries],
-            [json.dumps(a.data) for a in entries],
-        )
+        if entries:
+            await conn.execute(
+                f"SELECT {self._s}.durable_add_audit($1, $2, $3, $4, $5)", *audit_args(entries)
+            )
 
     async def _sequence(self, conn: Connection) -> None:
         """Number the audit lines committed since the last reader did, in insertion
@@ -98,6 +88,21 @@ class PostgresBase(DurableStore):
             UPDATE {audit} AS a SET seq = bump.base + todo.r FROM todo, bump
             WHERE a.id = todo.id"""
         )
+
+    async def _end(
+        self,
+        conn: Connection,
+        execution_id: str,
+        status: str,
+        result: str | None,
+        error: dict[str, Any] | None,
+        now: float,
+    ) -> None:
+        """End the execution and wake its waiters (``durable_end``)."""
+        await conn.execute(
+            f"SELECT {self._s}.durable_end($1, $2, $3, $4, $5, $6)",
+            execution_id, status, result, to_json(error), now, self._channel,
+        )  # fmt: skip
 
     async def _insert(self, conn: Connection, record: ExecutionRecord) -> bool:
         created = await conn.fetchval(

@@ -7,6 +7,9 @@ handed out a connection the server had closed, the server was restarting, a
 deadlock was broken) is tried again, a few times with a short backoff; a write
 whose COMMIT was sent but not answered is not, as it may have landed: the engine's
 replay reads the journal back and carries on from what is there.
+
+The durable functions (migration 3) raise two SQLSTATEs of their own, turned here into
+the contract's errors: `LEASE_LOST` into `LeaseLostError`, `REFUSED` into ``ValueError``.
 """
 
 from __future__ import annotations
@@ -14,14 +17,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import anyio
 import asyncpg
 from asyncpg import exceptions as pgexc
 
-from stream_gateway.durable import DurableStoreError
+from stream_gateway.durable import DurableStoreError, LeaseLostError
 
+from ._durable_layout import LEASE_LOST, REFUSED
 from ._errors import is_transient
 from ._migrations import Connection
 
@@ -36,8 +40,17 @@ def store_errors(what: str) -> Iterator[None]:
     """Re-raise asyncpg's failures while doing ``what`` as `DurableStoreError`."""
     try:
         yield
-    except pgexc.InsufficientPrivilegeError as exc:
-        raise DurableStoreError(f"PostgreSQL refused {what}: {exc}", transient=False) from exc
+    except pgexc.PostgresError as exc:
+        if exc.sqlstate == LEASE_LOST:
+            raise LeaseLostError(exc.args[0] if exc.args else str(exc)) from None
+        if exc.sqlstate == REFUSED:
+            raise ValueError(exc.args[0] if exc.args else str(exc)) from None
+        if isinstance(exc, pgexc.InsufficientPrivilegeError):
+            raise DurableStoreError(f"PostgreSQL refused {what}: {exc}", transient=False) from exc
+        if not is_transient(exc):
+            raise
+        logger.warning("durable store: %s failed: %s: %s", what, type(exc).__name__, exc)
+        raise DurableStoreError(f"PostgreSQL unavailable while {what}") from exc
     except Exception as exc:
         if not is_transient(exc):
             raise
@@ -81,6 +94,7 @@ class Database:
                 max_size=self.max_connections,
                 command_timeout=self.command_timeout,
                 timeout=self.command_timeout,
+                reset=_keep_session,
                 **self.options,
             )
         try:
@@ -108,14 +122,23 @@ class Database:
 
     async def read(self, what: str, body: Callable[[Connection], Awaitable[T]]) -> T:
         """``body(conn)`` outside a transaction (each statement sees what is committed)."""
-        return await self._run(what, body, transaction=False)
+        return await self._run(what, body, mode="read")
 
     async def write(self, what: str, body: Callable[[Connection], Awaitable[T]]) -> T:
         """``body(conn)`` in one transaction: all of it commits, or nothing."""
-        return await self._run(what, body, transaction=True)
+        return await self._run(what, body, mode="transaction")
+
+    async def statement(self, what: str, body: Callable[[Connection], Awaitable[T]]) -> T:
+        """``body(conn)``, which runs one statement: a transaction of its own, and one
+        round trip where `write` takes at least three (BEGIN, the body, COMMIT)."""
+        return await self._run(what, body, mode="statement")
 
     async def _run(
-        self, what: str, body: Callable[[Connection], Awaitable[T]], *, transaction: bool
+        self,
+        what: str,
+        body: Callable[[Connection], Awaitable[T]],
+        *,
+        mode: Literal["read", "transaction", "statement"],
     ) -> T:
         for attempt in range(self.retries + 1):
             committing = False
@@ -126,14 +149,38 @@ class Database:
                 assert pool is not None
                 with store_errors(what):
                     async with pool.acquire(timeout=self.command_timeout) as conn:
-                        if not transaction:
+                        if mode == "read":
+                            return await body(conn)
+                        if mode == "statement":
+                            committing = True  # it commits as it ends
                             return await body(conn)
                         async with conn.transaction():
                             value = await body(conn)
                             committing = True  # what fails from here on may have landed
                         return value
             except DurableStoreError as exc:
-                if committing or not exc.transient or attempt == self.retries:
+                if not exc.transient or attempt == self.retries:
+                    raise
+                if committing and not _rolled_back(exc):
                     raise
             await anyio.sleep(0.05 * 2**attempt)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _rolled_back(exc: DurableStoreError) -> bool:
+    """Whether the server said it rolled the failed write back (a deadlock broken, a
+    serialization failure, a standby): then it can be tried again. A connection lost
+    or a server shut down meanwhile leaves it unknown, as does a timeout."""
+    cause = exc.__cause__
+    return isinstance(cause, pgexc.PostgresError) and not isinstance(
+        cause, pgexc.PostgresConnectionError | pgexc.OperatorInterventionError
+    )
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release, in place of asyncpg's (a round trip that clears
+    session state: settings, LISTENs, advisory locks, cursors). The durable store
+    leaves none on its pooled connections (LISTEN has a connection of its own, its
+    advisory locks end with their transactions), and asyncpg still rolls back a
+    transaction left open before calling this."""
+    del conn

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
 
-from stream_gateway.durable import ExecutionRecord, Schedule
+from stream_gateway.durable import AuditEntry, ExecutionRecord, JournalEntry, Schedule
 
 from ._migrations import Migration
 
@@ -33,9 +34,13 @@ __all__ = [
     "DURABLE_MIGRATIONS",
     "FINISHED",
     "LEASED",
+    "LEASE_LOST",
     "LIVE",
+    "REFUSED",
     "SCHEDULE_COLUMNS",
+    "audit_args",
     "due_channel",
+    "journal_args",
     "schedule_row",
     "split_url",
     "to_json",
@@ -143,7 +148,137 @@ DURABLE_MIGRATIONS = [
         ALTER TABLE {schema}.durable_journal ADD COLUMN stream_at bigint;
         """,
     ),
+    Migration(
+        3,
+        "durable writes as functions: one round trip each",
+        """
+        CREATE FUNCTION {schema}.durable_add_audit(a_execution text[], a_kind text[],
+            a_at double precision[], a_step text[], a_data text[]) RETURNS void
+        LANGUAGE sql AS $$
+            INSERT INTO {schema}.durable_audit (execution_id, kind, at, step, data)
+            SELECT e, k, a, s, d FROM unnest(a_execution, a_kind, a_at, a_step, a_data)
+                WITH ORDINALITY AS u(e, k, a, s, d, n)
+            ORDER BY n
+        $$;
+
+        CREATE FUNCTION {schema}.durable_fence(p_id text, p_worker text, p_token bigint)
+            RETURNS void
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM 1 FROM {schema}.durable_executions WHERE id = p_id
+                AND status IN ('running', 'rolling_back') AND lease_owner = p_worker
+                AND lease_token = p_token FOR NO KEY UPDATE;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION 'lease on flow % was lost', p_id USING ERRCODE = 'SGL01';
+            END IF;
+        END $$;
+
+        CREATE FUNCTION {schema}.durable_create(p_id text, p_flow text, p_status text,
+            p_input text, p_owner text, p_created_at double precision,
+            p_updated_at double precision, p_due_at double precision, p_parent text,
+            p_channel text, a_execution text[], a_kind text[], a_at double precision[],
+            a_step text[], a_data text[],
+            OUT created boolean, OUT execution {schema}.durable_executions)
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO {schema}.durable_executions (id, flow, status, input, owner,
+                created_at, updated_at, due_at, parent)
+            VALUES (p_id, p_flow, p_status, p_input, p_owner, p_created_at,
+                p_updated_at, p_due_at, p_parent)
+            ON CONFLICT (id) DO NOTHING
+            RETURNING * INTO execution;
+            created := FOUND;
+            IF NOT created THEN
+                SELECT * INTO execution FROM {schema}.durable_executions WHERE id = p_id;
+                RETURN;
+            END IF;
+            IF p_due_at IS NOT NULL THEN
+                PERFORM pg_notify(p_channel, p_due_at::text);
+            END IF;
+            PERFORM {schema}.durable_add_audit(a_execution, a_kind, a_at, a_step, a_data);
+        END $$;
+
+        CREATE FUNCTION {schema}.durable_append(p_id text, p_worker text, p_token bigint,
+            p_consume bigint[], j_branch text[], j_key text[], j_seq integer[],
+            j_kind text[], j_status text[], j_result text[], j_error text[],
+            j_attempts integer[], j_started_at double precision[],
+            j_finished_at double precision[], j_wake_at double precision[],
+            j_stream_at bigint[], a_execution text[], a_kind text[],
+            a_at double precision[], a_step text[], a_data text[]) RETURNS void
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            missing bigint[];
+        BEGIN
+            PERFORM {schema}.durable_fence(p_id, p_worker, p_token);
+            IF cardinality(p_consume) > 0 THEN
+                SELECT array_agg(c ORDER BY c) INTO missing FROM unnest(p_consume) AS c
+                WHERE NOT EXISTS (SELECT 1 FROM {schema}.durable_signals AS s
+                    WHERE s.id = c AND s.execution_id = p_id AND NOT s.consumed);
+                IF missing IS NOT NULL THEN
+                    RAISE EXCEPTION 'signal % is not waiting to be consumed', missing
+                        USING ERRCODE = 'SGR01';
+                END IF;
+                UPDATE {schema}.durable_signals SET consumed = true
+                WHERE id = ANY(p_consume) AND execution_id = p_id;
+            END IF;
+            FOR i IN 1 .. coalesce(cardinality(j_key), 0) LOOP
+                INSERT INTO {schema}.durable_journal AS j (execution_id, branch, key, seq,
+                    kind, status, result, error, attempts, started_at, finished_at,
+                    wake_at, stream_at)
+                VALUES (p_id, j_branch[i], j_key[i], j_seq[i], j_kind[i], j_status[i],
+                    j_result[i], j_error[i], j_attempts[i], j_started_at[i],
+                    j_finished_at[i], j_wake_at[i], j_stream_at[i])
+                ON CONFLICT (execution_id, branch, key) DO UPDATE SET
+                    status = excluded.status, result = excluded.result,
+                    error = excluded.error, attempts = excluded.attempts,
+                    finished_at = excluded.finished_at, wake_at = excluded.wake_at,
+                    stream_at = excluded.stream_at
+                WHERE j.status NOT IN ('completed', 'failed');
+                IF NOT FOUND THEN
+                    RAISE EXCEPTION 'journal entry ''%'' is final',
+                        concat_ws('/', nullif(j_branch[i], ''), j_key[i])
+                        USING ERRCODE = 'SGR01';
+                END IF;
+            END LOOP;
+            PERFORM {schema}.durable_add_audit(a_execution, a_kind, a_at, a_step, a_data);
+        END $$;
+
+        CREATE FUNCTION {schema}.durable_end(p_id text, p_status text, p_result text,
+            p_error text, p_now double precision, p_channel text) RETURNS void
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE {schema}.durable_executions SET status = p_status, result = p_result,
+                error = p_error, due_at = NULL, lease_owner = NULL, blocked_on = NULL,
+                evict_requested = false, updated_at = p_now
+            WHERE id = p_id;
+            UPDATE {schema}.durable_executions SET due_at = p_now
+            WHERE status = 'waiting' AND id IN
+                (SELECT waiter FROM {schema}.durable_waits WHERE target = p_id);
+            IF FOUND THEN
+                PERFORM pg_notify(p_channel, p_now::text);
+            END IF;
+            DELETE FROM {schema}.durable_waits WHERE target = p_id;
+        END $$;
+
+        CREATE FUNCTION {schema}.durable_finish(p_id text, p_worker text, p_token bigint,
+            p_status text, p_result text, p_error text, p_now double precision,
+            p_channel text, a_execution text[], a_kind text[], a_at double precision[],
+            a_step text[], a_data text[]) RETURNS void
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM {schema}.durable_fence(p_id, p_worker, p_token);
+            PERFORM {schema}.durable_end(p_id, p_status, p_result, p_error, p_now,
+                p_channel);
+            PERFORM {schema}.durable_add_audit(a_execution, a_kind, a_at, a_step, a_data);
+        END $$;
+        """,
+    ),
 ]
+
+#: The SQLSTATEs the durable functions raise: a lease that no longer holds
+#: (`LeaseLostError`), and a write the contract refuses (``ValueError``).
+LEASE_LOST = "SGL01"
+REFUSED = "SGR01"
 
 
 def due_channel(schema: str) -> str:
@@ -168,6 +303,35 @@ FINISHED = ("completed", "failed", "cancelled")
 
 def to_json(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
+
+
+def audit_args(entries: Sequence[AuditEntry]) -> tuple[list[Any], ...]:
+    """Audit lines as the durable functions take them: one array per column."""
+    return (
+        [a.execution_id for a in entries],
+        [a.kind for a in entries],
+        [a.at for a in entries],
+        [a.step for a in entries],
+        [json.dumps(a.data) for a in entries],
+    )
+
+
+def journal_args(entries: Sequence[JournalEntry]) -> tuple[list[Any], ...]:
+    """Journal entries as ``durable_append`` takes them: one array per column."""
+    return (
+        [e.branch for e in entries],
+        [e.key for e in entries],
+        [e.seq for e in entries],
+        [e.kind for e in entries],
+        [e.status for e in entries],
+        [e.result for e in entries],
+        [to_json(e.error) for e in entries],
+        [e.attempts for e in entries],
+        [e.started_at for e in entries],
+        [e.finished_at for e in entries],
+        [e.wake_at for e in entries],
+        [e.stream_at for e in entries],
+    )
 
 
 def to_record(row: asyncpg.Record) -> ExecutionRecord:

@@ -21,6 +21,7 @@ import asyncpg
 
 from stream_gateway.durable import (
     AuditEntry,
+    ExecutionNotFoundError,
     ExecutionRecord,
     ExecutionStatus,
     JournalEntry,
@@ -36,7 +37,9 @@ from ._durable_layout import (
     FINISHED,
     LEASED,
     LIVE,
+    audit_args,
     due_channel,
+    journal_args,
     split_url,
     to_json,
     to_record,
@@ -76,7 +79,7 @@ class PostgresDurableStore(ScheduleMixin):
         if max_connections < 1 or command_timeout <= 0 or retries < 0:
             raise ValueError("max_connections and command_timeout must be positive")
         self.schema = schema
-        s = quote_schema(schema)
+        s = self._s = quote_schema(schema)
         self._t = {
             name: f"{s}.durable_{name}"
             for name in (
@@ -170,9 +173,39 @@ class PostgresDurableStore(ScheduleMixin):
         return [to_record(row) for row in rows]
 
     async def history(self, execution_id: str) -> History:
-        async def body(conn: Connection) -> History:
-            await self._get(conn, execution_id)
-            entries = [
+        # One statement (one snapshot, one round trip): the execution's row (to tell
+        # an unknown id), its journal in the order first written, its unconsumed
+        # signals by id.
+        rows = await self._db.read(
+            "reading a journal",
+            lambda conn: conn.fetch(
+                f"""SELECT 0 AS part, 0::bigint AS n, NULL::integer AS seq, NULL AS kind,
+                    NULL AS key, NULL AS status, NULL AS result, NULL AS error,
+                    NULL::integer AS attempts, NULL::float8 AS started_at,
+                    NULL::float8 AS finished_at, NULL::float8 AS wake_at, NULL AS branch,
+                    NULL::bigint AS stream_at, NULL AS name
+                FROM {self._t["executions"]} WHERE id = $1
+                UNION ALL
+                SELECT 1, ord, seq, kind, key, status, result, error, attempts, started_at,
+                    finished_at, wake_at, branch, stream_at, NULL
+                FROM {self._t["journal"]} WHERE execution_id = $1
+                UNION ALL
+                SELECT 2, id, NULL, NULL, NULL, NULL, payload, NULL, NULL, NULL, NULL, NULL,
+                    NULL, NULL, name
+                FROM {self._t["signals"]} WHERE execution_id = $1 AND NOT consumed
+                ORDER BY part, n""",
+                execution_id,
+            ),
+        )
+        if not rows or rows[0]["part"] != 0:
+            raise ExecutionNotFoundError("flow not found")
+        entries: list[JournalEntry] = []
+        signals: list[Signal] = []
+        for r in rows[1:]:
+            if r["part"] == 2:
+                signals.append(Signal(r["n"], r["name"], r["result"]))
+                continue
+            entries.append(
                 JournalEntry(
                     seq=r["seq"],
                     kind=r["kind"],
@@ -187,37 +220,29 @@ class PostgresDurableStore(ScheduleMixin):
                     branch=r["branch"],
                     stream_at=r["stream_at"],
                 )
-                for r in await conn.fetch(
-                    "SELECT seq, kind, key, status, result, error, attempts, started_at, "
-                    f"finished_at, wake_at, branch, stream_at FROM {self._t['journal']} "
-                    "WHERE execution_id = $1 ORDER BY ord",
-                    execution_id,
-                )
-            ]
-            signals = [
-                Signal(r["id"], r["name"], r["payload"])
-                for r in await conn.fetch(
-                    f"SELECT id, name, payload FROM {self._t['signals']} "
-                    "WHERE execution_id = $1 AND NOT consumed ORDER BY id",
-                    execution_id,
-                )
-            ]
-            return History(entries, signals)
-
-        return await self._db.read("reading a journal", body)
+            )
+        return History(entries, signals)
 
     # -- claims and fenced writes --------------------------------------------------------
 
     async def create(
         self, record: ExecutionRecord, *, audit: Sequence[AuditEntry] = ()
     ) -> tuple[ExecutionRecord, bool]:
-        async def body(conn: Connection) -> tuple[ExecutionRecord, bool]:
-            created = await self._insert(conn, record)
-            if created:
-                await self._add_audit(conn, audit)
-            return await self._get(conn, record.id), created
-
-        return await self._db.write("creating a flow", body)
+        args = (
+            record.id, record.flow, record.status, record.input, record.owner,
+            record.created_at, record.updated_at, record.due_at, record.parent,
+            self._channel, *audit_args(audit),
+        )  # fmt: skip
+        row = await self._db.statement(
+            "creating a flow",
+            lambda conn: conn.fetchrow(
+                f"SELECT (c.execution).*, c.created FROM {self._s}.durable_create($1, $2, $3, "
+                "$4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) AS c",
+                *args,
+            ),
+        )
+        assert row is not None
+        return to_record(row), bool(row["created"])
 
     async def claim(
         self,
@@ -241,7 +266,7 @@ class PostgresDurableStore(ScheduleMixin):
             WHERE x.id = due.id
             RETURNING {", ".join("x." + c.strip() for c in COLUMNS.split(","))}"""
         names = sorted(flows)
-        rows = await self._db.write(
+        rows = await self._db.statement(
             "claiming flows",
             lambda conn: conn.fetch(sql, worker, lease_until, now, names, limit),
         )
@@ -252,7 +277,7 @@ class PostgresDurableStore(ScheduleMixin):
             return set()
         ids = [lease.execution_id for lease in leases]
         tokens = [lease.token for lease in leases]
-        rows = await self._db.write(
+        rows = await self._db.statement(
             "renewing leases",
             lambda conn: conn.fetch(
                 f"UPDATE {self._t['executions']} AS x SET due_at = $1 "
@@ -278,43 +303,23 @@ class PostgresDurableStore(ScheduleMixin):
         preceding: Sequence[JournalEntry] = (),
     ) -> None:
         wanted = sorted(set(consume))
-
-        async def body(conn: Connection) -> None:
-            await self._fence(conn, lease)
-            if wanted:
-                used = await conn.fetch(
-                    f"UPDATE {self._t['signals']} SET consumed = true WHERE id = ANY($1::bigint[]) "
-                    "AND execution_id = $2 AND NOT consumed RETURNING id",
-                    wanted,
-                    lease.execution_id,
-                )
-                if len(used) != len(wanted) or len(wanted) != len(consume):
-                    missing = set(wanted) - {r["id"] for r in used}
-                    raise ValueError(f"signal {sorted(missing)} is not waiting to be consumed")
-            for written in [*preceding, entry]:
-                await self._write_entry(conn, lease.execution_id, written)
-            await self._add_audit(conn, audit)
-
-        await self._db.write("writing a journal entry", body)
-
-    async def _write_entry(self, conn: Connection, execution_id: str, entry: JournalEntry) -> None:
-        """Add ``entry`` at its address, or replace the non-final entry there."""
-        written = await conn.fetchval(
-            f"""INSERT INTO {self._t["journal"]} (execution_id, branch, key, seq, kind,
-                status, result, error, attempts, started_at, finished_at, wake_at, stream_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-            ON CONFLICT (execution_id, branch, key) DO UPDATE SET status = excluded.status,
-                result = excluded.result, error = excluded.error,
-                attempts = excluded.attempts, finished_at = excluded.finished_at,
-                wake_at = excluded.wake_at, stream_at = excluded.stream_at
-            WHERE durable_journal.status NOT IN ('completed', 'failed')
-            RETURNING true""",
-            execution_id, entry.branch, entry.key, entry.seq, entry.kind,
-            entry.status, entry.result, to_json(entry.error), entry.attempts,
-            entry.started_at, entry.finished_at, entry.wake_at, entry.stream_at,
+        if len(wanted) != len(consume):
+            raise ValueError(f"signals {list(consume)} are consumed twice in one write")
+        # ``durable_append``: the fence, the signals, the entries (each added at its
+        # address or replacing the non-final one there) and the audit lines, in one
+        # statement; `LeaseLostError` or ``ValueError`` from its SQLSTATEs.
+        args = (
+            lease.execution_id, lease.worker, lease.token, wanted,
+            *journal_args([*preceding, entry]), *audit_args(audit),
         )  # fmt: skip
-        if not written:
-            raise ValueError(f"journal entry {entry.path!r} is final")
+        await self._db.statement(
+            "writing a journal entry",
+            lambda conn: conn.execute(
+                f"SELECT {self._s}.durable_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+                "$11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+                *args,
+            ),
+        )
 
     async def set_status(
         self,
@@ -409,32 +414,6 @@ class PostgresDurableStore(ScheduleMixin):
 
         await self._db.write("parking a flow", body)
 
-    async def _end(
-        self,
-        conn: Connection,
-        execution_id: str,
-        status: str,
-        result: str | None,
-        error: dict[str, Any] | None,
-        now: float,
-    ) -> None:
-        ex, waits = self._t["executions"], self._t["waits"]
-        await conn.execute(
-            f"UPDATE {ex} SET status = $1, result = $2, error = $3, due_at = NULL, "
-            "lease_owner = NULL, blocked_on = NULL, evict_requested = false, updated_at = $4 "
-            "WHERE id = $5",
-            status, result, to_json(error), now, execution_id,
-        )  # fmt: skip
-        woken = await conn.fetch(
-            f"UPDATE {ex} SET due_at = $1 WHERE status = 'waiting' AND id IN "
-            f"(SELECT waiter FROM {waits} WHERE target = $2) RETURNING id",
-            now,
-            execution_id,
-        )
-        await conn.execute(f"DELETE FROM {waits} WHERE target = $1", execution_id)
-        if woken:
-            await self._notify(conn, now)
-
     async def finish(
         self,
         lease: Lease,
@@ -445,12 +424,18 @@ class PostgresDurableStore(ScheduleMixin):
         now: float,
         audit: Sequence[AuditEntry] = (),
     ) -> None:
-        async def body(conn: Connection) -> None:
-            await self._fence(conn, lease)
-            await self._end(conn, lease.execution_id, status, result, error, now)
-            await self._add_audit(conn, audit)
-
-        await self._db.write("finishing a flow", body)
+        args = (
+            lease.execution_id, lease.worker, lease.token, status, result,
+            to_json(error), now, self._channel, *audit_args(audit),
+        )  # fmt: skip
+        await self._db.statement(
+            "finishing a flow",
+            lambda conn: conn.execute(
+                f"SELECT {self._s}.durable_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+                "$11, $12, $13)",
+                *args,
+            ),
+        )
 
     # -- unfenced changes --------------------------------------------------------------
 

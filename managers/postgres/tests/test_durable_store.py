@@ -96,8 +96,7 @@ async def test_migrations_are_recorded_once_next_to_the_streams(
     finally:
         await conn.close()
     assert [(r["component"], r["version"]) for r in rows] == [
-        ("durable", 1),
-        ("durable", 2),
+        ("durable", m.version) for m in DURABLE_MIGRATIONS
     ] + [("streams", m.version) for m in STREAMS_MIGRATIONS]
 
 
