@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from stream_gateway.durable import (
+    AuditEntry,
     DurableStore,
     DurableStoreError,
     ExecutionNotFoundError,
@@ -153,6 +154,32 @@ async def test_append_replaces_only_non_final_entries(store: DurableStore) -> No
     stored, other = (await store.history(lease.execution_id)).entries
     assert (stored.key, stored.status, stored.result) == ("a", "completed", "1")
     assert (other.branch, other.key) == ("j:x", "a")
+
+
+async def test_a_refused_append_writes_nothing(store: DurableStore) -> None:
+    """An append the contract refuses (here: its entry is final) is all or nothing:
+    the signal it would consume stays queued, its audit line and the entries it
+    carries before its own are not stored."""
+    await store.create(record(1))
+    flow_id = record(1).id
+    assert await store.send_signal(flow_id, "go", "1", T0)
+    [signal] = (await store.history(flow_id)).signals
+    lease = await claim_one(store)
+    await store.append(lease, entry(0, "a"), T0)
+    before = await store.audit(execution_id=flow_id)
+    with pytest.raises(ValueError):
+        await store.append(
+            lease,
+            entry(0, "a", "failed"),
+            T0,
+            consume=[signal.id],
+            audit=[AuditEntry(flow_id, "note", T0, "a")],
+            preceding=[entry(1, "b")],
+        )
+    history = await store.history(flow_id)
+    assert [s.id for s in history.signals] == [signal.id]
+    assert [(e.key, e.status) for e in history.entries] == [("a", "completed")]
+    assert await store.audit(execution_id=flow_id) == before
 
 
 async def test_timers_make_executions_due(store: DurableStore) -> None:

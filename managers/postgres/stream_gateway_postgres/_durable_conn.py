@@ -94,8 +94,7 @@ class Database:
                 max_size=self.max_connections,
                 command_timeout=self.command_timeout,
                 timeout=self.command_timeout,
-                reset=_keep_session,
-                **self.options,
+                **{"reset": _keep_session, **self.options},
             )
         try:
             with store_errors("migrating the durable tables"):
@@ -168,10 +167,14 @@ class Database:
 
 
 def _rolled_back(exc: DurableStoreError) -> bool:
-    """Whether the server said it rolled the failed write back (a deadlock broken, a
-    serialization failure, a standby): then it can be tried again. A connection lost
-    or a server shut down meanwhile leaves it unknown, as does a timeout."""
+    """Whether the failed write cannot have committed, so that it can be tried again:
+    asyncpg refused to send it (a pooled connection the server had closed, which
+    asyncpg had not noticed yet), or the server said it rolled it back (a deadlock
+    broken, a serialization failure, a standby). A connection lost or a server shut
+    down while it ran leaves that unknown, as does a timeout."""
     cause = exc.__cause__
+    if isinstance(cause, pgexc.InternalClientError | asyncpg.InterfaceError):
+        return True  # raised before anything is sent (`is_transient` picked the kinds)
     return isinstance(cause, pgexc.PostgresError) and not isinstance(
         cause, pgexc.PostgresConnectionError | pgexc.OperatorInterventionError
     )

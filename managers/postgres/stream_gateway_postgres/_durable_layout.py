@@ -181,17 +181,21 @@ DURABLE_MIGRATIONS = [
             OUT created boolean, OUT execution {schema}.durable_executions)
         LANGUAGE plpgsql AS $$
         BEGIN
-            INSERT INTO {schema}.durable_executions (id, flow, status, input, owner,
-                created_at, updated_at, due_at, parent)
-            VALUES (p_id, p_flow, p_status, p_input, p_owner, p_created_at,
-                p_updated_at, p_due_at, p_parent)
-            ON CONFLICT (id) DO NOTHING
-            RETURNING * INTO execution;
-            created := FOUND;
-            IF NOT created THEN
+            LOOP
+                INSERT INTO {schema}.durable_executions (id, flow, status, input, owner,
+                    created_at, updated_at, due_at, parent)
+                VALUES (p_id, p_flow, p_status, p_input, p_owner, p_created_at,
+                    p_updated_at, p_due_at, p_parent)
+                ON CONFLICT (id) DO NOTHING
+                RETURNING * INTO execution;
+                created := FOUND;
+                EXIT WHEN created;
                 SELECT * INTO execution FROM {schema}.durable_executions WHERE id = p_id;
-                RETURN;
-            END IF;
+                IF FOUND THEN
+                    RETURN;
+                END IF;
+                -- deleted between the two: insert it after all
+            END LOOP;
             IF p_due_at IS NOT NULL THEN
                 PERFORM pg_notify(p_channel, p_due_at::text);
             END IF;
@@ -210,6 +214,11 @@ DURABLE_MIGRATIONS = [
             missing bigint[];
         BEGIN
             PERFORM {schema}.durable_fence(p_id, p_worker, p_token);
+            IF cardinality(p_consume) <> (SELECT count(DISTINCT c) FROM unnest(p_consume) c)
+            THEN
+                RAISE EXCEPTION 'signals % are consumed twice in one write', p_consume
+                    USING ERRCODE = 'SGR01';
+            END IF;
             IF cardinality(p_consume) > 0 THEN
                 SELECT array_agg(c ORDER BY c) INTO missing FROM unnest(p_consume) AS c
                 WHERE NOT EXISTS (SELECT 1 FROM {schema}.durable_signals AS s

@@ -302,14 +302,11 @@ class PostgresDurableStore(ScheduleMixin):
         audit: Sequence[AuditEntry] = (),
         preceding: Sequence[JournalEntry] = (),
     ) -> None:
-        wanted = sorted(set(consume))
-        if len(wanted) != len(consume):
-            raise ValueError(f"signals {list(consume)} are consumed twice in one write")
         # ``durable_append``: the fence, the signals, the entries (each added at its
         # address or replacing the non-final one there) and the audit lines, in one
         # statement; `LeaseLostError` or ``ValueError`` from its SQLSTATEs.
         args = (
-            lease.execution_id, lease.worker, lease.token, wanted,
+            lease.execution_id, lease.worker, lease.token, sorted(consume),
             *journal_args([*preceding, entry]), *audit_args(audit),
         )  # fmt: skip
         await self._db.statement(

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from asyncpg.exceptions import InternalClientError
 
 from stream_gateway.durable import DurableStoreError, LeaseLostError
 from stream_gateway_postgres._durable_conn import Database
@@ -55,6 +56,27 @@ async def test_a_statement_the_server_rolled_back_is_tried_again(db: Database, s
         await conn.execute(
             raising("40P01") if calls == 1 else f'INSERT INTO "{schema}".t VALUES (1)'
         )
+
+    await db.statement("inserting", body)
+    assert calls == 2 and await rows(db, schema) == 1
+
+
+async def test_a_statement_asyncpg_refused_to_send_is_tried_again(
+    db: Database, schema: str
+) -> None:
+    """A pooled connection the server closed while idle, before asyncpg noticed: the
+    next call fails in asyncpg's protocol, before anything is sent. What asyncpg
+    raises then is raised here, by the body, on the real connection."""
+    calls = 0
+
+    async def body(conn: Connection) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise InternalClientError(
+                "cannot switch to state 11; another operation (2) is in progress"
+            )
+        await conn.execute(f'INSERT INTO "{schema}".t VALUES (1)')
 
     await db.statement("inserting", body)
     assert calls == 2 and await rows(db, schema) == 1

@@ -133,10 +133,12 @@ async def test_a_call_on_a_dropped_connection_is_tried_again(
 ) -> None:
     name = f"sg-retry-{schema}"
     options: dict[str, Any] = {"server_settings": {"application_name": name}}
-    async with PostgresDurableStore(server.dsn, schema=schema, connect_options=options) as store:
-        stored, _ = await store.create(ExecutionRecord(id="y" * 22, flow="f", input="1"))
+
+    async def kill_pooled() -> None:
+        """What a server restart or a network cut does to idle pooled connections
+        (asyncpg may not notice before it hands one out again)."""
         conn = await asyncpg.connect(server.dsn)
-        try:  # what a server restart or a network cut does to idle pooled connections
+        try:
             killed = await conn.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                 "WHERE application_name = $1",
@@ -145,5 +147,20 @@ async def test_a_call_on_a_dropped_connection_is_tried_again(
         finally:
             await conn.close()
         assert killed >= 1
+
+    async with PostgresDurableStore(server.dsn, schema=schema, connect_options=options) as store:
+        stored, _ = await store.create(ExecutionRecord(id="y" * 22, flow="f", input="1"))
+        await kill_pooled()
         assert (await store.get(stored.id)).seq == stored.seq  # a read
-        assert await store.wake(stored.id, time.time())  # a write
+        await kill_pooled()
+        assert await store.wake(stored.id, time.time())  # a transaction
+        await kill_pooled()
+        other, created = await store.create(
+            ExecutionRecord(id="z" * 22, flow="f", input="1", due_at=1.0)
+        )
+        assert created and other.status == "pending"  # a one-statement write
+        await kill_pooled()
+        claimed = await store.claim(
+            "w", now=time.time(), lease_until=time.time() + 60, limit=2, flows=["f"]
+        )
+        assert sorted(r.id for r in claimed) == [stored.id, other.id]
