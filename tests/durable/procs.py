@@ -320,6 +320,12 @@ async def worker_process(db: Path, *args: str) -> AsyncIterator[Process]:
 
 if __name__ == "__main__":
     from stream_gateway.durable.cli import main
+    from stream_gateway.stores import open_durable_store
 
+    # Import the store's plugin (Google's SDK, a Postgres driver) before "go": a
+    # spare worker then starts serving at once. Making a store object does no I/O.
+    db = sys.argv[sys.argv.index("--db") + 1]
+    if "://" in db:
+        open_durable_store(db)
     sys.stdin.readline()  # "go"
     main(sys.argv[1:])
