@@ -1,15 +1,13 @@
 """`FirestoreDurableStore`: durable flows in Cloud Firestore, shared by any number of
 workers on any number of machines.
 
-Every write that must be atomic (a fenced journal write, a signal with the wake-up
-it causes, a schedule tick) is one Firestore transaction; contention makes it run
-again (`in_transaction`). Claims are the exception: they query the due executions
-of the worker's flows (``flow in [...]``, ``due_at <= now``, earliest first, an
-index) rather than scanning, then take each by a write guarded by the update time
-it was read at (a compare-and-set: no transaction, so no lock for racing workers to
-queue on). A snapshot listener on the earliest due execution tells workers when
-work is due (`watch_due`), so signals, new executions and timers set by other
-processes wake them without waiting for their poll.
+Every write that must be atomic (a claim, a fenced journal write, a signal with the
+wake-up it causes, a schedule tick) is one Firestore transaction; contention makes
+it run again (`in_transaction`). Claims query the due executions of the worker's
+flows (``flow in [...]``, ``due_at <= now``, earliest first, an index) rather than
+scanning, then take them in one transaction. A snapshot listener on the earliest due
+execution tells workers when work is due (`watch_due`), so signals, new executions
+and timers set by other processes wake them without waiting for their poll.
 """
 
 from __future__ import annotations
@@ -61,8 +59,6 @@ __all__ = ["FirestoreDurableStore"]
 _IN_LIMIT = 30
 #: Deletes per transaction or batch, well inside Firestore's per-commit limit.
 _CHUNK = 400
-#: Guarded writes one claim tries on an execution that keeps changing under it.
-_TAKE_ATTEMPTS = 3
 
 
 class FirestoreDurableStore(ScheduleMixin):
@@ -211,24 +207,21 @@ class FirestoreDurableStore(ScheduleMixin):
         claimed: list[ExecutionRecord] = []
         tried: set[str] = set()
         # Candidates are read outside any transaction (no lock on the queue), then
-        # each is taken by a write that only lands if the document is unchanged since
-        # it was read: no transaction, no lock, one round trip, and workers racing
-        # for one execution cost the losers one refused write. A candidate another
-        # worker took meanwhile is skipped, and the queue is read again (a few rounds
-        # at most).
+        # each is taken in a transaction of its own, all at once: workers racing for
+        # one execution queue on that document only. A candidate another worker took
+        # meanwhile is skipped, and the queue is read again (a few rounds at most).
         for _ in range(3):
             wanted = limit - len(claimed)
             queries = self._due_queries(flows, now, wanted, worker if reclaim_own else None)
-            seen: dict[str, DocumentSnapshot[Any]] = {}
+            seen: dict[str, float] = {}
             for query in queries:
                 for snap in await self._call("looking for due flows", self._query(query)):
                     if snap.id not in tried:
-                        seen[snap.id] = snap
-            candidates = sorted(seen.values(), key=lambda s: fields_of(s).get("due_at") or 0.0)
-            candidates = candidates[:wanted]
+                        seen[snap.id] = fields_of(snap).get("due_at") or 0.0
+            candidates = sorted(seen, key=lambda d: seen[d])[:wanted]
             if not candidates:
                 break
-            tried.update(snap.id for snap in candidates)
+            tried.update(candidates)
             taken = await self._take_all(worker, candidates, now, lease_until, reclaim_own)
             claimed.extend(taken)
             if len(taken) == len(candidates) or len(claimed) >= limit:
@@ -236,19 +229,14 @@ class FirestoreDurableStore(ScheduleMixin):
         return sorted(claimed, key=lambda r: r.seq)
 
     async def _take_all(
-        self,
-        worker: str,
-        candidates: list[DocumentSnapshot[Any]],
-        now: float,
-        lease_until: float,
-        own: bool,
+        self, worker: str, candidates: list[str], now: float, lease_until: float, own: bool
     ) -> list[ExecutionRecord]:
         taken: list[ExecutionRecord] = []
         failures: list[Exception] = []
 
-        async def take(snap: DocumentSnapshot[Any]) -> None:
+        async def take(doc: str) -> None:
             try:
-                record = await self._take(worker, snap, now, lease_until, own)
+                record = await self._take(worker, doc, now, lease_until, own)
             except DurableStoreError as exc:
                 failures.append(exc)  # the others may still have been taken
             else:
@@ -256,25 +244,19 @@ class FirestoreDurableStore(ScheduleMixin):
                     taken.append(record)
 
         async with anyio.create_task_group() as tg:
-            for snap in candidates:
-                tg.start_soon(take, snap)
+            for doc in candidates:
+                tg.start_soon(take, doc)
         if failures and not taken:
             raise failures[0]
         return taken
 
     async def _take(
-        self,
-        worker: str,
-        snap: DocumentSnapshot[Any],
-        now: float,
-        lease_until: float,
-        reclaim_own: bool,
+        self, worker: str, doc: str, now: float, lease_until: float, reclaim_own: bool
     ) -> ExecutionRecord | None:
-        """Lease the execution ``snap`` shows if it may be claimed: a write guarded by
-        the document's update time (another writer meanwhile refuses it; it is then
-        read again and judged anew, a few times at most)."""
-        ref = snap.reference
-        for _ in range(_TAKE_ATTEMPTS):
+        ref = self._collection("executions").document(doc)
+
+        async def body(txn: AsyncTransaction) -> ExecutionRecord | None:
+            snap = await self._snap(ref, txn)
             fields = fields_of(snap)
             status = fields.get("status")
             due = fields.get("due_at")
@@ -294,23 +276,11 @@ class FirestoreDurableStore(ScheduleMixin):
                 "evict_requested": False,
                 "updated_at": now,
             }
-            guard = self.client.write_option(last_update_time=snap.update_time)
-            try:
-                await self._call("claiming a flow", ref.update(changes, option=guard, retry=None))
-            except DurableStoreError as exc:
-                if isinstance(exc.__cause__, gexc.Aborted):
-                    # Locked by a transaction (which may belong to a killed worker: its
-                    # locks last until it expires): a later claim takes it.
-                    return None
-                if not isinstance(exc.__cause__, gexc.FailedPrecondition):
-                    raise
-                # Changed meanwhile (claimed by another worker, signalled): read again.
-            else:
-                return record_from_fields(fields["id"], {**fields, **changes})
-            snap = await self._call(
-                "claiming a flow", ref.get(retry=None, timeout=self.rpc_timeout)
-            )
-        return None
+            txn.update(ref, changes)
+            return record_from_fields(fields["id"], {**fields, **changes})
+
+        record: ExecutionRecord | None = await self._transact("claiming a flow", body)
+        return record
 
     async def renew(self, worker: str, leases: Collection[Lease], lease_until: float) -> set[str]:
         # No transaction: each held lease is extended by a write that only lands if

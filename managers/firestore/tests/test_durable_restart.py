@@ -78,8 +78,10 @@ async def test_workers_ride_out_a_five_second_outage(
                 for _ in range(2):
                     workers.append(await WorkerProcess.spawn(where, *args, log=tmp_path / "w.log"))
                     await workers[-1].go(STARTUP)
-                while len(effects.read_text().splitlines()) < FLOWS_RUN * 2:  # noqa: ASYNC110
-                    await anyio.sleep(0.1)  # well under way
+                while (  # noqa: ASYNC110
+                    not effects.exists() or len(effects.read_text().splitlines()) < FLOWS_RUN * 2
+                ):
+                    await anyio.sleep(0.1)  # well under way (no step has run at first)
                 for worker in workers:
                     worker.proc.send_signal(signal.SIGSTOP)
                 await anyio.sleep(1.0)  # what was sent before the freeze lands
