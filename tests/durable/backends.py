@@ -7,8 +7,9 @@ store joins every contract test by adding one entry to `DURABLE_BACKENDS`.
 
 Which tests run where:
 
-- the store contract (``test_durable_store*.py``) and the restart-at-every-call test
-  run against every selected store (``DURABLE_BACKENDS=memory,postgres`` narrows it);
+- the store contract (``test_durable_store*.py``), the restart-at-every-call test and
+  the recurring schedules' tests run against every selected store
+  (``DURABLE_BACKENDS=memory,postgres`` narrows it);
 - the engine's own tests run against the embedded stores (memory, SQLite) only, as the
   engine's behaviour does not depend on the store once the contract holds.
 """
@@ -129,4 +130,4 @@ def backends_for(module: str) -> list[str]:
 
 #: Engine-level modules that also run against every store: end-to-end proof that a
 #: store honours the contract under a real flow.
-CONTRACT_MODULES = {"test_durable_v2_restarts"}
+CONTRACT_MODULES = {"test_durable_v2_restarts", "test_durable_schedules"}

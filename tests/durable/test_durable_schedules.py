@@ -3,6 +3,7 @@ overlap, missed ticks, and one execution per tick with several firers."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -144,11 +145,12 @@ async def test_a_missed_tick_fires_once_and_firers_never_double(new_store: NewSt
     ):
         schedule = await a.ensure_schedule(tick, 7, id="often", interval=0.1, overlap="allow")
         await anyio.sleep(0.6)  # ~6 ticks pass with no worker running
+        before = time.time()
         assert await fire_due(a) == 1
-        assert await fire_due(a) == 0  # the next tick is after now
         later = await a.get_schedule("often")
         assert later.last_tick == schedule.next_at
-        assert later.next_at is not None and later.next_at > later.last_tick  # type: ignore[operator]
+        # The next tick is after the firing's now, however long the firing took.
+        assert later.next_at is not None and later.next_at > before
         # Several firers at once: every tick starts exactly one execution.
         for _ in range(10):
             await anyio.sleep(0.11)
