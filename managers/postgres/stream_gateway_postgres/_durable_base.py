@@ -105,15 +105,15 @@ class PostgresBase(DurableStore):
         )  # fmt: skip
 
     async def _insert(self, conn: Connection, record: ExecutionRecord) -> bool:
+        """Insert the execution unless its id exists, notifying when it is due
+        (``durable_create``, without audit lines); whether it was inserted."""
         created = await conn.fetchval(
-            f"INSERT INTO {self._t['executions']} (id, flow, status, input, owner, "
-            "created_at, updated_at, due_at, parent) VALUES ($1, $2, $3, $4, $5, $6, $7, "
-            "$8, $9) ON CONFLICT (id) DO NOTHING RETURNING true",
+            f"SELECT created FROM {self._s}.durable_create($1, $2, $3, $4, $5, $6, $7, $8, "
+            "$9, $10, $11, $12, $13, $14, $15)",
             record.id, record.flow, record.status, record.input, record.owner,
             record.created_at, record.updated_at, record.due_at, record.parent,
+            self._channel, *audit_args(()),
         )  # fmt: skip
-        if created:
-            await self._notify(conn, record.due_at)
         return bool(created)
 
     async def _get(self, conn: Connection, execution_id: str) -> ExecutionRecord:
